@@ -1,0 +1,257 @@
+//! The HTTP API: `/v1/exports`, `/v1/dlq`, `/metrics`, `/healthz`.
+//!
+//! Every error is a JSON body `{"error": "...", "field": "..."}` with a 4xx
+//! or 5xx status; `field` names the spec field when a spec was refused.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use pagefleet_shared::model::DEFAULT_TENANT;
+use pagefleet_shared::queue::Broker;
+use pagefleet_shared::spec::{ExportSpec, SpecError};
+use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
+use pagefleet_shared::telemetry::metrics;
+
+/// Largest spec accepted by the API.
+const MAX_SPEC_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub broker: Arc<Broker>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/exports", post(submit).get(list))
+        .route("/v1/exports/{id}", get(status))
+        .route("/v1/dlq", get(dlq_list))
+        .route("/v1/dlq/replay", post(dlq_replay))
+        .route("/healthz", get(health))
+        .route("/metrics", get(|| async { metrics().render() }))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_SPEC_BYTES))
+        .with_state(state)
+}
+
+/// An API error: status, message, and the spec field when there is one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: u16,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status: status.as_u16(),
+            error: error.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+impl From<pagefleet_shared::store::StoreError> for ApiError {
+    fn from(e: pagefleet_shared::store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error in API");
+        let status = if e.is_connection() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+fn tenant(headers: &HeaderMap) -> String {
+    headers
+        .get("x-pagefleet-tenant")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty() && t.len() <= 64)
+        .unwrap_or(DEFAULT_TENANT)
+        .to_string()
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "spec is not UTF-8"))?;
+    let spec = ExportSpec::from_json(text).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+        if let SpecError::Invalid { field, .. } = &e {
+            err.field = Some(field.clone());
+        }
+        err
+    })?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "Idempotency-Key is not text"))
+        })
+        .transpose()?;
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1-200 characters",
+        ));
+    }
+    let tenant = tenant(&headers);
+    let submitted = state
+        .store
+        .submit_export(&tenant, key.as_deref(), &spec)
+        .await
+        .map_err(|e| match e {
+            SubmitError::IdempotencyConflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            SubmitError::Store(e) => e.into(),
+        })?;
+    if submitted.created {
+        tracing::info!(export = %submitted.id, name = %spec.name, style = spec.pagination.style_name(), "export submitted");
+    }
+    let code = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(submitted)).into_response())
+}
+
+async fn status(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    match state.store.export_status(id).await? {
+        Some(s) if s.tenant_id == tenant(&headers) => Ok(Json(s).into_response()),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no export {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let exports = state.store.list_exports(&tenant(&headers), limit).await?;
+    Ok(Json(exports).into_response())
+}
+
+#[derive(Deserialize)]
+struct DlqQuery {
+    export: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn dlq_list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<DlqQuery>,
+) -> Result<Response, ApiError> {
+    let export = q.export.as_deref().map(parse_id).transpose()?;
+    let letters = state
+        .store
+        .list_dead_letters(&tenant(&headers), export, q.all)
+        .await?;
+    Ok(Json(letters).into_response())
+}
+
+/// `{"task": ID}` (a task or dead-letter id) or `{"export": ID}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub export: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplayResponse {
+    pub replayed: Vec<Uuid>,
+}
+
+async fn dlq_replay(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("replay request is not valid JSON: {e}"))
+    })?;
+    let target = match (&request.task, &request.export) {
+        (Some(t), None) => ReplayTarget::Task(parse_id(t)?),
+        (None, Some(e)) => ReplayTarget::Export(parse_id(e)?),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `task` or `export`",
+            ))
+        }
+    };
+    let (replayed, outbox) = state.store.replay(&tenant(&headers), target).await?;
+    if !replayed.is_empty() {
+        tracing::info!(count = replayed.len(), ?target, "dead letters replayed");
+    }
+    // Publish now rather than waiting for the relay's next pass.
+    if let Ok(publisher) = state.broker.publisher().await {
+        let mut sent = Vec::new();
+        if let Ok(messages) = state.store.outbox_by_ids(&outbox).await {
+            for m in messages {
+                if publisher.publish(m.queue, m.body.to_string().as_bytes()).await.is_ok() {
+                    sent.push(m.id);
+                }
+            }
+        }
+        let _ = state.store.outbox_mark_sent(&sent).await;
+    }
+    Ok(Json(ReplayResponse { replayed }).into_response())
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    let db = state.store.ping().await.is_ok();
+    let broker = state.broker.is_connected();
+    let body = serde_json::json!({"postgres": db, "rabbitmq": broker});
+    let code = if db && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("{text:?} is not an export or task id"))
+    })
+}

@@ -1,0 +1,361 @@
+//! `pagefleet`: the operator CLI over the scheduler's HTTP API.
+//!
+//! Exit codes: 0 success; 1 the API or a service failed; 2 bad input (a
+//! spec, an id, an argument); 3 the export is blocked on dead letters;
+//! 4 the export failed or was cancelled; 5 not found.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use pagefleet_scheduler::client::{ApiClient, ClientError};
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::spec::ExportSpec;
+use pagefleet_shared::store::ExportStatus;
+
+#[derive(Parser, Debug)]
+#[command(name = "pagefleet", version, about = "Export paginated, rate-limited HTTP APIs to CSV files you can trust")]
+struct Cli {
+    /// The scheduler's API.
+    #[arg(long, global = true, env = "PAGEFLEET_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Tenant (until API tokens exist).
+    #[arg(long, global = true, env = "PAGEFLEET_TENANT")]
+    tenant: Option<String>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Submit an export spec (TOML).
+    Submit {
+        spec: PathBuf,
+        /// Wait until the CSV is published, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Submitting twice with the same key returns the same export.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Check the spec and print it as JSON without submitting.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show an export's state and counters.
+    Status { id: String },
+    /// List recent exports.
+    Ls,
+    /// Dead letters: pages that could not be fetched.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// List open dead letters.
+    Ls {
+        #[arg(long)]
+        export: Option<String>,
+        /// Include replayed ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Put dead-lettered tasks back in the queue.
+    Replay {
+        /// A task id or dead-letter id.
+        id: Option<String>,
+        /// Replay every dead task of this export.
+        #[arg(long, conflicts_with = "id")]
+        export: Option<String>,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match e.status() {
+            Some(404) => 5,
+            Some(400..=499) => 2,
+            _ => 1,
+        };
+        let message = match &e {
+            ClientError::Refused {
+                field: Some(field), ..
+            } => format!("{e} (field `{field}`)"),
+            _ => e.to_string(),
+        };
+        Failure { code, message }
+    }
+}
+
+fn bad_input(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("pagefleet: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let client = ApiClient::new(&cli.api, cli.tenant.clone())?;
+    match cli.command {
+        Command::Submit {
+            spec,
+            wait,
+            idempotency_key,
+            check,
+        } => {
+            let spec = load_spec(&spec)?;
+            if check {
+                print_json(&spec);
+                return Ok(0);
+            }
+            let submitted = client.submit(&spec, idempotency_key.as_deref()).await?;
+            if !wait {
+                if cli.json {
+                    print_json(&submitted);
+                } else {
+                    let verb = if submitted.created { "submitted" } else { "already submitted" };
+                    println!("export {} {verb}", submitted.id);
+                }
+                return Ok(0);
+            }
+            if !cli.json {
+                eprintln!("export {} submitted; waiting for the CSV", submitted.id);
+            }
+            let status = wait_for(&client, submitted.id, cli.json).await?;
+            report_final(&client, &status, cli.json).await
+        }
+        Command::Status { id } => {
+            let status = client.status(parse_id(&id)?).await?;
+            if cli.json {
+                print_json(&status);
+            } else {
+                print_status(&status);
+            }
+            Ok(0)
+        }
+        Command::Ls => {
+            let list = client.list().await?;
+            if cli.json {
+                print_json(&list);
+            } else {
+                println!("{:<36}  {:<10}  {:>13}  {:>9}  NAME", "ID", "STATE", "PAGES", "ROWS");
+                for s in list {
+                    println!(
+                        "{:<36}  {:<10}  {:>13}  {:>9}  {}",
+                        s.id,
+                        s.state,
+                        format!("{}/{}", s.pages_landed, s.pages_planned),
+                        s.rows_staged,
+                        s.name
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Dlq { command } => match command {
+            DlqCommand::Ls { export, all } => {
+                let export = export.as_deref().map(parse_id).transpose()?;
+                let letters = client.dead_letters(export, all).await?;
+                if cli.json {
+                    print_json(&letters);
+                } else if letters.is_empty() {
+                    println!("no dead letters");
+                } else {
+                    println!("{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  REASON", "TASK", "EXPORT", "PART", "PAGE", "CLASS");
+                    for d in letters {
+                        println!(
+                            "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  {}",
+                            d.task_id, d.export_id, d.partition_no, d.page_no, d.class, d.reason
+                        );
+                    }
+                }
+                Ok(0)
+            }
+            DlqCommand::Replay { id, export } => {
+                let (task, export) = match (id, export) {
+                    (Some(t), None) => (Some(parse_id(&t)?), None),
+                    (None, Some(e)) => (None, Some(parse_id(&e)?)),
+                    _ => return Err(bad_input("give a task id or --export ID")),
+                };
+                let response = client.replay(task, export).await?;
+                if cli.json {
+                    print_json(&response);
+                } else if response.replayed.is_empty() {
+                    println!("nothing to replay (no dead task matches)");
+                } else {
+                    println!("replayed {} task(s)", response.replayed.len());
+                }
+                Ok(0)
+            }
+        },
+    }
+}
+
+/// Reads and validates a TOML spec. A relative output directory is made
+/// absolute here, against the directory the user ran the command in.
+fn load_spec(path: &Path) -> Result<ExportSpec, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_input(format!("cannot read spec {}: {e}", path.display())))?;
+    let mut spec = ExportSpec::from_toml(&text)
+        .map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+    let dir = PathBuf::from(&spec.output.dir);
+    if dir.is_relative() {
+        let cwd = std::env::current_dir()
+            .map_err(|e| bad_input(format!("cannot resolve output.dir: {e}")))?;
+        spec.output.dir = cwd.join(dir).display().to_string();
+    }
+    Ok(spec)
+}
+
+fn parse_id(text: &str) -> Result<Uuid, Failure> {
+    Uuid::parse_str(text).map_err(|_| bad_input(format!("{text:?} is not an id")))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+/// Polls the export until it stops moving, with a progress bar on a
+/// terminal and plain lines otherwise (CI, pipes).
+async fn wait_for(client: &ApiClient, id: Uuid, quiet: bool) -> Result<ExportStatus, Failure> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let bar = tty.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} pages  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last_line = Instant::now() - Duration::from_secs(60);
+    let mut unreachable = 0u32;
+    loop {
+        let status = match client.status(id).await {
+            Ok(s) => {
+                unreachable = 0;
+                s
+            }
+            Err(e @ ClientError::Unreachable { .. }) => {
+                unreachable += 1;
+                if unreachable > 60 {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let total = if status.pages_total_known { "" } else { "+" };
+        let msg = format!(
+            "{} rows, {} retries, {} 429s, {} dead{total}",
+            status.rows_staged, status.retries, status.rate_limited, status.dead_letters_open
+        );
+        if let Some(bar) = &bar {
+            bar.set_length(status.pages_planned as u64);
+            bar.set_position(status.pages_landed as u64);
+            bar.set_message(format!("{} · {msg}", status.state));
+        } else if !quiet && last_line.elapsed() >= Duration::from_secs(2) {
+            eprintln!(
+                "[{:>5.1}s] {} pages {}/{}{total} · {msg}",
+                started.elapsed().as_secs_f64(),
+                status.state,
+                status.pages_landed,
+                status.pages_planned
+            );
+            last_line = Instant::now();
+        }
+        let settled = status.state.is_terminal() || status.state == ExportState::Blocked;
+        if settled {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn report_final(client: &ApiClient, status: &ExportStatus, json: bool) -> Result<u8, Failure> {
+    if json {
+        print_json(status);
+    }
+    match status.state {
+        ExportState::Completed => {
+            if !json {
+                print_status(status);
+            }
+            Ok(0)
+        }
+        ExportState::Blocked => {
+            if !json {
+                print_status(status);
+                let letters = client.dead_letters(Some(status.id), false).await.unwrap_or_default();
+                eprintln!("export {} is blocked on {} dead letter(s):", status.id, letters.len());
+                for d in letters {
+                    eprintln!("  task {} (partition {}, page {}): {}", d.task_id, d.partition_no, d.page_no, d.reason);
+                }
+                eprintln!("fix the cause, then: pagefleet dlq replay --export {}", status.id);
+            }
+            Ok(3)
+        }
+        _ => {
+            if !json {
+                print_status(status);
+            }
+            Ok(4)
+        }
+    }
+}
+
+fn print_status(s: &ExportStatus) {
+    let total = if s.pages_total_known { "" } else { " (so far)" };
+    println!("export    {}  ({})", s.id, s.name);
+    println!("state     {}", s.state);
+    println!("pages     {}/{}{total}", s.pages_landed, s.pages_planned);
+    println!("rows      {} staged, {} replaced by merge", s.rows_staged, s.rows_replaced);
+    println!("requests  {} ({} retries, {} 429s, {} duplicate deliveries)", s.requests, s.retries, s.rate_limited, s.duplicate_deliveries);
+    if s.dead_letters_open > 0 {
+        println!("dead      {} open dead letter(s)", s.dead_letters_open);
+    }
+    if let Some(e) = &s.error {
+        println!("error     {e}");
+    }
+    if let Some(p) = &s.output_path {
+        println!("csv       {p}");
+        println!("sha256    {}", s.csv_sha256.as_deref().unwrap_or("-"));
+        println!("rows      {} in the CSV, {} bytes", s.csv_rows.unwrap_or(0), s.csv_bytes.unwrap_or(0));
+    }
+    if let Some(p) = &s.manifest_path {
+        println!("manifest  {p}");
+    }
+}

@@ -1,0 +1,129 @@
+//! A small client of the scheduler's HTTP API, used by the `pagefleet` CLI
+//! (and by tests that drive the fleet the way an operator would).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use pagefleet_shared::spec::ExportSpec;
+use pagefleet_shared::store::{DeadLetter, ExportStatus, Submitted};
+
+use crate::api::{ApiError, ReplayRequest, ReplayResponse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the pagefleet API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{message}")]
+    Refused {
+        status: u16,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("unexpected answer from {url}: {reason}")]
+    Protocol { url: String, reason: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub struct ApiClient {
+    base: String,
+    tenant: Option<String>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, tenant: Option<String>) -> Result<ApiClient, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                url: base.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            tenant,
+            http,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.tenant {
+            r = r.header("x-pagefleet-tenant", t);
+        }
+        r
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !status.is_success() {
+            let parsed: Option<ApiError> = serde_json::from_slice(&body).ok();
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                message: parsed
+                    .as_ref()
+                    .map(|e| e.error.clone())
+                    .unwrap_or_else(|| format!("HTTP {status} from {url}")),
+                field: parsed.and_then(|e| e.field),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    pub async fn submit(&self, spec: &ExportSpec, idempotency_key: Option<&str>) -> Result<Submitted, ClientError> {
+        let mut r = self.request(reqwest::Method::POST, "/v1/exports").json(spec);
+        if let Some(k) = idempotency_key {
+            r = r.header("idempotency-key", k);
+        }
+        self.send(r, "/v1/exports").await
+    }
+
+    pub async fn status(&self, id: Uuid) -> Result<ExportStatus, ClientError> {
+        let path = format!("/v1/exports/{id}");
+        self.send(self.request(reqwest::Method::GET, &path), &path).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<ExportStatus>, ClientError> {
+        self.send(self.request(reqwest::Method::GET, "/v1/exports"), "/v1/exports")
+            .await
+    }
+
+    pub async fn dead_letters(&self, export: Option<Uuid>, all: bool) -> Result<Vec<DeadLetter>, ClientError> {
+        let mut path = format!("/v1/dlq?all={all}");
+        if let Some(e) = export {
+            path.push_str(&format!("&export={e}"));
+        }
+        self.send(self.request(reqwest::Method::GET, &path), &path).await
+    }
+
+    pub async fn replay(&self, task: Option<Uuid>, export: Option<Uuid>) -> Result<ReplayResponse, ClientError> {
+        let body = ReplayRequest {
+            task: task.map(|t| t.to_string()),
+            export: export.map(|e| e.to_string()),
+        };
+        let r = self.request(reqwest::Method::POST, "/v1/dlq/replay").json(&body);
+        self.send(r, "/v1/dlq/replay").await
+    }
+}

@@ -1,0 +1,14 @@
+//! pagefleet-scheduler: the control plane, and the `pagefleet` operator CLI.
+//!
+//! [`api`] is the HTTP API (submit, status, dead letters, metrics); the
+//! planner lives in the store's submission transaction (an export's
+//! partitions and first pages are written with it). [`relay`] publishes the
+//! outbox to RabbitMQ and re-queues tasks whose lease ran out. [`app`] wires
+//! them into one process. [`client`] is the HTTP client the CLI uses.
+
+pub mod api;
+pub mod app;
+pub mod client;
+pub mod relay;
+
+pub use app::{run, SchedulerOptions};

@@ -1,0 +1,21 @@
+//! pagefleet-shared: the domain and the adapters every pagefleet process uses.
+//!
+//! Pure logic (no I/O): [`spec`], [`pagination`], [`retry`], [`flatten`],
+//! [`csv_out`], [`model`].
+//! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
+//! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
+//! [`config`] gathers the addresses of the services from the environment.
+
+pub mod config;
+pub mod csv_out;
+pub mod flatten;
+pub mod model;
+pub mod pagination;
+pub mod queue;
+pub mod ratelimit;
+pub mod retry;
+pub mod source;
+pub mod shutdown;
+pub mod spec;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,165 @@
+//! The domain's names: export and task states, ids, and the messages that
+//! travel on the queues.
+//!
+//! Export states and their transitions:
+//!
+//! ```text
+//! planning ─► running ─► finalizing ─► completed
+//!               │  ▲          │
+//!               ▼  │ replay   └─► failed   (the CSV could not be written)
+//!             blocked          (a dead-lettered page; no CSV until replayed)
+//! any state before completed ─► cancelled
+//! ```
+//!
+//! States are stored as text but only ever written from this enum.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The tenant every export belongs to until API tokens exist.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Time-ordered ids (UUID v7): listings sort by creation.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownState(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown state {0:?} in the database")]
+pub struct UnknownState(pub String);
+
+text_enum!(
+    /// Where an export is in its life.
+    ExportState {
+        Planning => "planning",
+        Running => "running",
+        Blocked => "blocked",
+        Finalizing => "finalizing",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl ExportState {
+    /// No further change will happen by itself.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExportState::Completed | ExportState::Failed | ExportState::Cancelled
+        )
+    }
+}
+
+text_enum!(
+    /// Where a page task is. `done` and `dead` are only left by a replay
+    /// (`dead → queued`).
+    TaskState {
+        Queued => "queued",
+        InFlight => "in_flight",
+        Done => "done",
+        Dead => "dead",
+    }
+);
+
+/// The queues, by role. Their names on the broker carry a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueRole {
+    Pages,
+    Finalize,
+    Dead,
+}
+
+impl QueueRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueRole::Pages => "pages",
+            QueueRole::Finalize => "finalize",
+            QueueRole::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pages" => Some(QueueRole::Pages),
+            "finalize" => Some(QueueRole::Finalize),
+            "dead" => Some(QueueRole::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A message on the pages or finalize queue. It carries ids only: Postgres
+/// holds the truth, so a stale or duplicated message can do no harm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TaskMessage {
+    Page { export_id: Uuid, task_id: Uuid },
+    Finalize { export_id: Uuid },
+    DeadLetter { export_id: Uuid, task_id: Uuid, dead_letter_id: Uuid },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for s in [
+            ExportState::Planning,
+            ExportState::Running,
+            ExportState::Blocked,
+            ExportState::Finalizing,
+            ExportState::Completed,
+            ExportState::Failed,
+            ExportState::Cancelled,
+        ] {
+            assert_eq!(s.as_str().parse::<ExportState>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        assert!("bogus".parse::<ExportState>().is_err());
+        assert_eq!("in_flight".parse::<TaskState>().unwrap(), TaskState::InFlight);
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = new_id();
+        let b = new_id();
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,288 @@
+//! RabbitMQ: topology, publishing with confirms, consuming with manual acks.
+//!
+//! Queues are durable quorum queues with a delivery limit and a dead-letter
+//! exchange, so a message that crashes every consumer ends up in the
+//! dead-letter queue instead of looping forever. RabbitMQ is not the truth:
+//! anything lost here is re-published from Postgres.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+use crate::config::redact_url;
+use crate::model::QueueRole;
+
+/// A poison message is dead-lettered by the broker after this many deliveries.
+pub const DELIVERY_LIMIT: i32 = 20;
+/// How long a publish waits for the broker's confirmation.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+/// AMQP heartbeat: a dead peer is noticed within about twice this.
+const HEARTBEAT_SECS: u16 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    Connect { url: String, source: lapin::Error },
+    #[error("RabbitMQ {op} on `{queue}` failed: {source}")]
+    Op {
+        op: &'static str,
+        queue: String,
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ did not confirm a publish to `{queue}` within {secs} s")]
+    ConfirmTimeout { queue: String, secs: u64 },
+    #[error("RabbitMQ refused a publish to `{queue}` ({reason})")]
+    NotConfirmed { queue: String, reason: String },
+}
+
+/// The broker names of the queues of one namespace.
+#[derive(Debug, Clone)]
+pub struct QueueNames {
+    namespace: String,
+}
+
+impl QueueNames {
+    pub fn new(namespace: &str) -> Self {
+        QueueNames {
+            namespace: namespace.to_string(),
+        }
+    }
+
+    pub fn name(&self, role: QueueRole) -> String {
+        format!("{}.{}", self.namespace, role.as_str())
+    }
+}
+
+/// One AMQP connection with automatic recovery, and the topology declared.
+pub struct Broker {
+    connection: Connection,
+    names: QueueNames,
+}
+
+impl Broker {
+    pub async fn connect(amqp_url: &str, namespace: &str) -> Result<Broker, QueueError> {
+        let url = with_heartbeat(amqp_url);
+        let properties = ConnectionProperties::default()
+            .enable_auto_recover()
+            .with_connection_name(format!("pagefleet-{namespace}").into());
+        let connection =
+            Connection::connect(&url, properties)
+                .await
+                .map_err(|source| QueueError::Connect {
+                    url: redact_url(amqp_url),
+                    source,
+                })?;
+        let broker = Broker {
+            connection,
+            names: QueueNames::new(namespace),
+        };
+        broker.declare().await?;
+        Ok(broker)
+    }
+
+    pub fn names(&self) -> &QueueNames {
+        &self.names
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    async fn channel(&self, queue: &str) -> Result<Channel, QueueError> {
+        self.connection
+            .create_channel()
+            .await
+            .map_err(|source| QueueError::Op {
+                op: "open channel",
+                queue: queue.to_string(),
+                source,
+            })
+    }
+
+    /// Declares the queues (idempotent: same arguments every time).
+    async fn declare(&self) -> Result<(), QueueError> {
+        let dead = self.names.name(QueueRole::Dead);
+        let channel = self.channel(&dead).await?;
+        let mut dead_args = FieldTable::default();
+        dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        declare(&channel, &dead, dead_args).await?;
+        for role in [QueueRole::Pages, QueueRole::Finalize] {
+            let name = self.names.name(role);
+            let mut args = FieldTable::default();
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(DELIVERY_LIMIT));
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(dead.clone().into()),
+            );
+            declare(&channel, &name, args).await?;
+        }
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// A channel in confirm mode.
+    pub async fn publisher(&self) -> Result<Publisher, QueueError> {
+        let channel = self.channel("publisher").await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|source| QueueError::Op {
+                op: "confirm_select",
+                queue: "publisher".into(),
+                source,
+            })?;
+        Ok(Publisher {
+            channel,
+            names: self.names.clone(),
+        })
+    }
+
+    /// A consumer with manual acks and at most `prefetch` unacked deliveries.
+    pub async fn consume(
+        &self,
+        role: QueueRole,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<(Channel, Consumer), QueueError> {
+        let queue = self.names.name(role);
+        let channel = self.channel(&queue).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|source| QueueError::Op {
+                op: "basic_qos",
+                queue: queue.clone(),
+                source,
+            })?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| QueueError::Op {
+                op: "basic_consume",
+                queue: queue.clone(),
+                source,
+            })?;
+        Ok((channel, consumer))
+    }
+
+    /// Deletes this namespace's queues (tests and `make clean`).
+    pub async fn delete_queues(&self) -> Result<(), QueueError> {
+        let channel = self.channel("delete").await?;
+        for role in [QueueRole::Pages, QueueRole::Finalize, QueueRole::Dead] {
+            let name = self.names.name(role);
+            channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(|source| QueueError::Op {
+                    op: "queue_delete",
+                    queue: name.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+async fn declare(channel: &Channel, name: &str, args: FieldTable) -> Result<(), QueueError> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .map_err(|source| QueueError::Op {
+            op: "queue_declare",
+            queue: name.to_string(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Publishes persistent messages and waits for each confirmation.
+pub struct Publisher {
+    channel: Channel,
+    names: QueueNames,
+}
+
+impl Publisher {
+    /// Returns only when the broker has taken responsibility for the
+    /// message: confirmed with an ack, and not returned as unroutable.
+    pub async fn publish(&self, role: QueueRole, body: &[u8]) -> Result<(), QueueError> {
+        let queue = self.names.name(role);
+        let op_error = |op, source| QueueError::Op {
+            op,
+            queue: queue.clone(),
+            source,
+        };
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .map_err(|e| op_error("basic_publish", e))?;
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| QueueError::ConfirmTimeout {
+                queue: queue.clone(),
+                secs: CONFIRM_TIMEOUT.as_secs(),
+            })?
+            .map_err(|e| op_error("publish confirm", e))?;
+        if !confirmation.is_ack() {
+            return Err(QueueError::NotConfirmed {
+                queue,
+                reason: "nack".into(),
+            });
+        }
+        if let Some(returned) = confirmation.take_message() {
+            return Err(QueueError::NotConfirmed {
+                queue,
+                reason: format!("returned: {}", returned.reply_text),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+}
+
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat={HEARTBEAT_SECS}")
+    } else {
+        format!("{url}?heartbeat={HEARTBEAT_SECS}")
+    }
+}

@@ -1,0 +1,252 @@
+//! Submitting an export (and planning its first pages) and reading its status.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::model::{new_id, ExportState};
+use crate::pagination::{first_position, Role};
+use crate::spec::ExportSpec;
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Submitted {
+    pub id: Uuid,
+    /// False when the idempotency key had already created this export.
+    pub created: bool,
+}
+
+/// What an operator (or `pagefleet status`) sees of an export.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ExportStatus {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub name: String,
+    pub state: ExportState,
+    pub partitions: i32,
+    pub pages_planned: i64,
+    pub pages_landed: i64,
+    /// True once every partition knows its last page, so `pages_planned` is
+    /// the final total rather than "so far".
+    pub pages_total_known: bool,
+    pub rows_staged: i64,
+    pub rows_replaced: i64,
+    pub requests: i64,
+    pub retries: i64,
+    pub rate_limited: i64,
+    pub duplicate_deliveries: i64,
+    pub dead_letters_open: i64,
+    pub output_path: Option<String>,
+    pub manifest_path: Option<String>,
+    pub csv_rows: Option<i64>,
+    pub csv_bytes: Option<i64>,
+    pub csv_sha256: Option<String>,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("idempotency key {key:?} was already used for a different spec (export {existing})")]
+    IdempotencyConflict { key: String, existing: Uuid },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Creates the export with its partitions and the first page task of each
+    /// (plus their outbox messages) in one transaction. With an idempotency
+    /// key, a second submission of the same spec returns the first export.
+    pub async fn submit_export(
+        &self,
+        tenant_id: &str,
+        idempotency_key: Option<&str>,
+        spec: &ExportSpec,
+    ) -> Result<Submitted, SubmitError> {
+        let spec_json = serde_json::to_value(spec).map_err(|e| StoreError::Corrupt {
+            what: "spec",
+            export_id: Uuid::nil(),
+            message: e.to_string(),
+        })?;
+        let spec_hash = spec.hash();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let id = new_id();
+        let partitions: Vec<serde_json::Value> = if spec.partitions.is_empty() {
+            vec![serde_json::json!({})]
+        } else {
+            spec.partitions
+                .iter()
+                .map(|p| serde_json::json!(p.params))
+                .collect()
+        };
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO exports (id, tenant_id, idempotency_key, name, spec, spec_hash, state,
+                                      partitions, pages_planned, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, now())
+                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+                 RETURNING id",
+                &[
+                    &id,
+                    &tenant_id,
+                    &idempotency_key,
+                    &spec.name,
+                    &spec_json,
+                    &spec_hash,
+                    &ExportState::Running.as_str(),
+                    &(partitions.len() as i32),
+                ],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        if inserted.is_none() {
+            let row = tx
+                .query_one(
+                    "SELECT id, spec_hash FROM exports WHERE tenant_id = $1 AND idempotency_key = $2",
+                    &[&tenant_id, &idempotency_key],
+                )
+                .await
+                .map_err(StoreError::from)?;
+            let existing: Uuid = row.get(0);
+            let existing_hash: String = row.get(1);
+            if existing_hash != spec_hash {
+                return Err(SubmitError::IdempotencyConflict {
+                    key: idempotency_key.unwrap_or_default().to_string(),
+                    existing,
+                });
+            }
+            return Ok(Submitted {
+                id: existing,
+                created: false,
+            });
+        }
+        let first = serde_json::to_value(first_position(&spec.pagination)).map_err(|e| {
+            StoreError::Corrupt {
+                what: "position",
+                export_id: id,
+                message: e.to_string(),
+            }
+        })?;
+        for (no, params) in partitions.iter().enumerate() {
+            let task_id = new_id();
+            tx.execute(
+                "INSERT INTO partitions (export_id, partition_no, params, next_position)
+                 VALUES ($1, $2, $3, $4)",
+                &[&id, &(no as i32), params, &first],
+            )
+            .await
+            .map_err(StoreError::from)?;
+            tx.execute(
+                "INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
+                 VALUES ($1, $2, $3, $4, 0, $5, $6)",
+                &[&task_id, &tenant_id, &id, &(no as i32), &first, &role_text(Role::Chain)],
+            )
+            .await
+            .map_err(StoreError::from)?;
+            tx.execute(
+                "INSERT INTO outbox (queue, body) VALUES ('pages',
+                     jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', $2::uuid))",
+                &[&id, &task_id],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Submitted { id, created: true })
+    }
+
+    pub async fn export_status(&self, id: Uuid) -> Result<Option<ExportStatus>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("{STATUS_SELECT} WHERE e.id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.map(|r| status_from_row(&r)).transpose()
+    }
+
+    /// The newest exports first.
+    pub async fn list_exports(
+        &self,
+        tenant_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ExportStatus>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("{STATUS_SELECT} WHERE e.tenant_id = $1 ORDER BY e.id DESC LIMIT $2"),
+                &[&tenant_id, &limit],
+            )
+            .await?;
+        rows.iter().map(status_from_row).collect()
+    }
+
+    /// The stored spec of an export.
+    pub async fn export_spec(&self, id: Uuid) -> Result<Option<ExportSpec>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT spec FROM exports WHERE id = $1", &[&id])
+            .await?;
+        row.map(|r| parse_spec(id, r.get(0))).transpose()
+    }
+}
+
+pub(super) fn parse_spec(id: Uuid, value: serde_json::Value) -> Result<ExportSpec, StoreError> {
+    serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+        what: "spec",
+        export_id: id,
+        message: e.to_string(),
+    })
+}
+
+pub(super) fn role_text(role: Role) -> &'static str {
+    match role {
+        Role::Chain => "chain",
+        Role::Leaf => "leaf",
+    }
+}
+
+const STATUS_SELECT: &str = "
+    SELECT e.id, e.tenant_id, e.name, e.state, e.partitions, e.pages_planned, e.pages_landed,
+           NOT EXISTS (SELECT 1 FROM partitions p WHERE p.export_id = e.id AND NOT p.planned_all),
+           e.rows_staged, e.rows_replaced, e.requests, e.retries, e.rate_limited,
+           e.duplicate_deliveries,
+           (SELECT count(*) FROM dead_letters d WHERE d.export_id = e.id AND d.resolved_at IS NULL),
+           e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error,
+           e.created_at, e.finished_at
+    FROM exports e";
+
+fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> {
+    let state: String = r.get(3);
+    Ok(ExportStatus {
+        id: r.get(0),
+        tenant_id: r.get(1),
+        name: r.get(2),
+        state: state.parse()?,
+        partitions: r.get(4),
+        pages_planned: r.get(5),
+        pages_landed: r.get(6),
+        pages_total_known: r.get(7),
+        rows_staged: r.get(8),
+        rows_replaced: r.get(9),
+        requests: r.get(10),
+        retries: r.get(11),
+        rate_limited: r.get(12),
+        duplicate_deliveries: r.get(13),
+        dead_letters_open: r.get(14),
+        output_path: r.get(15),
+        manifest_path: r.get(16),
+        csv_rows: r.get(17),
+        csv_bytes: r.get(18),
+        csv_sha256: r.get(19),
+        error: r.get(20),
+        created_at: r.get(21),
+        finished_at: r.get(22),
+    })
+}

@@ -1,0 +1,150 @@
+//! The finalizer's statements: what to publish, the staged rows in key
+//! order (streamed, never all in memory), and the record of the published file.
+
+use uuid::Uuid;
+
+use super::exports::parse_spec;
+use super::{Store, StoreError};
+use crate::model::ExportState;
+use crate::spec::ExportSpec;
+
+#[derive(Debug, Clone)]
+pub struct FinalizeWork {
+    pub export_id: Uuid,
+    pub state: ExportState,
+    pub spec: ExportSpec,
+    pub spec_hash: String,
+    pub pages: i64,
+    pub requests: i64,
+    pub retries: i64,
+    pub rate_limited: i64,
+    pub rows_replaced: i64,
+    pub duplicate_deliveries: i64,
+    pub started_at: time::OffsetDateTime,
+    pub output_path: Option<String>,
+}
+
+/// The published file, as recorded when the export completes.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub output_path: String,
+    pub manifest_path: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub sha256: String,
+}
+
+impl Store {
+    pub async fn finalize_work(&self, export_id: Uuid) -> Result<Option<FinalizeWork>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT state, spec, spec_hash, pages_landed, requests, retries, rate_limited,
+                        rows_replaced, duplicate_deliveries, COALESCE(started_at, created_at), output_path
+                   FROM exports WHERE id = $1",
+                &[&export_id],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.get(0);
+        Ok(Some(FinalizeWork {
+            export_id,
+            state: state.parse()?,
+            spec: parse_spec(export_id, row.get(1))?,
+            spec_hash: row.get(2),
+            pages: row.get(3),
+            requests: row.get(4),
+            retries: row.get(5),
+            rate_limited: row.get(6),
+            rows_replaced: row.get(7),
+            duplicate_deliveries: row.get(8),
+            started_at: row.get(9),
+            output_path: row.get(10),
+        }))
+    }
+
+    /// Inferred columns: the sorted union of every staged row's fields.
+    pub async fn staged_columns(&self, export_id: Uuid) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name FROM export_columns WHERE export_id = $1 ORDER BY name",
+                &[&export_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn staged_count(&self, export_id: Uuid) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM staged_rows WHERE export_id = $1",
+                &[&export_id],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// The next batch of staged rows (key, row JSON) after `after`, in key
+    /// order. Keyset paging streams any number of rows in bounded memory
+    /// without holding a cursor open across a slow disk.
+    pub async fn staged_rows_after(
+        &self,
+        export_id: Uuid,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT row_key, data FROM staged_rows
+                  WHERE export_id = $1 AND ($2::text IS NULL OR row_key > $2)
+                  ORDER BY row_key LIMIT $3",
+                &[&export_id, &after, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Records the published file and completes the export. False when the
+    /// export was no longer finalizing (another finalizer won).
+    pub async fn complete_export(
+        &self,
+        export_id: Uuid,
+        published: &Published,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE exports
+                    SET state = 'completed', output_path = $2, manifest_path = $3, csv_rows = $4,
+                        csv_bytes = $5, csv_sha256 = $6, finished_at = now(), updated_at = now()
+                  WHERE id = $1 AND state = 'finalizing'",
+                &[
+                    &export_id,
+                    &published.output_path,
+                    &published.manifest_path,
+                    &published.rows,
+                    &published.bytes,
+                    &published.sha256,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The CSV could not be produced: record why.
+    pub async fn fail_export(&self, export_id: Uuid, error: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE exports SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
+                  WHERE id = $1 AND state = 'finalizing'",
+                &[&export_id, &error],
+            )
+            .await?;
+        Ok(())
+    }
+}
+

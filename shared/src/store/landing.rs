@@ -1,0 +1,438 @@
+//! A page task's life in Postgres: claimed by a worker, then landed in one
+//! transaction, or dead-lettered.
+//!
+//! Landing locks the export row first. That serializes the landings of one
+//! export, so exactly one landing sees that it was the last and writes the
+//! finalize message, and the counters never lose an update.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::exports::{parse_spec, role_text};
+use super::{Store, StoreError};
+use crate::model::{new_id, ExportState};
+use crate::pagination::{Next, Position, Role};
+use crate::spec::ExportSpec;
+
+/// Everything a worker needs to fetch one page.
+#[derive(Debug, Clone)]
+pub struct PageWork {
+    pub task_id: Uuid,
+    pub export_id: Uuid,
+    pub tenant_id: String,
+    pub partition_no: i32,
+    pub page_no: i64,
+    pub position: Position,
+    pub role: Role,
+    pub deliveries: i32,
+    pub partition_params: std::collections::BTreeMap<String, String>,
+    pub spec: ExportSpec,
+    pub export_state: ExportState,
+}
+
+/// A fetched page, ready to land.
+#[derive(Debug, Clone)]
+pub struct Landing {
+    pub task_id: Uuid,
+    /// (row key, flattened row as JSON text), in page order.
+    pub rows: Vec<(String, String)>,
+    pub columns: BTreeSet<String>,
+    pub next: Next,
+    pub requests: u32,
+    pub retries: u32,
+    pub rate_limited: u32,
+}
+
+/// What a landing did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Landed {
+    /// The task was already done (a duplicate delivery): nothing committed.
+    Duplicate,
+    Page {
+        rows_inserted: u64,
+        rows_replaced: u64,
+        /// Outbox rows written by this landing, for the caller to publish now.
+        outbox_ids: Vec<i64>,
+        /// This was the export's last page: the finalize message is in the outbox.
+        finalize: bool,
+    },
+}
+
+/// One attempt in a dead letter's history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub at: String,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadLetterInput {
+    pub task_id: Uuid,
+    /// `permanent`, `exhausted`, `rate_limited`, `bad_page`.
+    pub class: String,
+    pub reason: String,
+    pub last_status: Option<u16>,
+    pub body_excerpt: Option<String>,
+    /// Response headers with secrets removed.
+    pub headers: serde_json::Value,
+    pub attempts: Vec<Attempt>,
+    pub requests: u32,
+    pub retries: u32,
+    pub rate_limited: u32,
+}
+
+impl Store {
+    /// Marks the task in flight under a lease and returns what to fetch, or
+    /// `None` when the task is done, dead or unknown (ack and forget it).
+    pub async fn claim_page(
+        &self,
+        task_id: Uuid,
+        lease: Duration,
+    ) -> Result<Option<PageWork>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE page_tasks t
+                    SET state = 'in_flight', deliveries = t.deliveries + 1,
+                        lease_until = now() + make_interval(secs => $2), updated_at = now()
+                   FROM exports e, partitions p
+                  WHERE t.id = $1 AND t.state IN ('queued', 'in_flight')
+                    AND e.id = t.export_id
+                    AND p.export_id = t.export_id AND p.partition_no = t.partition_no
+              RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
+                        t.deliveries, p.params, e.spec, e.state",
+                &[&task_id, &lease.as_secs_f64()],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let export_id: Uuid = row.get(0);
+        let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
+            what,
+            export_id,
+            message: e.to_string(),
+        };
+        let role: String = row.get(5);
+        let state: String = row.get(9);
+        Ok(Some(PageWork {
+            task_id,
+            export_id,
+            tenant_id: row.get(1),
+            partition_no: row.get(2),
+            page_no: row.get(3),
+            position: serde_json::from_value(row.get(4)).map_err(|e| corrupt("position", e))?,
+            role: if role == "leaf" { Role::Leaf } else { Role::Chain },
+            deliveries: row.get(6),
+            partition_params: serde_json::from_value(row.get(7))
+                .map_err(|e| corrupt("partition params", e))?,
+            spec: parse_spec(export_id, row.get(8))?,
+            export_state: state.parse()?,
+        }))
+    }
+
+    /// Lands a page in one transaction: task done (only if it was not),
+    /// rows merged by key, checkpoint advanced, next tasks and outbox written,
+    /// counters updated, and the finalize message when this was the last page.
+    pub async fn land_page(&self, landing: &Landing) -> Result<Landed, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(task) = tx
+            .query_opt(
+                "SELECT export_id, tenant_id, partition_no, page_no FROM page_tasks WHERE id = $1",
+                &[&landing.task_id],
+            )
+            .await?
+        else {
+            return Ok(Landed::Duplicate);
+        };
+        let export_id: Uuid = task.get(0);
+        let tenant_id: String = task.get(1);
+        let partition_no: i32 = task.get(2);
+        let page_no: i64 = task.get(3);
+
+        // The lock that serializes this export's landings.
+        let state: String = tx
+            .query_one(
+                "SELECT state FROM exports WHERE id = $1 FOR UPDATE",
+                &[&export_id],
+            )
+            .await?
+            .get(0);
+        let state: ExportState = state.parse()?;
+        if state == ExportState::Cancelled {
+            return Ok(Landed::Duplicate);
+        }
+
+        let marked = tx
+            .execute(
+                "UPDATE page_tasks SET state = 'done', lease_until = NULL, last_error = NULL,
+                        updated_at = now()
+                  WHERE id = $1 AND state IN ('queued', 'in_flight')",
+                &[&landing.task_id],
+            )
+            .await?;
+        if marked == 0 {
+            // Already done (or dead): count the duplicate, change nothing else.
+            tx.execute(
+                "UPDATE exports SET duplicate_deliveries = duplicate_deliveries + 1,
+                        requests = requests + $2
+                  WHERE id = $1",
+                &[&export_id, &(landing.requests as i64)],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Landed::Duplicate);
+        }
+
+        // Merge rows. ON CONFLICT cannot touch one key twice in a statement,
+        // so keep the last occurrence of a key within the page.
+        let mut keys = Vec::with_capacity(landing.rows.len());
+        let mut data = Vec::with_capacity(landing.rows.len());
+        let mut in_page_duplicates = 0u64;
+        {
+            let mut seen = std::collections::HashMap::with_capacity(landing.rows.len());
+            for (key, row) in &landing.rows {
+                if let Some(&i) = seen.get(key.as_str()) {
+                    data[i] = row.as_str();
+                    in_page_duplicates += 1;
+                } else {
+                    seen.insert(key.as_str(), keys.len());
+                    keys.push(key.as_str());
+                    data.push(row.as_str());
+                }
+            }
+        }
+        let merged = tx
+            .query(
+                "INSERT INTO staged_rows (export_id, row_key, data)
+                 SELECT $1, k, d FROM unnest($2::text[], $3::text[]) AS t(k, d)
+                 ON CONFLICT (export_id, row_key) DO UPDATE SET data = EXCLUDED.data
+                 RETURNING (xmax = 0)",
+                &[&export_id, &keys, &data],
+            )
+            .await?;
+        let rows_inserted = merged.iter().filter(|r| r.get::<_, bool>(0)).count() as u64;
+        let rows_replaced = merged.len() as u64 - rows_inserted + in_page_duplicates;
+
+        if !landing.columns.is_empty() {
+            let columns: Vec<&str> = landing.columns.iter().map(String::as_str).collect();
+            tx.execute(
+                "INSERT INTO export_columns (export_id, name)
+                 SELECT $1, c FROM unnest($2::text[]) AS c
+                 ON CONFLICT DO NOTHING",
+                &[&export_id, &columns],
+            )
+            .await?;
+        }
+
+        // Plan what follows and advance the checkpoint.
+        let mut new_tasks: Vec<(Uuid, i64, serde_json::Value, Role)> = Vec::new();
+        let to_json = |p: &Position| {
+            serde_json::to_value(p).map_err(|e| StoreError::Corrupt {
+                what: "position",
+                export_id,
+                message: e.to_string(),
+            })
+        };
+        let planned_all = match &landing.next {
+            Next::Done => true,
+            Next::Chain(position) => {
+                new_tasks.push((new_id(), page_no + 1, to_json(position)?, Role::Chain));
+                false
+            }
+            Next::FanOut(positions) => {
+                for (i, position) in positions.iter().enumerate() {
+                    new_tasks.push((
+                        new_id(),
+                        page_no + 1 + i as i64,
+                        to_json(position)?,
+                        Role::Leaf,
+                    ));
+                }
+                true
+            }
+        };
+        let next_position = match &landing.next {
+            Next::Chain(position) => Some(to_json(position)?),
+            _ => None,
+        };
+        tx.execute(
+            "UPDATE partitions
+                SET pages_landed = pages_landed + 1,
+                    planned_all = planned_all OR $3,
+                    checkpoint_page = GREATEST(checkpoint_page, $4),
+                    next_position = CASE WHEN $4 > checkpoint_page THEN $5 ELSE next_position END
+              WHERE export_id = $1 AND partition_no = $2",
+            &[&export_id, &partition_no, &planned_all, &page_no, &next_position],
+        )
+        .await?;
+
+        let mut outbox_ids = Vec::new();
+        if !new_tasks.is_empty() {
+            let ids: Vec<Uuid> = new_tasks.iter().map(|t| t.0).collect();
+            let pages: Vec<i64> = new_tasks.iter().map(|t| t.1).collect();
+            let positions: Vec<String> = new_tasks.iter().map(|t| t.2.to_string()).collect();
+            let roles: Vec<&str> = new_tasks.iter().map(|t| role_text(t.3)).collect();
+            let rows = tx
+                .query(
+                    "WITH inserted AS (
+                         INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
+                         SELECT i, $2, $1, $3, p, pos::jsonb, r
+                           FROM unnest($4::uuid[], $5::int8[], $6::text[], $7::text[]) AS t(i, p, pos, r)
+                         ON CONFLICT (export_id, partition_no, page_no) DO NOTHING
+                         RETURNING id)
+                     INSERT INTO outbox (queue, body)
+                     SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', id)
+                       FROM inserted
+                     RETURNING id",
+                    &[&export_id, &tenant_id, &partition_no, &ids, &pages, &positions, &roles],
+                )
+                .await?;
+            outbox_ids.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        }
+        let planned = outbox_ids.len() as i64;
+
+        tx.execute(
+            "UPDATE exports
+                SET pages_landed = pages_landed + 1, pages_planned = pages_planned + $2,
+                    rows_staged = rows_staged + $3, rows_replaced = rows_replaced + $4,
+                    requests = requests + $5, retries = retries + $6,
+                    rate_limited = rate_limited + $7, updated_at = now()
+              WHERE id = $1",
+            &[
+                &export_id,
+                &planned,
+                &(rows_inserted as i64),
+                &(rows_replaced as i64),
+                &(landing.requests as i64),
+                &(landing.retries as i64),
+                &(landing.rate_limited as i64),
+            ],
+        )
+        .await?;
+
+        let finalize = if matches!(state, ExportState::Running | ExportState::Blocked) {
+            let last: bool = tx
+                .query_one(
+                    "SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)
+                        AND NOT EXISTS (SELECT 1 FROM page_tasks WHERE export_id = $1 AND state <> 'done')",
+                    &[&export_id],
+                )
+                .await?
+                .get(0);
+            if last {
+                tx.execute(
+                    "UPDATE exports SET state = 'finalizing' WHERE id = $1",
+                    &[&export_id],
+                )
+                .await?;
+                let id: i64 = tx
+                    .query_one(
+                        "INSERT INTO outbox (queue, body)
+                         VALUES ('finalize', jsonb_build_object('type', 'finalize', 'export_id', $1::uuid))
+                         RETURNING id",
+                        &[&export_id],
+                    )
+                    .await?
+                    .get(0);
+                outbox_ids.push(id);
+            }
+            last
+        } else {
+            false
+        };
+        tx.commit().await?;
+        Ok(Landed::Page {
+            rows_inserted,
+            rows_replaced,
+            outbox_ids,
+            finalize,
+        })
+    }
+
+    /// Records an exhausted or permanently failed task, blocks its export,
+    /// and queues the dead-letter message. Returns the outbox id, or `None`
+    /// when the task was already done or dead (nothing changed).
+    pub async fn dead_letter(&self, input: &DeadLetterInput) -> Result<Option<i64>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(task) = tx
+            .query_opt(
+                "SELECT export_id, tenant_id FROM page_tasks WHERE id = $1",
+                &[&input.task_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let export_id: Uuid = task.get(0);
+        let tenant_id: String = task.get(1);
+        tx.execute("SELECT 1 FROM exports WHERE id = $1 FOR UPDATE", &[&export_id])
+            .await?;
+        let marked = tx
+            .execute(
+                "UPDATE page_tasks SET state = 'dead', lease_until = NULL, last_error = $2,
+                        updated_at = now()
+                  WHERE id = $1 AND state IN ('queued', 'in_flight')",
+                &[&input.task_id, &input.reason],
+            )
+            .await?;
+        if marked == 0 {
+            return Ok(None);
+        }
+        let id = new_id();
+        let attempts = serde_json::to_value(&input.attempts).map_err(|e| StoreError::Corrupt {
+            what: "attempts",
+            export_id,
+            message: e.to_string(),
+        })?;
+        tx.execute(
+            "INSERT INTO dead_letters (id, tenant_id, export_id, task_id, class, reason, last_status,
+                                       body_excerpt, headers, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &id,
+                &tenant_id,
+                &export_id,
+                &input.task_id,
+                &input.class,
+                &input.reason,
+                &input.last_status.map(i32::from),
+                &input.body_excerpt,
+                &input.headers,
+                &attempts,
+            ],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE exports
+                SET state = CASE WHEN state IN ('planning', 'running') THEN 'blocked' ELSE state END,
+                    dead_letters = dead_letters + 1, requests = requests + $2,
+                    retries = retries + $3, rate_limited = rate_limited + $4, updated_at = now()
+              WHERE id = $1",
+            &[
+                &export_id,
+                &(input.requests as i64),
+                &(input.retries as i64),
+                &(input.rate_limited as i64),
+            ],
+        )
+        .await?;
+        let outbox: i64 = tx
+            .query_one(
+                "INSERT INTO outbox (queue, body)
+                 VALUES ('dead', jsonb_build_object('type', 'dead_letter', 'export_id', $1::uuid,
+                                                    'task_id', $2::uuid, 'dead_letter_id', $3::uuid))
+                 RETURNING id",
+                &[&export_id, &input.task_id, &id],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(Some(outbox))
+    }
+}

@@ -1,0 +1,109 @@
+//! Postgres: the source of truth.
+//!
+//! Owns the schema (see `migrations/`) and every statement the fleet runs.
+//! Each submodule is one part of an export's life: [`exports`] (submit and
+//! status), [`landing`] (claim a page task, land it in one transaction, or
+//! dead-letter it), [`finalize`] (stream staged rows, mark the CSV published),
+//! [`outbox`] (messages waiting to be published), [`dead_letters`] (list and
+//! replay).
+
+mod dead_letters;
+mod exports;
+mod finalize;
+mod landing;
+mod migrations;
+mod outbox;
+
+pub use dead_letters::{DeadLetter, ReplayTarget};
+pub use exports::{ExportStatus, SubmitError, Submitted};
+pub use finalize::{FinalizeWork, Published};
+pub use landing::{Attempt, DeadLetterInput, Landed, Landing, PageWork};
+pub use outbox::OutboxMessage;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use crate::config::redact_url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("postgres connection string is not valid ({url}): {message}")]
+    Config { url: String, message: String },
+    #[error("cannot get a postgres connection: {0}")]
+    Pool(String),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        version: i32,
+        source: tokio_postgres::Error,
+    },
+    #[error("stored {what} of export {export_id} is not readable: {message}")]
+    Corrupt {
+        what: &'static str,
+        export_id: uuid::Uuid,
+        message: String,
+    },
+    #[error("{0}")]
+    State(#[from] crate::model::UnknownState),
+}
+
+impl StoreError {
+    /// Whether the failure is about reaching Postgres (retry later) rather
+    /// than about the data.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// A pool of Postgres connections and the statements of the fleet.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Builds a pool; connections are opened lazily and replaced when broken,
+    /// so a Postgres restart costs the requests in flight, not the process.
+    pub fn connect(database_url: &str, max_size: usize) -> Result<Store, StoreError> {
+        let config: tokio_postgres::Config =
+            database_url.parse().map_err(|e: tokio_postgres::Error| StoreError::Config {
+                url: redact_url(database_url),
+                message: e.to_string(),
+            })?;
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Config {
+                url: redact_url(database_url),
+                message: e.to_string(),
+            })?;
+        Ok(Store { pool })
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Logs and metrics: tracing setup (JSON when asked) and the Prometheus
+//! registry every process exposes on `/metrics`.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Installs the tracing subscriber. `PAGEFLEET_LOG_FORMAT=json` gives JSON
+/// lines; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("PAGEFLEET_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The fleet's metrics. One set per process.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub rate_limited: IntCounter,
+    pub retries: IntCounter,
+    pub token_wait: Histogram,
+    pub pages_landed: IntCounter,
+    pub duplicate_deliveries: IntCounter,
+    pub rows_staged: IntCounter,
+    pub rows_replaced: IntCounter,
+    pub dead_letters: IntCounter,
+    pub exports_finalized: IntCounter,
+    pub export_seconds: Histogram,
+    pub outbox_published: IntCounter,
+}
+
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("pagefleet".into()), None)
+            .unwrap_or_else(|_| Registry::new());
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_counter());
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .unwrap_or_else(|_| unreachable_histogram());
+            let _ = registry.register(Box::new(h.clone()));
+            h
+        };
+        let requests = IntCounterVec::new(
+            Opts::new("source_requests_total", "Requests sent to source APIs, by status class"),
+            &["status"],
+        )
+        .unwrap_or_else(|_| unreachable_vec());
+        let _ = registry.register(Box::new(requests.clone()));
+        Metrics {
+            requests,
+            rate_limited: counter("source_429_total", "429 answers from source APIs"),
+            retries: counter("retries_total", "Retried requests"),
+            token_wait: histogram(
+                "token_wait_seconds",
+                "Time spent waiting for a rate-limit token",
+                vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            pages_landed: counter("pages_landed_total", "Pages landed in Postgres"),
+            duplicate_deliveries: counter(
+                "duplicate_deliveries_total",
+                "Deliveries of pages already landed (absorbed)",
+            ),
+            rows_staged: counter("rows_staged_total", "New rows staged"),
+            rows_replaced: counter("rows_replaced_total", "Staged rows replaced by a re-fetch"),
+            dead_letters: counter("dead_letters_total", "Tasks dead-lettered"),
+            exports_finalized: counter("exports_finalized_total", "CSV files published"),
+            export_seconds: histogram(
+                "export_duration_seconds",
+                "Submit-to-publish time of exports",
+                vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0],
+            ),
+            outbox_published: counter("outbox_published_total", "Outbox messages published"),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+// Metric construction fails only on invalid names, which are constants
+// above; these keep that impossible case from needing an unwrap.
+fn unreachable_counter() -> IntCounter {
+    IntCounter::new("invalid_metric_fallback", "fallback").unwrap_or_else(|_| std::process::abort())
+}
+fn unreachable_histogram() -> Histogram {
+    Histogram::with_opts(HistogramOpts::new("invalid_histogram_fallback", "fallback"))
+        .unwrap_or_else(|_| std::process::abort())
+}
+fn unreachable_vec() -> IntCounterVec {
+    IntCounterVec::new(Opts::new("invalid_vec_fallback", "fallback"), &["x"])
+        .unwrap_or_else(|_| std::process::abort())
+}
+
+/// An axum router with `/metrics` and `/healthz`.
+pub fn metrics_router() -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(|| async { metrics().render() }))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+}

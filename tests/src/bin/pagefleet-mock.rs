@@ -1,0 +1,123 @@
+//! `pagefleet-mock`: the mock source API as a standalone server, for
+//! `make demo` and for poking at by hand. Prints one ready line, serves until
+//! Ctrl-C or SIGTERM, then prints its final stats as JSON.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use pagefleet_tests::mock::{Faults, MockConfig, MockServer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FaultPreset {
+    None,
+    Standard,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pagefleet-mock",
+    about = "Mock paginated, rate-limited source API with seeded faults"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MOCK_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Seed for the records and the fault draws.
+    #[arg(long, env = "MOCK_SEED", default_value_t = 42)]
+    seed: u64,
+    /// Number of records served (ids 1..=records).
+    #[arg(long, env = "MOCK_RECORDS", default_value_t = 10_000)]
+    records: usize,
+    /// Bearer token the server accepts.
+    #[arg(
+        long,
+        env = "MOCK_TOKEN",
+        default_value = "test-token",
+        hide_env_values = true
+    )]
+    token: String,
+    /// Token bucket refill rate, requests per second.
+    #[arg(long, env = "MOCK_RATE", default_value_t = 1000.0)]
+    rate: f64,
+    /// Token bucket capacity.
+    #[arg(long, env = "MOCK_BURST", default_value_t = 100)]
+    burst: u32,
+    /// Fault preset.
+    #[arg(long, env = "MOCK_FAULTS", value_enum, default_value_t = FaultPreset::None)]
+    faults: FaultPreset,
+    /// Override how long a hanging request waits, in milliseconds.
+    #[arg(long, env = "MOCK_HANG_MS")]
+    hang_ms: Option<u64>,
+    /// Override how long a slow body takes, in milliseconds.
+    #[arg(long, env = "MOCK_SLOW_MS")]
+    slow_ms: Option<u64>,
+    /// Answer 404 for every page that contains this record id.
+    #[arg(long, env = "MOCK_FAIL_RECORD")]
+    fail_record: Option<usize>,
+    /// Largest page size served; larger requests are clamped.
+    #[arg(long, env = "MOCK_MAX_PAGE_SIZE", default_value_t = 1000)]
+    max_page_size: usize,
+}
+
+impl Args {
+    fn config(&self) -> MockConfig {
+        let mut faults = match self.faults {
+            FaultPreset::None => Faults::none(),
+            FaultPreset::Standard => Faults::standard(),
+        };
+        if let Some(ms) = self.hang_ms {
+            faults.hang_ms = ms;
+        }
+        if let Some(ms) = self.slow_ms {
+            faults.slow_ms = ms;
+        }
+        MockConfig {
+            token: self.token.clone(),
+            rate: self.rate,
+            burst: self.burst,
+            faults,
+            fail_record: self.fail_record,
+            max_page_size: self.max_page_size,
+            ..MockConfig::new(self.seed, self.records)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let server = MockServer::start_on(args.config(), args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    {
+        // Scripts wait for this exact line, so it must not sit in a buffer.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "pagefleet-mock listening on {}", server.base_url())?;
+        out.flush()?;
+    }
+    wait_for_stop().await.context("cannot listen for signals")?;
+    let stats = server.finish().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(&stats)?)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there is such a thing.
+async fn wait_for_stop() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            res = tokio::signal::ctrl_c() => res,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

@@ -1,0 +1,4 @@
+//! Test support for pagefleet: the mock source API that the end-to-end tests
+//! run in-process and that `make demo` runs as the `pagefleet-mock` binary.
+
+pub mod mock;

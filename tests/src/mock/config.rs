@@ -1,0 +1,89 @@
+//! What a mock server is told to be: the data set, the credentials it accepts,
+//! its rate limit and the faults it injects.
+
+/// Configuration of one mock server.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Seeds both the record contents and the fault draws.
+    pub seed: u64,
+    /// Number of records in the data set (ids `1..=records`).
+    pub records: usize,
+    /// The bearer token the server accepts.
+    pub token: String,
+    /// Token bucket refill rate, requests per second, per token.
+    pub rate: f64,
+    /// Token bucket capacity.
+    pub burst: u32,
+    /// Injected faults.
+    pub faults: Faults,
+    /// Any page whose records include this id answers 404 until cleared.
+    pub fail_record: Option<usize>,
+    /// Larger page-size parameters are clamped to this.
+    pub max_page_size: usize,
+}
+
+impl MockConfig {
+    /// A fault-free server with token `test-token`, 1000 requests/s and a
+    /// burst of 100: generous enough that only tests aiming at the limit hit it.
+    pub fn new(seed: u64, records: usize) -> Self {
+        MockConfig {
+            seed,
+            records,
+            token: "test-token".to_string(),
+            rate: 1000.0,
+            burst: 100,
+            faults: Faults::default(),
+            fail_record: None,
+            max_page_size: 1000,
+        }
+    }
+}
+
+/// Per-request fault probabilities in `[0, 1]`. They are drawn independently
+/// in field order and the first hit wins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// A 429 although the bucket had room (Retry-After 1 s).
+    pub p_429: f64,
+    pub p_500: f64,
+    pub p_502: f64,
+    pub p_503: f64,
+    pub p_504: f64,
+    /// A 200 announcing the full Content-Length that sends about half of the
+    /// body and then drops the connection.
+    pub p_reset: f64,
+    /// A 200 whose JSON body is cut short, with a Content-Length that matches
+    /// the cut body (valid HTTP, invalid JSON).
+    pub p_truncated: f64,
+    /// The body is sent in several chunks spread over `slow_ms`.
+    pub p_slow: f64,
+    /// Nothing is answered for `hang_ms`.
+    pub p_hang: f64,
+    pub slow_ms: u64,
+    pub hang_ms: u64,
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Self {
+        Faults::default()
+    }
+
+    /// A mix that a robust exporter must survive: about one request in ten
+    /// goes wrong in some way.
+    pub fn standard() -> Self {
+        Faults {
+            p_429: 0.01,
+            p_500: 0.01,
+            p_502: 0.005,
+            p_503: 0.005,
+            p_504: 0.005,
+            p_reset: 0.01,
+            p_truncated: 0.015,
+            p_slow: 0.02,
+            p_hang: 0.005,
+            slow_ms: 300,
+            hang_ms: 3000,
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The HTTP server: lifecycle, routing, the per-request pipeline (auth, rate
+//! limit, injected faults, poison pages, answer) and the control endpoints.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::bucket::{Admit, TokenBucket};
+use super::config::MockConfig;
+use super::faults::{self, Fault};
+use super::respond::{self, add_rate_headers, json_error};
+use super::stats::{MockStats, Recorder};
+use super::styles::{self, Style};
+
+/// How long `shutdown` waits for in-flight requests (a hanging one may take
+/// `hang_ms`) before it stops waiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A running mock server. Dropping it also stops it, without waiting.
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// State shared by all requests. Every lock is held only for a few
+/// statements and never across an await.
+struct Shared {
+    config: MockConfig,
+    addr: SocketAddr,
+    fail_record: Mutex<Option<usize>>,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Attempts per exact path and query that reached the fault stage.
+    attempts: Mutex<HashMap<String, u64>>,
+    stats: Mutex<Recorder>,
+}
+
+impl Shared {
+    fn stats(&self) -> MutexGuard<'_, Recorder> {
+        lock(&self.stats)
+    }
+}
+
+/// A poisoned lock only means another request panicked mid-update; the
+/// counters are still worth serving, so recover instead of panicking too.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MockServer {
+    /// Starts a server on an ephemeral port of 127.0.0.1.
+    pub async fn start(config: MockConfig) -> std::io::Result<MockServer> {
+        Self::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a server on `addr`.
+    pub async fn start_on(config: MockConfig, addr: SocketAddr) -> std::io::Result<MockServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            fail_record: Mutex::new(config.fail_record),
+            config,
+            addr,
+            buckets: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Recorder::new(Instant::now())),
+        });
+        let app = router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                // A dropped sender means the server handle is gone: stop too.
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "mock server stopped with an error");
+            }
+        });
+        Ok(MockServer {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The full URL of a style's endpoint.
+    pub fn url(&self, style: Style) -> String {
+        format!("{}{}", self.base_url(), style.path())
+    }
+
+    pub fn config(&self) -> &MockConfig {
+        &self.shared.config
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats().snapshot()
+    }
+
+    /// Makes every page containing `id` answer 404, or clears that with `None`.
+    pub fn set_fail_record(&self, id: Option<usize>) {
+        *lock(&self.shared.fail_record) = id;
+    }
+
+    /// Shuts down and returns the stats as they stand afterwards, so requests
+    /// that were in flight are included.
+    pub async fn finish(self) -> MockStats {
+        let shared = self.shared.clone();
+        self.shutdown().await;
+        let stats = shared.stats().snapshot();
+        stats
+    }
+
+    /// Stops accepting, lets in-flight requests finish for a short grace
+    /// period, then stops waiting.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let mut app = Router::new();
+    for style in Style::ALL {
+        app = app.route(
+            style.path(),
+            get(
+                move |State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap| async move {
+                    serve_data(shared, style, uri, headers).await
+                },
+            ),
+        );
+    }
+    app.route("/_mock/stats", get(get_stats))
+        .route("/_mock/fail_record", post(post_fail_record))
+        .fallback(unknown_path)
+        .with_state(shared)
+}
+
+async fn get_stats(State(shared): State<Arc<Shared>>) -> Json<MockStats> {
+    Json(shared.stats().snapshot())
+}
+
+#[derive(Deserialize)]
+struct FailRecord {
+    id: Option<usize>,
+}
+
+async fn post_fail_record(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<FailRecord>,
+) -> Json<serde_json::Value> {
+    *lock(&shared.fail_record) = body.id;
+    Json(json!({ "fail_record": body.id }))
+}
+
+/// Wrong paths are counted like data requests so a misconfigured client
+/// shows up in the stats.
+async fn unknown_path(State(shared): State<Arc<Shared>>) -> Response {
+    {
+        let mut stats = shared.stats();
+        stats.arrival(Instant::now());
+        stats.not_found();
+    }
+    json_error(StatusCode::NOT_FOUND, "not found")
+}
+
+/// Auth, then the token bucket, then the rest of the answer; every response
+/// that got past auth carries the rate-limit headers.
+async fn serve_data(shared: Arc<Shared>, style: Style, uri: Uri, headers: HeaderMap) -> Response {
+    // The clock is read under the stats lock so arrivals are recorded in
+    // time order, which the sliding peak window relies on.
+    {
+        let mut stats = shared.stats();
+        stats.arrival(Instant::now());
+    }
+    let config = &shared.config;
+    let token = match bearer(&headers) {
+        Some(token) if token == config.token => token,
+        _ => {
+            shared.stats().unauthorized();
+            let mut resp = json_error(StatusCode::UNAUTHORIZED, "unauthorized");
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    };
+    let admit = {
+        let now = Instant::now();
+        let mut buckets = lock(&shared.buckets);
+        buckets
+            .entry(token.to_string())
+            .or_insert_with(|| TokenBucket::new(config.rate, config.burst, now))
+            .try_take(now)
+    };
+    let info = match admit {
+        Admit::Allowed(info) => info,
+        Admit::Limited {
+            info,
+            retry_after_secs,
+        } => {
+            let n = shared.stats().bucket_429();
+            let as_date = faults::coin(config.seed, "bucket-429", n);
+            let mut resp = respond::too_many(retry_after_secs, as_date, SystemTime::now());
+            add_rate_headers(&mut resp, &info);
+            return resp;
+        }
+    };
+    let mut resp = answer(&shared, style, &uri, &headers).await;
+    add_rate_headers(&mut resp, &info);
+    resp
+}
+
+/// Everything after admission: parameters, injected faults, poison pages and
+/// the page itself.
+async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderMap) -> Response {
+    let config = &shared.config;
+    // Malformed parameters are the client's bug, answered the same way every
+    // time rather than hidden behind random faults.
+    let plan = match styles::plan(
+        style,
+        uri.query(),
+        config.records,
+        config.max_page_size,
+        config.seed,
+    ) {
+        Ok(plan) => plan,
+        Err(message) => {
+            shared.stats().bad_request();
+            return json_error(StatusCode::BAD_REQUEST, &message);
+        }
+    };
+    let key = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
+    let attempt = {
+        let mut attempts = lock(&shared.attempts);
+        let seen = attempts.entry(key.clone()).or_insert(0);
+        *seen += 1;
+        *seen - 1
+    };
+    let draw = faults::draw(&config.faults, config.seed, &key, attempt);
+    if let Some(fault) = draw.fault {
+        match fault {
+            Fault::TooMany => {
+                shared.stats().fault(fault.key());
+                return respond::too_many(1, draw.retry_as_date, SystemTime::now());
+            }
+            Fault::Status500 | Fault::Status502 | Fault::Status503 | Fault::Status504 => {
+                shared.stats().fault(fault.key());
+                return status_fault(fault);
+            }
+            Fault::Hang => {
+                shared.stats().fault(fault.key());
+                tokio::time::sleep(Duration::from_millis(config.faults.hang_ms)).await;
+            }
+            // Body faults damage a 200, so they are applied once it exists.
+            Fault::Reset | Fault::Truncated | Fault::Slow => {}
+        }
+    }
+    let poisoned = *lock(&shared.fail_record);
+    if poisoned.is_some_and(|id| plan.contains(id)) {
+        shared.stats().not_found();
+        return json_error(StatusCode::NOT_FOUND, "not found");
+    }
+    let rendered = styles::render(&plan, config.seed, &host_of(headers, shared.addr));
+    let bytes = match serde_json::to_vec(&rendered.body) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "could not encode page"),
+    };
+    let count = plan.ids.len();
+    let mut resp = match draw.fault {
+        Some(Fault::Reset) => {
+            shared.stats().fault("reset");
+            respond::reset(bytes)
+        }
+        Some(Fault::Truncated) => {
+            shared.stats().fault("truncated");
+            respond::truncated(bytes, draw.cut)
+        }
+        Some(Fault::Slow) => {
+            shared.stats().fault("slow");
+            let counted = shared.clone();
+            respond::slow(bytes, config.faults.slow_ms, move || {
+                counted.stats().ok(count)
+            })
+        }
+        _ => {
+            shared.stats().ok(count);
+            respond::json_ok(bytes)
+        }
+    };
+    for (name, value) in rendered.headers {
+        resp.headers_mut().insert(name, value);
+    }
+    resp
+}
+
+/// Gateways answer in HTML, applications in JSON: clients must not assume
+/// an error body parses.
+fn status_fault(fault: Fault) -> Response {
+    match fault {
+        Fault::Status502 => (
+            StatusCode::BAD_GATEWAY,
+            Html("<html><body><h1>502 Bad Gateway</h1></body></html>"),
+        )
+            .into_response(),
+        Fault::Status503 => json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable"),
+        Fault::Status504 => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Html("<html><body><h1>504 Gateway Timeout</h1></body></html>"),
+        )
+            .into_response(),
+        _ => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The request's Host, for absolute next links; anything that could break
+/// out of a URL or header falls back to the bound address.
+fn host_of(headers: &HeaderMap, addr: SocketAddr) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| addr.to_string())
+}

@@ -1,0 +1,14 @@
+//! pagefleet-workers: the worker daemon.
+//!
+//! A worker consumes page tasks and finalize tasks from RabbitMQ. For a page
+//! it takes a token from the fleet-wide bucket, fetches, classifies, and
+//! lands the page in Postgres ([`page`]); once every page has landed, a
+//! finalize task writes the CSV and its manifest ([`finalize`]). [`run`]
+//! wires the consumers, the drain on shutdown, and the metrics endpoint.
+
+pub mod context;
+pub mod finalize;
+pub mod page;
+pub mod run;
+
+pub use run::{run, WorkerOptions};

@@ -1,0 +1,377 @@
+//! One page task: claim, wait for a token, fetch, classify, retry, and land
+//! (or dead-letter).
+//!
+//! The retry loop lives here, in the worker that holds the delivery, so a
+//! retried request needs no new message; the caps come from the spec.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use pagefleet_shared::flatten::{flatten_record, row_key};
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::pagination::{self, Page};
+use pagefleet_shared::ratelimit::Bucket;
+use pagefleet_shared::retry::{classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass};
+use pagefleet_shared::source::{self, Credential, Fetched};
+use pagefleet_shared::store::{Attempt, DeadLetterInput, Landed, Landing, PageWork, StoreError};
+use pagefleet_shared::telemetry::metrics;
+
+use crate::context::WorkerContext;
+
+/// How much of a failing body a dead letter keeps.
+const BODY_EXCERPT_BYTES: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// Postgres could not be reached or refused the landing: hand the
+    /// delivery back so it is tried again.
+    #[error("page task {task_id}: {source}")]
+    Store { task_id: Uuid, source: StoreError },
+}
+
+/// What became of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageResult {
+    Landed { rows: u64, finalize: bool },
+    Duplicate,
+    DeadLettered,
+    /// Not ours to do (done, dead, cancelled, unknown).
+    Skipped,
+}
+
+/// Claims and runs one page task to the end.
+pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResult, PageError> {
+    let store_err = |source| PageError::Store { task_id, source };
+    let lease = Duration::from_secs(120);
+    let Some(work) = ctx.store.claim_page(task_id, lease).await.map_err(store_err)? else {
+        return Ok(PageResult::Skipped);
+    };
+    if work.export_state.is_terminal() {
+        return Ok(PageResult::Skipped);
+    }
+    let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
+        partition = work.partition_no, page = work.page_no);
+    let _enter = span.enter();
+    drop(_enter);
+    run_task(ctx, &work).await
+}
+
+/// Counters of one task's requests, reported when it lands or dies.
+#[derive(Default)]
+struct Tally {
+    requests: u32,
+    retries: u32,
+    rate_limited: u32,
+    attempts: Vec<Attempt>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: &str, status: Option<u16>, elapsed: Duration) {
+        // Keep the history bounded: the first attempts and the latest ones.
+        if self.attempts.len() >= 50 {
+            self.attempts.remove(10);
+        }
+        self.attempts.push(Attempt {
+            at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            outcome: outcome.to_string(),
+            status,
+            millis: elapsed.as_millis() as u64,
+        });
+    }
+}
+
+async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, PageError> {
+    let task_id = work.task_id;
+    let spec = &work.spec;
+    let mut tally = Tally::default();
+
+    let credential = match spec.source.auth.as_ref().map(Credential::resolve).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            return dead_letter(ctx, work, &mut tally, "permanent", e.to_string(), None, None).await;
+        }
+    };
+    let target = match pagination::target(&spec.pagination, spec.page_size, &work.position) {
+        Ok(t) => t,
+        Err(e) => return dead_letter(ctx, work, &mut tally, "bad_page", e.to_string(), None, None).await,
+    };
+    let url = match source::page_url(spec, &work.partition_params, &target) {
+        Ok(u) => u,
+        Err(e) => return dead_letter(ctx, work, &mut tally, "permanent", e.to_string(), None, None).await,
+    };
+    let origin = match url::Url::parse(&spec.source.base_url) {
+        Ok(u) => u,
+        Err(e) => return dead_letter(ctx, work, &mut tally, "permanent", e.to_string(), None, None).await,
+    };
+    let bucket = Bucket {
+        key: source::source_key(spec, credential.as_ref()),
+        rate: spec.rate_limit.rate,
+        burst: spec.rate_limit.burst,
+    };
+    let timeout = Duration::from_millis(spec.source.timeout_ms);
+    let mut budget = RetryBudget::new(&spec.retry);
+    let mut last: Option<Fetched> = None;
+
+    loop {
+        let waited = ctx.limiter.wait_for_permit(&bucket, ctx.max_token_wait).await;
+        metrics().token_wait.observe(waited.as_secs_f64());
+        tally.requests += 1;
+        let fetched = ctx
+            .source
+            .fetch(&url, credential.as_ref(), timeout, spec.source.max_body_bytes)
+            .await;
+        let outcome = match fetched {
+            Err(e) => {
+                metrics().requests.with_label_values(&["error"]).inc();
+                tally.record("error", None, timeout.min(Duration::from_secs(3600)));
+                if e.is_transient() {
+                    Outcome::Transient { reason: e.to_string() }
+                } else {
+                    Outcome::Permanent { reason: e.to_string() }
+                }
+            }
+            Ok(response) => {
+                let status = response.status;
+                metrics()
+                    .requests
+                    .with_label_values(&[&format!("{}xx", status / 100)])
+                    .inc();
+                let class = classify_status(status);
+                tally.record(
+                    match class {
+                        StatusClass::Success => "success",
+                        StatusClass::RateLimited => "rate_limited",
+                        StatusClass::Transient => "transient",
+                        StatusClass::Permanent => "permanent",
+                    },
+                    Some(status),
+                    response.elapsed,
+                );
+                let outcome = match class {
+                    StatusClass::Success => match serde_json::from_slice::<Value>(&response.body) {
+                        Ok(body) => {
+                            return land(ctx, work, &mut tally, &response, &body, &url, &origin).await;
+                        }
+                        Err(e) => Outcome::Transient {
+                            reason: format!(
+                                "HTTP {status} from {} with a body that is not JSON ({e})",
+                                source::display_url(&url)
+                            ),
+                        },
+                    },
+                    StatusClass::RateLimited => {
+                        let date = response.headers.get("date").and_then(|v| v.to_str().ok());
+                        let retry_after = response
+                            .headers
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| parse_retry_after(v, SystemTime::now(), date));
+                        Outcome::RateLimited { retry_after }
+                    }
+                    StatusClass::Transient => Outcome::Transient {
+                        reason: format!("HTTP {status} from {}", source::display_url(&url)),
+                    },
+                    StatusClass::Permanent => Outcome::Permanent {
+                        reason: format!("HTTP {status} from {}", source::display_url(&url)),
+                    },
+                };
+                last = Some(response);
+                outcome
+            }
+        };
+        let status = last.as_ref().map(|r| r.status);
+        match &outcome {
+            Outcome::Permanent { reason } => {
+                let reason = reason.clone();
+                return dead_letter(ctx, work, &mut tally, "permanent", reason, status, last.as_ref()).await;
+            }
+            Outcome::RateLimited { .. } => {
+                tally.rate_limited += 1;
+                metrics().rate_limited.inc();
+            }
+            _ => {}
+        }
+        let Some(delay) = budget.next_delay(&outcome) else {
+            let (class, reason) = match &outcome {
+                Outcome::RateLimited { .. } => ("rate_limited", "still rate-limited after the retry cap".to_string()),
+                Outcome::Transient { reason } => ("exhausted", format!("retries exhausted; last: {reason}")),
+                _ => ("exhausted", "retries exhausted".to_string()),
+            };
+            return dead_letter(ctx, work, &mut tally, class, reason, status, last.as_ref()).await;
+        };
+        tally.retries += 1;
+        metrics().retries.inc();
+        match &outcome {
+            Outcome::RateLimited { .. } => {
+                // The pause is fleet-wide: every worker waits it out in the limiter.
+                if let Err(e) = ctx.limiter.pause(&bucket, delay).await {
+                    tracing::warn!(error = %e, "cannot set fleet-wide pause; waiting locally");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Outcome::Transient { reason } => {
+                tracing::debug!(task = %task_id, %reason, delay_ms = delay.as_millis() as u64, "transient failure; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn land(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    tally: &mut Tally,
+    response: &Fetched,
+    body: &Value,
+    url: &url::Url,
+    origin: &url::Url,
+) -> Result<PageResult, PageError> {
+    let spec = &work.spec;
+    let bad_page = |reason: String| reason;
+    let records = match pagination::records(body, spec.source.records_path.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = bad_page(format!("page {} of partition {}: {e}", work.page_no, work.partition_no));
+            return dead_letter(ctx, work, tally, "bad_page", reason, Some(response.status), Some(response)).await;
+        }
+    };
+    let mut rows = Vec::with_capacity(records.len());
+    let mut columns = BTreeSet::new();
+    for (i, record) in records.iter().enumerate() {
+        let prepared = row_key(record, &spec.primary_key).and_then(|key| {
+            let row = flatten_record(record)?;
+            Ok((key, row))
+        });
+        match prepared {
+            Ok((key, row)) => {
+                if spec.columns.is_none() {
+                    columns.extend(row.keys().cloned());
+                }
+                let text = serde_json::to_string(&row).unwrap_or_default();
+                rows.push((key, text));
+            }
+            Err(e) => {
+                let reason = format!(
+                    "record {i} on page {} of partition {}: {e}",
+                    work.page_no, work.partition_no
+                );
+                return dead_letter(ctx, work, tally, "bad_page", reason, Some(response.status), Some(response)).await;
+            }
+        }
+    }
+    let next = match pagination::next(
+        &spec.pagination,
+        spec.page_size,
+        &work.position,
+        work.role,
+        &Page {
+            body,
+            headers: &response.headers,
+            records,
+            url,
+            origin,
+        },
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            let reason = format!("page {} of partition {}: {e}", work.page_no, work.partition_no);
+            return dead_letter(ctx, work, tally, "bad_page", reason, Some(response.status), Some(response)).await;
+        }
+    };
+    let landing = Landing {
+        task_id: work.task_id,
+        rows,
+        columns,
+        next,
+        requests: tally.requests,
+        retries: tally.retries,
+        rate_limited: tally.rate_limited,
+    };
+    let landed = ctx
+        .store
+        .land_page(&landing)
+        .await
+        .map_err(|source| PageError::Store {
+            task_id: work.task_id,
+            source,
+        })?;
+    match landed {
+        Landed::Duplicate => {
+            metrics().duplicate_deliveries.inc();
+            Ok(PageResult::Duplicate)
+        }
+        Landed::Page {
+            rows_inserted,
+            rows_replaced,
+            outbox_ids,
+            finalize,
+        } => {
+            metrics().pages_landed.inc();
+            metrics().rows_staged.inc_by(rows_inserted);
+            metrics().rows_replaced.inc_by(rows_replaced);
+            ctx.publish_outbox(&outbox_ids).await;
+            tracing::debug!(export = %work.export_id, page = work.page_no, rows = rows_inserted, "page landed");
+            Ok(PageResult::Landed {
+                rows: rows_inserted + rows_replaced,
+                finalize,
+            })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    tally: &mut Tally,
+    class: &str,
+    reason: String,
+    status: Option<u16>,
+    response: Option<&Fetched>,
+) -> Result<PageResult, PageError> {
+    tracing::warn!(export = %work.export_id, task = %work.task_id, page = work.page_no,
+        partition = work.partition_no, class, %reason, "page dead-lettered");
+    let input = DeadLetterInput {
+        task_id: work.task_id,
+        class: class.to_string(),
+        reason,
+        last_status: status,
+        body_excerpt: response.map(|r| excerpt(&r.body)),
+        headers: response
+            .map(|r| source::redacted_headers(&r.headers, None))
+            .unwrap_or_else(|| Value::Object(Default::default())),
+        attempts: std::mem::take(&mut tally.attempts),
+        requests: tally.requests,
+        retries: tally.retries,
+        rate_limited: tally.rate_limited,
+    };
+    let outbox = ctx
+        .store
+        .dead_letter(&input)
+        .await
+        .map_err(|source| PageError::Store {
+            task_id: work.task_id,
+            source,
+        })?;
+    if let Some(id) = outbox {
+        metrics().dead_letters.inc();
+        ctx.publish_outbox(&[id]).await;
+    }
+    Ok(PageResult::DeadLettered)
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let cut = body.len().min(BODY_EXCERPT_BYTES);
+    String::from_utf8_lossy(&body[..cut]).into_owned()
+}
+
+/// For logs: whether an export can still take pages.
+pub fn accepts_pages(state: ExportState) -> bool {
+    !state.is_terminal()
+}

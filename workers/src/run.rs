@@ -1,0 +1,188 @@
+//! The worker process: connect, consume page and finalize tasks
+//! concurrently, and drain on shutdown.
+//!
+//! A delivery is acked only after its task reached a final state in
+//! Postgres (landed, dead-lettered, skipped). When Postgres is unreachable
+//! the delivery is handed back (nack with requeue) and comes again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use pagefleet_shared::config::ServiceConfig;
+use pagefleet_shared::model::{QueueRole, TaskMessage};
+use pagefleet_shared::queue::{Broker, QueueError};
+use pagefleet_shared::ratelimit::{RateLimitError, RateLimiter};
+use pagefleet_shared::source::{SourceClient, SourceError};
+use pagefleet_shared::store::{Store, StoreError};
+
+use crate::context::WorkerContext;
+use crate::finalize::handle_finalize;
+use crate::page::handle_page;
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Page tasks in flight at once (the consumer prefetch).
+    pub concurrency: u16,
+    /// How long a drain waits for tasks in flight before handing them back.
+    pub drain_timeout: Duration,
+    /// Tag shown in RabbitMQ's consumer list.
+    pub name: String,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 8,
+            drain_timeout: Duration::from_secs(30),
+            name: format!("pagefleet-worker-{}", std::process::id()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("the {0} consumer stopped; exiting so the supervisor restarts a fresh worker")]
+    ConsumerGone(&'static str),
+}
+
+/// Runs a worker until `shutdown` is cancelled, then drains.
+pub async fn run(
+    config: &ServiceConfig,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let store = Store::connect(&config.database_url, options.concurrency as usize + 4)?;
+    store.migrate().await?;
+    let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
+    let publisher = broker.publisher().await?;
+    let limiter = RateLimiter::new(&config.redis_url, &config.namespace)?;
+    let ctx = Arc::new(WorkerContext::new(
+        store,
+        limiter,
+        SourceClient::new()?,
+        broker.clone(),
+        publisher,
+    ));
+    let (pages_channel, mut pages) = broker
+        .consume(QueueRole::Pages, options.concurrency, &format!("{}-pages", options.name))
+        .await?;
+    let (finalize_channel, mut finals) = broker
+        .consume(QueueRole::Finalize, 1, &format!("{}-finalize", options.name))
+        .await?;
+    tracing::info!(concurrency = options.concurrency, namespace = %config.namespace, "worker consuming");
+
+    let tracker = TaskTracker::new();
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = pages.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    tracker.spawn(async move { process(&ctx, delivery).await });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "page consumer error; waiting for recovery");
+                    if let Err(e) = pages_channel.wait_for_recovery(e).await {
+                        tracing::error!(error = %e, "RabbitMQ did not recover");
+                        break Err(WorkerError::ConsumerGone("pages"));
+                    }
+                }
+                None => break Err(WorkerError::ConsumerGone("pages")),
+            },
+            next = finals.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    tracker.spawn(async move { process(&ctx, delivery).await });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "finalize consumer error; waiting for recovery");
+                    if let Err(e) = finalize_channel.wait_for_recovery(e).await {
+                        tracing::error!(error = %e, "RabbitMQ did not recover");
+                        break Err(WorkerError::ConsumerGone("finalize"));
+                    }
+                }
+                None => break Err(WorkerError::ConsumerGone("finalize")),
+            },
+        }
+    };
+    // Drain: stop taking work, let tasks in flight finish within the bound.
+    // Whatever is still unacked when the connection closes is redelivered.
+    tracker.close();
+    let _ = pages_channel.close(200, "draining".into()).await;
+    let _ = finalize_channel.close(200, "draining".into()).await;
+    if tokio::time::timeout(options.drain_timeout, tracker.wait()).await.is_err() {
+        tracing::warn!("drain timed out; unfinished tasks will be redelivered");
+    }
+    broker.close().await;
+    result
+}
+
+/// Handles one delivery and acks it, or hands it back.
+async fn process(ctx: &WorkerContext, delivery: Delivery) {
+    let message: TaskMessage = match serde_json::from_slice(&delivery.data) {
+        Ok(m) => m,
+        Err(e) => {
+            // Unreadable forever: reject without requeue (to the dead-letter queue).
+            tracing::error!(error = %e, "unreadable task message; rejecting");
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+            return;
+        }
+    };
+    let done = match message {
+        TaskMessage::Page { task_id, .. } => match handle_page(ctx, task_id).await {
+            Ok(result) => {
+                tracing::trace!(?result, %task_id, "page task finished");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "page task not finished; handing it back");
+                false
+            }
+        },
+        TaskMessage::Finalize { export_id } => match handle_finalize(ctx, export_id).await {
+            Ok(_) => true,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "finalize not finished; handing it back");
+                false
+            }
+            Err(_) => true,
+        },
+        TaskMessage::DeadLetter { .. } => true,
+    };
+    if done {
+        match delivery.ack(BasicAckOptions::default()).await {
+            Ok(true) => {}
+            // The channel was recovered since this delivery: the ack did not
+            // count and the message will come again, harmlessly.
+            Ok(false) => tracing::info!("ack on a recovered channel did not count; expect a redelivery"),
+            Err(e) => tracing::warn!(error = %e, "ack failed; expect a redelivery"),
+        }
+    } else {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await;
+    }
+}
