@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::model::DEFAULT_TENANT;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
@@ -63,8 +64,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self)).into_response()
     }
 }
@@ -130,6 +130,7 @@ async fn submit(
             SubmitError::Store(e) => e.into(),
         })?;
     if submitted.created {
+        publish_now(&state, &submitted.outbox_ids).await;
         tracing::info!(export = %submitted.id, name = %spec.name, style = spec.pagination.style_name(), "export submitted");
     }
     let code = if submitted.created {
@@ -148,7 +149,10 @@ async fn status(
     let id = parse_id(&id)?;
     match state.store.export_status(id).await? {
         Some(s) if s.tenant_id == tenant(&headers) => Ok(Json(s).into_response()),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no export {id}"))),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no export {id}"),
+        )),
     }
 }
 
@@ -207,7 +211,10 @@ async fn dlq_replay(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("replay request is not valid JSON: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("replay request is not valid JSON: {e}"),
+        )
     })?;
     let target = match (&request.task, &request.export) {
         (Some(t), None) => ReplayTarget::Task(parse_id(t)?),
@@ -223,18 +230,7 @@ async fn dlq_replay(
     if !replayed.is_empty() {
         tracing::info!(count = replayed.len(), ?target, "dead letters replayed");
     }
-    // Publish now rather than waiting for the relay's next pass.
-    if let Ok(publisher) = state.broker.publisher().await {
-        let mut sent = Vec::new();
-        if let Ok(messages) = state.store.outbox_by_ids(&outbox).await {
-            for m in messages {
-                if publisher.publish(m.queue, m.body.to_string().as_bytes()).await.is_ok() {
-                    sent.push(m.id);
-                }
-            }
-        }
-        let _ = state.store.outbox_mark_sent(&sent).await;
-    }
+    publish_now(&state, &outbox).await;
     Ok(Json(ReplayResponse { replayed }).into_response())
 }
 
@@ -250,8 +246,23 @@ async fn health(State(state): State<ApiState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// Publishes what a request just wrote rather than waiting for the relay's
+/// next pass; on failure the relay still has it.
+async fn publish_now(state: &ApiState, outbox_ids: &[i64]) {
+    let mut dispatcher = Dispatcher::new();
+    if let Err(e) = dispatcher
+        .publish_ids(&state.store, &state.broker, outbox_ids)
+        .await
+    {
+        tracing::warn!(error = %e, "publish failed; the relay will retry");
+    }
+}
+
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("{text:?} is not an export or task id"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not an export or task id"),
+        )
     })
 }

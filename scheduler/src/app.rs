@@ -46,16 +46,19 @@ pub async fn run(
         tracing::info!(?applied, "migrations applied");
     }
     let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
-    let listener = TcpListener::bind(options.listen)
-        .await
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| SchedulerError::Listen {
+                addr: options.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
         .map_err(|source| SchedulerError::Listen {
             addr: options.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| SchedulerError::Listen {
-        addr: options.listen,
-        source,
-    })?;
     tracing::info!(%addr, namespace = %config.namespace, "scheduler listening");
     if let Some(ready) = ready {
         let _ = ready.send(addr);

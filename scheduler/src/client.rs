@@ -64,17 +64,24 @@ impl ApiClient {
         r
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, path: &str) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{}", self.base, path);
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             url: url.clone(),
             reason: e.to_string(),
         })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         if !status.is_success() {
             let parsed: Option<ApiError> = serde_json::from_slice(&body).ok();
             return Err(ClientError::Refused {
@@ -92,8 +99,14 @@ impl ApiClient {
         })
     }
 
-    pub async fn submit(&self, spec: &ExportSpec, idempotency_key: Option<&str>) -> Result<Submitted, ClientError> {
-        let mut r = self.request(reqwest::Method::POST, "/v1/exports").json(spec);
+    pub async fn submit(
+        &self,
+        spec: &ExportSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, ClientError> {
+        let mut r = self
+            .request(reqwest::Method::POST, "/v1/exports")
+            .json(spec);
         if let Some(k) = idempotency_key {
             r = r.header("idempotency-key", k);
         }
@@ -102,28 +115,43 @@ impl ApiClient {
 
     pub async fn status(&self, id: Uuid) -> Result<ExportStatus, ClientError> {
         let path = format!("/v1/exports/{id}");
-        self.send(self.request(reqwest::Method::GET, &path), &path).await
-    }
-
-    pub async fn list(&self) -> Result<Vec<ExportStatus>, ClientError> {
-        self.send(self.request(reqwest::Method::GET, "/v1/exports"), "/v1/exports")
+        self.send(self.request(reqwest::Method::GET, &path), &path)
             .await
     }
 
-    pub async fn dead_letters(&self, export: Option<Uuid>, all: bool) -> Result<Vec<DeadLetter>, ClientError> {
+    pub async fn list(&self) -> Result<Vec<ExportStatus>, ClientError> {
+        self.send(
+            self.request(reqwest::Method::GET, "/v1/exports"),
+            "/v1/exports",
+        )
+        .await
+    }
+
+    pub async fn dead_letters(
+        &self,
+        export: Option<Uuid>,
+        all: bool,
+    ) -> Result<Vec<DeadLetter>, ClientError> {
         let mut path = format!("/v1/dlq?all={all}");
         if let Some(e) = export {
             path.push_str(&format!("&export={e}"));
         }
-        self.send(self.request(reqwest::Method::GET, &path), &path).await
+        self.send(self.request(reqwest::Method::GET, &path), &path)
+            .await
     }
 
-    pub async fn replay(&self, task: Option<Uuid>, export: Option<Uuid>) -> Result<ReplayResponse, ClientError> {
+    pub async fn replay(
+        &self,
+        task: Option<Uuid>,
+        export: Option<Uuid>,
+    ) -> Result<ReplayResponse, ClientError> {
         let body = ReplayRequest {
             task: task.map(|t| t.to_string()),
             export: export.map(|e| e.to_string()),
         };
-        let r = self.request(reqwest::Method::POST, "/v1/dlq/replay").json(&body);
+        let r = self
+            .request(reqwest::Method::POST, "/v1/dlq/replay")
+            .json(&body);
         self.send(r, "/v1/dlq/replay").await
     }
 }

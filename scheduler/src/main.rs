@@ -10,7 +10,11 @@ use pagefleet_shared::config::ServiceConfig;
 use pagefleet_shared::{shutdown, telemetry};
 
 #[derive(Parser, Debug)]
-#[command(name = "pagefleet-scheduler", version, about = "pagefleet control plane: HTTP API, planner, outbox relay")]
+#[command(
+    name = "pagefleet-scheduler",
+    version,
+    about = "pagefleet control plane: HTTP API, planner, outbox relay"
+)]
 struct Args {
     /// Address of the HTTP API (also /metrics and /healthz).
     #[arg(long, env = "PAGEFLEET_LISTEN", default_value = "127.0.0.1:8080")]
@@ -29,7 +33,16 @@ async fn main() -> ExitCode {
         }
     };
     let shutdown = shutdown::on_signal();
-    match run(&config, SchedulerOptions { listen: args.listen }, shutdown, None).await {
+    match run(
+        &config,
+        SchedulerOptions {
+            listen: args.listen,
+        },
+        shutdown,
+        None,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pagefleet-scheduler: {e}");

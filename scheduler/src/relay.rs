@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use pagefleet_shared::queue::{Broker, Publisher};
+use pagefleet_shared::dispatch::{DispatchError, Dispatcher};
+use pagefleet_shared::queue::Broker;
 use pagefleet_shared::store::Store;
-use pagefleet_shared::telemetry::metrics;
 
 /// Messages younger than this are left to the process that wrote them.
 const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
@@ -24,14 +24,14 @@ const LEASE_GRACE: Duration = Duration::from_secs(30);
 
 /// Publishes unsent outbox messages until `shutdown`.
 pub async fn run_relay(store: Store, broker: Arc<Broker>, shutdown: CancellationToken) {
-    let mut publisher: Option<Publisher> = None;
+    let mut dispatcher = Dispatcher::new();
     let mut failures = 0u32;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RELAY_INTERVAL) => {}
         }
-        match relay_once(&store, &broker, &mut publisher).await {
+        match relay_once(&store, &broker, &mut dispatcher).await {
             Ok(n) => {
                 failures = 0;
                 if n > 0 {
@@ -40,8 +40,7 @@ pub async fn run_relay(store: Store, broker: Arc<Broker>, shutdown: Cancellation
             }
             Err(e) => {
                 failures += 1;
-                publisher = None;
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(error = %e, "outbox relay failed; retrying");
                 }
                 tokio::time::sleep(Duration::from_secs(1).min(RELAY_INTERVAL * failures)).await;
@@ -53,41 +52,10 @@ pub async fn run_relay(store: Store, broker: Arc<Broker>, shutdown: Cancellation
 async fn relay_once(
     store: &Store,
     broker: &Broker,
-    publisher: &mut Option<Publisher>,
-) -> Result<usize, String> {
-    let pending = store
-        .outbox_pending(RELAY_MIN_AGE, RELAY_BATCH)
-        .await
-        .map_err(|e| e.to_string())?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    if publisher.as_ref().is_none_or(|p| !p.is_open()) {
-        *publisher = Some(broker.publisher().await.map_err(|e| e.to_string())?);
-    }
-    let Some(p) = publisher.as_ref() else {
-        return Ok(0);
-    };
-    let mut sent = Vec::with_capacity(pending.len());
-    let mut error = None;
-    for message in &pending {
-        match p.publish(message.queue, message.body.to_string().as_bytes()).await {
-            Ok(()) => sent.push(message.id),
-            Err(e) => {
-                error = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    store
-        .outbox_mark_sent(&sent)
-        .await
-        .map_err(|e| e.to_string())?;
-    metrics().outbox_published.inc_by(sent.len() as u64);
-    match error {
-        Some(e) => Err(e),
-        None => Ok(sent.len()),
-    }
+    dispatcher: &mut Dispatcher,
+) -> Result<usize, DispatchError> {
+    let pending = store.outbox_pending(RELAY_MIN_AGE, RELAY_BATCH).await?;
+    dispatcher.publish(store, broker, &pending).await
 }
 
 /// Re-queues tasks whose worker vanished without the broker noticing.

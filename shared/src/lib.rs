@@ -8,14 +8,15 @@
 
 pub mod config;
 pub mod csv_out;
+pub mod dispatch;
 pub mod flatten;
 pub mod model;
 pub mod pagination;
 pub mod queue;
 pub mod ratelimit;
 pub mod retry;
-pub mod source;
 pub mod shutdown;
+pub mod source;
 pub mod spec;
 pub mod store;
 pub mod telemetry;

@@ -129,9 +129,18 @@ impl QueueRole {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TaskMessage {
-    Page { export_id: Uuid, task_id: Uuid },
-    Finalize { export_id: Uuid },
-    DeadLetter { export_id: Uuid, task_id: Uuid, dead_letter_id: Uuid },
+    Page {
+        export_id: Uuid,
+        task_id: Uuid,
+    },
+    Finalize {
+        export_id: Uuid,
+    },
+    DeadLetter {
+        export_id: Uuid,
+        task_id: Uuid,
+        dead_letter_id: Uuid,
+    },
 }
 
 #[cfg(test)]
@@ -153,7 +162,10 @@ mod tests {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
         assert!("bogus".parse::<ExportState>().is_err());
-        assert_eq!("in_flight".parse::<TaskState>().unwrap(), TaskState::InFlight);
+        assert_eq!(
+            "in_flight".parse::<TaskState>().unwrap(),
+            TaskState::InFlight
+        );
     }
 
     #[test]

@@ -21,14 +21,24 @@ use crate::spec::PaginationSpec;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Position {
-    Offset { offset: u64 },
-    Page { page: u64 },
+    Offset {
+        offset: u64,
+    },
+    Page {
+        page: u64,
+    },
     /// `None` is the first page (no cursor sent).
-    Cursor { cursor: Option<String> },
+    Cursor {
+        cursor: Option<String>,
+    },
     /// Last-record style: the key of the last record seen (`None`: first page).
-    After { after: Option<String> },
+    After {
+        after: Option<String>,
+    },
     /// Next-URL and `Link` styles: `None` is the first page.
-    Url { url: Option<String> },
+    Url {
+        url: Option<String>,
+    },
 }
 
 /// Whether a page may lead to more pages. The first page of a partition can
@@ -71,7 +81,10 @@ pub enum PaginationError {
     #[error("next page URL {url:?} is not usable: {reason}")]
     BadNextUrl { url: String, reason: String },
     #[error("position {position:?} does not belong to the {style} style")]
-    WrongPosition { position: Position, style: &'static str },
+    WrongPosition {
+        position: Position,
+        style: &'static str,
+    },
     #[error("the source returned the same cursor again; stopping to avoid a loop")]
     CursorLoop,
     #[error("fan-out of {pages} pages is more than the limit of {limit}")]
@@ -124,7 +137,10 @@ pub fn target(
                 ..
             },
             Position::Page { page },
-        ) => vec![(page_param.clone(), page.to_string()), (size_param.clone(), size)],
+        ) => vec![
+            (page_param.clone(), page.to_string()),
+            (size_param.clone(), size),
+        ],
         (
             PaginationSpec::Cursor {
                 cursor_param,
@@ -152,8 +168,7 @@ pub fn target(
             q
         }
         (
-            PaginationSpec::NextUrl { size_param, .. }
-            | PaginationSpec::LinkHeader { size_param },
+            PaginationSpec::NextUrl { size_param, .. } | PaginationSpec::LinkHeader { size_param },
             Position::Url { url },
         ) => match url {
             Some(url) => return Ok(Target::Url(url.clone())),
@@ -165,7 +180,10 @@ pub fn target(
 }
 
 /// The records of a page: the array at `records_path`, or the body itself.
-pub fn records<'a>(body: &'a Value, records_path: Option<&str>) -> Result<&'a [Value], PaginationError> {
+pub fn records<'a>(
+    body: &'a Value,
+    records_path: Option<&str>,
+) -> Result<&'a [Value], PaginationError> {
     let (value, path) = match records_path {
         Some(path) => (
             lookup(body, path).ok_or_else(|| PaginationError::NoRecords {
@@ -256,7 +274,9 @@ pub fn next(
                     check_fan_out(pages)?;
                     Ok(Next::FanOut(
                         (1..=pages)
-                            .map(|i| Position::Page { page: first_page + i })
+                            .map(|i| Position::Page {
+                                page: first_page + i,
+                            })
                             .collect(),
                     ))
                 }
@@ -535,9 +555,20 @@ mod tests {
         let first = first_position(&spec);
         assert_eq!(
             target(&spec, 10, &first).unwrap(),
-            Target::Query(vec![("offset".into(), "0".into()), ("limit".into(), "10".into())])
+            Target::Query(vec![
+                ("offset".into(), "0".into()),
+                ("limit".into(), "10".into())
+            ])
         );
-        let next = run(&spec, &first, Role::Chain, json!({"data": items(10), "total": 35}), &[], Some("data")).unwrap();
+        let next = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": items(10), "total": 35}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(
             next,
             Next::FanOut(vec![
@@ -547,40 +578,102 @@ mod tests {
             ])
         );
         // Leaves never lead anywhere.
-        let leaf = run(&spec, &Position::Offset { offset: 10 }, Role::Leaf, json!({"data": items(10), "total": 35}), &[], Some("data")).unwrap();
+        let leaf = run(
+            &spec,
+            &Position::Offset { offset: 10 },
+            Role::Leaf,
+            json!({"data": items(10), "total": 35}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(leaf, Next::Done);
     }
 
     #[test]
     fn offset_fan_out_follows_a_clamped_page_size() {
-        let next = run(&offset(true), &Position::Offset { offset: 0 }, Role::Chain, json!({"data": items(4), "total": 10}), &[], Some("data")).unwrap();
+        let next = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(4), "total": 10}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(
             next,
-            Next::FanOut(vec![Position::Offset { offset: 4 }, Position::Offset { offset: 8 }])
+            Next::FanOut(vec![
+                Position::Offset { offset: 4 },
+                Position::Offset { offset: 8 }
+            ])
         );
     }
 
     #[test]
     fn offset_exact_and_empty_totals() {
-        let one_page = run(&offset(true), &Position::Offset { offset: 0 }, Role::Chain, json!({"data": items(10), "total": 10}), &[], Some("data")).unwrap();
+        let one_page = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(10), "total": 10}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(one_page, Next::FanOut(vec![]));
-        let empty = run(&offset(true), &Position::Offset { offset: 0 }, Role::Chain, json!({"data": [], "total": 0}), &[], Some("data")).unwrap();
+        let empty = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": [], "total": 0}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(empty, Next::Done);
     }
 
     #[test]
     fn offset_without_total_stops_on_a_short_page() {
         let spec = offset(false);
-        let full = run(&spec, &Position::Offset { offset: 20 }, Role::Chain, json!({"data": items(10)}), &[], Some("data")).unwrap();
+        let full = run(
+            &spec,
+            &Position::Offset { offset: 20 },
+            Role::Chain,
+            json!({"data": items(10)}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(full, Next::Chain(Position::Offset { offset: 30 }));
-        let short = run(&spec, &Position::Offset { offset: 30 }, Role::Chain, json!({"data": items(3)}), &[], Some("data")).unwrap();
+        let short = run(
+            &spec,
+            &Position::Offset { offset: 30 },
+            Role::Chain,
+            json!({"data": items(3)}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(short, Next::Done);
     }
 
     #[test]
     fn offset_total_of_wrong_type_is_an_error() {
-        let err = run(&offset(true), &Position::Offset { offset: 0 }, Role::Chain, json!({"data": items(10), "total": "many"}), &[], Some("data")).unwrap_err();
-        assert!(matches!(err, PaginationError::BadField { ref path, .. } if path == "total"), "{err}");
+        let err = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(10), "total": "many"}),
+            &[],
+            Some("data"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, PaginationError::BadField { ref path, .. } if path == "total"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -593,8 +686,19 @@ mod tests {
         };
         let first = first_position(&with_total);
         assert_eq!(first, Position::Page { page: 1 });
-        let next = run(&with_total, &first, Role::Chain, json!({"items": items(10), "meta": {"total_pages": 3}}), &[], Some("items")).unwrap();
-        assert_eq!(next, Next::FanOut(vec![Position::Page { page: 2 }, Position::Page { page: 3 }]));
+        let next = run(
+            &with_total,
+            &first,
+            Role::Chain,
+            json!({"items": items(10), "meta": {"total_pages": 3}}),
+            &[],
+            Some("items"),
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            Next::FanOut(vec![Position::Page { page: 2 }, Position::Page { page: 3 }])
+        );
 
         let chain = PaginationSpec::PageNumber {
             page_param: "page".into(),
@@ -602,9 +706,25 @@ mod tests {
             first_page: 0,
             total_pages_path: None,
         };
-        let n = run(&chain, &Position::Page { page: 0 }, Role::Chain, json!(items(10)), &[], None).unwrap();
+        let n = run(
+            &chain,
+            &Position::Page { page: 0 },
+            Role::Chain,
+            json!(items(10)),
+            &[],
+            None,
+        )
+        .unwrap();
         assert_eq!(n, Next::Chain(Position::Page { page: 1 }));
-        let end = run(&chain, &Position::Page { page: 5 }, Role::Chain, json!([]), &[], None).unwrap();
+        let end = run(
+            &chain,
+            &Position::Page { page: 5 },
+            Role::Chain,
+            json!([]),
+            &[],
+            None,
+        )
+        .unwrap();
         assert_eq!(end, Next::Done);
     }
 
@@ -621,18 +741,48 @@ mod tests {
     fn cursor_from_body() {
         let spec = cursor_body();
         let first = first_position(&spec);
-        assert_eq!(target(&spec, 10, &first).unwrap(), Target::Query(vec![("limit".into(), "10".into())]));
-        let n = run(&spec, &first, Role::Chain, json!({"data": items(10), "next_cursor": "abc"}), &[], Some("data")).unwrap();
-        let pos = Position::Cursor { cursor: Some("abc".into()) };
+        assert_eq!(
+            target(&spec, 10, &first).unwrap(),
+            Target::Query(vec![("limit".into(), "10".into())])
+        );
+        let n = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": items(10), "next_cursor": "abc"}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        let pos = Position::Cursor {
+            cursor: Some("abc".into()),
+        };
         assert_eq!(n, Next::Chain(pos.clone()));
         assert_eq!(
             target(&spec, 10, &pos).unwrap(),
-            Target::Query(vec![("limit".into(), "10".into()), ("cursor".into(), "abc".into())])
+            Target::Query(vec![
+                ("limit".into(), "10".into()),
+                ("cursor".into(), "abc".into())
+            ])
         );
-        for end in [json!({"data": items(3), "next_cursor": null}), json!({"data": items(3), "next_cursor": ""}), json!({"data": items(3)})] {
-            assert_eq!(run(&spec, &pos, Role::Chain, end, &[], Some("data")).unwrap(), Next::Done);
+        for end in [
+            json!({"data": items(3), "next_cursor": null}),
+            json!({"data": items(3), "next_cursor": ""}),
+            json!({"data": items(3)}),
+        ] {
+            assert_eq!(
+                run(&spec, &pos, Role::Chain, end, &[], Some("data")).unwrap(),
+                Next::Done
+            );
         }
-        let looped = run(&spec, &pos, Role::Chain, json!({"data": items(3), "next_cursor": "abc"}), &[], Some("data"));
+        let looped = run(
+            &spec,
+            &pos,
+            Role::Chain,
+            json!({"data": items(3), "next_cursor": "abc"}),
+            &[],
+            Some("data"),
+        );
         assert_eq!(looped, Err(PaginationError::CursorLoop));
     }
 
@@ -645,8 +795,21 @@ mod tests {
             size_param: "limit".into(),
         };
         let first = first_position(&spec);
-        let n = run(&spec, &first, Role::Chain, json!(items(10)), &[("x-next-cursor", "zz9")], None).unwrap();
-        assert_eq!(n, Next::Chain(Position::Cursor { cursor: Some("zz9".into()) }));
+        let n = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!(items(10)),
+            &[("x-next-cursor", "zz9")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            n,
+            Next::Chain(Position::Cursor {
+                cursor: Some("zz9".into())
+            })
+        );
         let end = run(&spec, &first, Role::Chain, json!(items(10)), &[], None).unwrap();
         assert_eq!(end, Next::Done);
     }
@@ -660,16 +823,45 @@ mod tests {
             size_param: "limit".into(),
         };
         let first = first_position(&spec);
-        let n = run(&spec, &first, Role::Chain, json!({"data": items(10), "has_more": true}), &[], Some("data")).unwrap();
-        let pos = Position::After { after: Some("10".into()) };
+        let n = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": items(10), "has_more": true}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        let pos = Position::After {
+            after: Some("10".into()),
+        };
         assert_eq!(n, Next::Chain(pos.clone()));
         assert_eq!(
             target(&spec, 10, &pos).unwrap(),
-            Target::Query(vec![("limit".into(), "10".into()), ("starting_after".into(), "10".into())])
+            Target::Query(vec![
+                ("limit".into(), "10".into()),
+                ("starting_after".into(), "10".into())
+            ])
         );
-        let end = run(&spec, &pos, Role::Chain, json!({"data": items(2), "has_more": false}), &[], Some("data")).unwrap();
+        let end = run(
+            &spec,
+            &pos,
+            Role::Chain,
+            json!({"data": items(2), "has_more": false}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(end, Next::Done);
-        let bad = run(&spec, &first, Role::Chain, json!({"data": [{"x": 1}], "has_more": true}), &[], Some("data")).unwrap_err();
+        let bad = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": [{"x": 1}], "has_more": true}),
+            &[],
+            Some("data"),
+        )
+        .unwrap_err();
         assert!(matches!(bad, PaginationError::BadField { .. }), "{bad}");
     }
 
@@ -681,16 +873,63 @@ mod tests {
             size_param: "limit".into(),
         };
         let first = first_position(&spec);
-        let abs = run(&spec, &first, Role::Chain, json!({"data": [], "next": "http://api.test:8080/v1/items?after=5"}), &[], Some("data")).unwrap();
-        assert_eq!(abs, Next::Chain(Position::Url { url: Some("http://api.test:8080/v1/items?after=5".into()) }));
-        let rel = run(&spec, &first, Role::Chain, json!({"data": [], "next": "/v1/items?after=9", "done": false}), &[], Some("data")).unwrap();
-        assert_eq!(rel, Next::Chain(Position::Url { url: Some("http://api.test:8080/v1/items?after=9".into()) }));
-        let done = run(&spec, &first, Role::Chain, json!({"data": [], "next": "/v1/items?after=9", "done": true}), &[], Some("data")).unwrap();
+        let abs = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": [], "next": "http://api.test:8080/v1/items?after=5"}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(
+            abs,
+            Next::Chain(Position::Url {
+                url: Some("http://api.test:8080/v1/items?after=5".into())
+            })
+        );
+        let rel = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": [], "next": "/v1/items?after=9", "done": false}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(
+            rel,
+            Next::Chain(Position::Url {
+                url: Some("http://api.test:8080/v1/items?after=9".into())
+            })
+        );
+        let done = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": [], "next": "/v1/items?after=9", "done": true}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(done, Next::Done);
-        let none = run(&spec, &first, Role::Chain, json!({"data": [], "next": null}), &[], Some("data")).unwrap();
+        let none = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": [], "next": null}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
         assert_eq!(none, Next::Done);
-        let pos = Position::Url { url: Some("http://api.test:8080/v1/items?after=9".into()) };
-        assert_eq!(target(&spec, 10, &pos).unwrap(), Target::Url("http://api.test:8080/v1/items?after=9".into()));
+        let pos = Position::Url {
+            url: Some("http://api.test:8080/v1/items?after=9".into()),
+        };
+        assert_eq!(
+            target(&spec, 10, &pos).unwrap(),
+            Target::Url("http://api.test:8080/v1/items?after=9".into())
+        );
     }
 
     #[test]
@@ -700,29 +939,76 @@ mod tests {
             done_path: None,
             size_param: "limit".into(),
         };
-        for evil in ["http://evil.test/steal", "https://api.test:8080/v1/items", "//evil.test/x"] {
-            let err = run(&spec, &Position::Url { url: None }, Role::Chain, json!({"data": [], "next": evil}), &[], Some("data")).unwrap_err();
-            assert!(matches!(err, PaginationError::BadNextUrl { .. }), "{evil}: {err}");
+        for evil in [
+            "http://evil.test/steal",
+            "https://api.test:8080/v1/items",
+            "//evil.test/x",
+        ] {
+            let err = run(
+                &spec,
+                &Position::Url { url: None },
+                Role::Chain,
+                json!({"data": [], "next": evil}),
+                &[],
+                Some("data"),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, PaginationError::BadNextUrl { .. }),
+                "{evil}: {err}"
+            );
         }
     }
 
     #[test]
     fn link_header_parsing() {
-        assert_eq!(next_link(r#"<http://a/1>; rel="next""#), Some("http://a/1".into()));
+        assert_eq!(
+            next_link(r#"<http://a/1>; rel="next""#),
+            Some("http://a/1".into())
+        );
         assert_eq!(
             next_link(r#"<http://a/first>; rel="first", <http://a/2?x=1,2>; rel="next""#),
             Some("http://a/2?x=1,2".into())
         );
         assert_eq!(next_link(r#"<http://a/p>; rel="prev last""#), None);
-        assert_eq!(next_link(r#"<http://a/n>; title="x"; rel=next"#), Some("http://a/n".into()));
-        assert_eq!(next_link(r#"<http://a/n>; REL="Next Last""#), Some("http://a/n".into()));
+        assert_eq!(
+            next_link(r#"<http://a/n>; title="x"; rel=next"#),
+            Some("http://a/n".into())
+        );
+        assert_eq!(
+            next_link(r#"<http://a/n>; REL="Next Last""#),
+            Some("http://a/n".into())
+        );
         assert_eq!(next_link("garbage"), None);
         assert_eq!(next_link(""), None);
 
-        let spec = PaginationSpec::LinkHeader { size_param: "limit".into() };
-        let n = run(&spec, &Position::Url { url: None }, Role::Chain, json!(items(2)), &[("link", r#"</v1/items?after=2>; rel="next""#)], None).unwrap();
-        assert_eq!(n, Next::Chain(Position::Url { url: Some("http://api.test:8080/v1/items?after=2".into()) }));
-        let end = run(&spec, &Position::Url { url: None }, Role::Chain, json!(items(2)), &[("link", r#"</v1/items>; rel="first""#)], None).unwrap();
+        let spec = PaginationSpec::LinkHeader {
+            size_param: "limit".into(),
+        };
+        let n = run(
+            &spec,
+            &Position::Url { url: None },
+            Role::Chain,
+            json!(items(2)),
+            &[("link", r#"</v1/items?after=2>; rel="next""#)],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            n,
+            Next::Chain(Position::Url {
+                url: Some("http://api.test:8080/v1/items?after=2".into())
+            })
+        );
+        let end = run(
+            &spec,
+            &Position::Url { url: None },
+            Role::Chain,
+            json!(items(2)),
+            &[("link", r#"</v1/items>; rel="first""#)],
+            None,
+        )
+        .unwrap();
         assert_eq!(end, Next::Done);
     }
 
@@ -730,9 +1016,20 @@ mod tests {
     fn records_are_found_or_named() {
         let body = json!({"data": {"items": [1, 2]}});
         assert_eq!(records(&body, Some("data.items")).unwrap().len(), 2);
-        assert_eq!(records(&body, Some("nope")), Err(PaginationError::NoRecords { path: "nope".into() }));
-        assert!(matches!(records(&body, Some("data")), Err(PaginationError::NotAnArray { .. })));
-        assert!(matches!(records(&body, None), Err(PaginationError::NotAnArray { .. })));
+        assert_eq!(
+            records(&body, Some("nope")),
+            Err(PaginationError::NoRecords {
+                path: "nope".into()
+            })
+        );
+        assert!(matches!(
+            records(&body, Some("data")),
+            Err(PaginationError::NotAnArray { .. })
+        ));
+        assert!(matches!(
+            records(&body, None),
+            Err(PaginationError::NotAnArray { .. })
+        ));
         assert_eq!(records(&json!([]), None).unwrap().len(), 0);
     }
 
@@ -744,7 +1041,15 @@ mod tests {
 
     #[test]
     fn absurd_totals_are_refused() {
-        let err = run(&offset(true), &Position::Offset { offset: 0 }, Role::Chain, json!({"data": items(1), "total": u64::MAX}), &[], Some("data")).unwrap_err();
+        let err = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(1), "total": u64::MAX}),
+            &[],
+            Some("data"),
+        )
+        .unwrap_err();
         assert!(matches!(err, PaginationError::TooManyPages { .. }));
     }
 }

@@ -70,13 +70,12 @@ impl Broker {
         let properties = ConnectionProperties::default()
             .enable_auto_recover()
             .with_connection_name(format!("pagefleet-{namespace}").into());
-        let connection =
-            Connection::connect(&url, properties)
-                .await
-                .map_err(|source| QueueError::Connect {
-                    url: redact_url(amqp_url),
-                    source,
-                })?;
+        let connection = Connection::connect(&url, properties)
+            .await
+            .map_err(|source| QueueError::Connect {
+                url: redact_url(amqp_url),
+                source,
+            })?;
         let broker = Broker {
             connection,
             names: QueueNames::new(namespace),
@@ -109,14 +108,26 @@ impl Broker {
         let dead = self.names.name(QueueRole::Dead);
         let channel = self.channel(&dead).await?;
         let mut dead_args = FieldTable::default();
-        dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        dead_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         declare(&channel, &dead, dead_args).await?;
         for role in [QueueRole::Pages, QueueRole::Finalize] {
             let name = self.names.name(role);
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(DELIVERY_LIMIT));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(DELIVERY_LIMIT),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(dead.clone().into()),

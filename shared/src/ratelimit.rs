@@ -113,7 +113,12 @@ impl RateLimiter {
         })
     }
 
-    async fn run(&self, bucket: &Bucket, max_wait: Duration, pause: Duration) -> Result<(i64, i64), RateLimitError> {
+    async fn run(
+        &self,
+        bucket: &Bucket,
+        max_wait: Duration,
+        pause: Duration,
+    ) -> Result<(i64, i64), RateLimitError> {
         let mut conn = self
             .pool
             .get()
@@ -134,7 +139,11 @@ impl RateLimiter {
     }
 
     /// One decision for one request.
-    pub async fn acquire(&self, bucket: &Bucket, max_wait: Duration) -> Result<Permit, RateLimitError> {
+    pub async fn acquire(
+        &self,
+        bucket: &Bucket,
+        max_wait: Duration,
+    ) -> Result<Permit, RateLimitError> {
         let (code, wait) = self.run(bucket, max_wait, Duration::ZERO).await?;
         let wait = Duration::from_micros(wait.max(0) as u64);
         Ok(match code {
@@ -171,7 +180,7 @@ impl RateLimiter {
                 }
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 30 == 0 {
+                    if failures == 1 || failures.is_multiple_of(30) {
                         tracing::warn!(error = %e, bucket = %bucket.key, "rate limiter unavailable; holding requests");
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;

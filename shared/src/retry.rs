@@ -16,11 +16,17 @@ use crate::spec::RetrySpec;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Success,
-    /// 429. `retry_after` is `None` when the header was absent or useless
-    /// (zero, negative, in the past, unparseable): back off instead.
-    RateLimited { retry_after: Option<Duration> },
-    Transient { reason: String },
-    Permanent { reason: String },
+    /// HTTP 429. `retry_after` is `None` when the header was absent or useless
+    /// (zero, negative, past or unparseable values): back off instead.
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
+    Transient {
+        reason: String,
+    },
+    Permanent {
+        reason: String,
+    },
 }
 
 /// Classifies an HTTP status. Success still needs a body that parses; the
@@ -176,9 +182,18 @@ mod tests {
     #[test]
     fn retry_after_seconds() {
         let now = at(1_000_000);
-        assert_eq!(parse_retry_after("3", now, None), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 120 ", now, None), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("1.5", now, None), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_retry_after("3", now, None),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after(" 120 ", now, None),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("1.5", now, None),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(parse_retry_after("0", now, None), None);
         assert_eq!(parse_retry_after("-5", now, None), None);
         assert_eq!(parse_retry_after("", now, None), None);
@@ -194,7 +209,10 @@ mod tests {
     fn retry_after_http_date() {
         let now = at(1_700_000_000);
         let later = httpdate::fmt_http_date(at(1_700_000_007));
-        assert_eq!(parse_retry_after(&later, now, None), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(&later, now, None),
+            Some(Duration::from_secs(7))
+        );
         let past = httpdate::fmt_http_date(at(1_699_999_990));
         assert_eq!(parse_retry_after(&past, now, None), None);
         let same = httpdate::fmt_http_date(now);
@@ -250,12 +268,16 @@ mod tests {
             cap_ms: 2,
         };
         let mut budget = RetryBudget::new(&spec);
-        let t = Outcome::Transient { reason: "503".into() };
+        let t = Outcome::Transient {
+            reason: "503".into(),
+        };
         assert!(budget.next_delay(&t).is_some());
         assert!(budget.next_delay(&t).is_some());
         assert!(budget.next_delay(&t).is_none());
         assert!(budget
-            .next_delay(&Outcome::Permanent { reason: "404".into() })
+            .next_delay(&Outcome::Permanent {
+                reason: "404".into()
+            })
             .is_none());
     }
 
@@ -271,7 +293,10 @@ mod tests {
         let wait = Outcome::RateLimited {
             retry_after: Some(Duration::from_secs(5)),
         };
-        assert!(budget.next_delay(&wait).is_none(), "5 s wait exceeds a 1 s budget");
+        assert!(
+            budget.next_delay(&wait).is_none(),
+            "5 s wait exceeds a 1 s budget"
+        );
     }
 
     #[test]

@@ -73,8 +73,8 @@ impl Credential {
                 secret,
             ),
         };
-        let mut value =
-            HeaderValue::from_str(&raw).map_err(|_| bad("contains characters not allowed in a header"))?;
+        let mut value = HeaderValue::from_str(&raw)
+            .map_err(|_| bad("contains characters not allowed in a header"))?;
         value.set_sensitive(true);
         Ok(Credential {
             header,
@@ -100,7 +100,9 @@ fn read_secret(reference: &SecretRef) -> Result<String, SourceError> {
     };
     let raw = match (&reference.env, &reference.file) {
         (Some(var), _) => std::env::var(var).map_err(|_| fail("the variable is not set".into()))?,
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| fail(e.kind().to_string()))?,
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| fail(e.kind().to_string()))?
+        }
         (None, None) => return Err(fail("no env or file given".into())),
     };
     let secret = raw.trim().to_string();
@@ -169,10 +171,21 @@ pub fn display_url(url: &Url) -> String {
         .query_pairs()
         .map(|(k, v)| {
             let lower = k.to_ascii_lowercase();
-            let secret = ["key", "token", "secret", "password", "signature", "auth", "sig"]
-                .iter()
-                .any(|s| lower.contains(s));
-            (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+            let secret = [
+                "key",
+                "token",
+                "secret",
+                "password",
+                "signature",
+                "auth",
+                "sig",
+            ]
+            .iter()
+            .any(|s| lower.contains(s));
+            (
+                k.into_owned(),
+                if secret { "***".into() } else { v.into_owned() },
+            )
         })
         .collect();
     if pairs.is_empty() {
@@ -188,14 +201,21 @@ pub fn redacted_headers(headers: &HeaderMap, credential: Option<&Credential>) ->
     let mut map = serde_json::Map::new();
     for (name, value) in headers {
         let n = name.as_str();
-        let hidden = matches!(n, "authorization" | "proxy-authorization" | "cookie" | "set-cookie")
-            || credential.is_some_and(|c| c.header_name() == name)
+        let hidden = matches!(
+            n,
+            "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+        ) || credential.is_some_and(|c| c.header_name() == name)
             || n.contains("token")
             || n.contains("api-key");
         let shown = if hidden {
             "***".to_string()
         } else {
-            value.to_str().unwrap_or("<binary>").chars().take(256).collect()
+            value
+                .to_str()
+                .unwrap_or("<binary>")
+                .chars()
+                .take(256)
+                .collect()
         };
         map.insert(n.to_string(), serde_json::Value::String(shown));
     }
@@ -245,7 +265,10 @@ impl SourceClient {
         let shown = display_url(url);
         let started = Instant::now();
         let work = async {
-            let mut request = self.http.get(url.clone()).header("accept", "application/json");
+            let mut request = self
+                .http
+                .get(url.clone())
+                .header("accept", "application/json");
             if let Some(c) = credential {
                 request = request.header(c.header.clone(), c.value.clone());
             }
@@ -349,14 +372,22 @@ dir = "out"
             url.as_str(),
             "http://127.0.0.1:9/api/items?fixed=1&since=2024-01-01&offset=10"
         );
-        let given = page_url(&spec(), &params, &Target::Url("http://127.0.0.1:9/x?a=1".into())).unwrap();
+        let given = page_url(
+            &spec(),
+            &params,
+            &Target::Url("http://127.0.0.1:9/x?a=1".into()),
+        )
+        .unwrap();
         assert_eq!(given.as_str(), "http://127.0.0.1:9/x?a=1");
     }
 
     #[test]
     fn secret_query_values_are_hidden() {
         let url = Url::parse("https://h/p?api_key=abc&offset=5&Token=zz").unwrap();
-        assert_eq!(display_url(&url), "https://h/p?api_key=***&offset=5&Token=***");
+        assert_eq!(
+            display_url(&url),
+            "https://h/p?api_key=***&offset=5&Token=***"
+        );
     }
 
     #[test]

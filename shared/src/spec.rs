@@ -345,26 +345,29 @@ fn invalid(field: &str, message: impl Into<String>) -> SpecError {
 
 impl ExportSpec {
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
-        let spec: ExportSpec = toml::from_str(text).map_err(|e| SpecError::Syntax {
+        let table: toml::Table = toml::from_str(text).map_err(|e| SpecError::Syntax {
             format: "TOML",
             message: e.to_string(),
         })?;
-        spec.validate()?;
-        Ok(spec)
+        let value = serde_json::to_value(table).map_err(|e| SpecError::Syntax {
+            format: "TOML",
+            message: e.to_string(),
+        })?;
+        Self::from_value(value)
     }
 
     pub fn from_json(text: &str) -> Result<Self, SpecError> {
-        let spec: ExportSpec = serde_json::from_str(text).map_err(|e| SpecError::Syntax {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Syntax {
             format: "JSON",
             message: e.to_string(),
         })?;
-        spec.validate()?;
-        Ok(spec)
+        Self::from_value(value)
     }
 
     pub fn from_value(value: serde_json::Value) -> Result<Self, SpecError> {
+        check_style(&value)?;
         let spec: ExportSpec = serde_json::from_value(value).map_err(|e| SpecError::Syntax {
-            format: "JSON",
+            format: "spec",
             message: e.to_string(),
         })?;
         spec.validate()?;
@@ -416,9 +419,7 @@ impl ExportSpec {
                         "set either `env` or `file`, not both",
                     ))
                 }
-                (None, None) => {
-                    return Err(invalid("source.auth.secret", "set `env` or `file`"))
-                }
+                (None, None) => return Err(invalid("source.auth.secret", "set `env` or `file`")),
                 (Some(var), None) if var.trim().is_empty() => {
                     return Err(invalid("source.auth.secret.env", "must not be empty"))
                 }
@@ -488,7 +489,10 @@ impl ExportSpec {
                     ));
                 }
                 if !seen.insert(c) {
-                    return Err(invalid(&format!("columns[{i}]"), format!("{c:?} is repeated")));
+                    return Err(invalid(
+                        &format!("columns[{i}]"),
+                        format!("{c:?} is repeated"),
+                    ));
                 }
             }
         }
@@ -594,6 +598,31 @@ impl ExportSpec {
     }
 }
 
+/// serde reports an unknown tag without saying where it was; a user needs
+/// the field and the styles that exist.
+fn check_style(value: &serde_json::Value) -> Result<(), SpecError> {
+    const STYLES: [&str; 6] = [
+        "offset",
+        "page_number",
+        "cursor",
+        "last_record",
+        "next_url",
+        "link_header",
+    ];
+    match value.get("pagination").map(|p| p.get("style")) {
+        None => Err(invalid("pagination", "is required")),
+        Some(None) => Err(invalid(
+            "pagination.style",
+            format!("is required; one of {}", STYLES.join(", ")),
+        )),
+        Some(Some(serde_json::Value::String(style))) if STYLES.contains(&style.as_str()) => Ok(()),
+        Some(Some(other)) => Err(invalid(
+            "pagination.style",
+            format!("unknown style {other}; expected one of {}", STYLES.join(", ")),
+        )),
+    }
+}
+
 fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
     if path.is_empty() || path.split('.').any(|s| s.is_empty()) {
         return Err(invalid(
@@ -673,9 +702,9 @@ dir = "out"
     #[test]
     fn unknown_style_names_the_field() {
         let text = GOOD.replace("style = \"offset\"", "style = \"telepathy\"");
-        let err = ExportSpec::from_toml(&text).unwrap_err().to_string();
-        assert!(err.contains("telepathy"), "{err}");
-        assert!(err.contains("pagination"), "{err}");
+        let err = ExportSpec::from_toml(&text).unwrap_err();
+        assert!(err.to_string().contains("telepathy"), "{err}");
+        assert_eq!(field_of(err), "pagination.style");
     }
 
     #[test]
@@ -718,11 +747,19 @@ dir = "out"
             ("burst = 10", "burst = 0", "rate_limit.burst"),
             ("page_size = 50", "page_size = 0", "page_size"),
             ("name = \"orders\"", "name = \"../etc\"", "name"),
-            ("records_path = \"data\"", "records_path = \"a..b\"", "source.records_path"),
+            (
+                "records_path = \"data\"",
+                "records_path = \"a..b\"",
+                "source.records_path",
+            ),
         ];
         for (from, to, field) in cases {
             let text = GOOD.replace(from, to);
-            assert_eq!(field_of(ExportSpec::from_toml(&text).unwrap_err()), field, "{to}");
+            assert_eq!(
+                field_of(ExportSpec::from_toml(&text).unwrap_err()),
+                field,
+                "{to}"
+            );
         }
     }
 

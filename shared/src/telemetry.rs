@@ -61,7 +61,10 @@ impl Metrics {
             h
         };
         let requests = IntCounterVec::new(
-            Opts::new("source_requests_total", "Requests sent to source APIs, by status class"),
+            Opts::new(
+                "source_requests_total",
+                "Requests sent to source APIs, by status class",
+            ),
             &["status"],
         )
         .unwrap_or_else(|_| unreachable_vec());
@@ -119,6 +122,9 @@ fn unreachable_vec() -> IntCounterVec {
 /// An axum router with `/metrics` and `/healthz`.
 pub fn metrics_router() -> axum::Router {
     axum::Router::new()
-        .route("/metrics", axum::routing::get(|| async { metrics().render() }))
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { metrics().render() }),
+        )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
 }

@@ -82,7 +82,10 @@ pub struct Manifest {
 /// What the finalizer did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FinalizeResult {
-    Published { path: String, rows: u64 },
+    Published {
+        path: String,
+        rows: u64,
+    },
     /// Already completed, or not ready: nothing to do.
     Skipped,
 }
@@ -92,7 +95,12 @@ pub async fn handle_finalize(
     export_id: Uuid,
 ) -> Result<FinalizeResult, FinalizeError> {
     let store_err = |source| FinalizeError::Store { export_id, source };
-    let Some(work) = ctx.store.finalize_work(export_id).await.map_err(store_err)? else {
+    let Some(work) = ctx
+        .store
+        .finalize_work(export_id)
+        .await
+        .map_err(store_err)?
+    else {
         return Ok(FinalizeResult::Skipped);
     };
     if work.state != ExportState::Finalizing {
@@ -143,11 +151,18 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
     let final_path = dir.join(&file_name);
     let temp_prefix = format!(".{file_name}.{export_id}.");
     remove_stale_temps(&dir, &temp_prefix);
-    let temp_path = dir.join(format!("{temp_prefix}{}.tmp", pagefleet_shared::model::new_id()));
+    let temp_path = dir.join(format!(
+        "{temp_prefix}{}.tmp",
+        pagefleet_shared::model::new_id()
+    ));
 
     let columns = match &spec.columns {
         Some(c) => c.clone(),
-        None => ctx.store.staged_columns(export_id).await.map_err(store_err)?,
+        None => ctx
+            .store
+            .staged_columns(export_id)
+            .await
+            .map_err(store_err)?,
     };
     let file = File::create(&temp_path).map_err(|e| io_err(&temp_path, e))?;
     let mut sink = CsvSink::new(BufWriter::with_capacity(1 << 20, file), &spec.csv);
@@ -292,7 +307,9 @@ async fn write_rows(
 
 /// Temporary files of an earlier, interrupted attempt at this export.
 fn remove_stale_temps(dir: &Path, prefix: &str) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();

@@ -12,7 +12,11 @@ use pagefleet_shared::{shutdown, telemetry};
 use pagefleet_workers::{run, WorkerOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "pagefleet-worker", version, about = "pagefleet worker: fetches pages and writes CSV files")]
+#[command(
+    name = "pagefleet-worker",
+    version,
+    about = "pagefleet worker: fetches pages and writes CSV files"
+)]
 struct Args {
     /// Page tasks in flight at once.
     #[arg(long, env = "PAGEFLEET_WORKER_CONCURRENCY", default_value_t = 8)]

@@ -14,7 +14,9 @@ use pagefleet_shared::flatten::{flatten_record, row_key};
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::pagination::{self, Page};
 use pagefleet_shared::ratelimit::Bucket;
-use pagefleet_shared::retry::{classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass};
+use pagefleet_shared::retry::{
+    classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass,
+};
 use pagefleet_shared::source::{self, Credential, Fetched};
 use pagefleet_shared::store::{Attempt, DeadLetterInput, Landed, Landing, PageWork, StoreError};
 use pagefleet_shared::telemetry::metrics;
@@ -35,7 +37,10 @@ pub enum PageError {
 /// What became of a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PageResult {
-    Landed { rows: u64, finalize: bool },
+    Landed {
+        rows: u64,
+        finalize: bool,
+    },
     Duplicate,
     DeadLettered,
     /// Not ours to do (done, dead, cancelled, unknown).
@@ -46,7 +51,12 @@ pub enum PageResult {
 pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResult, PageError> {
     let store_err = |source| PageError::Store { task_id, source };
     let lease = Duration::from_secs(120);
-    let Some(work) = ctx.store.claim_page(task_id, lease).await.map_err(store_err)? else {
+    let Some(work) = ctx
+        .store
+        .claim_page(task_id, lease)
+        .await
+        .map_err(store_err)?
+    else {
         return Ok(PageResult::Skipped);
     };
     if work.export_state.is_terminal() {
@@ -90,23 +100,62 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
     let spec = &work.spec;
     let mut tally = Tally::default();
 
-    let credential = match spec.source.auth.as_ref().map(Credential::resolve).transpose() {
+    let credential = match spec
+        .source
+        .auth
+        .as_ref()
+        .map(Credential::resolve)
+        .transpose()
+    {
         Ok(c) => c,
         Err(e) => {
-            return dead_letter(ctx, work, &mut tally, "permanent", e.to_string(), None, None).await;
+            return dead_letter(
+                ctx,
+                work,
+                &mut tally,
+                "permanent",
+                e.to_string(),
+                None,
+                None,
+            )
+            .await;
         }
     };
     let target = match pagination::target(&spec.pagination, spec.page_size, &work.position) {
         Ok(t) => t,
-        Err(e) => return dead_letter(ctx, work, &mut tally, "bad_page", e.to_string(), None, None).await,
+        Err(e) => {
+            return dead_letter(ctx, work, &mut tally, "bad_page", e.to_string(), None, None).await
+        }
     };
     let url = match source::page_url(spec, &work.partition_params, &target) {
         Ok(u) => u,
-        Err(e) => return dead_letter(ctx, work, &mut tally, "permanent", e.to_string(), None, None).await,
+        Err(e) => {
+            return dead_letter(
+                ctx,
+                work,
+                &mut tally,
+                "permanent",
+                e.to_string(),
+                None,
+                None,
+            )
+            .await
+        }
     };
     let origin = match url::Url::parse(&spec.source.base_url) {
         Ok(u) => u,
-        Err(e) => return dead_letter(ctx, work, &mut tally, "permanent", e.to_string(), None, None).await,
+        Err(e) => {
+            return dead_letter(
+                ctx,
+                work,
+                &mut tally,
+                "permanent",
+                e.to_string(),
+                None,
+                None,
+            )
+            .await
+        }
     };
     let bucket = Bucket {
         key: source::source_key(spec, credential.as_ref()),
@@ -118,21 +167,33 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
     let mut last: Option<Fetched> = None;
 
     loop {
-        let waited = ctx.limiter.wait_for_permit(&bucket, ctx.max_token_wait).await;
+        let waited = ctx
+            .limiter
+            .wait_for_permit(&bucket, ctx.max_token_wait)
+            .await;
         metrics().token_wait.observe(waited.as_secs_f64());
         tally.requests += 1;
         let fetched = ctx
             .source
-            .fetch(&url, credential.as_ref(), timeout, spec.source.max_body_bytes)
+            .fetch(
+                &url,
+                credential.as_ref(),
+                timeout,
+                spec.source.max_body_bytes,
+            )
             .await;
         let outcome = match fetched {
             Err(e) => {
                 metrics().requests.with_label_values(&["error"]).inc();
                 tally.record("error", None, timeout.min(Duration::from_secs(3600)));
                 if e.is_transient() {
-                    Outcome::Transient { reason: e.to_string() }
+                    Outcome::Transient {
+                        reason: e.to_string(),
+                    }
                 } else {
-                    Outcome::Permanent { reason: e.to_string() }
+                    Outcome::Permanent {
+                        reason: e.to_string(),
+                    }
                 }
             }
             Ok(response) => {
@@ -155,7 +216,8 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
                 let outcome = match class {
                     StatusClass::Success => match serde_json::from_slice::<Value>(&response.body) {
                         Ok(body) => {
-                            return land(ctx, work, &mut tally, &response, &body, &url, &origin).await;
+                            return land(ctx, work, &mut tally, &response, &body, &url, &origin)
+                                .await;
                         }
                         Err(e) => Outcome::Transient {
                             reason: format!(
@@ -188,7 +250,16 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
         match &outcome {
             Outcome::Permanent { reason } => {
                 let reason = reason.clone();
-                return dead_letter(ctx, work, &mut tally, "permanent", reason, status, last.as_ref()).await;
+                return dead_letter(
+                    ctx,
+                    work,
+                    &mut tally,
+                    "permanent",
+                    reason,
+                    status,
+                    last.as_ref(),
+                )
+                .await;
             }
             Outcome::RateLimited { .. } => {
                 tally.rate_limited += 1;
@@ -198,8 +269,13 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
         }
         let Some(delay) = budget.next_delay(&outcome) else {
             let (class, reason) = match &outcome {
-                Outcome::RateLimited { .. } => ("rate_limited", "still rate-limited after the retry cap".to_string()),
-                Outcome::Transient { reason } => ("exhausted", format!("retries exhausted; last: {reason}")),
+                Outcome::RateLimited { .. } => (
+                    "rate_limited",
+                    "still rate-limited after the retry cap".to_string(),
+                ),
+                Outcome::Transient { reason } => {
+                    ("exhausted", format!("retries exhausted; last: {reason}"))
+                }
                 _ => ("exhausted", "retries exhausted".to_string()),
             };
             return dead_letter(ctx, work, &mut tally, class, reason, status, last.as_ref()).await;
@@ -237,8 +313,20 @@ async fn land(
     let records = match pagination::records(body, spec.source.records_path.as_deref()) {
         Ok(r) => r,
         Err(e) => {
-            let reason = bad_page(format!("page {} of partition {}: {e}", work.page_no, work.partition_no));
-            return dead_letter(ctx, work, tally, "bad_page", reason, Some(response.status), Some(response)).await;
+            let reason = bad_page(format!(
+                "page {} of partition {}: {e}",
+                work.page_no, work.partition_no
+            ));
+            return dead_letter(
+                ctx,
+                work,
+                tally,
+                "bad_page",
+                reason,
+                Some(response.status),
+                Some(response),
+            )
+            .await;
         }
     };
     let mut rows = Vec::with_capacity(records.len());
@@ -261,7 +349,16 @@ async fn land(
                     "record {i} on page {} of partition {}: {e}",
                     work.page_no, work.partition_no
                 );
-                return dead_letter(ctx, work, tally, "bad_page", reason, Some(response.status), Some(response)).await;
+                return dead_letter(
+                    ctx,
+                    work,
+                    tally,
+                    "bad_page",
+                    reason,
+                    Some(response.status),
+                    Some(response),
+                )
+                .await;
             }
         }
     }
@@ -280,8 +377,20 @@ async fn land(
     ) {
         Ok(n) => n,
         Err(e) => {
-            let reason = format!("page {} of partition {}: {e}", work.page_no, work.partition_no);
-            return dead_letter(ctx, work, tally, "bad_page", reason, Some(response.status), Some(response)).await;
+            let reason = format!(
+                "page {} of partition {}: {e}",
+                work.page_no, work.partition_no
+            );
+            return dead_letter(
+                ctx,
+                work,
+                tally,
+                "bad_page",
+                reason,
+                Some(response.status),
+                Some(response),
+            )
+            .await;
         }
     };
     let landing = Landing {

@@ -68,20 +68,26 @@ pub async fn run(
     let store = Store::connect(&config.database_url, options.concurrency as usize + 4)?;
     store.migrate().await?;
     let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
-    let publisher = broker.publisher().await?;
     let limiter = RateLimiter::new(&config.redis_url, &config.namespace)?;
     let ctx = Arc::new(WorkerContext::new(
         store,
         limiter,
         SourceClient::new()?,
         broker.clone(),
-        publisher,
     ));
     let (pages_channel, mut pages) = broker
-        .consume(QueueRole::Pages, options.concurrency, &format!("{}-pages", options.name))
+        .consume(
+            QueueRole::Pages,
+            options.concurrency,
+            &format!("{}-pages", options.name),
+        )
         .await?;
     let (finalize_channel, mut finals) = broker
-        .consume(QueueRole::Finalize, 1, &format!("{}-finalize", options.name))
+        .consume(
+            QueueRole::Finalize,
+            1,
+            &format!("{}-finalize", options.name),
+        )
         .await?;
     tracing::info!(concurrency = options.concurrency, namespace = %config.namespace, "worker consuming");
 
@@ -124,7 +130,10 @@ pub async fn run(
     tracker.close();
     let _ = pages_channel.close(200, "draining".into()).await;
     let _ = finalize_channel.close(200, "draining".into()).await;
-    if tokio::time::timeout(options.drain_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(options.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timed out; unfinished tasks will be redelivered");
     }
     broker.close().await;
@@ -173,7 +182,9 @@ async fn process(ctx: &WorkerContext, delivery: Delivery) {
             Ok(true) => {}
             // The channel was recovered since this delivery: the ack did not
             // count and the message will come again, harmlessly.
-            Ok(false) => tracing::info!("ack on a recovered channel did not count; expect a redelivery"),
+            Ok(false) => {
+                tracing::info!("ack on a recovered channel did not count; expect a redelivery")
+            }
             Err(e) => tracing::warn!(error = %e, "ack failed; expect a redelivery"),
         }
     } else {

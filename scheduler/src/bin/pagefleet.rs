@@ -18,10 +18,19 @@ use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
 
 #[derive(Parser, Debug)]
-#[command(name = "pagefleet", version, about = "Export paginated, rate-limited HTTP APIs to CSV files you can trust")]
+#[command(
+    name = "pagefleet",
+    version,
+    about = "Export paginated, rate-limited HTTP APIs to CSV files you can trust"
+)]
 struct Cli {
     /// The scheduler's API.
-    #[arg(long, global = true, env = "PAGEFLEET_API", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAGEFLEET_API",
+        default_value = "http://127.0.0.1:8080"
+    )]
     api: String,
     /// Tenant (until API tokens exist).
     #[arg(long, global = true, env = "PAGEFLEET_TENANT")]
@@ -140,7 +149,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 if cli.json {
                     print_json(&submitted);
                 } else {
-                    let verb = if submitted.created { "submitted" } else { "already submitted" };
+                    let verb = if submitted.created {
+                        "submitted"
+                    } else {
+                        "already submitted"
+                    };
                     println!("export {} {verb}", submitted.id);
                 }
                 return Ok(0);
@@ -165,7 +178,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             if cli.json {
                 print_json(&list);
             } else {
-                println!("{:<36}  {:<10}  {:>13}  {:>9}  NAME", "ID", "STATE", "PAGES", "ROWS");
+                println!(
+                    "{:<36}  {:<10}  {:>13}  {:>9}  NAME",
+                    "ID", "STATE", "PAGES", "ROWS"
+                );
                 for s in list {
                     println!(
                         "{:<36}  {:<10}  {:>13}  {:>9}  {}",
@@ -188,7 +204,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 } else if letters.is_empty() {
                     println!("no dead letters");
                 } else {
-                    println!("{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  REASON", "TASK", "EXPORT", "PART", "PAGE", "CLASS");
+                    println!(
+                        "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  REASON",
+                        "TASK", "EXPORT", "PART", "PAGE", "CLASS"
+                    );
                     for d in letters {
                         println!(
                             "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  {}",
@@ -223,8 +242,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 fn load_spec(path: &Path) -> Result<ExportSpec, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad_input(format!("cannot read spec {}: {e}", path.display())))?;
-    let mut spec = ExportSpec::from_toml(&text)
-        .map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+    let mut spec =
+        ExportSpec::from_toml(&text).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
     let dir = PathBuf::from(&spec.output.dir);
     if dir.is_relative() {
         let cwd = std::env::current_dir()
@@ -239,7 +258,10 @@ fn parse_id(text: &str) -> Result<Uuid, Failure> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// Polls the export until it stops moving, with a progress bar on a
@@ -277,7 +299,7 @@ async fn wait_for(client: &ApiClient, id: Uuid, quiet: bool) -> Result<ExportSta
         };
         let total = if status.pages_total_known { "" } else { "+" };
         let msg = format!(
-            "{} rows, {} retries, {} 429s, {} dead{total}",
+            "{} rows, {} retries, {} 429s, {} dead",
             status.rows_staged, status.retries, status.rate_limited, status.dead_letters_open
         );
         if let Some(bar) = &bar {
@@ -305,7 +327,11 @@ async fn wait_for(client: &ApiClient, id: Uuid, quiet: bool) -> Result<ExportSta
     }
 }
 
-async fn report_final(client: &ApiClient, status: &ExportStatus, json: bool) -> Result<u8, Failure> {
+async fn report_final(
+    client: &ApiClient,
+    status: &ExportStatus,
+    json: bool,
+) -> Result<u8, Failure> {
     if json {
         print_json(status);
     }
@@ -319,12 +345,25 @@ async fn report_final(client: &ApiClient, status: &ExportStatus, json: bool) -> 
         ExportState::Blocked => {
             if !json {
                 print_status(status);
-                let letters = client.dead_letters(Some(status.id), false).await.unwrap_or_default();
-                eprintln!("export {} is blocked on {} dead letter(s):", status.id, letters.len());
+                let letters = client
+                    .dead_letters(Some(status.id), false)
+                    .await
+                    .unwrap_or_default();
+                eprintln!(
+                    "export {} is blocked on {} dead letter(s):",
+                    status.id,
+                    letters.len()
+                );
                 for d in letters {
-                    eprintln!("  task {} (partition {}, page {}): {}", d.task_id, d.partition_no, d.page_no, d.reason);
+                    eprintln!(
+                        "  task {} (partition {}, page {}): {}",
+                        d.task_id, d.partition_no, d.page_no, d.reason
+                    );
                 }
-                eprintln!("fix the cause, then: pagefleet dlq replay --export {}", status.id);
+                eprintln!(
+                    "fix the cause, then: pagefleet dlq replay --export {}",
+                    status.id
+                );
             }
             Ok(3)
         }
@@ -342,8 +381,14 @@ fn print_status(s: &ExportStatus) {
     println!("export    {}  ({})", s.id, s.name);
     println!("state     {}", s.state);
     println!("pages     {}/{}{total}", s.pages_landed, s.pages_planned);
-    println!("rows      {} staged, {} replaced by merge", s.rows_staged, s.rows_replaced);
-    println!("requests  {} ({} retries, {} 429s, {} duplicate deliveries)", s.requests, s.retries, s.rate_limited, s.duplicate_deliveries);
+    println!(
+        "rows      {} staged, {} replaced by merge",
+        s.rows_staged, s.rows_replaced
+    );
+    println!(
+        "requests  {} ({} retries, {} 429s, {} duplicate deliveries)",
+        s.requests, s.retries, s.rate_limited, s.duplicate_deliveries
+    );
     if s.dead_letters_open > 0 {
         println!("dead      {} open dead letter(s)", s.dead_letters_open);
     }
@@ -353,7 +398,11 @@ fn print_status(s: &ExportStatus) {
     if let Some(p) = &s.output_path {
         println!("csv       {p}");
         println!("sha256    {}", s.csv_sha256.as_deref().unwrap_or("-"));
-        println!("rows      {} in the CSV, {} bytes", s.csv_rows.unwrap_or(0), s.csv_bytes.unwrap_or(0));
+        println!(
+            "rows      {} in the CSV, {} bytes",
+            s.csv_rows.unwrap_or(0),
+            s.csv_bytes.unwrap_or(0)
+        );
     }
     if let Some(p) = &s.manifest_path {
         println!("manifest  {p}");

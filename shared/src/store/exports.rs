@@ -15,6 +15,9 @@ pub struct Submitted {
     pub id: Uuid,
     /// False when the idempotency key had already created this export.
     pub created: bool,
+    /// Outbox rows of the first page tasks, for the caller to publish now.
+    #[serde(skip)]
+    pub outbox_ids: Vec<i64>,
 }
 
 /// What an operator (or `pagefleet status`) sees of an export.
@@ -88,7 +91,7 @@ impl Store {
             .query_opt(
                 "INSERT INTO exports (id, tenant_id, idempotency_key, name, spec, spec_hash, state,
                                       partitions, pages_planned, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, now())
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
                  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
                  RETURNING id",
                 &[
@@ -100,6 +103,7 @@ impl Store {
                     &spec_hash,
                     &ExportState::Running.as_str(),
                     &(partitions.len() as i32),
+                    &(partitions.len() as i64),
                 ],
             )
             .await
@@ -123,6 +127,7 @@ impl Store {
             return Ok(Submitted {
                 id: existing,
                 created: false,
+                outbox_ids: Vec::new(),
             });
         }
         let first = serde_json::to_value(first_position(&spec.pagination)).map_err(|e| {
@@ -132,6 +137,7 @@ impl Store {
                 message: e.to_string(),
             }
         })?;
+        let mut outbox_ids = Vec::with_capacity(partitions.len());
         for (no, params) in partitions.iter().enumerate() {
             let task_id = new_id();
             tx.execute(
@@ -148,25 +154,30 @@ impl Store {
             )
             .await
             .map_err(StoreError::from)?;
-            tx.execute(
-                "INSERT INTO outbox (queue, body) VALUES ('pages',
-                     jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', $2::uuid))",
-                &[&id, &task_id],
-            )
-            .await
-            .map_err(StoreError::from)?;
+            let outbox: i64 = tx
+                .query_one(
+                    "INSERT INTO outbox (queue, body) VALUES ('pages',
+                         jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', $2::uuid))
+                     RETURNING id",
+                    &[&id, &task_id],
+                )
+                .await
+                .map_err(StoreError::from)?
+                .get(0);
+            outbox_ids.push(outbox);
         }
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(Submitted { id, created: true })
+        Ok(Submitted {
+            id,
+            created: true,
+            outbox_ids,
+        })
     }
 
     pub async fn export_status(&self, id: Uuid) -> Result<Option<ExportStatus>, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                &format!("{STATUS_SELECT} WHERE e.id = $1"),
-                &[&id],
-            )
+            .query_opt(&format!("{STATUS_SELECT} WHERE e.id = $1"), &[&id])
             .await?;
         row.map(|r| status_from_row(&r)).transpose()
     }

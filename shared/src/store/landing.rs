@@ -109,7 +109,18 @@ impl Store {
                 &[&task_id, &lease.as_secs_f64()],
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else {
+            // Done already: a duplicate delivery. Count it; fetch nothing.
+            client
+                .execute(
+                    "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
+                       FROM page_tasks t
+                      WHERE t.id = $1 AND t.state = 'done' AND e.id = t.export_id",
+                    &[&task_id],
+                )
+                .await?;
+            return Ok(None);
+        };
         let export_id: Uuid = row.get(0);
         let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
             what,
@@ -125,7 +136,11 @@ impl Store {
             partition_no: row.get(2),
             page_no: row.get(3),
             position: serde_json::from_value(row.get(4)).map_err(|e| corrupt("position", e))?,
-            role: if role == "leaf" { Role::Leaf } else { Role::Chain },
+            role: if role == "leaf" {
+                Role::Leaf
+            } else {
+                Role::Chain
+            },
             deliveries: row.get(6),
             partition_params: serde_json::from_value(row.get(7))
                 .map_err(|e| corrupt("partition params", e))?,
@@ -267,7 +282,13 @@ impl Store {
                     checkpoint_page = GREATEST(checkpoint_page, $4),
                     next_position = CASE WHEN $4 > checkpoint_page THEN $5 ELSE next_position END
               WHERE export_id = $1 AND partition_no = $2",
-            &[&export_id, &partition_no, &planned_all, &page_no, &next_position],
+            &[
+                &export_id,
+                &partition_no,
+                &planned_all,
+                &page_no,
+                &next_position,
+            ],
         )
         .await?;
 
@@ -371,8 +392,11 @@ impl Store {
         };
         let export_id: Uuid = task.get(0);
         let tenant_id: String = task.get(1);
-        tx.execute("SELECT 1 FROM exports WHERE id = $1 FOR UPDATE", &[&export_id])
-            .await?;
+        tx.execute(
+            "SELECT 1 FROM exports WHERE id = $1 FOR UPDATE",
+            &[&export_id],
+        )
+        .await?;
         let marked = tx
             .execute(
                 "UPDATE page_tasks SET state = 'dead', lease_until = NULL, last_error = $2,

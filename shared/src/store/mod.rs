@@ -30,9 +30,9 @@ pub enum StoreError {
     Config { url: String, message: String },
     #[error("cannot get a postgres connection: {0}")]
     Pool(String),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("migration {version} failed: {source}")]
+    #[error("migration {version} failed: {}", describe(.source))]
     Migration {
         version: i32,
         source: tokio_postgres::Error,
@@ -59,6 +59,24 @@ impl StoreError {
     }
 }
 
+/// tokio-postgres prints "db error" for every server error; the server's
+/// message and SQLSTATE are what an operator needs.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
 /// A pool of Postgres connections and the statements of the fleet.
 #[derive(Clone)]
 pub struct Store {
@@ -70,10 +88,12 @@ impl Store {
     /// so a Postgres restart costs the requests in flight, not the process.
     pub fn connect(database_url: &str, max_size: usize) -> Result<Store, StoreError> {
         let config: tokio_postgres::Config =
-            database_url.parse().map_err(|e: tokio_postgres::Error| StoreError::Config {
-                url: redact_url(database_url),
-                message: e.to_string(),
-            })?;
+            database_url
+                .parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::Config {
+                    url: redact_url(database_url),
+                    message: e.to_string(),
+                })?;
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,

@@ -1,0 +1,117 @@
+//! The operator CLI and the API refuse bad input with errors that name the
+//! field, and exit codes that mean something.
+
+mod common;
+
+use std::process::Command;
+
+use common::{cli_bin, unique, Fleet};
+
+const GOOD: &str = r#"
+name = "orders"
+primary_key = ["id"]
+
+[source]
+base_url = "http://127.0.0.1:9"
+path = "/items"
+records_path = "data"
+
+[pagination]
+style = "offset"
+
+[rate_limit]
+rate = 5
+
+[output]
+dir = "out"
+"#;
+
+fn submit_file(spec: &str, api: &str) -> (i32, String, String) {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("spec-")));
+    std::fs::write(&path, spec).unwrap();
+    let out = Command::new(cli_bin())
+        .args(["--api", api, "submit"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_specs_are_refused_naming_the_field() {
+    // The CLI validates before it talks to anyone: no API is listening here.
+    let api = "http://127.0.0.1:9";
+    let cases = [
+        (GOOD.replace("style = \"offset\"", "style = \"telepathy\""), "pagination.style"),
+        (GOOD.replace("primary_key = [\"id\"]", "primary_key = []"), "primary_key"),
+        (GOOD.replace("primary_key = [\"id\"]\n", ""), "primary_key"),
+        (GOOD.replace("http://127.0.0.1:9", "not a url"), "source.base_url"),
+        (GOOD.replace("rate = 5", "rate = -1"), "rate_limit.rate"),
+        (GOOD.replace("[pagination]\nstyle = \"offset\"\n", ""), "pagination"),
+        ("name = \"x\"\nthis is not toml".to_string(), "TOML"),
+    ];
+    for (spec, field) in cases {
+        let (code, _, stderr) = submit_file(&spec, api);
+        assert_eq!(code, 2, "exit code for a bad `{field}`; stderr: {stderr}");
+        assert!(stderr.contains(field), "stderr should name `{field}`: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unreachable_api_is_a_clear_failure() {
+    let (code, _, stderr) = submit_file(GOOD, "http://127.0.0.1:9");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot reach the pagefleet API at http://127.0.0.1:9"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_bad_specs_with_422_and_the_field() {
+    let fleet = Fleet::start(0).await;
+    let http = reqwest::Client::new();
+    let mut spec: serde_json::Value =
+        serde_json::to_value(pagefleet_shared::spec::ExportSpec::from_toml(GOOD).unwrap()).unwrap();
+    spec["source"]["base_url"] = "ftp://nope".into();
+    let response = http
+        .post(format!("{}/v1/exports", fleet.api_url))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "source.base_url");
+    assert!(body["error"].as_str().unwrap().contains("scheme"));
+
+    let response = http
+        .post(format!("{}/v1/exports", fleet.api_url))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+
+    let response = http
+        .get(format!("{}/v1/exports/not-an-id", fleet.api_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let missing = http
+        .get(format!("{}/v1/exports/{}", fleet.api_url, uuid::Uuid::now_v7()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let status = Command::new(cli_bin())
+        .args(["--api", &fleet.api_url, "status", &uuid::Uuid::now_v7().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(5), "not found");
+    fleet.stop().await;
+}

@@ -1,0 +1,320 @@
+//! The test fleet: a scheduler and workers running in-process against the
+//! real Postgres, Redis and RabbitMQ, each test in its own database, queue
+//! namespace and Redis key prefix, so tests run in parallel and leave
+//! nothing behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use pagefleet_scheduler::client::ApiClient;
+use pagefleet_scheduler::SchedulerOptions;
+use pagefleet_shared::config::ServiceConfig;
+use pagefleet_shared::flatten::{flatten_record, Cell};
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::queue::Broker;
+use pagefleet_shared::ratelimit::RateLimiter;
+use pagefleet_shared::store::ExportStatus;
+use pagefleet_tests::mock::{all_records, MockServer, Style};
+use pagefleet_workers::WorkerOptions;
+
+pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub struct Fleet {
+    pub config: ServiceConfig,
+    pub api: ApiClient,
+    pub api_url: String,
+    pub out_dir: PathBuf,
+    db_name: String,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub fn unique(prefix: &str) -> String {
+    let id = Uuid::now_v7().simple().to_string();
+    format!("{prefix}{}", &id[id.len() - 12..])
+}
+
+impl Fleet {
+    /// A scheduler and `workers` workers on fresh, private resources.
+    pub async fn start(workers: usize) -> Fleet {
+        let ns = unique("pft");
+        let db_name = ns.replace('-', "_");
+        admin(&format!("CREATE DATABASE {db_name}")).await;
+        let config = ServiceConfig {
+            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            namespace: ns.clone(),
+            ..ServiceConfig::default()
+        };
+        let out_dir = std::env::temp_dir().join(&ns);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut tasks = Vec::new();
+        {
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let options = SchedulerOptions {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                };
+                if let Err(e) =
+                    pagefleet_scheduler::run(&config, options, shutdown, Some(ready_tx)).await
+                {
+                    panic!("scheduler failed: {e}");
+                }
+            }));
+        }
+        let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .expect("scheduler did not start in 30 s")
+            .expect("scheduler stopped before listening");
+        for i in 0..workers {
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let options = WorkerOptions {
+                    concurrency: 4,
+                    drain_timeout: Duration::from_secs(5),
+                    name: format!("{}-w{i}", config.namespace),
+                };
+                if let Err(e) = pagefleet_workers::run(&config, options, shutdown).await {
+                    panic!("worker failed: {e}");
+                }
+            }));
+        }
+        let api_url = format!("http://{addr}");
+        let api = ApiClient::new(&api_url, None).unwrap();
+        Fleet {
+            config,
+            api,
+            api_url,
+            out_dir,
+            db_name,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Waits until the export completes, fails or blocks.
+    pub async fn wait(&self, id: Uuid, limit: Duration) -> ExportStatus {
+        let started = Instant::now();
+        loop {
+            let status = self.api.status(id).await.expect("status");
+            if status.state.is_terminal() || status.state == ExportState::Blocked {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "export {id} still {} after {limit:?}: {status:?}",
+                status.state
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        connect(&self.config.database_url).await
+    }
+
+    /// Stops the fleet and removes its database, queues, keys and files.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+        if let Ok(broker) = Broker::connect(&self.config.amqp_url, &self.config.namespace).await {
+            let _ = broker.delete_queues().await;
+            broker.close().await;
+        }
+        if let Ok(limiter) = RateLimiter::new(&self.config.redis_url, &self.config.namespace) {
+            let _ = limiter.clear().await;
+        }
+        admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.db_name
+        ))
+        .await;
+        let _ = std::fs::remove_dir_all(&self.out_dir);
+    }
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("postgres");
+    tokio::spawn(connection);
+    client
+}
+
+async fn admin(sql: &str) {
+    connect(ADMIN_DB).await.batch_execute(sql).await.expect(sql);
+}
+
+/// The TOML of an export spec against a mock style.
+pub fn spec_toml(
+    name: &str,
+    mock: &MockServer,
+    style: Style,
+    out_dir: &Path,
+    page_size: usize,
+    token_env: &str,
+) -> String {
+    let (records_path, pagination) = match style {
+        Style::Offset => ("data", "style = \"offset\"\ntotal_path = \"total\""),
+        Style::OffsetNoTotal => ("data", "style = \"offset\""),
+        Style::Page => (
+            "items",
+            "style = \"page_number\"\nfirst_page = 1\ntotal_pages_path = \"total_pages\"",
+        ),
+        Style::PageNoTotal => ("items", "style = \"page_number\"\nfirst_page = 1"),
+        Style::Cursor => ("data", "style = \"cursor\"\ncursor_path = \"next_cursor\""),
+        Style::CursorHeader => ("", "style = \"cursor\"\ncursor_header = \"X-Next-Cursor\""),
+        Style::LastRecord => (
+            "data",
+            "style = \"last_record\"\nfield = \"id\"\nhas_more_path = \"has_more\"",
+        ),
+        Style::NextUrl => ("data", "style = \"next_url\"\nnext_path = \"next\""),
+        Style::NextUrlRelative => (
+            "data",
+            "style = \"next_url\"\nnext_path = \"next\"\ndone_path = \"done\"",
+        ),
+        Style::Link => ("", "style = \"link_header\""),
+    };
+    let records_line = if records_path.is_empty() {
+        String::new()
+    } else {
+        format!("records_path = \"{records_path}\"\n")
+    };
+    let config = mock.config();
+    format!(
+        r#"name = "{name}"
+primary_key = ["id"]
+page_size = {page_size}
+
+[source]
+base_url = "{base}"
+path = "{path}"
+{records_line}auth = {{ type = "bearer", secret = {{ env = "{token_env}" }} }}
+timeout_ms = 1500
+
+[pagination]
+{pagination}
+
+[rate_limit]
+rate = {rate}
+burst = {burst}
+
+[retry]
+max_attempts = 10
+base_ms = 50
+cap_ms = 1000
+
+[output]
+dir = "{out}"
+"#,
+        base = mock.base_url(),
+        path = style.path(),
+        rate = config.rate,
+        burst = config.burst,
+        out = out_dir.display(),
+    )
+}
+
+/// Checks a published CSV against the mock's records: every record exactly
+/// once, in key order, every value equal to the source's. Returns the
+/// file's bytes.
+pub fn assert_csv_matches_source(path: &Path, seed: u64, records: usize) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let expected = all_records(seed, records);
+    let mut seen = 0usize;
+    for (i, row) in reader.records().enumerate() {
+        let row = row.unwrap_or_else(|e| panic!("CSV row {i} does not parse: {e}"));
+        assert!(i < expected.len(), "more rows than the source has");
+        let source = flatten_record(&expected[i]).unwrap();
+        for (c, column) in header.iter().enumerate() {
+            let want = match source.get(column) {
+                None | Some(Cell::Null) => String::new(),
+                Some(Cell::Raw { r }) => r.clone(),
+                Some(Cell::Text(t)) => {
+                    if t.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                        format!("'{t}")
+                    } else {
+                        t.clone()
+                    }
+                }
+            };
+            assert_eq!(
+                row.get(c).unwrap_or(""),
+                want,
+                "row {i} (id {}), column {column}",
+                expected[i]["id"]
+            );
+        }
+        for column in source.keys() {
+            assert!(
+                header.contains(column),
+                "column {column} missing from the header"
+            );
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, records, "row count");
+    bytes
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    pagefleet_shared::spec::hex(&Sha256::digest(bytes))
+}
+
+/// Checks the manifest beside a CSV against the file.
+pub fn assert_manifest(csv_path: &Path, bytes: &[u8], rows: usize) -> serde_json::Value {
+    let manifest_path = PathBuf::from(format!("{}.manifest.json", csv_path.display()));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest"))
+            .expect("manifest JSON");
+    assert_eq!(
+        manifest["rows"].as_u64(),
+        Some(rows as u64),
+        "manifest rows"
+    );
+    assert_eq!(
+        manifest["bytes"].as_u64(),
+        Some(bytes.len() as u64),
+        "manifest bytes"
+    );
+    assert_eq!(
+        manifest["sha256"].as_str(),
+        Some(sha256_hex(bytes).as_str()),
+        "manifest sha256"
+    );
+    manifest
+}
+
+/// The `pagefleet` CLI binary, built (or found up to date) once per test
+/// process so a test never runs a stale CLI.
+pub fn cli_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "pagefleet-scheduler", "--bin", "pagefleet"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building the pagefleet CLI failed");
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("debug/pagefleet")
+        })
+        .clone()
+}
