@@ -25,7 +25,7 @@ for port in 9000 "${DEMO_API_PORT:-8080}"; do
 done
 
 # A fresh database each run, so the demo always starts from nothing.
-psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS pagefleet_demo WITH (FORCE)" \
+PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS pagefleet_demo WITH (FORCE)" \
   -c "CREATE DATABASE pagefleet_demo" >/dev/null
 
 pids=()

@@ -357,10 +357,11 @@ impl ExportSpec {
     }
 
     pub fn from_json(text: &str) -> Result<Self, SpecError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Syntax {
-            format: "JSON",
-            message: e.to_string(),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| SpecError::Syntax {
+                format: "JSON",
+                message: e.to_string(),
+            })?;
         Self::from_value(value)
     }
 
@@ -618,7 +619,10 @@ fn check_style(value: &serde_json::Value) -> Result<(), SpecError> {
         Some(Some(serde_json::Value::String(style))) if STYLES.contains(&style.as_str()) => Ok(()),
         Some(Some(other)) => Err(invalid(
             "pagination.style",
-            format!("unknown style {other}; expected one of {}", STYLES.join(", ")),
+            format!(
+                "unknown style {other}; expected one of {}",
+                STYLES.join(", ")
+            ),
         )),
     }
 }

@@ -47,18 +47,33 @@ fn malformed_specs_are_refused_naming_the_field() {
     // The CLI validates before it talks to anyone: no API is listening here.
     let api = "http://127.0.0.1:9";
     let cases = [
-        (GOOD.replace("style = \"offset\"", "style = \"telepathy\""), "pagination.style"),
-        (GOOD.replace("primary_key = [\"id\"]", "primary_key = []"), "primary_key"),
+        (
+            GOOD.replace("style = \"offset\"", "style = \"telepathy\""),
+            "pagination.style",
+        ),
+        (
+            GOOD.replace("primary_key = [\"id\"]", "primary_key = []"),
+            "primary_key",
+        ),
         (GOOD.replace("primary_key = [\"id\"]\n", ""), "primary_key"),
-        (GOOD.replace("http://127.0.0.1:9", "not a url"), "source.base_url"),
+        (
+            GOOD.replace("http://127.0.0.1:9", "not a url"),
+            "source.base_url",
+        ),
         (GOOD.replace("rate = 5", "rate = -1"), "rate_limit.rate"),
-        (GOOD.replace("[pagination]\nstyle = \"offset\"\n", ""), "pagination"),
+        (
+            GOOD.replace("[pagination]\nstyle = \"offset\"\n", ""),
+            "pagination",
+        ),
         ("name = \"x\"\nthis is not toml".to_string(), "TOML"),
     ];
     for (spec, field) in cases {
         let (code, _, stderr) = submit_file(&spec, api);
         assert_eq!(code, 2, "exit code for a bad `{field}`; stderr: {stderr}");
-        assert!(stderr.contains(field), "stderr should name `{field}`: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "stderr should name `{field}`: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -67,7 +82,10 @@ fn malformed_specs_are_refused_naming_the_field() {
 fn an_unreachable_api_is_a_clear_failure() {
     let (code, _, stderr) = submit_file(GOOD, "http://127.0.0.1:9");
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("cannot reach the pagefleet API at http://127.0.0.1:9"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the pagefleet API at http://127.0.0.1:9"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,13 +121,22 @@ async fn the_api_answers_bad_specs_with_422_and_the_field() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
     let missing = http
-        .get(format!("{}/v1/exports/{}", fleet.api_url, uuid::Uuid::now_v7()))
+        .get(format!(
+            "{}/v1/exports/{}",
+            fleet.api_url,
+            uuid::Uuid::now_v7()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
     let status = Command::new(cli_bin())
-        .args(["--api", &fleet.api_url, "status", &uuid::Uuid::now_v7().to_string()])
+        .args([
+            "--api",
+            &fleet.api_url,
+            "status",
+            &uuid::Uuid::now_v7().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(5), "not found");

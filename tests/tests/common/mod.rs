@@ -306,7 +306,14 @@ pub fn cli_bin() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "pagefleet-scheduler", "--bin", "pagefleet"])
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "pagefleet-scheduler",
+                    "--bin",
+                    "pagefleet",
+                ])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("cargo build");
