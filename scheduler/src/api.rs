@@ -72,7 +72,7 @@ impl IntoResponse for ApiError {
 impl From<pagefleet_shared::store::StoreError> for ApiError {
     fn from(e: pagefleet_shared::store::StoreError) -> Self {
         tracing::error!(error = %e, "store error in API");
-        let status = if e.is_connection() {
+        let status = if e.is_retryable() {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::INTERNAL_SERVER_ERROR

@@ -64,7 +64,11 @@ pub async fn run(
         let _ = ready.send(addr);
     }
     let relay = tokio::spawn(run_relay(store.clone(), broker.clone(), shutdown.clone()));
-    let reconciler = tokio::spawn(run_reconciler(store.clone(), shutdown.clone()));
+    let reconciler = tokio::spawn(run_reconciler(
+        store.clone(),
+        broker.clone(),
+        shutdown.clone(),
+    ));
     let app = router(ApiState {
         store,
         broker: broker.clone(),

@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::dispatch::{DispatchError, Dispatcher};
+use pagefleet_shared::model::QueueRole;
 use pagefleet_shared::queue::Broker;
-use pagefleet_shared::store::Store;
+use pagefleet_shared::store::{OutboxFilter, Store};
 
 /// Messages younger than this are left to the process that wrote them.
 const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
@@ -20,7 +21,10 @@ const RELAY_INTERVAL: Duration = Duration::from_millis(250);
 const RELAY_BATCH: i64 = 500;
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long after a lease ran out a task is re-published.
-const LEASE_GRACE: Duration = Duration::from_secs(30);
+const LEASE_GRACE: Duration = Duration::from_secs(15);
+/// How long a queued task (or a finalizing export) may sit untouched with
+/// empty queues before its message is presumed lost.
+const IDLE_GRACE: Duration = Duration::from_secs(30);
 
 /// Publishes unsent outbox messages until `shutdown`.
 pub async fn run_relay(store: Store, broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -54,21 +58,75 @@ async fn relay_once(
     broker: &Broker,
     dispatcher: &mut Dispatcher,
 ) -> Result<usize, DispatchError> {
-    let pending = store.outbox_pending(RELAY_MIN_AGE, RELAY_BATCH).await?;
-    dispatcher.publish(store, broker, &pending).await
+    let filter = OutboxFilter::Pending {
+        min_age: RELAY_MIN_AGE,
+        limit: RELAY_BATCH,
+    };
+    dispatcher.publish(store, broker, filter).await
 }
 
-/// Re-queues tasks whose worker vanished without the broker noticing.
-pub async fn run_reconciler(store: Store, shutdown: CancellationToken) {
+/// Puts back what lost its message: in-flight tasks whose worker died
+/// (lease long expired) and, when the queues are idle, queued tasks and
+/// finalize tasks nothing is about to deliver.
+pub async fn run_reconciler(store: Store, broker: Arc<Broker>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
         }
-        match store.requeue_expired(LEASE_GRACE).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(requeued = n, "re-queued page tasks with expired leases"),
-            Err(e) => tracing::warn!(error = %e, "lease reconciler failed"),
+        if let Err(e) = reconcile_once(&store, &broker).await {
+            tracing::warn!(error = %e, "reconciler pass failed");
         }
     }
+}
+
+async fn reconcile_once(store: &Store, broker: &Broker) -> Result<(), String> {
+    let expired = store
+        .requeue_expired(LEASE_GRACE)
+        .await
+        .map_err(|e| e.to_string())?;
+    if expired > 0 {
+        tracing::info!(
+            requeued = expired,
+            "re-queued page tasks with expired leases"
+        );
+    }
+    if store.outbox_has_unsent().await.map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    if broker
+        .ready_count(QueueRole::Pages)
+        .await
+        .map_err(|e| e.to_string())?
+        == 0
+    {
+        let n = store
+            .requeue_idle_queued(IDLE_GRACE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n > 0 {
+            tracing::warn!(
+                requeued = n,
+                "re-published queued page tasks that had lost their message"
+            );
+        }
+    }
+    if broker
+        .ready_count(QueueRole::Finalize)
+        .await
+        .map_err(|e| e.to_string())?
+        == 0
+    {
+        let n = store
+            .requeue_idle_finalize(IDLE_GRACE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n > 0 {
+            tracing::warn!(
+                requeued = n,
+                "re-published finalize tasks that had lost their message"
+            );
+        }
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! transactions (fast path) and by the scheduler's relay (safety net).
 
 use crate::queue::{Broker, Publisher, QueueError};
-use crate::store::{OutboxMessage, Store, StoreError};
+use crate::store::{OutboxFilter, OutboxMessage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -14,6 +14,7 @@ pub enum DispatchError {
 }
 
 /// A publisher that reopens its channel after a failure.
+#[derive(Default)]
 pub struct Dispatcher {
     publisher: Option<Publisher>,
 }
@@ -23,46 +24,52 @@ impl Dispatcher {
         Dispatcher { publisher: None }
     }
 
-    /// Publishes `messages` in order with confirms and marks the published
-    /// ones sent. Stops at the first failure (the rest stay for the relay).
-    /// Returns how many were published.
+    /// Publishes the unsent outbox messages the filter selects, with
+    /// confirms, in order, and marks the published ones sent. Stops at the
+    /// first failure (the rest stay for the relay). Returns how many went.
     pub async fn publish(
         &mut self,
         store: &Store,
         broker: &Broker,
-        messages: &[OutboxMessage],
+        filter: OutboxFilter<'_>,
     ) -> Result<usize, DispatchError> {
-        if messages.is_empty() {
-            return Ok(0);
-        }
-        if self.publisher.as_ref().is_none_or(|p| !p.is_open()) {
-            self.publisher = Some(broker.publisher().await?);
-        }
-        let mut sent = Vec::with_capacity(messages.len());
-        let mut failure = None;
-        if let Some(publisher) = &self.publisher {
-            for message in messages {
-                let body = message.body.to_string();
-                match publisher.publish(message.queue, body.as_bytes()).await {
-                    Ok(()) => sent.push(message.id),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        store.outbox_mark_sent(&sent).await?;
+        let (sent, failure) = store
+            .publish_outbox(filter, |messages| self.publish_all(broker, messages))
+            .await?;
         crate::telemetry::metrics()
             .outbox_published
-            .inc_by(sent.len() as u64);
+            .inc_by(sent as u64);
         match failure {
             Some(e) => {
                 self.publisher = None;
                 Err(e.into())
             }
-            None => Ok(sent.len()),
+            None => Ok(sent),
         }
+    }
+
+    async fn publish_all(
+        &mut self,
+        broker: &Broker,
+        messages: Vec<OutboxMessage>,
+    ) -> (Vec<i64>, Option<QueueError>) {
+        if self.publisher.as_ref().is_none_or(|p| !p.is_open()) {
+            match broker.publisher().await {
+                Ok(p) => self.publisher = Some(p),
+                Err(e) => return (Vec::new(), Some(e)),
+            }
+        }
+        let mut sent = Vec::with_capacity(messages.len());
+        if let Some(publisher) = &self.publisher {
+            for message in &messages {
+                let body = message.body.to_string();
+                if let Err(e) = publisher.publish(message.queue, body.as_bytes()).await {
+                    return (sent, Some(e));
+                }
+                sent.push(message.id);
+            }
+        }
+        (sent, None)
     }
 
     /// Publishes the outbox rows with these ids (those a transaction of the
@@ -73,16 +80,6 @@ impl Dispatcher {
         broker: &Broker,
         ids: &[i64],
     ) -> Result<usize, DispatchError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let messages = store.outbox_by_ids(ids).await?;
-        self.publish(store, broker, &messages).await
-    }
-}
-
-impl Default for Dispatcher {
-    fn default() -> Self {
-        Self::new()
+        self.publish(store, broker, OutboxFilter::Ids(ids)).await
     }
 }

@@ -188,6 +188,40 @@ impl Broker {
         Ok((channel, consumer))
     }
 
+    /// Messages ready for delivery (not counting those delivered and not
+    /// yet acked).
+    pub async fn ready_count(&self, role: QueueRole) -> Result<u32, QueueError> {
+        Ok(self.counts(role).await?.0)
+    }
+
+    /// Consumers attached to the queue: the number of live workers.
+    pub async fn consumer_count(&self, role: QueueRole) -> Result<u32, QueueError> {
+        Ok(self.counts(role).await?.1)
+    }
+
+    async fn counts(&self, role: QueueRole) -> Result<(u32, u32), QueueError> {
+        let name = self.names.name(role);
+        let channel = self.channel(&name).await?;
+        let queue = channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| QueueError::Op {
+                op: "queue_declare (passive)",
+                queue: name.clone(),
+                source,
+            });
+        let _ = channel.close(200, "counted".into()).await;
+        let queue = queue?;
+        Ok((queue.message_count(), queue.consumer_count()))
+    }
+
     /// Deletes this namespace's queues (tests and `make clean`).
     pub async fn delete_queues(&self) -> Result<(), QueueError> {
         let channel = self.channel("delete").await?;

@@ -11,7 +11,10 @@
 //! bucket never grants more than `burst + rate * t` requests in any window of
 //! length `t`, whatever the number of workers.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use deadpool_redis::{Config, Pool, Runtime};
 use redis::Script;
@@ -96,6 +99,48 @@ pub struct RateLimiter {
     pool: Pool,
     prefix: String,
     script: Script,
+    fallback: Arc<LocalFallback>,
+}
+
+/// While Redis is away each worker keeps its own bucket at `rate / fleet
+/// size` with no burst, so the fleet together stays at the source's rate:
+/// fail safe, never open.
+struct LocalFallback {
+    fleet_size: AtomicU32,
+    buckets: Mutex<HashMap<String, LocalBucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct LocalBucket {
+    next_at: Instant,
+    paused_until: Instant,
+}
+
+impl LocalFallback {
+    /// Reserves the next local slot and returns how long to wait for it.
+    fn reserve(&self, bucket: &Bucket) -> Duration {
+        let fleet = self.fleet_size.load(Ordering::Relaxed).max(1) as f64;
+        let interval = Duration::from_secs_f64(fleet / bucket.rate);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = buckets.entry(bucket.key.clone()).or_insert(LocalBucket {
+            next_at: now,
+            paused_until: now,
+        });
+        let at = entry.next_at.max(entry.paused_until).max(now);
+        entry.next_at = at + interval;
+        at - now
+    }
+
+    fn pause(&self, bucket: &Bucket, duration: Duration) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = buckets.entry(bucket.key.clone()).or_insert(LocalBucket {
+            next_at: now,
+            paused_until: now,
+        });
+        entry.paused_until = entry.paused_until.max(now + duration);
+    }
 }
 
 impl RateLimiter {
@@ -110,7 +155,24 @@ impl RateLimiter {
             pool,
             prefix: format!("{namespace}:rl:"),
             script: Script::new(GCRA),
+            fallback: Arc::new(LocalFallback {
+                fleet_size: AtomicU32::new(1),
+                buckets: Mutex::new(HashMap::new()),
+            }),
         })
+    }
+
+    /// How many workers share the source: each falls back to `1/n` of the
+    /// rate while Redis is unreachable. Workers keep it current from the
+    /// number of consumers on the pages queue.
+    pub fn set_fleet_size(&self, workers: u32) {
+        self.fallback
+            .fleet_size
+            .store(workers.max(1), Ordering::Relaxed);
+    }
+
+    pub fn fleet_size(&self) -> u32 {
+        self.fallback.fleet_size.load(Ordering::Relaxed)
     }
 
     async fn run(
@@ -154,19 +216,20 @@ impl RateLimiter {
         })
     }
 
-    /// Pauses the whole fleet's use of this source (after a 429).
+    /// Pauses the whole fleet's use of this source (after a 429). The
+    /// local fallback bucket pauses too, in case Redis goes away meanwhile.
     pub async fn pause(&self, bucket: &Bucket, duration: Duration) -> Result<(), RateLimitError> {
         let duration = duration.max(Duration::from_millis(1));
+        self.fallback.pause(bucket, duration);
         self.run(bucket, Duration::ZERO, duration).await?;
         Ok(())
     }
 
     /// Waits until a request may go, sleeping once per decision. Returns the
-    /// time spent waiting. When Redis is unreachable it waits and asks again:
-    /// without the shared bucket no request goes (fail closed).
+    /// time spent waiting. When Redis is unreachable the worker's local
+    /// fallback bucket decides instead (see [`LocalFallback`]).
     pub async fn wait_for_permit(&self, bucket: &Bucket, max_wait: Duration) -> Duration {
         let started = std::time::Instant::now();
-        let mut failures = 0u32;
         loop {
             match self.acquire(bucket, max_wait).await {
                 Ok(Permit::Go) => return started.elapsed(),
@@ -175,15 +238,14 @@ impl RateLimiter {
                     return started.elapsed();
                 }
                 Ok(Permit::Later(wait)) | Ok(Permit::Paused(wait)) => {
-                    failures = 0;
                     tokio::time::sleep(wait.min(max_wait).max(Duration::from_millis(1))).await;
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(30) {
-                        tracing::warn!(error = %e, bucket = %bucket.key, "rate limiter unavailable; holding requests");
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let wait = self.fallback.reserve(bucket);
+                    tracing::warn!(error = %e, bucket = %bucket.key, fleet = self.fleet_size(),
+                        wait_ms = wait.as_millis() as u64, "rate limiter unavailable; using the local fallback bucket");
+                    tokio::time::sleep(wait).await;
+                    return started.elapsed();
                 }
             }
         }
@@ -209,5 +271,47 @@ impl RateLimiter {
                 .map_err(|e| RateLimitError::Redis(e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter() -> RateLimiter {
+        RateLimiter::new("redis://127.0.0.1:1", "unit").unwrap()
+    }
+
+    #[test]
+    fn the_local_fallback_splits_the_rate_across_the_fleet() {
+        let limiter = limiter();
+        limiter.set_fleet_size(4);
+        let bucket = Bucket {
+            key: "k".into(),
+            rate: 100.0,
+            burst: 10,
+        };
+        // 4 workers at 100/s: each may send every 40 ms, and never bursts.
+        let waits: Vec<Duration> = (0..5).map(|_| limiter.fallback.reserve(&bucket)).collect();
+        assert!(waits[0] < Duration::from_millis(5));
+        for (i, w) in waits.iter().enumerate().skip(1) {
+            let expected = Duration::from_millis(40 * i as u64);
+            assert!(
+                w.abs_diff(expected) < Duration::from_millis(10),
+                "slot {i}: {w:?} vs {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pause_holds_the_local_fallback_too() {
+        let limiter = limiter();
+        let bucket = Bucket {
+            key: "k".into(),
+            rate: 1000.0,
+            burst: 1,
+        };
+        limiter.fallback.pause(&bucket, Duration::from_secs(2));
+        assert!(limiter.fallback.reserve(&bucket) > Duration::from_millis(1900));
     }
 }

@@ -61,8 +61,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime, date: Option<&str>) -> Op
         return (secs > 0).then(|| Duration::from_secs(secs as u64).min(MAX_RETRY_AFTER));
     }
     if let Ok(secs) = value.parse::<f64>() {
+        // Clamp before converting: a huge value must not overflow Duration.
         return (secs.is_finite() && secs > 0.0)
-            .then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER));
+            .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     let reference = date
@@ -203,6 +204,11 @@ mod tests {
             parse_retry_after("99999999", now, None),
             Some(MAX_RETRY_AFTER)
         );
+        assert_eq!(
+            parse_retry_after("99999999999999999999", now, None),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("1e300", now, None), Some(MAX_RETRY_AFTER));
     }
 
     #[test]

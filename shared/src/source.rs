@@ -196,6 +196,22 @@ pub fn display_url(url: &Url) -> String {
     shown.to_string()
 }
 
+/// Whether a query parameter's name says its value is a credential.
+pub fn is_secret_param(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "signature",
+        "auth",
+        "sig",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
+}
+
 /// Response headers as JSON with credentials and cookies removed.
 pub fn redacted_headers(headers: &HeaderMap, credential: Option<&Credential>) -> serde_json::Value {
     let mut map = serde_json::Map::new();
@@ -272,9 +288,10 @@ impl SourceClient {
             if let Some(c) = credential {
                 request = request.header(c.header.clone(), c.value.clone());
             }
+            // reqwest's messages carry the full URL; ours are redacted.
             let mut response = request.send().await.map_err(|e| SourceError::Transport {
                 url: shown.clone(),
-                reason: error_chain(&e),
+                reason: error_chain(&e.without_url()),
             })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
@@ -301,7 +318,7 @@ impl SourceClient {
                         return Err(SourceError::Body {
                             url: shown.clone(),
                             received: body.len(),
-                            reason: error_chain(&e),
+                            reason: error_chain(&e.without_url()),
                         })
                     }
                 }

@@ -13,6 +13,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Bounds of `rate_limit.rate`: one request every ~17 minutes up to far
+/// beyond any real API. Outside them the bucket arithmetic stops making sense.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 100_000.0;
+
 /// Deepest JSON path a spec may name; deeper paths are almost always a typo.
 const MAX_PATH_SEGMENTS: usize = 16;
 
@@ -459,8 +464,15 @@ impl ExportSpec {
                 ));
             }
         }
-        if !(self.rate_limit.rate.is_finite() && self.rate_limit.rate > 0.0) {
-            return Err(invalid("rate_limit.rate", "must be a positive number"));
+        if !(self.rate_limit.rate.is_finite()
+            && (MIN_RATE..=MAX_RATE).contains(&self.rate_limit.rate))
+        {
+            return Err(invalid(
+                "rate_limit.rate",
+                format!(
+                    "must be a number of requests per second between {MIN_RATE} and {MAX_RATE}"
+                ),
+            ));
         }
         if self.rate_limit.burst == 0 {
             return Err(invalid("rate_limit.burst", "must be at least 1"));
@@ -506,6 +518,12 @@ impl ExportSpec {
         }
         if self.output.dir.trim().is_empty() {
             return Err(invalid("output.dir", "must not be empty"));
+        }
+        if std::path::Path::new(&self.output.dir)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(invalid("output.dir", "must not contain `..`"));
         }
         let file = self.file_name();
         if file.is_empty()

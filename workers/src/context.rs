@@ -20,6 +20,8 @@ pub struct WorkerContext {
     dispatcher: Mutex<Dispatcher>,
     /// The longest a task holds a reserved token slot before giving it up.
     pub max_token_wait: Duration,
+    /// This worker's name, recorded on the tasks it claims.
+    pub worker: String,
 }
 
 impl WorkerContext {
@@ -28,6 +30,7 @@ impl WorkerContext {
         limiter: RateLimiter,
         source: SourceClient,
         broker: Arc<Broker>,
+        worker: String,
     ) -> Self {
         WorkerContext {
             store,
@@ -36,6 +39,7 @@ impl WorkerContext {
             broker,
             dispatcher: Mutex::new(Dispatcher::new()),
             max_token_wait: Duration::from_secs(5),
+            worker,
         }
     }
 

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use pagefleet_shared::csv_out::CsvSink;
 use pagefleet_shared::flatten::Row;
 use pagefleet_shared::model::ExportState;
+use pagefleet_shared::source;
 use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
 use pagefleet_shared::telemetry::metrics;
 
@@ -106,7 +107,38 @@ pub async fn handle_finalize(
     if work.state != ExportState::Finalizing {
         return Ok(FinalizeResult::Skipped);
     }
-    match publish(ctx, &work).await {
+    // One finalizer per export at a time; a second delivery of the task
+    // leaves it to the one that holds the lock (which releases it by dying).
+    let Some(lock) = ctx
+        .store
+        .try_lock_finalize(export_id)
+        .await
+        .map_err(store_err)?
+    else {
+        return Ok(FinalizeResult::Skipped);
+    };
+    let result = finalize_locked(ctx, &work).await;
+    lock.release().await;
+    result
+}
+
+async fn finalize_locked(
+    ctx: &WorkerContext,
+    work: &FinalizeWork,
+) -> Result<FinalizeResult, FinalizeError> {
+    let export_id = work.export_id;
+    let store_err = |source| FinalizeError::Store { export_id, source };
+    // Re-read under the lock: another finalizer may have just finished.
+    match ctx
+        .store
+        .finalize_work(export_id)
+        .await
+        .map_err(store_err)?
+    {
+        Some(w) if w.state == ExportState::Finalizing => {}
+        _ => return Ok(FinalizeResult::Skipped),
+    }
+    match publish(ctx, work).await {
         Ok(published) => {
             let rows = published.rows as u64;
             let path = published.output_path.clone();
@@ -221,7 +253,10 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
             spec.source.path
         ),
         filters: serde_json::json!({
-            "query": spec.source.query,
+            "query": spec.source.query.iter().map(|(k, v)| {
+                let shown = if source::is_secret_param(k) { "***" } else { v.as_str() };
+                (k.clone(), shown.to_string())
+            }).collect::<std::collections::BTreeMap<_, _>>(),
             "partitions": spec.partitions.iter().map(|p| &p.params).collect::<Vec<_>>(),
         }),
         columns: columns.clone(),
@@ -238,7 +273,10 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
         finished_at: rfc3339(finished_at),
     };
     let manifest_path = dir.join(format!("{file_name}.manifest.json"));
-    let manifest_temp = dir.join(format!("{temp_prefix}manifest.tmp"));
+    let manifest_temp = dir.join(format!(
+        "{temp_prefix}{}.manifest.tmp",
+        pagefleet_shared::model::new_id()
+    ));
     let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     {
         let (t, f, d) = (manifest_temp.clone(), manifest_path.clone(), dir.clone());

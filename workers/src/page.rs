@@ -11,17 +11,22 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use pagefleet_shared::flatten::{flatten_record, row_key};
-use pagefleet_shared::model::ExportState;
 use pagefleet_shared::pagination::{self, Page};
 use pagefleet_shared::ratelimit::Bucket;
 use pagefleet_shared::retry::{
     classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass,
 };
 use pagefleet_shared::source::{self, Credential, Fetched};
-use pagefleet_shared::store::{Attempt, DeadLetterInput, Landed, Landing, PageWork, StoreError};
+use pagefleet_shared::store::{
+    Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
+};
 use pagefleet_shared::telemetry::metrics;
+use tracing::Instrument;
 
 use crate::context::WorkerContext;
+
+/// How long a claim holds a task without a heartbeat.
+pub const LEASE: Duration = Duration::from_secs(20);
 
 /// How much of a failing body a dead letter keeps.
 const BODY_EXCERPT_BYTES: usize = 2048;
@@ -50,23 +55,47 @@ pub enum PageResult {
 /// Claims and runs one page task to the end.
 pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResult, PageError> {
     let store_err = |source| PageError::Store { task_id, source };
-    let lease = Duration::from_secs(120);
-    let Some(work) = ctx
-        .store
-        .claim_page(task_id, lease)
-        .await
-        .map_err(store_err)?
-    else {
-        return Ok(PageResult::Skipped);
+    let mut waited_for_holder = false;
+    let work = loop {
+        match ctx
+            .store
+            .claim_page(task_id, LEASE, &ctx.worker)
+            .await
+            .map_err(store_err)?
+        {
+            Claim::Claimed(work) => break work,
+            Claim::Gone => return Ok(PageResult::Skipped),
+            // Another worker holds the task. If it died, its lease runs out
+            // within LEASE: wait for that once rather than fetch the page
+            // twice; if it is alive, it will finish the task.
+            Claim::Held { remaining } if !waited_for_holder && remaining <= LEASE => {
+                waited_for_holder = true;
+                tokio::time::sleep(remaining + Duration::from_millis(500)).await;
+            }
+            Claim::Held { .. } => return Ok(PageResult::Skipped),
+        }
     };
     if work.export_state.is_terminal() {
         return Ok(PageResult::Skipped);
     }
+    // Keep the lease fresh while the task waits for tokens and retries; stop
+    // if another worker took the task over (it decided this one was dead).
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(LEASE / 4).await;
+            match ctx.store.extend_lease(task_id, LEASE, &ctx.worker).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(PageResult::Skipped),
+                Err(e) => tracing::debug!(error = %e, %task_id, "lease not extended"),
+            }
+        }
+    };
     let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
         partition = work.partition_no, page = work.page_no);
-    let _enter = span.enter();
-    drop(_enter);
-    run_task(ctx, &work).await
+    tokio::select! {
+        result = run_task(ctx, &work).instrument(span) => result,
+        lost = heartbeat => lost,
+    }
 }
 
 /// Counters of one task's requests, reported when it lands or dies.
@@ -267,7 +296,18 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
             }
             _ => {}
         }
-        let Some(delay) = budget.next_delay(&outcome) else {
+        let delay = budget.next_delay(&outcome);
+        if let Outcome::RateLimited { retry_after } = &outcome {
+            // The source asked for quiet: pause the whole fleet for this
+            // source now, whether or not this task will try again.
+            let pause = delay
+                .or(*retry_after)
+                .unwrap_or_else(|| Duration::from_millis(spec.retry.base_ms));
+            if let Err(e) = ctx.limiter.pause(&bucket, pause).await {
+                tracing::warn!(error = %e, "cannot set the fleet-wide pause in Redis; paused locally");
+            }
+        }
+        let Some(delay) = delay else {
             let (class, reason) = match &outcome {
                 Outcome::RateLimited { .. } => (
                     "rate_limited",
@@ -283,13 +323,8 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
         tally.retries += 1;
         metrics().retries.inc();
         match &outcome {
-            Outcome::RateLimited { .. } => {
-                // The pause is fleet-wide: every worker waits it out in the limiter.
-                if let Err(e) = ctx.limiter.pause(&bucket, delay).await {
-                    tracing::warn!(error = %e, "cannot set fleet-wide pause; waiting locally");
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            // The limiter makes every worker wait out the pause set above.
+            Outcome::RateLimited { .. } => {}
             Outcome::Transient { reason } => {
                 tracing::debug!(task = %task_id, %reason, delay_ms = delay.as_millis() as u64, "transient failure; retrying");
                 tokio::time::sleep(delay).await;
@@ -402,14 +437,33 @@ async fn land(
         retries: tally.retries,
         rate_limited: tally.rate_limited,
     };
-    let landed = ctx
-        .store
-        .land_page(&landing)
-        .await
-        .map_err(|source| PageError::Store {
-            task_id: work.task_id,
-            source,
-        })?;
+    let landed = match ctx.store.land_page(&landing).await {
+        Ok(landed) => landed,
+        Err(source) if source.is_retryable() => {
+            return Err(PageError::Store {
+                task_id: work.task_id,
+                source,
+            })
+        }
+        // The page's data cannot be stored (say, text Postgres refuses):
+        // fetching it again would fail the same way.
+        Err(e) => {
+            let reason = format!(
+                "page {} of partition {} cannot be stored: {e}",
+                work.page_no, work.partition_no
+            );
+            return dead_letter(
+                ctx,
+                work,
+                tally,
+                "bad_page",
+                reason,
+                Some(response.status),
+                Some(response),
+            )
+            .await;
+        }
+    };
     match landed {
         Landed::Duplicate => {
             metrics().duplicate_deliveries.inc();
@@ -449,7 +503,7 @@ async fn dead_letter(
     let input = DeadLetterInput {
         task_id: work.task_id,
         class: class.to_string(),
-        reason,
+        reason: reason.replace('\0', "\u{fffd}"),
         last_status: status,
         body_excerpt: response.map(|r| excerpt(&r.body)),
         headers: response
@@ -475,12 +529,8 @@ async fn dead_letter(
     Ok(PageResult::DeadLettered)
 }
 
+/// The start of a body as text Postgres accepts (no NUL).
 fn excerpt(body: &[u8]) -> String {
     let cut = body.len().min(BODY_EXCERPT_BYTES);
-    String::from_utf8_lossy(&body[..cut]).into_owned()
-}
-
-/// For logs: whether an export can still take pages.
-pub fn accepts_pages(state: ExportState) -> bool {
-    !state.is_terminal()
+    String::from_utf8_lossy(&body[..cut]).replace('\0', "\u{fffd}")
 }

@@ -6,11 +6,11 @@
 //! the delivery is handed back (nack with requeue) and comes again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +24,13 @@ use pagefleet_shared::store::{Store, StoreError};
 use crate::context::WorkerContext;
 use crate::finalize::handle_finalize;
 use crate::page::handle_page;
+
+/// How often the worker checks its broker connection and the fleet size.
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the broker may be unreachable before the worker exits.
+const BROKER_GIVE_UP: Duration = Duration::from_secs(90);
+/// How long a failed task waits for Postgres before it is handed back.
+const STORE_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -40,7 +47,11 @@ impl Default for WorkerOptions {
         WorkerOptions {
             concurrency: 8,
             drain_timeout: Duration::from_secs(30),
-            name: format!("pagefleet-worker-{}", std::process::id()),
+            name: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+                std::process::id()
+            ),
         }
     }
 }
@@ -74,27 +85,41 @@ pub async fn run(
         limiter,
         SourceClient::new()?,
         broker.clone(),
+        options.name.clone(),
     ));
+    let pages_tag = format!("{}-pages", options.name);
+    let finalize_tag = format!("{}-finalize", options.name);
     let (pages_channel, mut pages) = broker
-        .consume(
-            QueueRole::Pages,
-            options.concurrency,
-            &format!("{}-pages", options.name),
-        )
+        .consume(QueueRole::Pages, options.concurrency, &pages_tag)
         .await?;
     let (finalize_channel, mut finals) = broker
-        .consume(
-            QueueRole::Finalize,
-            1,
-            &format!("{}-finalize", options.name),
-        )
+        .consume(QueueRole::Finalize, 1, &finalize_tag)
         .await?;
     tracing::info!(concurrency = options.concurrency, namespace = %config.namespace, "worker consuming");
 
     let tracker = TaskTracker::new();
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut disconnected_since: Option<Instant> = None;
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
+            _ = tick.tick() => {
+                // Liveness: when recovery fails the consumer stream can go
+                // silent; a worker that cannot reach the broker for long
+                // exits so its supervisor starts a fresh one.
+                if broker.is_connected() {
+                    disconnected_since = None;
+                    if let Ok(n) = broker.consumer_count(QueueRole::Pages).await {
+                        ctx.limiter.set_fleet_size(n);
+                    }
+                } else {
+                    let since = *disconnected_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > BROKER_GIVE_UP {
+                        tracing::error!("RabbitMQ unreachable for {:?}; exiting", BROKER_GIVE_UP);
+                        break Err(WorkerError::ConsumerGone("pages"));
+                    }
+                }
+            }
             next = pages.next() => match next {
                 Some(Ok(delivery)) => {
                     let ctx = ctx.clone();
@@ -125,17 +150,26 @@ pub async fn run(
             },
         }
     };
-    // Drain: stop taking work, let tasks in flight finish within the bound.
-    // Whatever is still unacked when the connection closes is redelivered.
+    // Drain: stop taking work (cancel the consumers, keep the channels open
+    // so the tasks in flight can still ack), let those tasks finish within
+    // the bound, then close. Whatever is still unacked is redelivered.
     tracker.close();
-    let _ = pages_channel.close(200, "draining".into()).await;
-    let _ = finalize_channel.close(200, "draining".into()).await;
+    for (channel, tag) in [
+        (&pages_channel, &pages_tag),
+        (&finalize_channel, &finalize_tag),
+    ] {
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+    }
     if tokio::time::timeout(options.drain_timeout, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("drain timed out; unfinished tasks will be redelivered");
     }
+    let _ = pages_channel.close(200, "drained".into()).await;
+    let _ = finalize_channel.close(200, "drained".into()).await;
     broker.close().await;
     result
 }
@@ -188,7 +222,12 @@ async fn process(ctx: &WorkerContext, delivery: Delivery) {
             Err(e) => tracing::warn!(error = %e, "ack failed; expect a redelivery"),
         }
     } else {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Hand the task back only once Postgres answers again: each requeue
+        // counts towards the queue's delivery limit.
+        let started = Instant::now();
+        while ctx.store.ping().await.is_err() && started.elapsed() < STORE_WAIT {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         let _ = delivery
             .nack(BasicNackOptions {
                 requeue: true,

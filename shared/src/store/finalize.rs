@@ -147,3 +147,61 @@ impl Store {
         Ok(())
     }
 }
+
+/// A session-level advisory lock on one export's finalize, held on its own
+/// connection. Dropping it without `release` closes that connection, which
+/// releases the lock too (as does the process dying).
+pub struct FinalizeLock {
+    client: Option<deadpool_postgres::Client>,
+    key: i64,
+}
+
+impl FinalizeLock {
+    pub async fn release(mut self) {
+        if let Some(client) = self.client.take() {
+            if client
+                .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+                .await
+                .is_err()
+            {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+    }
+}
+
+impl Drop for FinalizeLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Never return a connection holding the lock to the pool.
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// A lock key for an export: its id folded to 64 bits, tagged so it cannot
+/// meet the migration lock.
+fn finalize_key(export_id: Uuid) -> i64 {
+    let (hi, lo) = export_id.as_u64_pair();
+    ((hi ^ lo) as i64) ^ 0x0f1a_11ce
+}
+
+impl Store {
+    /// Takes the finalize lock of an export, or `None` when another
+    /// finalizer holds it.
+    pub async fn try_lock_finalize(
+        &self,
+        export_id: Uuid,
+    ) -> Result<Option<FinalizeLock>, StoreError> {
+        let client = self.client().await?;
+        let key = finalize_key(export_id);
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?
+            .get(0);
+        Ok(locked.then_some(FinalizeLock {
+            client: Some(client),
+            key,
+        }))
+    }
+}

@@ -33,6 +33,18 @@ pub struct PageWork {
     pub export_state: ExportState,
 }
 
+/// The answer to a claim.
+#[derive(Debug)]
+pub enum Claim {
+    Claimed(Box<PageWork>),
+    /// Another worker holds a live lease for this long.
+    Held {
+        remaining: Duration,
+    },
+    /// Done, dead, or unknown: nothing to do.
+    Gone,
+}
+
 /// A fetched page, ready to land.
 #[derive(Debug, Clone)]
 pub struct Landing {
@@ -87,39 +99,60 @@ pub struct DeadLetterInput {
 }
 
 impl Store {
-    /// Marks the task in flight under a lease and returns what to fetch, or
-    /// `None` when the task is done, dead or unknown (ack and forget it).
+    /// Marks the task in flight under this worker's lease and returns what
+    /// to fetch. A task whose lease another worker still holds is not taken
+    /// over (that worker is alive and heartbeating); one that is done, dead
+    /// or unknown is gone.
     pub async fn claim_page(
         &self,
         task_id: Uuid,
         lease: Duration,
-    ) -> Result<Option<PageWork>, StoreError> {
+        worker: &str,
+    ) -> Result<Claim, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 "UPDATE page_tasks t
                     SET state = 'in_flight', deliveries = t.deliveries + 1,
-                        lease_until = now() + make_interval(secs => $2), updated_at = now()
+                        lease_until = now() + make_interval(secs => $2), updated_at = now(),
+                        claimed_by = $3, claimed_at = now()
                    FROM exports e, partitions p
-                  WHERE t.id = $1 AND t.state IN ('queued', 'in_flight')
+                  WHERE t.id = $1
+                    AND (t.state = 'queued'
+                         OR (t.state = 'in_flight'
+                             AND (t.lease_until IS NULL OR t.lease_until < now() OR t.claimed_by = $3)))
                     AND e.id = t.export_id
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
                         t.deliveries, p.params, e.spec, e.state",
-                &[&task_id, &lease.as_secs_f64()],
+                &[&task_id, &lease.as_secs_f64(), &worker],
             )
             .await?;
         let Some(row) = row else {
-            // Done already: a duplicate delivery. Count it; fetch nothing.
-            client
-                .execute(
-                    "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
-                       FROM page_tasks t
-                      WHERE t.id = $1 AND t.state = 'done' AND e.id = t.export_id",
+            let current = client
+                .query_opt(
+                    "SELECT state, GREATEST(0, EXTRACT(EPOCH FROM lease_until - now()))::float8
+                       FROM page_tasks WHERE id = $1",
                     &[&task_id],
                 )
                 .await?;
-            return Ok(None);
+            return match current {
+                Some(r) if r.get::<_, String>(0) == "in_flight" => Ok(Claim::Held {
+                    remaining: Duration::from_secs_f64(r.get::<_, Option<f64>>(1).unwrap_or(0.0)),
+                }),
+                Some(r) if r.get::<_, String>(0) == "done" => {
+                    // A duplicate delivery of a landed page. Count it; fetch nothing.
+                    client
+                        .execute(
+                            "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
+                               FROM page_tasks t WHERE t.id = $1 AND e.id = t.export_id",
+                            &[&task_id],
+                        )
+                        .await?;
+                    Ok(Claim::Gone)
+                }
+                _ => Ok(Claim::Gone),
+            };
         };
         let export_id: Uuid = row.get(0);
         let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
@@ -129,7 +162,7 @@ impl Store {
         };
         let role: String = row.get(5);
         let state: String = row.get(9);
-        Ok(Some(PageWork {
+        Ok(Claim::Claimed(Box::new(PageWork {
             task_id,
             export_id,
             tenant_id: row.get(1),
@@ -146,7 +179,26 @@ impl Store {
                 .map_err(|e| corrupt("partition params", e))?,
             spec: parse_spec(export_id, row.get(8))?,
             export_state: state.parse()?,
-        }))
+        })))
+    }
+
+    /// Extends the lease of a task this worker still holds. False when the
+    /// task is no longer in flight under this worker (taken over or done).
+    pub async fn extend_lease(
+        &self,
+        task_id: Uuid,
+        lease: Duration,
+        worker: &str,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE page_tasks SET lease_until = now() + make_interval(secs => $2)
+                  WHERE id = $1 AND state = 'in_flight' AND claimed_by = $3",
+                &[&task_id, &lease.as_secs_f64(), &worker],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// Lands a page in one transaction: task done (only if it was not),

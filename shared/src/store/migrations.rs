@@ -7,7 +7,10 @@
 use super::{Store, StoreError};
 
 /// Ordered list of (version, SQL). Never edit an applied migration; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_core.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_core.sql")),
+    (2, include_str!("../../migrations/0002_claims.sql")),
+];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.
 const MIGRATION_LOCK: i64 = 0x7061_6765_666c_6565;

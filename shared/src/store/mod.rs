@@ -16,9 +16,9 @@ mod outbox;
 
 pub use dead_letters::{DeadLetter, ReplayTarget};
 pub use exports::{ExportStatus, SubmitError, Submitted};
-pub use finalize::{FinalizeWork, Published};
-pub use landing::{Attempt, DeadLetterInput, Landed, Landing, PageWork};
-pub use outbox::OutboxMessage;
+pub use finalize::{FinalizeLock, FinalizeWork, Published};
+pub use landing::{Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork};
+pub use outbox::{OutboxFilter, OutboxMessage};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
@@ -48,12 +48,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the failure is about reaching Postgres (retry later) rather
-    /// than about the data.
-    pub fn is_connection(&self) -> bool {
+    /// Whether trying again later can succeed: Postgres unreachable,
+    /// restarting, out of resources, or a transaction conflict. Anything
+    /// else is about the data and will fail the same way every time.
+    pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
-            StoreError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            StoreError::Postgres(e) => match e.code() {
+                None => true,
+                Some(code) => {
+                    let c = code.code();
+                    c.starts_with("08")
+                        || c.starts_with("40")
+                        || c.starts_with("53")
+                        || c.starts_with("57P")
+                }
+            },
             _ => false,
         }
     }

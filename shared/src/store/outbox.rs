@@ -14,71 +14,95 @@ pub struct OutboxMessage {
     pub body: serde_json::Value,
 }
 
+/// Which unsent messages to publish.
+#[derive(Debug, Clone, Copy)]
+pub enum OutboxFilter<'a> {
+    /// Older than `min_age` (the relay's share), oldest first.
+    Pending { min_age: Duration, limit: i64 },
+    /// These ids (what the caller's own transaction just wrote).
+    Ids(&'a [i64]),
+}
+
 impl Store {
-    /// Unsent messages older than `min_age`, oldest first. The age lets the
-    /// process that wrote a message publish it first; the relay is the
-    /// safety net for the ones whose writer died.
-    pub async fn outbox_pending(
+    /// Locks unsent messages (skipping those another publisher holds), hands
+    /// them to `publish`, and marks the ids it returns as sent, all in one
+    /// transaction. Two relays, or a relay and a worker, never publish the
+    /// same message at the same time; a crash between publish and commit
+    /// leaves the message unsent, to be published again (at least once).
+    pub async fn publish_outbox<F, Fut, E>(
         &self,
-        min_age: Duration,
-        limit: i64,
-    ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, queue, body FROM outbox
-                  WHERE sent_at IS NULL AND created_at <= now() - make_interval(secs => $1)
-                  ORDER BY id LIMIT $2",
-                &[&min_age.as_secs_f64(), &limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let queue: String = r.get(1);
-                Some(OutboxMessage {
-                    id: r.get(0),
-                    queue: QueueRole::parse(&queue)?,
-                    body: r.get(2),
-                })
-            })
-            .collect())
-    }
-
-    /// Messages by id (those a landing just wrote), unsent only.
-    pub async fn outbox_by_ids(&self, ids: &[i64]) -> Result<Vec<OutboxMessage>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, queue, body FROM outbox WHERE id = ANY($1) AND sent_at IS NULL ORDER BY id",
-                &[&ids],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let queue: String = r.get(1);
-                Some(OutboxMessage {
-                    id: r.get(0),
-                    queue: QueueRole::parse(&queue)?,
-                    body: r.get(2),
-                })
-            })
-            .collect())
-    }
-
-    pub async fn outbox_mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
+        filter: OutboxFilter<'_>,
+        publish: F,
+    ) -> Result<(usize, Option<E>), StoreError>
+    where
+        F: FnOnce(Vec<OutboxMessage>) -> Fut,
+        Fut: std::future::Future<Output = (Vec<i64>, Option<E>)>,
+    {
+        if let OutboxFilter::Ids(ids) = filter {
+            if ids.is_empty() {
+                return Ok((0, None));
+            }
         }
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1) AND sent_at IS NULL",
-                &[&ids],
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = match filter {
+            OutboxFilter::Pending { min_age, limit } => {
+                tx.query(
+                    "SELECT id, queue, body FROM outbox
+                      WHERE sent_at IS NULL AND created_at <= now() - make_interval(secs => $1)
+                      ORDER BY id LIMIT $2
+                      FOR UPDATE SKIP LOCKED",
+                    &[&min_age.as_secs_f64(), &limit],
+                )
+                .await?
+            }
+            OutboxFilter::Ids(ids) => {
+                tx.query(
+                    "SELECT id, queue, body FROM outbox
+                      WHERE id = ANY($1) AND sent_at IS NULL
+                      ORDER BY id
+                      FOR UPDATE SKIP LOCKED",
+                    &[&ids],
+                )
+                .await?
+            }
+        };
+        let messages: Vec<OutboxMessage> = rows
+            .iter()
+            .filter_map(|r| {
+                let queue: String = r.get(1);
+                Some(OutboxMessage {
+                    id: r.get(0),
+                    queue: QueueRole::parse(&queue)?,
+                    body: r.get(2),
+                })
+            })
+            .collect();
+        if messages.is_empty() {
+            return Ok((0, None));
+        }
+        let (sent, error) = publish(messages).await;
+        if !sent.is_empty() {
+            tx.execute(
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)",
+                &[&sent],
             )
             .await?;
-        Ok(())
+        }
+        tx.commit().await?;
+        Ok((sent.len(), error))
+    }
+
+    /// Whether any message waits to be published.
+    pub async fn outbox_has_unsent(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL)",
+                &[],
+            )
+            .await?
+            .get(0))
     }
 
     /// Re-publishes page tasks whose worker vanished: in flight, with a lease
@@ -98,6 +122,52 @@ impl Store {
                  SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
                    FROM stale",
                 &[&grace.as_secs_f64()],
+            )
+            .await?;
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Re-publishes queued tasks that nothing has touched for `idle`. Call
+    /// it only when the pages queue has no ready message and the outbox is
+    /// empty: then a queued task with no delivery in sight has lost its
+    /// message (a broker dead-lettered it after too many deliveries, or it
+    /// was lost in between). A task still sitting unacked in a consumer's
+    /// prefetch may be published twice; its second delivery is absorbed.
+    pub async fn requeue_idle_queued(&self, idle: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "WITH idle AS (
+                     UPDATE page_tasks SET updated_at = now()
+                      WHERE state = 'queued'
+                        AND updated_at < now() - make_interval(secs => $1)
+                      RETURNING id, export_id)
+                 INSERT INTO outbox (queue, body)
+                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                   FROM idle",
+                &[&idle.as_secs_f64()],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    /// Re-publishes the finalize task of exports stuck in `finalizing` for
+    /// `idle` (same precondition: the finalize queue is empty).
+    pub async fn requeue_idle_finalize(&self, idle: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "WITH idle AS (
+                     UPDATE exports SET updated_at = now()
+                      WHERE state = 'finalizing'
+                        AND updated_at < now() - make_interval(secs => $1)
+                      RETURNING id)
+                 INSERT INTO outbox (queue, body)
+                 SELECT 'finalize', jsonb_build_object('type', 'finalize', 'export_id', id)
+                   FROM idle",
+                &[&idle.as_secs_f64()],
             )
             .await?;
         Ok(n)
