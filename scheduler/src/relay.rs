@@ -18,10 +18,10 @@ use pagefleet_shared::store::{OutboxFilter, Store};
 /// Messages younger than this are left to the process that wrote them.
 const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
 const RELAY_INTERVAL: Duration = Duration::from_millis(250);
-const RELAY_BATCH: i64 = 500;
-const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+const RELAY_BATCH: i64 = pagefleet_shared::dispatch::CHUNK as i64;
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long after a lease ran out a task is re-published.
-const LEASE_GRACE: Duration = Duration::from_secs(15);
+const LEASE_GRACE: Duration = Duration::from_secs(5);
 /// How long a queued task (or a finalizing export) may sit untouched with
 /// empty queues before its message is presumed lost.
 const IDLE_GRACE: Duration = Duration::from_secs(30);
@@ -30,14 +30,23 @@ const IDLE_GRACE: Duration = Duration::from_secs(30);
 pub async fn run_relay(store: Store, broker: Arc<Broker>, shutdown: CancellationToken) {
     let mut dispatcher = Dispatcher::new();
     let mut failures = 0u32;
+    let mut backlog = false;
     loop {
+        // A full batch means more may be waiting: go again at once.
+        let pause = if backlog {
+            Duration::ZERO
+        } else {
+            RELAY_INTERVAL
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RELAY_INTERVAL) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
+        backlog = false;
         match relay_once(&store, &broker, &mut dispatcher).await {
             Ok(n) => {
                 failures = 0;
+                backlog = n as i64 >= RELAY_BATCH;
                 if n > 0 {
                     tracing::debug!(published = n, "outbox relayed");
                 }

@@ -13,6 +13,9 @@ pub enum DispatchError {
     Queue(#[from] QueueError),
 }
 
+/// Messages marked sent per transaction.
+pub const CHUNK: usize = 100;
+
 /// A publisher that reopens its channel after a failure.
 #[derive(Default)]
 pub struct Dispatcher {
@@ -73,13 +76,20 @@ impl Dispatcher {
     }
 
     /// Publishes the outbox rows with these ids (those a transaction of the
-    /// caller just wrote).
+    /// caller just wrote), committing every `CHUNK`: a publisher that dies
+    /// mid-way leaves at most one chunk to be published twice.
     pub async fn publish_ids(
         &mut self,
         store: &Store,
         broker: &Broker,
         ids: &[i64],
     ) -> Result<usize, DispatchError> {
-        self.publish(store, broker, OutboxFilter::Ids(ids)).await
+        let mut sent = 0;
+        for chunk in ids.chunks(CHUNK) {
+            sent += self
+                .publish(store, broker, OutboxFilter::Ids(chunk))
+                .await?;
+        }
+        Ok(sent)
     }
 }

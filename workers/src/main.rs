@@ -24,6 +24,9 @@ struct Args {
     /// Address for /metrics and /healthz (none when absent).
     #[arg(long, env = "PAGEFLEET_WORKER_METRICS")]
     metrics: Option<SocketAddr>,
+    /// Name recorded on the tasks this worker claims (default: host-pid).
+    #[arg(long, env = "PAGEFLEET_WORKER_NAME")]
+    name: Option<String>,
     /// Seconds to finish tasks in flight after SIGTERM.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
@@ -54,10 +57,11 @@ async fn main() -> ExitCode {
             }
         }
     }
+    let defaults = WorkerOptions::default();
     let options = WorkerOptions {
         concurrency: args.concurrency.max(1),
         drain_timeout: Duration::from_secs(args.drain_secs),
-        ..WorkerOptions::default()
+        name: args.name.unwrap_or(defaults.name),
     };
     match run(&config, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

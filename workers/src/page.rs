@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::context::WorkerContext;
 
 /// How long a claim holds a task without a heartbeat.
-pub const LEASE: Duration = Duration::from_secs(20);
+pub const LEASE: Duration = Duration::from_secs(10);
 
 /// How much of a failing body a dead letter keeps.
 const BODY_EXCERPT_BYTES: usize = 2048;

@@ -316,8 +316,7 @@ async fn wait_for(client: &ApiClient, id: Uuid, quiet: bool) -> Result<ExportSta
             );
             last_line = Instant::now();
         }
-        let settled = status.state.is_terminal() || status.state == ExportState::Blocked;
-        if settled {
+        if status.is_settled() {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }

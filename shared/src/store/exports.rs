@@ -40,6 +40,8 @@ pub struct ExportStatus {
     pub rate_limited: i64,
     pub duplicate_deliveries: i64,
     pub dead_letters_open: i64,
+    /// Pages whose task is dead (waiting for a replay).
+    pub pages_dead: i64,
     pub output_path: Option<String>,
     pub manifest_path: Option<String>,
     pub csv_rows: Option<i64>,
@@ -223,12 +225,24 @@ pub(super) fn role_text(role: Role) -> &'static str {
     }
 }
 
+impl ExportStatus {
+    /// Nothing more will happen without an operator: the export finished,
+    /// or it is blocked and every page it knows of has landed or died.
+    pub fn is_settled(&self) -> bool {
+        self.state.is_terminal()
+            || (self.state == ExportState::Blocked
+                && self.pages_total_known
+                && self.pages_landed + self.pages_dead >= self.pages_planned)
+    }
+}
+
 const STATUS_SELECT: &str = "
     SELECT e.id, e.tenant_id, e.name, e.state, e.partitions, e.pages_planned, e.pages_landed,
            NOT EXISTS (SELECT 1 FROM partitions p WHERE p.export_id = e.id AND NOT p.planned_all),
            e.rows_staged, e.rows_replaced, e.requests, e.retries, e.rate_limited,
            e.duplicate_deliveries,
            (SELECT count(*) FROM dead_letters d WHERE d.export_id = e.id AND d.resolved_at IS NULL),
+           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'dead'),
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error,
            e.created_at, e.finished_at
     FROM exports e";
@@ -251,13 +265,14 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
         rate_limited: r.get(12),
         duplicate_deliveries: r.get(13),
         dead_letters_open: r.get(14),
-        output_path: r.get(15),
-        manifest_path: r.get(16),
-        csv_rows: r.get(17),
-        csv_bytes: r.get(18),
-        csv_sha256: r.get(19),
-        error: r.get(20),
-        created_at: r.get(21),
-        finished_at: r.get(22),
+        pages_dead: r.get(15),
+        output_path: r.get(16),
+        manifest_path: r.get(17),
+        csv_rows: r.get(18),
+        csv_bytes: r.get(19),
+        csv_sha256: r.get(20),
+        error: r.get(21),
+        created_at: r.get(22),
+        finished_at: r.get(23),
     })
 }

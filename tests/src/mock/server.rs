@@ -42,7 +42,7 @@ pub struct MockServer {
 struct Shared {
     config: MockConfig,
     addr: SocketAddr,
-    fail_record: Mutex<Option<usize>>,
+    fail_records: Mutex<Vec<usize>>,
     buckets: Mutex<HashMap<String, TokenBucket>>,
     /// Attempts per exact path and query that reached the fault stage.
     attempts: Mutex<HashMap<String, u64>>,
@@ -72,7 +72,7 @@ impl MockServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            fail_record: Mutex::new(config.fail_record),
+            fail_records: Mutex::new(config.fail_record.into_iter().collect()),
             config,
             addr,
             buckets: Mutex::new(HashMap::new()),
@@ -122,7 +122,12 @@ impl MockServer {
 
     /// Makes every page containing `id` answer 404, or clears that with `None`.
     pub fn set_fail_record(&self, id: Option<usize>) {
-        *lock(&self.shared.fail_record) = id;
+        self.set_fail_records(id.into_iter().collect());
+    }
+
+    /// Poisons every page holding any of these ids (several poison pages).
+    pub fn set_fail_records(&self, ids: Vec<usize>) {
+        *lock(&self.shared.fail_records) = ids;
     }
 
     /// Shuts down and returns the stats as they stand afterwards, so requests
@@ -190,7 +195,7 @@ async fn post_fail_record(
     State(shared): State<Arc<Shared>>,
     Json(body): Json<FailRecord>,
 ) -> Json<serde_json::Value> {
-    *lock(&shared.fail_record) = body.id;
+    *lock(&shared.fail_records) = body.id.into_iter().collect();
     Json(json!({ "fail_record": body.id }))
 }
 
@@ -299,8 +304,10 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
             Fault::Reset | Fault::Truncated | Fault::Slow => {}
         }
     }
-    let poisoned = *lock(&shared.fail_record);
-    if poisoned.is_some_and(|id| plan.contains(id)) {
+    let poisoned = lock(&shared.fail_records)
+        .iter()
+        .any(|id| plan.contains(*id));
+    if poisoned {
         shared.stats().not_found();
         return json_error(StatusCode::NOT_FOUND, "not found");
     }

@@ -16,7 +16,6 @@ use pagefleet_scheduler::client::ApiClient;
 use pagefleet_scheduler::SchedulerOptions;
 use pagefleet_shared::config::ServiceConfig;
 use pagefleet_shared::flatten::{flatten_record, Cell};
-use pagefleet_shared::model::ExportState;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
 use pagefleet_shared::store::ExportStatus;
@@ -101,12 +100,13 @@ impl Fleet {
         }
     }
 
-    /// Waits until the export completes, fails or blocks.
+    /// Waits until the export completes, fails, or is blocked with every
+    /// other page landed.
     pub async fn wait(&self, id: Uuid, limit: Duration) -> ExportStatus {
         let started = Instant::now();
         loop {
             let status = self.api.status(id).await.expect("status");
-            if status.state.is_terminal() || status.state == ExportState::Blocked {
+            if status.is_settled() {
                 return status;
             }
             assert!(

@@ -1,0 +1,202 @@
+//! The chaos report: what was done to the fleet, what came out, and the
+//! verdict, printed as a table.
+
+use std::time::Duration;
+
+use super::services::Service;
+use super::ChaosConfig;
+
+/// A worker's death to its tasks' redelivery must stay within this.
+pub const MAX_REDELIVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Default)]
+pub struct ChaosReport {
+    pub seed: u64,
+    pub pages: usize,
+    pub records: usize,
+    pub workers: usize,
+    pub planned_events: usize,
+    pub worker_kills: usize,
+    pub scheduler_kills: usize,
+    pub restarts: Vec<(Service, Duration)>,
+    pub supervisor_restarts: usize,
+    pub redeliveries: u64,
+    pub duplicate_deliveries: u64,
+    pub duplicate_fetches: u64,
+    pub reference_duplicate_fetches: u64,
+    pub rows_lost: usize,
+    pub duplicate_rows: usize,
+    pub poison_pages: Vec<usize>,
+    pub dead_letters: usize,
+    pub dead_letter_pages: Vec<usize>,
+    pub dlq_messages: usize,
+    pub redelivery_delays: Vec<Duration>,
+    pub reference_sha: String,
+    pub chaos_sha: String,
+    pub events_done_at: Duration,
+    pub elapsed: Duration,
+    /// Where the processes' logs were kept (only when a check failed).
+    pub logs: Option<std::path::PathBuf>,
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    pagefleet_shared::spec::hex(&Sha256::digest(bytes))
+}
+
+impl ChaosReport {
+    pub fn new(config: &ChaosConfig) -> Self {
+        ChaosReport {
+            seed: config.seed,
+            pages: config.pages,
+            records: config.pages * config.page_size,
+            workers: config.workers,
+            planned_events: config.worker_kills
+                + usize::from(config.kill_scheduler)
+                + config.restarts.len(),
+            ..ChaosReport::default()
+        }
+    }
+
+    pub fn max_redelivery(&self) -> Duration {
+        self.redelivery_delays
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn events_done(&self) -> usize {
+        self.worker_kills + self.scheduler_kills + self.restarts.len()
+    }
+
+    /// Every check, with whether it held.
+    pub fn checks(&self) -> Vec<(&'static str, bool)> {
+        vec![
+            (
+                "every planned kill and restart happened",
+                self.events_done() == self.planned_events,
+            ),
+            ("0 rows lost", self.rows_lost == 0),
+            ("0 duplicate rows", self.duplicate_rows == 0),
+            (
+                "SHA-256 equals the fault-free run",
+                !self.chaos_sha.is_empty() && self.chaos_sha == self.reference_sha,
+            ),
+            (
+                "dead letters are exactly the poison pages",
+                self.dead_letter_pages == self.poison_pages,
+            ),
+            (
+                "the dead-letter queue holds exactly them",
+                self.dlq_messages == self.poison_pages.len(),
+            ),
+            (
+                "worker death to redelivery within 30 s",
+                self.max_redelivery() <= MAX_REDELIVERY,
+            ),
+        ]
+    }
+
+    pub fn passed(&self) -> bool {
+        self.checks().iter().all(|(_, ok)| *ok)
+    }
+
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let mut row = |k: &str, v: String| t.push_str(&format!("| {k:<46} | {v:<40} |\n"));
+        row("seed", self.seed.to_string());
+        row(
+            "pages / records / workers",
+            format!("{} / {} / {}", self.pages, self.records, self.workers),
+        );
+        row(
+            "worker kill -9 (each restarted)",
+            self.worker_kills.to_string(),
+        );
+        row(
+            "scheduler kill -9 (restarted)",
+            self.scheduler_kills.to_string(),
+        );
+        for (service, took) in &self.restarts {
+            row(
+                &format!("{} restart", service.name()),
+                format!("1 (back in {:.1} s)", took.as_secs_f64()),
+            );
+        }
+        row(
+            "processes restarted after exiting on their own",
+            self.supervisor_restarts.to_string(),
+        );
+        row(
+            "redeliveries (claims beyond the first)",
+            self.redeliveries.to_string(),
+        );
+        row(
+            "duplicate deliveries absorbed",
+            self.duplicate_deliveries.to_string(),
+        );
+        row(
+            "duplicate fetches (2xx beyond 1 per page)",
+            format!(
+                "{} (fault-free run: {})",
+                self.duplicate_fetches, self.reference_duplicate_fetches
+            ),
+        );
+        row("rows lost", self.rows_lost.to_string());
+        row("duplicate rows", self.duplicate_rows.to_string());
+        row(
+            "dead letters (poison pages)",
+            format!(
+                "{} at pages {:?} (poisoned {:?})",
+                self.dead_letters, self.dead_letter_pages, self.poison_pages
+            ),
+        );
+        row(
+            "messages in the dead-letter queue",
+            self.dlq_messages.to_string(),
+        );
+        row(
+            "worker death → redelivery, max",
+            format!(
+                "{:.1} s over {} kills with tasks in flight",
+                self.max_redelivery().as_secs_f64(),
+                self.redelivery_delays.len()
+            ),
+        );
+        row(
+            "CSV SHA-256 equals the fault-free run",
+            format!(
+                "{} ({})",
+                if self.chaos_sha == self.reference_sha {
+                    "yes"
+                } else {
+                    "NO"
+                },
+                &self.chaos_sha.get(..16).unwrap_or("-")
+            ),
+        );
+        row(
+            "export wall time",
+            format!(
+                "{:.1} s (chaos over after {:.1} s)",
+                self.elapsed.as_secs_f64(),
+                self.events_done_at.as_secs_f64()
+            ),
+        );
+        let line = format!("+{}+{}+\n", "-".repeat(48), "-".repeat(42));
+        let mut out = format!("{line}{t}{line}");
+        for (check, ok) in self.checks() {
+            out.push_str(&format!("  [{}] {check}\n", if ok { "ok" } else { "FAIL" }));
+        }
+        out.push_str(if self.passed() {
+            "  verdict: PASS\n"
+        } else {
+            "  verdict: FAIL\n"
+        });
+        if let Some(logs) = &self.logs {
+            out.push_str(&format!("  logs: {}\n", logs.display()));
+        }
+        out
+    }
+}

@@ -1,0 +1,23 @@
+//! The small chaos scenario, so CI guards crash safety: worker processes
+//! killed with SIGKILL and a RabbitMQ restart during a few-hundred-page
+//! export; the CSV must be byte-identical to a fault-free run.
+//!
+//! It restarts the shared RabbitMQ, so it lives in its own test binary
+//! (cargo runs test binaries one after another) with a single test.
+
+use pagefleet_tests::chaos::{run, ChaosConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_and_a_broker_restart_leave_the_csv_unchanged() {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "--workspace", "--bins"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the fleet's binaries failed");
+    let report = run(&ChaosConfig::small(20261125)).await.expect("chaos run");
+    println!("{}", report.table());
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.worker_kills, 3);
+    assert_eq!(report.restarts.len(), 1);
+}
