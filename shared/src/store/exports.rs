@@ -42,6 +42,8 @@ pub struct ExportStatus {
     pub dead_letters_open: i64,
     /// Pages whose task is dead (waiting for a replay).
     pub pages_dead: i64,
+    /// Pages queued or in flight.
+    pub pages_open: i64,
     pub output_path: Option<String>,
     pub manifest_path: Option<String>,
     pub csv_rows: Option<i64>,
@@ -227,12 +229,9 @@ pub(super) fn role_text(role: Role) -> &'static str {
 
 impl ExportStatus {
     /// Nothing more will happen without an operator: the export finished,
-    /// or it is blocked and every page it knows of has landed or died.
+    /// or it is blocked and no page is queued or in flight any more.
     pub fn is_settled(&self) -> bool {
-        self.state.is_terminal()
-            || (self.state == ExportState::Blocked
-                && self.pages_total_known
-                && self.pages_landed + self.pages_dead >= self.pages_planned)
+        self.state.is_terminal() || (self.state == ExportState::Blocked && self.pages_open == 0)
     }
 }
 
@@ -243,6 +242,7 @@ const STATUS_SELECT: &str = "
            e.duplicate_deliveries,
            (SELECT count(*) FROM dead_letters d WHERE d.export_id = e.id AND d.resolved_at IS NULL),
            (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'dead'),
+           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight')),
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error,
            e.created_at, e.finished_at
     FROM exports e";
@@ -266,13 +266,14 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
         duplicate_deliveries: r.get(13),
         dead_letters_open: r.get(14),
         pages_dead: r.get(15),
-        output_path: r.get(16),
-        manifest_path: r.get(17),
-        csv_rows: r.get(18),
-        csv_bytes: r.get(19),
-        csv_sha256: r.get(20),
-        error: r.get(21),
-        created_at: r.get(22),
-        finished_at: r.get(23),
+        pages_open: r.get(16),
+        output_path: r.get(17),
+        manifest_path: r.get(18),
+        csv_rows: r.get(19),
+        csv_bytes: r.get(20),
+        csv_sha256: r.get(21),
+        error: r.get(22),
+        created_at: r.get(23),
+        finished_at: r.get(24),
     })
 }
