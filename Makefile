@@ -1,7 +1,7 @@
 # pagefleet: `make demo` runs a real export; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: demo test chaos up build lint clean
+.PHONY: demo test chaos bench up build lint clean
 
 demo: up build
 	deploy/demo.sh
@@ -15,6 +15,11 @@ test: up build
 SEEDS ?= 1,2,3
 chaos: up build
 	$(CARGO) run -q -p pagefleet-tests --bin pagefleet-chaos -- --seeds $(SEEDS)
+
+# Rate-limit use against the mock source (R = 50 and 200/s; 1, 4, 8 workers;
+# shared limiter vs a naive baseline), an outage, and the limiter alone.
+bench: up build
+	$(CARGO) run -q -p pagefleet-tests --bin pagefleet-bench
 
 up:
 	deploy/services.sh

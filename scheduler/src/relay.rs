@@ -1,8 +1,9 @@
-//! The outbox relay and the lease reconciler.
+//! The outbox relay, the parking lot and the lease reconciler.
 //!
 //! Workers publish what their landings wrote right after committing; the
 //! relay publishes whatever is left (a worker died in between, the broker
-//! was away), with confirms, then marks it sent. The reconciler puts back
+//! was away), with confirms, then marks it sent. Each pass also puts parked
+//! tasks whose not-before time has come back on the queue. The reconciler puts back
 //! in-flight tasks whose lease ran out long ago.
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use pagefleet_shared::store::{OutboxFilter, Store};
 
 /// Messages younger than this are left to the process that wrote them.
 const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
-const RELAY_INTERVAL: Duration = Duration::from_millis(250);
+const RELAY_INTERVAL: Duration = Duration::from_millis(200);
 const RELAY_BATCH: i64 = pagefleet_shared::dispatch::CHUNK as i64;
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long after a lease ran out a task is re-published.
@@ -67,11 +68,14 @@ async fn relay_once(
     broker: &Broker,
     dispatcher: &mut Dispatcher,
 ) -> Result<usize, DispatchError> {
+    // Parked tasks whose time has come go back to the queue first.
+    let due = store.unpark_due().await?;
+    let unparked = dispatcher.publish_ids(store, broker, &due).await?;
     let filter = OutboxFilter::Pending {
         min_age: RELAY_MIN_AGE,
         limit: RELAY_BATCH,
     };
-    dispatcher.publish(store, broker, filter).await
+    Ok(unparked + dispatcher.publish(store, broker, filter).await?)
 }
 
 /// Puts back what lost its message: in-flight tasks whose worker died

@@ -21,15 +21,17 @@ use redis::Script;
 
 use crate::config::redact_url;
 
-/// Reserve (`ARGV[3]` = max wait) or pause (`ARGV[4]` = pause µs). Returns
-/// `{code, wait_us}`: 0 go now, 1 reserved (sleep wait, then go), 2 not
-/// reserved (retry after wait), 3 paused (retry after wait).
+/// Reserve (`ARGV[3]` = max wait µs), pause (`ARGV[4]` = pause µs > 0), or
+/// sync with the source (`ARGV[5]` = tokens the source says remain, >= 0).
+/// Returns `{code, wait_us}`: 0 go now, 1 reserved (sleep wait, then go),
+/// 2 not reserved (retry after wait), 3 paused (retry after wait), 4 synced.
 const GCRA: &str = r#"
 local key = KEYS[1]
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
 local pause_us = tonumber(ARGV[4])
+local source_remaining = tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local T = 1000000 / rate
@@ -45,6 +47,15 @@ if pause_us > 0 then
   redis.call('HSET', key, 'tat', tat, 'pause', until_)
   redis.call('PEXPIRE', key, math.ceil((until_ - now + tau) / 1000) + 60000)
   return {3, until_ - now}
+end
+if source_remaining >= 0 then
+  -- The source knows best: never believe in more tokens than it has left.
+  local floor = now + tau - source_remaining * T
+  if floor > tat then
+    redis.call('HSET', key, 'tat', floor)
+    redis.call('PEXPIRE', key, ttl_ms)
+  end
+  return {4, 0}
 end
 if pause > now then
   return {3, pause - now}
@@ -84,6 +95,15 @@ pub enum Permit {
     Later(Duration),
     /// The source is paused after a 429 for this long.
     Paused(Duration),
+}
+
+/// The outcome of [`RateLimiter::permit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// Send now; this long was spent waiting.
+    Go(Duration),
+    /// Too long to hold the task: park it for this long.
+    Park(Duration),
 }
 
 /// The bucket parameters of one source.
@@ -180,6 +200,7 @@ impl RateLimiter {
         bucket: &Bucket,
         max_wait: Duration,
         pause: Duration,
+        source_remaining: i64,
     ) -> Result<(i64, i64), RateLimitError> {
         let mut conn = self
             .pool
@@ -194,6 +215,7 @@ impl RateLimiter {
             .arg(bucket.burst)
             .arg(max_wait.as_micros() as u64)
             .arg(pause.as_micros() as u64)
+            .arg(source_remaining)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
@@ -206,7 +228,7 @@ impl RateLimiter {
         bucket: &Bucket,
         max_wait: Duration,
     ) -> Result<Permit, RateLimitError> {
-        let (code, wait) = self.run(bucket, max_wait, Duration::ZERO).await?;
+        let (code, wait) = self.run(bucket, max_wait, Duration::ZERO, -1).await?;
         let wait = Duration::from_micros(wait.max(0) as u64);
         Ok(match code {
             0 => Permit::Go,
@@ -221,31 +243,54 @@ impl RateLimiter {
     pub async fn pause(&self, bucket: &Bucket, duration: Duration) -> Result<(), RateLimitError> {
         let duration = duration.max(Duration::from_millis(1));
         self.fallback.pause(bucket, duration);
-        self.run(bucket, Duration::ZERO, duration).await?;
+        self.run(bucket, Duration::ZERO, duration, -1).await?;
         Ok(())
     }
 
-    /// Waits until a request may go, sleeping once per decision. Returns the
-    /// time spent waiting. When Redis is unreachable the worker's local
-    /// fallback bucket decides instead (see [`LocalFallback`]).
-    pub async fn wait_for_permit(&self, bucket: &Bucket, max_wait: Duration) -> Duration {
+    /// Tells the bucket what the source reported left in its budget; the
+    /// bucket drops to that many tokens when it believed in more.
+    pub async fn sync_with_source(
+        &self,
+        bucket: &Bucket,
+        remaining: u64,
+    ) -> Result<(), RateLimitError> {
+        let remaining = remaining.min(bucket.burst as u64) as i64;
+        self.run(bucket, Duration::ZERO, Duration::ZERO, remaining)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until a request may go, sleeping once per decision, and
+    /// returns the time spent waiting; or, when the source is paused or
+    /// booked up for longer than `park_after`, returns how long without
+    /// waiting, so the caller can park the task and do other work. When
+    /// Redis is unreachable the local fallback bucket decides instead.
+    pub async fn permit(
+        &self,
+        bucket: &Bucket,
+        max_wait: Duration,
+        park_after: Duration,
+    ) -> Waited {
         let started = std::time::Instant::now();
         loop {
             match self.acquire(bucket, max_wait).await {
-                Ok(Permit::Go) => return started.elapsed(),
+                Ok(Permit::Go) => return Waited::Go(started.elapsed()),
                 Ok(Permit::Reserved(wait)) => {
                     tokio::time::sleep(wait).await;
-                    return started.elapsed();
+                    return Waited::Go(started.elapsed());
                 }
                 Ok(Permit::Later(wait)) | Ok(Permit::Paused(wait)) => {
-                    tokio::time::sleep(wait.min(max_wait).max(Duration::from_millis(1))).await;
+                    if wait > park_after {
+                        return Waited::Park(wait);
+                    }
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
                 }
                 Err(e) => {
                     let wait = self.fallback.reserve(bucket);
                     tracing::warn!(error = %e, bucket = %bucket.key, fleet = self.fleet_size(),
                         wait_ms = wait.as_millis() as u64, "rate limiter unavailable; using the local fallback bucket");
                     tokio::time::sleep(wait).await;
-                    return started.elapsed();
+                    return Waited::Go(started.elapsed());
                 }
             }
         }

@@ -154,8 +154,23 @@ impl RetryBudget {
         )
     }
 
+    /// A budget that continues where a parked task left off.
+    pub fn resume(spec: &RetrySpec, failed_attempts: u32, failing_for: Duration) -> Self {
+        let mut budget = RetryBudget::new(spec);
+        budget.attempts = failed_attempts;
+        budget.started = std::time::Instant::now()
+            .checked_sub(failing_for)
+            .unwrap_or(budget.started);
+        budget
+    }
+
     pub fn failed_attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// The backoff a transient failure would get now, without counting it.
+    pub fn peek_backoff(&self) -> Duration {
+        self.backoff(self.attempts)
     }
 }
 
@@ -272,6 +287,7 @@ mod tests {
             max_elapsed_ms: 60_000,
             base_ms: 1,
             cap_ms: 2,
+            ..RetrySpec::default()
         };
         let mut budget = RetryBudget::new(&spec);
         let t = Outcome::Transient {
@@ -294,6 +310,7 @@ mod tests {
             max_elapsed_ms: 1_000,
             base_ms: 1,
             cap_ms: 1,
+            ..RetrySpec::default()
         };
         let mut budget = RetryBudget::new(&spec);
         let wait = Outcome::RateLimited {
@@ -312,6 +329,7 @@ mod tests {
             max_elapsed_ms: 60_000,
             base_ms: 1,
             cap_ms: 1,
+            ..RetrySpec::default()
         };
         let mut budget = RetryBudget::new(&spec);
         let limited = Outcome::RateLimited { retry_after: None };

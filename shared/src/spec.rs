@@ -264,6 +264,10 @@ pub struct RetrySpec {
     pub base_ms: u64,
     #[serde(default = "default_cap_ms")]
     pub cap_ms: u64,
+    /// Fleet-wide retries allowed per first attempt against the source over
+    /// a sliding 10 s window (a retry budget: outages must not multiply load).
+    #[serde(default = "default_budget_ratio")]
+    pub budget_ratio: f64,
 }
 
 impl Default for RetrySpec {
@@ -273,8 +277,13 @@ impl Default for RetrySpec {
             max_elapsed_ms: default_max_elapsed_ms(),
             base_ms: default_base_ms(),
             cap_ms: default_cap_ms(),
+            budget_ratio: default_budget_ratio(),
         }
     }
+}
+
+fn default_budget_ratio() -> f64 {
+    0.1
 }
 
 fn default_max_attempts() -> u32 {
@@ -479,6 +488,12 @@ impl ExportSpec {
         }
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if !(self.retry.budget_ratio.is_finite()
+            && self.retry.budget_ratio > 0.0
+            && self.retry.budget_ratio <= 10.0)
+        {
+            return Err(invalid("retry.budget_ratio", "must be in (0, 10]"));
         }
         if self.retry.base_ms == 0 || self.retry.cap_ms < self.retry.base_ms {
             return Err(invalid(

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub exports_finalized: IntCounter,
     pub export_seconds: Histogram,
     pub outbox_published: IntCounter,
+    pub tasks_parked: IntCounter,
+    pub breaker_opened: IntCounter,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -93,6 +95,14 @@ impl Metrics {
                 vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0],
             ),
             outbox_published: counter("outbox_published_total", "Outbox messages published"),
+            tasks_parked: counter(
+                "tasks_parked_total",
+                "Tasks handed back with a not-before time instead of waiting",
+            ),
+            breaker_opened: counter(
+                "breaker_open_total",
+                "Failures that left a source's circuit breaker open",
+            ),
             registry,
         }
     }

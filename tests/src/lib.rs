@@ -2,5 +2,6 @@
 //! run in-process and that `make demo` runs as the `pagefleet-mock` binary,
 //! and the chaos harness behind `make chaos`.
 
+pub mod bench;
 pub mod chaos;
 pub mod mock;

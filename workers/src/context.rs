@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use pagefleet_shared::dispatch::Dispatcher;
+use pagefleet_shared::guard::SourceGuard;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
 use pagefleet_shared::source::SourceClient;
@@ -22,6 +23,12 @@ pub struct WorkerContext {
     pub max_token_wait: Duration,
     /// This worker's name, recorded on the tasks it claims.
     pub worker: String,
+    pub guard: SourceGuard,
+    /// Waits longer than this park the task instead of holding it.
+    pub park_after: Duration,
+    /// Off only for the naive baseline in `make bench`: no shared bucket,
+    /// no breaker; each task only waits out its own 429s.
+    pub shared_limiter: bool,
 }
 
 impl WorkerContext {
@@ -30,7 +37,8 @@ impl WorkerContext {
         limiter: RateLimiter,
         source: SourceClient,
         broker: Arc<Broker>,
-        worker: String,
+        guard: SourceGuard,
+        options: &crate::run::WorkerOptions,
     ) -> Self {
         WorkerContext {
             store,
@@ -39,7 +47,10 @@ impl WorkerContext {
             broker,
             dispatcher: Mutex::new(Dispatcher::new()),
             max_token_wait: Duration::from_secs(5),
-            worker,
+            worker: options.name.clone(),
+            guard,
+            park_after: options.park_after,
+            shared_limiter: options.shared_limiter,
         }
     }
 

@@ -27,6 +27,10 @@ struct Args {
     /// Name recorded on the tasks this worker claims (default: host-pid).
     #[arg(long, env = "PAGEFLEET_WORKER_NAME")]
     name: Option<String>,
+    /// Benchmark baseline only: no shared token bucket or breaker; each
+    /// task only waits out its own 429s.
+    #[arg(long, hide = true)]
+    no_shared_limiter: bool,
     /// Seconds to finish tasks in flight after SIGTERM.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
@@ -62,6 +66,8 @@ async fn main() -> ExitCode {
         concurrency: args.concurrency.max(1),
         drain_timeout: Duration::from_secs(args.drain_secs),
         name: args.name.unwrap_or(defaults.name),
+        shared_limiter: !args.no_shared_limiter,
+        ..defaults
     };
     match run(&config, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

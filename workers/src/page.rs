@@ -11,8 +11,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use pagefleet_shared::flatten::{flatten_record, row_key};
+use pagefleet_shared::guard::Gate;
 use pagefleet_shared::pagination::{self, Page};
-use pagefleet_shared::ratelimit::Bucket;
+use pagefleet_shared::ratelimit::{Bucket, Waited};
+use pagefleet_shared::ratelimit_headers;
 use pagefleet_shared::retry::{
     classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass,
 };
@@ -50,6 +52,8 @@ pub enum PageResult {
     DeadLettered,
     /// Not ours to do (done, dead, cancelled, unknown).
     Skipped,
+    /// Handed back with a not-before time (a long wait for the source).
+    Parked,
 }
 
 /// Claims and runs one page task to the end.
@@ -192,15 +196,40 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
         burst: spec.rate_limit.burst,
     };
     let timeout = Duration::from_millis(spec.source.timeout_ms);
-    let mut budget = RetryBudget::new(&spec.retry);
+    let mut budget = RetryBudget::resume(&spec.retry, work.failures, work.failing_for);
     let mut last: Option<Fetched> = None;
+    let mut retrying = work.failures > 0;
 
     loop {
-        let waited = ctx
-            .limiter
-            .wait_for_permit(&bucket, ctx.max_token_wait)
-            .await;
-        metrics().token_wait.observe(waited.as_secs_f64());
+        if ctx.shared_limiter {
+            // The breaker and the retry budget first: during an outage the
+            // source sees probes, not the fleet's backlog of retries.
+            loop {
+                match ctx
+                    .guard
+                    .admit(&bucket.key, retrying, timeout, spec.retry.budget_ratio)
+                    .await
+                {
+                    Gate::Go | Gate::Probe => break,
+                    Gate::Open(wait) | Gate::NoBudget(wait) => {
+                        if wait > ctx.park_after {
+                            return park(ctx, work, &tally, budget.failed_attempts(), wait).await;
+                        }
+                        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+                    }
+                }
+            }
+            match ctx
+                .limiter
+                .permit(&bucket, ctx.max_token_wait, ctx.park_after)
+                .await
+            {
+                Waited::Go(waited) => metrics().token_wait.observe(waited.as_secs_f64()),
+                Waited::Park(wait) => {
+                    return park(ctx, work, &tally, budget.failed_attempts(), wait).await;
+                }
+            }
+        }
         tally.requests += 1;
         let fetched = ctx
             .source
@@ -211,6 +240,17 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
                 spec.source.max_body_bytes,
             )
             .await;
+        if ctx.shared_limiter {
+            // The breaker hears about every answer, the successes included:
+            // an answer of any class but "transient" means the source is up.
+            let healthy = match &fetched {
+                Err(e) => !e.is_transient(),
+                Ok(r) => classify_status(r.status) != StatusClass::Transient,
+            };
+            if ctx.guard.record(&bucket.key, healthy).await {
+                metrics().breaker_opened.inc();
+            }
+        }
         let outcome = match fetched {
             Err(e) => {
                 metrics().requests.with_label_values(&["error"]).inc();
@@ -227,6 +267,13 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
             }
             Ok(response) => {
                 let status = response.status;
+                if ctx.shared_limiter {
+                    if let Some(said) =
+                        ratelimit_headers::parse(&response.headers, SystemTime::now())
+                    {
+                        let _ = ctx.limiter.sync_with_source(&bucket, said.remaining).await;
+                    }
+                }
                 metrics()
                     .requests
                     .with_label_values(&[&format!("{}xx", status / 100)])
@@ -275,6 +322,7 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
                 outcome
             }
         };
+        retrying = matches!(outcome, Outcome::Transient { .. });
         let status = last.as_ref().map(|r| r.status);
         match &outcome {
             Outcome::Permanent { reason } => {
@@ -303,7 +351,10 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
             let pause = delay
                 .or(*retry_after)
                 .unwrap_or_else(|| Duration::from_millis(spec.retry.base_ms));
-            if let Err(e) = ctx.limiter.pause(&bucket, pause).await {
+            if !ctx.shared_limiter {
+                // The naive baseline: each task waits out its own 429.
+                tokio::time::sleep(pause).await;
+            } else if let Err(e) = ctx.limiter.pause(&bucket, pause).await {
                 tracing::warn!(error = %e, "cannot set the fleet-wide pause in Redis; paused locally");
             }
         }
@@ -332,6 +383,36 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
             _ => {}
         }
     }
+}
+
+/// Hands the task back to Postgres with a not-before time and frees this
+/// worker for other work; the scheduler re-publishes it when it is due.
+async fn park(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    tally: &Tally,
+    failures: u32,
+    wait: Duration,
+) -> Result<PageResult, PageError> {
+    let parked = ctx
+        .store
+        .park_page(
+            work.task_id,
+            &ctx.worker,
+            wait,
+            failures,
+            (tally.requests, tally.retries, tally.rate_limited),
+        )
+        .await
+        .map_err(|source| PageError::Store {
+            task_id: work.task_id,
+            source,
+        })?;
+    if parked {
+        metrics().tasks_parked.inc();
+        tracing::debug!(task = %work.task_id, wait_ms = wait.as_millis() as u64, "task parked");
+    }
+    Ok(PageResult::Parked)
 }
 
 async fn land(

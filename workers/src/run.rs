@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use pagefleet_shared::config::ServiceConfig;
+use pagefleet_shared::guard::SourceGuard;
 use pagefleet_shared::model::{QueueRole, TaskMessage};
 use pagefleet_shared::queue::{Broker, QueueError};
 use pagefleet_shared::ratelimit::{RateLimitError, RateLimiter};
@@ -38,8 +39,12 @@ pub struct WorkerOptions {
     pub concurrency: u16,
     /// How long a drain waits for tasks in flight before handing them back.
     pub drain_timeout: Duration,
-    /// Tag shown in RabbitMQ's consumer list.
+    /// Tag shown in RabbitMQ's consumer list, and recorded on claimed tasks.
     pub name: String,
+    /// Waits for a source longer than this park the task.
+    pub park_after: Duration,
+    /// See `WorkerContext::shared_limiter`.
+    pub shared_limiter: bool,
 }
 
 impl Default for WorkerOptions {
@@ -52,6 +57,8 @@ impl Default for WorkerOptions {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
                 std::process::id()
             ),
+            park_after: Duration::from_secs(5),
+            shared_limiter: true,
         }
     }
 }
@@ -85,7 +92,8 @@ pub async fn run(
         limiter,
         SourceClient::new()?,
         broker.clone(),
-        options.name.clone(),
+        SourceGuard::new(&config.redis_url, &config.namespace)?,
+        &options,
     ));
     let pages_tag = format!("{}-pages", options.name);
     let finalize_tag = format!("{}-finalize", options.name);

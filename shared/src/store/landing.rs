@@ -31,6 +31,10 @@ pub struct PageWork {
     pub partition_params: std::collections::BTreeMap<String, String>,
     pub spec: ExportSpec,
     pub export_state: ExportState,
+    /// Failed attempts before this claim (kept across parking).
+    pub failures: u32,
+    /// Time since the first failed attempt.
+    pub failing_for: Duration,
 }
 
 /// The answer to a claim.
@@ -118,13 +122,15 @@ impl Store {
                         claimed_by = $3, claimed_at = now()
                    FROM exports e, partitions p
                   WHERE t.id = $1
+                    AND (t.not_before IS NULL OR t.not_before <= now())
                     AND (t.state = 'queued'
                          OR (t.state = 'in_flight'
                              AND (t.lease_until IS NULL OR t.lease_until < now() OR t.claimed_by = $3)))
                     AND e.id = t.export_id
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
-                        t.deliveries, p.params, e.spec, e.state",
+                        t.deliveries, p.params, e.spec, e.state, t.failures,
+                        COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8",
                 &[&task_id, &lease.as_secs_f64(), &worker],
             )
             .await?;
@@ -179,6 +185,8 @@ impl Store {
                 .map_err(|e| corrupt("partition params", e))?,
             spec: parse_spec(export_id, row.get(8))?,
             export_state: state.parse()?,
+            failures: row.get::<_, i32>(10).max(0) as u32,
+            failing_for: Duration::from_secs_f64(row.get::<_, f64>(11).max(0.0)),
         })))
     }
 
@@ -199,6 +207,81 @@ impl Store {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// Parks a task this worker holds: back to `queued`, not to be delivered
+    /// before `wait` has passed (the scheduler re-publishes it then). The
+    /// requests it made so far are counted now; its failures are kept.
+    pub async fn park_page(
+        &self,
+        task_id: Uuid,
+        worker: &str,
+        wait: Duration,
+        failures: u32,
+        tally: (u32, u32, u32),
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "UPDATE page_tasks
+                    SET state = 'queued', not_before = now() + make_interval(secs => $3),
+                        lease_until = NULL, claimed_by = NULL, updated_at = now(),
+                        failures = $4,
+                        first_failure_at = CASE WHEN $4 > 0 THEN COALESCE(first_failure_at, now()) END
+                  WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2
+              RETURNING export_id",
+                &[&task_id, &worker, &wait.as_secs_f64(), &(failures as i32)],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let export_id: Uuid = row.get(0);
+        let (requests, retries, rate_limited) = tally;
+        tx.execute(
+            "UPDATE exports SET requests = requests + $2, retries = retries + $3,
+                    rate_limited = rate_limited + $4, updated_at = now()
+              WHERE id = $1",
+            &[
+                &export_id,
+                &(requests as i64),
+                &(retries as i64),
+                &(rate_limited as i64),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Re-publishes parked tasks whose time has come. Returns the outbox ids.
+    pub async fn unpark_due(&self) -> Result<Vec<i64>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "WITH due AS (
+                     UPDATE page_tasks SET not_before = NULL, updated_at = now()
+                      WHERE state = 'queued' AND not_before IS NOT NULL AND not_before <= now()
+                      RETURNING id, export_id)
+                 INSERT INTO outbox (queue, body)
+                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                   FROM due
+                 RETURNING id",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Tasks parked right now.
+    pub async fn parked_count(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM page_tasks WHERE state = 'queued' AND not_before IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0))
     }
 
     /// Lands a page in one transaction: task done (only if it was not),

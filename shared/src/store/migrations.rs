@@ -10,6 +10,7 @@ use super::{Store, StoreError};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/0001_core.sql")),
     (2, include_str!("../../migrations/0002_claims.sql")),
+    (3, include_str!("../../migrations/0003_parking.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

@@ -141,7 +141,7 @@ impl Store {
             .execute(
                 "WITH idle AS (
                      UPDATE page_tasks SET updated_at = now()
-                      WHERE state = 'queued'
+                      WHERE state = 'queued' AND not_before IS NULL
                         AND updated_at < now() - make_interval(secs => $1)
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)

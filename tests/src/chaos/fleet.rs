@@ -22,6 +22,8 @@ pub struct FleetEnv {
     pub token_var: String,
     pub token: String,
     pub logs: PathBuf,
+    /// Extra arguments for every worker.
+    pub worker_args: Vec<String>,
 }
 
 pub struct Process {
@@ -34,6 +36,17 @@ impl Process {
     pub async fn kill9(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+
+    /// Peak resident memory so far, from /proc (Linux), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
     }
 
     /// Whether it has exited by itself.
@@ -69,6 +82,7 @@ fn command(env: &FleetEnv, binary: &str, log_name: &str) -> anyhow::Result<Comma
 pub fn spawn_worker(env: &FleetEnv, name: &str) -> anyhow::Result<Process> {
     let child = command(env, "pagefleet-worker", name)?
         .args(["--name", name, "--concurrency", "4", "--drain-secs", "5"])
+        .args(&env.worker_args)
         .spawn()?;
     Ok(Process {
         name: name.to_string(),

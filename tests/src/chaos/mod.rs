@@ -7,7 +7,7 @@
 //!
 //! Chaos restarts the machine's shared services: run it alone.
 
-mod fleet;
+pub(crate) mod fleet;
 mod report;
 pub mod services;
 
@@ -108,22 +108,32 @@ enum Event {
 }
 
 /// One fleet of processes with its own database and namespace.
-struct ProcessFleet {
-    env: FleetEnv,
+pub(crate) struct ProcessFleet {
+    pub(crate) env: FleetEnv,
     db_name: String,
     listen: String,
-    api: ApiClient,
+    pub(crate) api: ApiClient,
     scheduler: Process,
-    workers: Vec<Process>,
+    pub(crate) workers: Vec<Process>,
     spawned: usize,
 }
 
 impl ProcessFleet {
-    async fn start(
+    pub(crate) async fn start(
         label: &str,
         workers: usize,
         work_dir: &Path,
         token: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(label, workers, work_dir, token, Vec::new()).await
+    }
+
+    pub(crate) async fn start_with(
+        label: &str,
+        workers: usize,
+        work_dir: &Path,
+        token: &str,
+        worker_args: Vec<String>,
     ) -> anyhow::Result<Self> {
         let suffix = Uuid::now_v7().simple().to_string();
         let namespace = format!("chaos-{label}-{}", &suffix[suffix.len() - 8..]);
@@ -137,6 +147,7 @@ impl ProcessFleet {
             token_var: "PAGEFLEET_CHAOS_TOKEN".into(),
             token: token.into(),
             logs,
+            worker_args,
         };
         let listen = format!("127.0.0.1:{}", free_port()?);
         let scheduler = spawn_scheduler(&env, &listen)?;
@@ -202,7 +213,7 @@ impl ProcessFleet {
 
     /// Waits until the export is settled (see `ExportStatus::is_settled`)
     /// in one of `states`.
-    async fn wait_state(
+    pub(crate) async fn wait_state(
         &mut self,
         id: Uuid,
         states: &[ExportState],
@@ -225,7 +236,7 @@ impl ProcessFleet {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for w in &mut self.workers {
             w.kill9().await;
         }

@@ -44,6 +44,8 @@ struct Shared {
     addr: SocketAddr,
     fail_records: Mutex<Vec<usize>>,
     buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// While true every data request answers 503 (a total outage).
+    outage: std::sync::atomic::AtomicBool,
     /// Attempts per exact path and query that reached the fault stage.
     attempts: Mutex<HashMap<String, u64>>,
     stats: Mutex<Recorder>,
@@ -76,6 +78,7 @@ impl MockServer {
             config,
             addr,
             buckets: Mutex::new(HashMap::new()),
+            outage: std::sync::atomic::AtomicBool::new(false),
             attempts: Mutex::new(HashMap::new()),
             stats: Mutex::new(Recorder::new(Instant::now())),
         });
@@ -123,6 +126,13 @@ impl MockServer {
     /// Makes every page containing `id` answer 404, or clears that with `None`.
     pub fn set_fail_record(&self, id: Option<usize>) {
         self.set_fail_records(id.into_iter().collect());
+    }
+
+    /// Starts or ends a total outage: every data request answers 503.
+    pub fn set_outage(&self, down: bool) {
+        self.shared
+            .outage
+            .store(down, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Poisons every page holding any of these ids (several poison pages).
@@ -230,6 +240,10 @@ async fn serve_data(shared: Arc<Shared>, style: Style, uri: Uri, headers: Header
             return resp;
         }
     };
+    if shared.outage.load(std::sync::atomic::Ordering::Relaxed) {
+        shared.stats().fault("outage");
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "down for everyone");
+    }
     let admit = {
         let now = Instant::now();
         let mut buckets = lock(&shared.buckets);

@@ -81,6 +81,7 @@ impl Fleet {
                     concurrency: 4,
                     drain_timeout: Duration::from_secs(5),
                     name: format!("{}-w{i}", config.namespace),
+                    ..WorkerOptions::default()
                 };
                 if let Err(e) = pagefleet_workers::run(&config, options, shutdown).await {
                     panic!("worker failed: {e}");
@@ -214,6 +215,8 @@ burst = {burst}
 max_attempts = 10
 base_ms = 50
 cap_ms = 1000
+# These tests inject far more faults than a 10 % retry budget covers.
+budget_ratio = 1.0
 
 [output]
 dir = "{out}"

@@ -1,0 +1,421 @@
+//! `make bench`: how close the fleet runs to a source's rate limit R without
+//! crossing it, against a naive baseline, through an outage, and the limiter
+//! alone. Everything is measured as ratios in one run; absolute times on a
+//! shared machine are noisy. Speed is measured here, never asserted in tests.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::ratelimit::{Bucket, Permit, RateLimiter};
+use pagefleet_shared::spec::ExportSpec;
+
+use crate::chaos::ProcessFleet;
+use crate::mock::{MockConfig, MockServer};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub pages: usize,
+    pub page_size: usize,
+    pub rates: Vec<f64>,
+    pub burst: u32,
+    pub workers: Vec<usize>,
+    pub outage: Duration,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            pages: 2_000,
+            page_size: 10,
+            rates: vec![50.0, 200.0],
+            burst: 10,
+            workers: vec![1, 4, 8],
+            outage: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One export's numbers.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub rate: f64,
+    pub workers: usize,
+    pub shared: bool,
+    pub wall: Duration,
+    pub source_span: Duration,
+    pub requests: u64,
+    pub status_429: u64,
+    pub peak_1s: u64,
+    pub pages: usize,
+    pub rss_kib: u64,
+}
+
+impl RunResult {
+    /// Useful requests / (R × time the source was busy with us).
+    pub fn efficiency(&self) -> f64 {
+        self.pages as f64 / (self.rate * self.source_span.as_secs_f64().max(0.001))
+    }
+    pub fn share_429(&self) -> f64 {
+        self.status_429 as f64 / self.requests.max(1) as f64
+    }
+    pub fn per_page(&self) -> f64 {
+        self.requests as f64 / self.pages as f64
+    }
+}
+
+fn spec_toml(pages_size: usize, rate: f64, burst: u32, base: &str, out: &Path) -> String {
+    format!(
+        r#"name = "bench"
+primary_key = ["id"]
+page_size = {pages_size}
+
+[source]
+base_url = "{base}"
+path = "/offset/items"
+records_path = "data"
+auth = {{ type = "bearer", secret = {{ env = "PAGEFLEET_CHAOS_TOKEN" }} }}
+timeout_ms = 2000
+
+[pagination]
+style = "offset"
+total_path = "total"
+
+[rate_limit]
+rate = {rate}
+burst = {burst}
+
+[retry]
+max_attempts = 50
+max_elapsed_ms = 900000
+base_ms = 200
+cap_ms = 5000
+
+[output]
+dir = "{out}"
+"#,
+        out = out.display()
+    )
+}
+
+async fn start_mock(config: &BenchConfig, rate: f64, token: &str) -> anyhow::Result<MockServer> {
+    let mut mock = MockConfig::new(42, config.pages * config.page_size);
+    mock.rate = rate;
+    mock.burst = config.burst;
+    mock.token = token.to_string();
+    mock.max_page_size = config.page_size;
+    Ok(MockServer::start(mock).await?)
+}
+
+/// One export with `workers` workers against a source limited to `rate`.
+pub async fn run_export(
+    config: &BenchConfig,
+    rate: f64,
+    workers: usize,
+    shared: bool,
+    work_dir: &Path,
+) -> anyhow::Result<RunResult> {
+    let token = format!("bench-{}", Uuid::now_v7().simple());
+    let mock = start_mock(config, rate, &token).await?;
+    let args = if shared {
+        Vec::new()
+    } else {
+        vec!["--no-shared-limiter".to_string()]
+    };
+    let label = format!(
+        "r{rate}-w{workers}-{}",
+        if shared { "shared" } else { "naive" }
+    );
+    let mut fleet = ProcessFleet::start_with(&label, workers, work_dir, &token, args).await?;
+    let out = work_dir.join(&label).join("out");
+    let spec = ExportSpec::from_toml(&spec_toml(
+        config.page_size,
+        rate,
+        config.burst,
+        &mock.base_url(),
+        &out,
+    ))?;
+    let started = Instant::now();
+    let id = fleet.api.submit(&spec, None).await?.id;
+    let status = fleet
+        .wait_state(
+            id,
+            &[
+                ExportState::Completed,
+                ExportState::Failed,
+                ExportState::Blocked,
+            ],
+            Duration::from_secs(1800),
+        )
+        .await?;
+    let wall = started.elapsed();
+    let rss = fleet
+        .workers
+        .iter()
+        .filter_map(|w| w.peak_rss_kib())
+        .max()
+        .unwrap_or(0);
+    fleet.stop().await;
+    let stats = mock.finish().await;
+    anyhow::ensure!(
+        status.state == ExportState::Completed,
+        "{label} ended {}",
+        status.state
+    );
+    let span_ms = stats
+        .last_request_at_ms
+        .unwrap_or(0)
+        .saturating_sub(stats.first_request_at_ms.unwrap_or(0));
+    Ok(RunResult {
+        rate,
+        workers,
+        shared,
+        wall,
+        source_span: Duration::from_millis(span_ms),
+        requests: stats.requests,
+        status_429: stats.status_429,
+        peak_1s: stats.peak_requests_1s,
+        pages: config.pages,
+        rss_kib: rss,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct OutageResult {
+    pub rate_before: f64,
+    pub rate_during: f64,
+    pub recovery: Option<Duration>,
+}
+
+/// 100 % 503 for `config.outage` in the middle of an export.
+pub async fn run_outage(
+    config: &BenchConfig,
+    rate: f64,
+    workers: usize,
+    work_dir: &Path,
+) -> anyhow::Result<OutageResult> {
+    let token = format!("bench-{}", Uuid::now_v7().simple());
+    let mock = start_mock(config, rate, &token).await?;
+    let mut fleet = ProcessFleet::start("outage", workers, work_dir, &token).await?;
+    let out = work_dir.join("outage-out");
+    let spec = ExportSpec::from_toml(&spec_toml(
+        config.page_size,
+        rate,
+        config.burst,
+        &mock.base_url(),
+        &out,
+    ))?;
+    let id = fleet.api.submit(&spec, None).await?.id;
+    // Let it reach steady state, then measure 10 s before the outage.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before_start = mock.stats().requests;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let before = mock.stats().requests - before_start;
+    mock.set_outage(true);
+    let during_start = mock.stats().requests;
+    tokio::time::sleep(config.outage).await;
+    let during = mock.stats().requests - during_start;
+    mock.set_outage(false);
+    // Recovery: the first moment the last 2 s ran at >= 95 % of R.
+    let ended = Instant::now();
+    let mut samples: Vec<(Instant, u64)> = vec![(ended, mock.stats().ok)];
+    let mut recovery = None;
+    while ended.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = Instant::now();
+        let ok = mock.stats().ok;
+        samples.push((now, ok));
+        if let Some((t0, ok0)) = samples
+            .iter()
+            .rev()
+            .find(|(t, _)| now.duration_since(*t) >= Duration::from_secs(2))
+        {
+            let r = (ok - ok0) as f64 / now.duration_since(*t0).as_secs_f64();
+            if r >= 0.95 * rate {
+                recovery = Some(t0.duration_since(ended));
+                break;
+            }
+        }
+        if let Ok(s) = fleet.api.status(id).await {
+            if s.state.is_terminal() {
+                break;
+            }
+        }
+    }
+    let _ = fleet
+        .wait_state(
+            id,
+            &[
+                ExportState::Completed,
+                ExportState::Failed,
+                ExportState::Blocked,
+            ],
+            Duration::from_secs(900),
+        )
+        .await;
+    fleet.stop().await;
+    mock.shutdown().await;
+    Ok(OutageResult {
+        rate_before: before as f64 / 10.0,
+        rate_during: during as f64 / config.outage.as_secs_f64(),
+        recovery,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct LimiterResult {
+    pub decisions_per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// The limiter alone: concurrent callers deciding against one bucket.
+pub async fn run_limiter(duration: Duration) -> anyhow::Result<LimiterResult> {
+    let ns = format!("bench-{}", Uuid::now_v7().simple());
+    let limiter = RateLimiter::new("redis://127.0.0.1:6379", &ns)?;
+    let bucket = Bucket {
+        key: "limiter-bench".into(),
+        rate: 1_000_000.0,
+        burst: 1_000,
+    };
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..16 {
+        let limiter = limiter.clone();
+        let bucket = bucket.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < duration {
+                let t = Instant::now();
+                if let Ok(Permit::Go | Permit::Reserved(_)) =
+                    limiter.acquire(&bucket, Duration::ZERO).await
+                {}
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    let elapsed = started.elapsed();
+    limiter.clear().await?;
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(LimiterResult {
+        decisions_per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.5),
+        p99: pick(0.99),
+    })
+}
+
+/// Runs everything and returns the printed report.
+pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::Result<String> {
+    let work_dir =
+        std::env::temp_dir().join(format!("pagefleet-bench-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&work_dir)?;
+    let mut runs = Vec::new();
+    for &rate in &config.rates {
+        for &workers in &config.workers {
+            for shared in [true, false] {
+                progress(&format!(
+                    "bench: R={rate}/s, {workers} worker(s), {} limiter...",
+                    if shared { "shared" } else { "no shared" }
+                ));
+                let r = run_export(config, rate, workers, shared, &work_dir).await?;
+                progress(&format!(
+                    "  {:.1}% of R, {:.2}% 429s, peak {} in 1 s",
+                    r.efficiency() * 100.0,
+                    r.share_429() * 100.0,
+                    r.peak_1s
+                ));
+                runs.push(r);
+            }
+        }
+    }
+    let outage_rate = config.rates[0];
+    let outage_workers = *config.workers.last().unwrap_or(&1);
+    progress(&format!(
+        "bench: outage of {:?} at R={outage_rate}/s with {outage_workers} workers...",
+        config.outage
+    ));
+    let outage = run_outage(config, outage_rate, outage_workers, &work_dir).await?;
+    progress("bench: the limiter alone...");
+    let limiter = run_limiter(Duration::from_secs(3)).await?;
+    let _ = std::fs::remove_dir_all(&work_dir);
+    Ok(render(
+        config,
+        &runs,
+        &outage,
+        outage_rate,
+        outage_workers,
+        &limiter,
+    ))
+}
+
+fn render(
+    config: &BenchConfig,
+    runs: &[RunResult],
+    outage: &OutageResult,
+    outage_rate: f64,
+    outage_workers: usize,
+    limiter: &LimiterResult,
+) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "pagefleet bench: {} pages of {} records, offset pagination (fan-out), burst {}",
+        config.pages, config.page_size, config.burst
+    );
+    let _ = writeln!(
+        t,
+        "| R/s | workers | limiter | wall s | source busy s | useful/(R*busy) | 429 share | peak 1 s (R+burst) | req/page | worker RSS MiB |"
+    );
+    let _ = writeln!(t, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in runs {
+        let _ = writeln!(
+            t,
+            "| {:.0} | {} | {} | {:.1} | {:.1} | {:.1} % | {:.2} % | {} ({}) | {:.3} | {:.1} |",
+            r.rate,
+            r.workers,
+            if r.shared { "shared" } else { "naive" },
+            r.wall.as_secs_f64(),
+            r.source_span.as_secs_f64(),
+            r.efficiency() * 100.0,
+            r.share_429() * 100.0,
+            r.peak_1s,
+            r.rate as u64 + config.burst as u64,
+            r.per_page(),
+            r.rss_kib as f64 / 1024.0
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "outage: 100 % 503 for {:.0} s at R={outage_rate}/s, {outage_workers} workers: {:.1} req/s before, {:.2} req/s during → ratio {:.3}; back to >= 95 % of R {}",
+        config.outage.as_secs_f64(),
+        outage.rate_before,
+        outage.rate_during,
+        outage.rate_during / outage.rate_before.max(0.001),
+        match outage.recovery {
+            Some(d) => format!("{:.1} s after it ended", d.as_secs_f64()),
+            None => "not within 90 s".to_string(),
+        }
+    );
+    let _ = writeln!(
+        t,
+        "limiter alone (16 concurrent callers, one bucket): {:.0} decisions/s, p50 {:.2} ms, p99 {:.2} ms",
+        limiter.decisions_per_sec,
+        limiter.p50.as_secs_f64() * 1000.0,
+        limiter.p99.as_secs_f64() * 1000.0
+    );
+    t
+}

@@ -1,0 +1,47 @@
+//! `make bench`: prints one table of how the fleet uses a source's rate
+//! limit (see `pagefleet_tests::bench`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use pagefleet_tests::bench::{run_all, BenchConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pagefleet-bench",
+    about = "Measure rate-limit use, 429s, outage behaviour and the limiter"
+)]
+struct Args {
+    #[arg(long, env = "BENCH_PAGES", default_value_t = 2000)]
+    pages: usize,
+    #[arg(long, env = "BENCH_RATES", value_delimiter = ',', default_values_t = vec![50.0, 200.0])]
+    rates: Vec<f64>,
+    #[arg(long, env = "BENCH_WORKERS", value_delimiter = ',', default_values_t = vec![1usize, 4, 8])]
+    workers: Vec<usize>,
+    #[arg(long, env = "BENCH_OUTAGE_SECS", default_value_t = 60)]
+    outage_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = BenchConfig {
+        pages: args.pages,
+        rates: args.rates,
+        workers: args.workers,
+        outage: Duration::from_secs(args.outage_secs),
+        ..BenchConfig::default()
+    };
+    match run_all(&config, |line| eprintln!("{line}")).await {
+        Ok(table) => {
+            println!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pagefleet-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
