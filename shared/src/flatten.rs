@@ -259,7 +259,7 @@ fn push_text_part(key: &mut String, text: &str) {
 }
 
 /// How a JSON value is described in an error message.
-fn kind(value: &Value) -> &'static str {
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -15,11 +15,10 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::Pool;
 use redis::Script;
 
-use crate::config::redact_url;
-use crate::ratelimit::RateLimitError;
+use crate::ratelimit::{redis_pool, RateLimitError};
 
 /// Consecutive failures that open the breaker.
 pub const THRESHOLD: u32 = 5;
@@ -120,12 +119,7 @@ pub struct SourceGuard {
 
 impl SourceGuard {
     pub fn new(redis_url: &str, namespace: &str) -> Result<SourceGuard, RateLimitError> {
-        let pool = Config::from_url(redis_url)
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| RateLimitError::Config {
-                url: redact_url(redis_url),
-                message: e.to_string(),
-            })?;
+        let pool = redis_pool(redis_url)?;
         Ok(SourceGuard {
             pool,
             prefix: format!("{namespace}:guard:"),

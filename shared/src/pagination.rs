@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use crate::flatten::kind;
 use crate::spec::PaginationSpec;
 
 /// Where a page is. Stored in Postgres with each page task, so a task can be
@@ -481,17 +482,6 @@ fn optional_string(body: &Value, path: &str) -> Result<Option<String>, Paginatio
             found: kind(other),
             expected: "a string",
         }),
-    }
-}
-
-pub fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -97,6 +97,16 @@ pub enum Permit {
     Paused(Duration),
 }
 
+/// A pool of Redis connections (shared by the limiter and the guard).
+pub fn redis_pool(redis_url: &str) -> Result<Pool, RateLimitError> {
+    Config::from_url(redis_url)
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(|e| RateLimitError::Config {
+            url: redact_url(redis_url),
+            message: e.to_string(),
+        })
+}
+
 /// The outcome of [`RateLimiter::permit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waited {
@@ -165,12 +175,7 @@ impl LocalFallback {
 
 impl RateLimiter {
     pub fn new(redis_url: &str, namespace: &str) -> Result<RateLimiter, RateLimitError> {
-        let pool = Config::from_url(redis_url)
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| RateLimitError::Config {
-                url: redact_url(redis_url),
-                message: e.to_string(),
-            })?;
+        let pool = redis_pool(redis_url)?;
         Ok(RateLimiter {
             pool,
             prefix: format!("{namespace}:rl:"),

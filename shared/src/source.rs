@@ -170,22 +170,12 @@ pub fn display_url(url: &Url) -> String {
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| {
-            let lower = k.to_ascii_lowercase();
-            let secret = [
-                "key",
-                "token",
-                "secret",
-                "password",
-                "signature",
-                "auth",
-                "sig",
-            ]
-            .iter()
-            .any(|s| lower.contains(s));
-            (
-                k.into_owned(),
-                if secret { "***".into() } else { v.into_owned() },
-            )
+            let shown = if is_secret_param(&k) {
+                "***".to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), shown)
         })
         .collect();
     if pairs.is_empty() {

@@ -13,6 +13,7 @@ use pagefleet_shared::model::ExportState;
 use pagefleet_shared::ratelimit::{Bucket, Permit, RateLimiter};
 use pagefleet_shared::spec::ExportSpec;
 
+use crate::chaos::fleet::offset_spec;
 use crate::chaos::ProcessFleet;
 use crate::mock::{MockConfig, MockServer};
 
@@ -67,37 +68,15 @@ impl RunResult {
     }
 }
 
-fn spec_toml(pages_size: usize, rate: f64, burst: u32, base: &str, out: &Path) -> String {
-    format!(
-        r#"name = "bench"
-primary_key = ["id"]
-page_size = {pages_size}
-
-[source]
-base_url = "{base}"
-path = "/offset/items"
-records_path = "data"
-auth = {{ type = "bearer", secret = {{ env = "PAGEFLEET_CHAOS_TOKEN" }} }}
-timeout_ms = 2000
-
-[pagination]
-style = "offset"
-total_path = "total"
-
-[rate_limit]
-rate = {rate}
-burst = {burst}
-
-[retry]
-max_attempts = 50
-max_elapsed_ms = 900000
-base_ms = 200
-cap_ms = 5000
-
-[output]
-dir = "{out}"
-"#,
-        out = out.display()
+fn spec_toml(page_size: usize, rate: f64, burst: u32, base: &str, out: &Path) -> String {
+    offset_spec(
+        "bench",
+        page_size,
+        rate,
+        burst,
+        base,
+        out,
+        "max_attempts = 50\nmax_elapsed_ms = 900000\nbase_ms = 200\ncap_ms = 5000",
     )
 }
 

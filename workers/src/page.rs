@@ -415,6 +415,58 @@ async fn park(
     Ok(PageResult::Parked)
 }
 
+/// A page's rows and what follows it, or why the page cannot be used
+/// (a reason for the dead letter: no records, a record without its key, a
+/// broken pagination field).
+fn prepare(
+    work: &PageWork,
+    tally: &Tally,
+    response: &Fetched,
+    body: &Value,
+    url: &url::Url,
+    origin: &url::Url,
+) -> Result<Landing, String> {
+    let spec = &work.spec;
+    let at = format!("page {} of partition {}", work.page_no, work.partition_no);
+    let records = pagination::records(body, spec.source.records_path.as_deref())
+        .map_err(|e| format!("{at}: {e}"))?;
+    let mut rows = Vec::with_capacity(records.len());
+    let mut columns = BTreeSet::new();
+    for (i, record) in records.iter().enumerate() {
+        let key =
+            row_key(record, &spec.primary_key).map_err(|e| format!("record {i} on {at}: {e}"))?;
+        let row = flatten_record(record).map_err(|e| format!("record {i} on {at}: {e}"))?;
+        if spec.columns.is_none() {
+            columns.extend(row.keys().cloned());
+        }
+        rows.push((key, serde_json::to_string(&row).unwrap_or_default()));
+    }
+    let page = Page {
+        body,
+        headers: &response.headers,
+        records,
+        url,
+        origin,
+    };
+    let next = pagination::next(
+        &spec.pagination,
+        spec.page_size,
+        &work.position,
+        work.role,
+        &page,
+    )
+    .map_err(|e| format!("{at}: {e}"))?;
+    Ok(Landing {
+        task_id: work.task_id,
+        rows,
+        columns,
+        next,
+        requests: tally.requests,
+        retries: tally.retries,
+        rate_limited: tally.rate_limited,
+    })
+}
+
 async fn land(
     ctx: &WorkerContext,
     work: &PageWork,
@@ -424,125 +476,29 @@ async fn land(
     url: &url::Url,
     origin: &url::Url,
 ) -> Result<PageResult, PageError> {
-    let spec = &work.spec;
-    let bad_page = |reason: String| reason;
-    let records = match pagination::records(body, spec.source.records_path.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            let reason = bad_page(format!(
-                "page {} of partition {}: {e}",
-                work.page_no, work.partition_no
-            ));
-            return dead_letter(
-                ctx,
-                work,
-                tally,
-                "bad_page",
-                reason,
-                Some(response.status),
-                Some(response),
-            )
-            .await;
-        }
-    };
-    let mut rows = Vec::with_capacity(records.len());
-    let mut columns = BTreeSet::new();
-    for (i, record) in records.iter().enumerate() {
-        let prepared = row_key(record, &spec.primary_key).and_then(|key| {
-            let row = flatten_record(record)?;
-            Ok((key, row))
-        });
-        match prepared {
-            Ok((key, row)) => {
-                if spec.columns.is_none() {
-                    columns.extend(row.keys().cloned());
-                }
-                let text = serde_json::to_string(&row).unwrap_or_default();
-                rows.push((key, text));
+    let stored = match prepare(work, tally, response, body, url, origin) {
+        Err(reason) => Err(reason),
+        Ok(landing) => match ctx.store.land_page(&landing).await {
+            Ok(landed) => Ok(landed),
+            Err(source) if source.is_retryable() => {
+                return Err(PageError::Store {
+                    task_id: work.task_id,
+                    source,
+                })
             }
-            Err(e) => {
-                let reason = format!(
-                    "record {i} on page {} of partition {}: {e}",
-                    work.page_no, work.partition_no
-                );
-                return dead_letter(
-                    ctx,
-                    work,
-                    tally,
-                    "bad_page",
-                    reason,
-                    Some(response.status),
-                    Some(response),
-                )
-                .await;
-            }
-        }
-    }
-    let next = match pagination::next(
-        &spec.pagination,
-        spec.page_size,
-        &work.position,
-        work.role,
-        &Page {
-            body,
-            headers: &response.headers,
-            records,
-            url,
-            origin,
-        },
-    ) {
-        Ok(n) => n,
-        Err(e) => {
-            let reason = format!(
-                "page {} of partition {}: {e}",
-                work.page_no, work.partition_no
-            );
-            return dead_letter(
-                ctx,
-                work,
-                tally,
-                "bad_page",
-                reason,
-                Some(response.status),
-                Some(response),
-            )
-            .await;
-        }
-    };
-    let landing = Landing {
-        task_id: work.task_id,
-        rows,
-        columns,
-        next,
-        requests: tally.requests,
-        retries: tally.retries,
-        rate_limited: tally.rate_limited,
-    };
-    let landed = match ctx.store.land_page(&landing).await {
-        Ok(landed) => landed,
-        Err(source) if source.is_retryable() => {
-            return Err(PageError::Store {
-                task_id: work.task_id,
-                source,
-            })
-        }
-        // The page's data cannot be stored (say, text Postgres refuses):
-        // fetching it again would fail the same way.
-        Err(e) => {
-            let reason = format!(
+            // The page's data cannot be stored (say, text Postgres
+            // refuses): fetching it again would fail the same way.
+            Err(e) => Err(format!(
                 "page {} of partition {} cannot be stored: {e}",
                 work.page_no, work.partition_no
-            );
-            return dead_letter(
-                ctx,
-                work,
-                tally,
-                "bad_page",
-                reason,
-                Some(response.status),
-                Some(response),
-            )
-            .await;
+            )),
+        },
+    };
+    let landed = match stored {
+        Ok(landed) => landed,
+        Err(reason) => {
+            let status = Some(response.status);
+            return dead_letter(ctx, work, tally, "bad_page", reason, status, Some(response)).await;
         }
     };
     match landed {

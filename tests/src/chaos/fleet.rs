@@ -111,3 +111,45 @@ pub fn ensure_dir(path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path)?;
     Ok(())
 }
+
+/// The spec both `make chaos` and `make bench` export: offset pagination
+/// with a total (every page fanned out at once) against the mock source,
+/// authenticated from the fleet's token variable.
+pub fn offset_spec(
+    name: &str,
+    page_size: usize,
+    rate: f64,
+    burst: u32,
+    base_url: &str,
+    out: &Path,
+    retry: &str,
+) -> String {
+    format!(
+        r#"name = "{name}"
+primary_key = ["id"]
+page_size = {page_size}
+
+[source]
+base_url = "{base_url}"
+path = "/offset/items"
+records_path = "data"
+auth = {{ type = "bearer", secret = {{ env = "PAGEFLEET_CHAOS_TOKEN" }} }}
+timeout_ms = 1500
+
+[pagination]
+style = "offset"
+total_path = "total"
+
+[rate_limit]
+rate = {rate}
+burst = {burst}
+
+[retry]
+{retry}
+
+[output]
+dir = "{out}"
+"#,
+        out = out.display()
+    )
+}

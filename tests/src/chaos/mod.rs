@@ -270,39 +270,14 @@ async fn admin(sql: &str) -> anyhow::Result<()> {
 }
 
 fn spec_toml(config: &ChaosConfig, mock: &MockServer, out: &Path) -> String {
-    format!(
-        r#"name = "chaos"
-primary_key = ["id"]
-page_size = {page_size}
-
-[source]
-base_url = "{base}"
-path = "/offset/items"
-records_path = "data"
-auth = {{ type = "bearer", secret = {{ env = "PAGEFLEET_CHAOS_TOKEN" }} }}
-timeout_ms = 1500
-
-[pagination]
-style = "offset"
-total_path = "total"
-
-[rate_limit]
-rate = {rate}
-burst = {burst}
-
-[retry]
-max_attempts = 12
-base_ms = 100
-cap_ms = 2000
-
-[output]
-dir = "{out}"
-"#,
-        page_size = config.page_size,
-        base = mock.base_url(),
-        rate = config.rate,
-        burst = config.burst,
-        out = out.display(),
+    fleet::offset_spec(
+        "chaos",
+        config.page_size,
+        config.rate,
+        config.burst,
+        &mock.base_url(),
+        out,
+        "max_attempts = 12\nbase_ms = 100\ncap_ms = 2000",
     )
 }
 
