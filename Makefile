@@ -18,8 +18,10 @@ chaos: up build
 
 # Rate-limit use against the mock source (R = 50 and 200/s; 1, 4, 8 workers;
 # shared limiter vs a naive baseline), an outage, and the limiter alone.
-bench: up build
-	$(CARGO) run -q -p pagefleet-tests --bin pagefleet-bench
+# Measured on a release build: a debug build measures the compiler, not us.
+bench: up
+	$(CARGO) build --release --workspace --bins
+	PAGEFLEET_BIN_DIR=$(CURDIR)/target/release target/release/pagefleet-bench
 
 up:
 	deploy/services.sh

@@ -62,17 +62,15 @@ impl Dispatcher {
                 Err(e) => return (Vec::new(), Some(e)),
             }
         }
-        let mut sent = Vec::with_capacity(messages.len());
-        if let Some(publisher) = &self.publisher {
-            for message in &messages {
-                let body = message.body.to_string();
-                if let Err(e) = publisher.publish(message.queue, body.as_bytes()).await {
-                    return (sent, Some(e));
-                }
-                sent.push(message.id);
-            }
-        }
-        (sent, None)
+        let Some(publisher) = &self.publisher else {
+            return (Vec::new(), None);
+        };
+        let bodies: Vec<_> = messages
+            .iter()
+            .map(|m| (m.queue, m.body.to_string().into_bytes()))
+            .collect();
+        let (confirmed, error) = publisher.publish_all(&bodies).await;
+        (messages[..confirmed].iter().map(|m| m.id).collect(), error)
     }
 
     /// Publishes the outbox rows with these ids (those a transaction of the

@@ -269,18 +269,52 @@ pub struct Publisher {
     names: QueueNames,
 }
 
+/// Publishes in flight at once before waiting for their confirmations.
+pub const CONFIRM_WINDOW: usize = 64;
+
 impl Publisher {
     /// Returns only when the broker has taken responsibility for the
     /// message: confirmed with an ack, and not returned as unroutable.
     pub async fn publish(&self, role: QueueRole, body: &[u8]) -> Result<(), QueueError> {
+        let confirm = self.start(role, body).await?;
+        self.confirmed(role, confirm).await
+    }
+
+    /// Publishes messages in order with up to `CONFIRM_WINDOW` awaiting
+    /// confirmation at once. Returns how many, from the first, the broker
+    /// confirmed, and the error that stopped it (the rest are to be
+    /// published again; some of them may arrive twice, which consumers
+    /// absorb).
+    pub async fn publish_all(
+        &self,
+        messages: &[(QueueRole, Vec<u8>)],
+    ) -> (usize, Option<QueueError>) {
+        let mut confirmed = 0;
+        for window in messages.chunks(CONFIRM_WINDOW) {
+            let mut pending = Vec::with_capacity(window.len());
+            for (role, body) in window {
+                match self.start(*role, body).await {
+                    Ok(confirm) => pending.push((*role, confirm)),
+                    Err(e) => return (confirmed, Some(e)),
+                }
+            }
+            for (role, confirm) in pending {
+                if let Err(e) = self.confirmed(role, confirm).await {
+                    return (confirmed, Some(e));
+                }
+                confirmed += 1;
+            }
+        }
+        (confirmed, None)
+    }
+
+    async fn start(
+        &self,
+        role: QueueRole,
+        body: &[u8],
+    ) -> Result<lapin::PublisherConfirm, QueueError> {
         let queue = self.names.name(role);
-        let op_error = |op, source| QueueError::Op {
-            op,
-            queue: queue.clone(),
-            source,
-        };
-        let confirm = self
-            .channel
+        self.channel
             .basic_publish(
                 "".into(),
                 queue.as_str().into(),
@@ -294,14 +328,30 @@ impl Publisher {
                     .with_content_type("application/json".into()),
             )
             .await
-            .map_err(|e| op_error("basic_publish", e))?;
+            .map_err(|source| QueueError::Op {
+                op: "basic_publish",
+                queue,
+                source,
+            })
+    }
+
+    async fn confirmed(
+        &self,
+        role: QueueRole,
+        confirm: lapin::PublisherConfirm,
+    ) -> Result<(), QueueError> {
+        let queue = self.names.name(role);
         let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
             .await
             .map_err(|_| QueueError::ConfirmTimeout {
                 queue: queue.clone(),
                 secs: CONFIRM_TIMEOUT.as_secs(),
             })?
-            .map_err(|e| op_error("publish confirm", e))?;
+            .map_err(|source| QueueError::Op {
+                op: "publish confirm",
+                queue: queue.clone(),
+                source,
+            })?;
         if !confirmation.is_ack() {
             return Err(QueueError::NotConfirmed {
                 queue,

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub export_seconds: Histogram,
     pub outbox_published: IntCounter,
     pub tasks_parked: IntCounter,
+    pub source_pauses: IntCounter,
     pub breaker_opened: IntCounter,
 }
 
@@ -95,6 +96,10 @@ impl Metrics {
                 vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0],
             ),
             outbox_published: counter("outbox_published_total", "Outbox messages published"),
+            source_pauses: counter(
+                "source_pauses_total",
+                "Fleet-wide pauses of a source set after a 429",
+            ),
             tasks_parked: counter(
                 "tasks_parked_total",
                 "Tasks handed back with a not-before time instead of waiting",

@@ -354,7 +354,10 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
             if !ctx.shared_limiter {
                 // The naive baseline: each task waits out its own 429.
                 tokio::time::sleep(pause).await;
-            } else if let Err(e) = ctx.limiter.pause(&bucket, pause).await {
+            } else if let Err(e) = {
+                metrics().source_pauses.inc();
+                ctx.limiter.pause(&bucket, pause).await
+            } {
                 tracing::warn!(error = %e, "cannot set the fleet-wide pause in Redis; paused locally");
             }
         }

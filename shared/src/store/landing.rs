@@ -1,9 +1,11 @@
 //! A page task's life in Postgres: claimed by a worker, then landed in one
 //! transaction, or dead-lettered.
 //!
-//! Landing locks the export row first. That serializes the landings of one
-//! export, so exactly one landing sees that it was the last and writes the
-//! finalize message, and the counters never lose an update.
+//! Landing updates the export row last, just before it commits. That row
+//! lock serializes the end of the landings of one export, so exactly one
+//! landing sees that it was the last and writes the finalize message, and
+//! the counters never lose an update, while the expensive part (merging
+//! rows) runs in parallel.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -292,7 +294,9 @@ impl Store {
         let tx = client.transaction().await?;
         let Some(task) = tx
             .query_opt(
-                "SELECT export_id, tenant_id, partition_no, page_no FROM page_tasks WHERE id = $1",
+                "SELECT t.export_id, t.tenant_id, t.partition_no, t.page_no, t.role, e.state
+                   FROM page_tasks t JOIN exports e ON e.id = t.export_id
+                  WHERE t.id = $1",
                 &[&landing.task_id],
             )
             .await?
@@ -303,16 +307,8 @@ impl Store {
         let tenant_id: String = task.get(1);
         let partition_no: i32 = task.get(2);
         let page_no: i64 = task.get(3);
-
-        // The lock that serializes this export's landings.
-        let state: String = tx
-            .query_one(
-                "SELECT state FROM exports WHERE id = $1 FOR UPDATE",
-                &[&export_id],
-            )
-            .await?
-            .get(0);
-        let state: ExportState = state.parse()?;
+        let is_leaf = task.get::<_, String>(4) == "leaf";
+        let state: ExportState = task.get::<_, String>(5).parse()?;
         if state == ExportState::Cancelled {
             return Ok(Landed::Duplicate);
         }
@@ -410,22 +406,26 @@ impl Store {
             Next::Chain(position) => Some(to_json(position)?),
             _ => None,
         };
-        tx.execute(
-            "UPDATE partitions
+        // A fan-out leaf changes nothing in its partition; not touching the
+        // row keeps leaves from serializing on it.
+        if !(is_leaf && matches!(landing.next, Next::Done)) {
+            tx.execute(
+                "UPDATE partitions
                 SET pages_landed = pages_landed + 1,
                     planned_all = planned_all OR $3,
                     checkpoint_page = GREATEST(checkpoint_page, $4),
                     next_position = CASE WHEN $4 > checkpoint_page THEN $5 ELSE next_position END
               WHERE export_id = $1 AND partition_no = $2",
-            &[
-                &export_id,
-                &partition_no,
-                &planned_all,
-                &page_no,
-                &next_position,
-            ],
-        )
-        .await?;
+                &[
+                    &export_id,
+                    &partition_no,
+                    &planned_all,
+                    &page_no,
+                    &next_position,
+                ],
+            )
+            .await?;
+        }
 
         let mut outbox_ids = Vec::new();
         if !new_tasks.is_empty() {
@@ -452,30 +452,39 @@ impl Store {
         }
         let planned = outbox_ids.len() as i64;
 
-        tx.execute(
-            "UPDATE exports
+        // The export row is the one lock all landings of an export share, so
+        // it is taken last, right before the commit. Every task is counted in
+        // pages_planned when it is created and in pages_landed once when it
+        // is marked done; under this row lock exactly one landing sees the two
+        // meet, and it writes the finalize message.
+        let counted = tx
+            .query_one(
+                "UPDATE exports
                 SET pages_landed = pages_landed + 1, pages_planned = pages_planned + $2,
                     rows_staged = rows_staged + $3, rows_replaced = rows_replaced + $4,
                     requests = requests + $5, retries = retries + $6,
                     rate_limited = rate_limited + $7, updated_at = now()
-              WHERE id = $1",
-            &[
-                &export_id,
-                &planned,
-                &(rows_inserted as i64),
-                &(rows_replaced as i64),
-                &(landing.requests as i64),
-                &(landing.retries as i64),
-                &(landing.rate_limited as i64),
-            ],
-        )
-        .await?;
+              WHERE id = $1
+          RETURNING pages_landed >= pages_planned, state",
+                &[
+                    &export_id,
+                    &planned,
+                    &(rows_inserted as i64),
+                    &(rows_replaced as i64),
+                    &(landing.requests as i64),
+                    &(landing.retries as i64),
+                    &(landing.rate_limited as i64),
+                ],
+            )
+            .await?;
+        let all_landed: bool = counted.get(0);
+        let state: ExportState = counted.get::<_, String>(1).parse()?;
 
-        let finalize = if matches!(state, ExportState::Running | ExportState::Blocked) {
+        let finalize = if all_landed && matches!(state, ExportState::Running | ExportState::Blocked)
+        {
             let last: bool = tx
                 .query_one(
-                    "SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)
-                        AND NOT EXISTS (SELECT 1 FROM page_tasks WHERE export_id = $1 AND state <> 'done')",
+                    "SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)",
                     &[&export_id],
                 )
                 .await?

@@ -6,8 +6,12 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-/// The directory holding the built binaries (`cargo build --bins` first).
+/// The directory holding the built binaries (`cargo build --bins` first);
+/// `PAGEFLEET_BIN_DIR` points elsewhere (`make bench` uses a release build).
 pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PAGEFLEET_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
