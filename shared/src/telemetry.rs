@@ -4,7 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Installs the tracing subscriber. `PAGEFLEET_LOG_FORMAT=json` gives JSON
@@ -39,6 +40,9 @@ pub struct Metrics {
     pub export_seconds: Histogram,
     pub outbox_published: IntCounter,
     pub tasks_parked: IntCounter,
+    /// Per source key: 0 closed, 1 half-open (a probe is out), 2 open.
+    pub breaker_state: IntGaugeVec,
+    pub retry_budget_denied: IntCounter,
     pub source_pauses: IntCounter,
     pub breaker_opened: IntCounter,
 }
@@ -72,7 +76,21 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_vec());
         let _ = registry.register(Box::new(requests.clone()));
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "breaker_state",
+                "Circuit breaker per source as last seen: 0 closed, 1 half-open, 2 open",
+            ),
+            &["source"],
+        )
+        .unwrap_or_else(|_| unreachable_gauge());
+        let _ = registry.register(Box::new(breaker_state.clone()));
         Metrics {
+            breaker_state,
+            retry_budget_denied: counter(
+                "retry_budget_denied_total",
+                "Retries held back because the source's retry budget was spent",
+            ),
             requests,
             rate_limited: counter("source_429_total", "429 answers from source APIs"),
             retries: counter("retries_total", "Retried requests"),
@@ -127,6 +145,10 @@ fn unreachable_counter() -> IntCounter {
 }
 fn unreachable_histogram() -> Histogram {
     Histogram::with_opts(HistogramOpts::new("invalid_histogram_fallback", "fallback"))
+        .unwrap_or_else(|_| std::process::abort())
+}
+fn unreachable_gauge() -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new("invalid_gauge_fallback", "fallback"), &["x"])
         .unwrap_or_else(|_| std::process::abort())
 }
 fn unreachable_vec() -> IntCounterVec {

@@ -140,5 +140,25 @@ async fn the_api_answers_bad_specs_with_422_and_the_field() {
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(5), "not found");
+    let metrics = http
+        .get(format!("{}/metrics", fleet.api_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "pagefleet_source_429_total",
+        "pagefleet_token_wait_seconds",
+        "pagefleet_tasks_parked_total",
+        "pagefleet_source_pauses_total",
+        "pagefleet_retry_budget_denied_total",
+        "pagefleet_breaker_open_total",
+        "pagefleet_dead_letters_total",
+        "pagefleet_rows_replaced_total",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
     fleet.stop().await;
 }

@@ -205,13 +205,25 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
             // The breaker and the retry budget first: during an outage the
             // source sees probes, not the fleet's backlog of retries.
             loop {
-                match ctx
+                let gate = ctx
                     .guard
                     .admit(&bucket.key, retrying, timeout, spec.retry.budget_ratio)
-                    .await
-                {
+                    .await;
+                let state = match gate {
+                    Gate::Go | Gate::NoBudget(_) => 0,
+                    Gate::Probe => 1,
+                    Gate::Open(_) => 2,
+                };
+                metrics()
+                    .breaker_state
+                    .with_label_values(&[bucket.key.as_str()])
+                    .set(state);
+                match gate {
                     Gate::Go | Gate::Probe => break,
                     Gate::Open(wait) | Gate::NoBudget(wait) => {
+                        if matches!(gate, Gate::NoBudget(_)) {
+                            metrics().retry_budget_denied.inc();
+                        }
                         if wait > ctx.park_after {
                             return park(ctx, work, &tally, budget.failed_attempts(), wait).await;
                         }
