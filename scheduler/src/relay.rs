@@ -26,6 +26,9 @@ const LEASE_GRACE: Duration = Duration::from_secs(5);
 /// How long a queued task (or a finalizing export) may sit untouched with
 /// empty queues before its message is presumed lost.
 const IDLE_GRACE: Duration = Duration::from_secs(30);
+/// Past this a queued task is re-published even while the queues are busy;
+/// a duplicate of a task still waiting in the queue is absorbed.
+const STALE_QUEUED: Duration = Duration::from_secs(15 * 60);
 
 /// Publishes unsent outbox messages until `shutdown`.
 pub async fn run_relay(store: Store, broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -102,6 +105,19 @@ async fn reconcile_once(store: &Store, broker: &Broker) -> Result<(), String> {
         tracing::info!(
             requeued = expired,
             "re-queued page tasks with expired leases"
+        );
+    }
+    // A queued task untouched for very long has lost its message whatever
+    // the queues look like (a busy fleet never shows them empty).
+    let stale = store
+        .requeue_idle_queued(STALE_QUEUED)
+        .await
+        .map_err(|e| e.to_string())?;
+    if stale > 0 {
+        tracing::warn!(
+            requeued = stale,
+            "re-published queued page tasks idle for {:?}",
+            STALE_QUEUED
         );
     }
     if store.outbox_has_unsent().await.map_err(|e| e.to_string())? {

@@ -21,7 +21,7 @@ use redis::Script;
 
 use crate::config::redact_url;
 
-/// Reserve (`ARGV[3]` = max wait µs), pause (`ARGV[4]` = pause µs > 0), or
+/// Reserve (`ARGV[3]` = max wait µs; negative: only check the pause), pause (`ARGV[4]` = pause µs > 0), or
 /// sync with the source (`ARGV[5]` = tokens the source says remain, >= 0).
 /// Returns `{code, wait_us}`: 0 go now, 1 reserved (sleep wait, then go),
 /// 2 not reserved (retry after wait), 3 paused (retry after wait), 4 synced.
@@ -59,6 +59,10 @@ if source_remaining >= 0 then
 end
 if pause > now then
   return {3, pause - now}
+end
+if max_wait < 0 then
+  -- A check only: is the source paused?
+  return {0, 0}
 end
 if tat < now then tat = now end
 local new_tat = tat + T
@@ -206,6 +210,7 @@ impl RateLimiter {
         max_wait: Duration,
         pause: Duration,
         source_remaining: i64,
+        check_only: bool,
     ) -> Result<(i64, i64), RateLimitError> {
         let mut conn = self
             .pool
@@ -218,7 +223,11 @@ impl RateLimiter {
             .key(format!("{}{}", self.prefix, bucket.key))
             .arg(bucket.rate)
             .arg(bucket.burst)
-            .arg(max_wait.as_micros() as u64)
+            .arg(if check_only {
+                -1
+            } else {
+                max_wait.as_micros() as i64
+            })
             .arg(pause.as_micros() as u64)
             .arg(source_remaining)
             .invoke_async(&mut conn)
@@ -233,7 +242,9 @@ impl RateLimiter {
         bucket: &Bucket,
         max_wait: Duration,
     ) -> Result<Permit, RateLimitError> {
-        let (code, wait) = self.run(bucket, max_wait, Duration::ZERO, -1).await?;
+        let (code, wait) = self
+            .run(bucket, max_wait, Duration::ZERO, -1, false)
+            .await?;
         let wait = Duration::from_micros(wait.max(0) as u64);
         Ok(match code {
             0 => Permit::Go,
@@ -243,12 +254,25 @@ impl RateLimiter {
         })
     }
 
+    /// How much longer the source is paused, if it is (Redis errors read
+    /// as "not paused": the local fallback has its own pause).
+    async fn paused_for(&self, bucket: &Bucket) -> Option<Duration> {
+        match self
+            .run(bucket, Duration::ZERO, Duration::ZERO, -1, true)
+            .await
+        {
+            Ok((3, wait)) => Some(Duration::from_micros(wait.max(0) as u64)),
+            _ => None,
+        }
+    }
+
     /// Pauses the whole fleet's use of this source (after a 429). The
     /// local fallback bucket pauses too, in case Redis goes away meanwhile.
     pub async fn pause(&self, bucket: &Bucket, duration: Duration) -> Result<(), RateLimitError> {
         let duration = duration.max(Duration::from_millis(1));
         self.fallback.pause(bucket, duration);
-        self.run(bucket, Duration::ZERO, duration, -1).await?;
+        self.run(bucket, Duration::ZERO, duration, -1, false)
+            .await?;
         Ok(())
     }
 
@@ -260,7 +284,7 @@ impl RateLimiter {
         remaining: u64,
     ) -> Result<(), RateLimitError> {
         let remaining = remaining.min(bucket.burst as u64) as i64;
-        self.run(bucket, Duration::ZERO, Duration::ZERO, remaining)
+        self.run(bucket, Duration::ZERO, Duration::ZERO, remaining, false)
             .await?;
         Ok(())
     }
@@ -282,7 +306,13 @@ impl RateLimiter {
                 Ok(Permit::Go) => return Waited::Go(started.elapsed()),
                 Ok(Permit::Reserved(wait)) => {
                     tokio::time::sleep(wait).await;
-                    return Waited::Go(started.elapsed());
+                    // A 429 elsewhere in the fleet during the sleep paused
+                    // the source: the reserved slot is void, wait again.
+                    match self.paused_for(bucket).await {
+                        Some(pause) if pause > park_after => return Waited::Park(pause),
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => return Waited::Go(started.elapsed()),
+                    }
                 }
                 Ok(Permit::Later(wait)) | Ok(Permit::Paused(wait)) => {
                     if wait > park_after {

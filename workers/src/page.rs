@@ -59,11 +59,15 @@ pub enum PageResult {
 /// Claims and runs one page task to the end.
 pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResult, PageError> {
     let store_err = |source| PageError::Store { task_id, source };
+    // Each claim gets its own token: a second delivery of the same task to
+    // this very process (after a channel recovery) sees the first as a live
+    // holder instead of claiming it again.
+    let claim = format!("{}/{}", ctx.worker, pagefleet_shared::model::new_id());
     let mut waited_for_holder = false;
     let work = loop {
         match ctx
             .store
-            .claim_page(task_id, LEASE, &ctx.worker)
+            .claim_page(task_id, LEASE, &claim)
             .await
             .map_err(store_err)?
         {
@@ -87,7 +91,7 @@ pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResul
     let heartbeat = async {
         loop {
             tokio::time::sleep(LEASE / 4).await;
-            match ctx.store.extend_lease(task_id, LEASE, &ctx.worker).await {
+            match ctx.store.extend_lease(task_id, LEASE, &claim).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(PageResult::Skipped),
                 Err(e) => tracing::debug!(error = %e, %task_id, "lease not extended"),
@@ -97,7 +101,7 @@ pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResul
     let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
         partition = work.partition_no, page = work.page_no);
     tokio::select! {
-        result = run_task(ctx, &work).instrument(span) => result,
+        result = run_task(ctx, &work, &claim).instrument(span) => result,
         lost = heartbeat => lost,
     }
 }
@@ -128,7 +132,11 @@ impl Tally {
     }
 }
 
-async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, PageError> {
+async fn run_task(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    claim: &str,
+) -> Result<PageResult, PageError> {
     let task_id = work.task_id;
     let spec = &work.spec;
     let mut tally = Tally::default();
@@ -225,7 +233,8 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
                             metrics().retry_budget_denied.inc();
                         }
                         if wait > ctx.park_after {
-                            return park(ctx, work, &tally, budget.failed_attempts(), wait).await;
+                            return park(ctx, work, claim, &tally, budget.failed_attempts(), wait)
+                                .await;
                         }
                         tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
                     }
@@ -238,7 +247,7 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
             {
                 Waited::Go(waited) => metrics().token_wait.observe(waited.as_secs_f64()),
                 Waited::Park(wait) => {
-                    return park(ctx, work, &tally, budget.failed_attempts(), wait).await;
+                    return park(ctx, work, claim, &tally, budget.failed_attempts(), wait).await;
                 }
             }
         }
@@ -405,6 +414,7 @@ async fn run_task(ctx: &WorkerContext, work: &PageWork) -> Result<PageResult, Pa
 async fn park(
     ctx: &WorkerContext,
     work: &PageWork,
+    claim: &str,
     tally: &Tally,
     failures: u32,
     wait: Duration,
@@ -413,7 +423,7 @@ async fn park(
         .store
         .park_page(
             work.task_id,
-            &ctx.worker,
+            claim,
             wait,
             failures,
             (tally.requests, tally.retries, tally.rate_limited),

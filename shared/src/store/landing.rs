@@ -129,6 +129,7 @@ impl Store {
                          OR (t.state = 'in_flight'
                              AND (t.lease_until IS NULL OR t.lease_until < now() OR t.claimed_by = $3)))
                     AND e.id = t.export_id
+                    AND e.state NOT IN ('completed', 'failed', 'cancelled')
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
                         t.deliveries, p.params, e.spec, e.state, t.failures,
@@ -336,22 +337,15 @@ impl Store {
 
         // Merge rows. ON CONFLICT cannot touch one key twice in a statement,
         // so keep the last occurrence of a key within the page.
-        let mut keys = Vec::with_capacity(landing.rows.len());
-        let mut data = Vec::with_capacity(landing.rows.len());
-        let mut in_page_duplicates = 0u64;
-        {
-            let mut seen = std::collections::HashMap::with_capacity(landing.rows.len());
-            for (key, row) in &landing.rows {
-                if let Some(&i) = seen.get(key.as_str()) {
-                    data[i] = row.as_str();
-                    in_page_duplicates += 1;
-                } else {
-                    seen.insert(key.as_str(), keys.len());
-                    keys.push(key.as_str());
-                    data.push(row.as_str());
-                }
-            }
+        // Keys in sorted order, so two landings that overlap lock their rows
+        // in the same order and cannot deadlock.
+        let mut by_key = std::collections::BTreeMap::new();
+        for (key, row) in &landing.rows {
+            by_key.insert(key.as_str(), row.as_str());
         }
+        let in_page_duplicates = (landing.rows.len() - by_key.len()) as u64;
+        let keys: Vec<&str> = by_key.keys().copied().collect();
+        let data: Vec<&str> = by_key.values().copied().collect();
         let merged = tx
             .query(
                 "INSERT INTO staged_rows (export_id, row_key, data)
@@ -536,11 +530,8 @@ impl Store {
         };
         let export_id: Uuid = task.get(0);
         let tenant_id: String = task.get(1);
-        tx.execute(
-            "SELECT 1 FROM exports WHERE id = $1 FOR UPDATE",
-            &[&export_id],
-        )
-        .await?;
+        // Task row first, export row last: the same order as a landing, so
+        // the two cannot deadlock.
         let marked = tx
             .execute(
                 "UPDATE page_tasks SET state = 'dead', lease_until = NULL, last_error = $2,

@@ -526,7 +526,7 @@ async fn in_flight_of(url: &str, worker: &str) -> anyhow::Result<Vec<Uuid>> {
     let db = connect(url).await?;
     Ok(db
         .query(
-            "SELECT id FROM page_tasks WHERE state = 'in_flight' AND claimed_by = $1",
+            "SELECT id FROM page_tasks WHERE state = 'in_flight' AND claimed_by LIKE $1 || '/%'",
             &[&worker],
         )
         .await?
@@ -570,7 +570,10 @@ async fn redelivery_delay(
                     let state: String = r.get(1);
                     let by: Option<String> = r.get(2);
                     let at: Option<time::OffsetDateTime> = r.get(3);
-                    if by.as_deref() != Some(dead.as_str()) {
+                    let by_dead = by
+                        .as_deref()
+                        .is_some_and(|b| b.starts_with(&format!("{dead}/")));
+                    if !by_dead {
                         if let Some(at) = at {
                             let d = (at - killed_at).max(time::Duration::ZERO);
                             worst = worst.max(Duration::from_secs_f64(d.as_seconds_f64()));
