@@ -21,8 +21,8 @@ use redis::Script;
 
 use crate::config::redact_url;
 
-/// Reserve (`ARGV[3]` = max wait µs; negative: only check the pause), pause (`ARGV[4]` = pause µs > 0), or
-/// sync with the source (`ARGV[5]` = tokens the source says remain, >= 0).
+/// Reserve (`ARGV[3]` = max wait µs; negative: only check the pause),
+/// pause (`ARGV[4]` = pause µs > 0), or sync with the source (`ARGV[5]` = tokens the source says remain, >= 0).
 /// Returns `{code, wait_us}`: 0 go now, 1 reserved (sleep wait, then go),
 /// 2 not reserved (retry after wait), 3 paused (retry after wait), 4 synced.
 const GCRA: &str = r#"

@@ -162,40 +162,10 @@ async fn run_task(
             .await;
         }
     };
-    let target = match pagination::target(&spec.pagination, spec.page_size, &work.position) {
-        Ok(t) => t,
-        Err(e) => {
-            return dead_letter(ctx, work, &mut tally, "bad_page", e.to_string(), None, None).await
-        }
-    };
-    let url = match source::page_url(spec, &work.partition_params, &target) {
-        Ok(u) => u,
-        Err(e) => {
-            return dead_letter(
-                ctx,
-                work,
-                &mut tally,
-                "permanent",
-                e.to_string(),
-                None,
-                None,
-            )
-            .await
-        }
-    };
-    let origin = match url::Url::parse(&spec.source.base_url) {
-        Ok(u) => u,
-        Err(e) => {
-            return dead_letter(
-                ctx,
-                work,
-                &mut tally,
-                "permanent",
-                e.to_string(),
-                None,
-                None,
-            )
-            .await
+    let (url, origin) = match page_url(work) {
+        Ok(urls) => urls,
+        Err((class, reason)) => {
+            return dead_letter(ctx, work, &mut tally, class, reason, None, None).await
         }
     };
     let bucket = Bucket {
@@ -407,6 +377,19 @@ async fn run_task(
             _ => {}
         }
     }
+}
+
+/// The page's URL and the origin every followed URL must keep, or the
+/// dead-letter class and reason when the stored task cannot make one.
+fn page_url(work: &PageWork) -> Result<(url::Url, url::Url), (&'static str, String)> {
+    let spec = &work.spec;
+    let target = pagination::target(&spec.pagination, spec.page_size, &work.position)
+        .map_err(|e| ("bad_page", e.to_string()))?;
+    let url = source::page_url(spec, &work.partition_params, &target)
+        .map_err(|e| ("permanent", e.to_string()))?;
+    let origin =
+        url::Url::parse(&spec.source.base_url).map_err(|e| ("permanent", e.to_string()))?;
+    Ok((url, origin))
 }
 
 /// Hands the task back to Postgres with a not-before time and frees this
