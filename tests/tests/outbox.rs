@@ -6,18 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, unique, ADMIN_DB};
+use common::{connect, create_db, drop_db};
 use pagefleet_shared::store::{OutboxFilter, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_publish_each_message_exactly_once() {
-    let db = unique("pft_outbox_");
-    connect(ADMIN_DB)
-        .await
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let (db, url) = create_db("pft_outbox_").await;
     let store = Store::connect(&url, 8).unwrap();
     store.migrate().await.unwrap();
     let client = connect(&url).await;
@@ -71,9 +65,5 @@ async fn two_relays_publish_each_message_exactly_once() {
         .get(0);
     assert_eq!(sent, 500);
     drop(store);
-    connect(ADMIN_DB)
-        .await
-        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .await
-        .unwrap();
+    drop_db(&db).await;
 }

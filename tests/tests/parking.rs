@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, unique, ADMIN_DB};
+use common::{connect, create_db, drop_db};
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{Claim, Store};
 
@@ -26,17 +26,12 @@ dir = "/tmp"
 
 #[tokio::test]
 async fn a_parked_task_comes_back_after_its_not_before_time() {
-    let db = unique("pft_park_");
-    connect(ADMIN_DB)
-        .await
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"), 4).unwrap();
+    let (db, url) = create_db("pft_park_").await;
+    let store = Store::connect(&url, 4).unwrap();
     store.migrate().await.unwrap();
     let spec = ExportSpec::from_toml(SPEC).unwrap();
     let export = store.submit_export("default", None, &spec).await.unwrap();
-    let client = connect(&format!("postgres://postgres@127.0.0.1:5432/{db}")).await;
+    let client = connect(&url).await;
     let task: uuid::Uuid = client
         .query_one(
             "SELECT id FROM page_tasks WHERE export_id = $1",
@@ -87,9 +82,5 @@ async fn a_parked_task_comes_back_after_its_not_before_time() {
         (3, 2, 1)
     );
     drop(store);
-    connect(ADMIN_DB)
-        .await
-        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .await
-        .unwrap();
+    drop_db(&db).await;
 }

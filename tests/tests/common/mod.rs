@@ -145,6 +145,18 @@ impl Fleet {
     }
 }
 
+/// A private database for a test of the store alone; `drop_db` removes it.
+pub async fn create_db(prefix: &str) -> (String, String) {
+    let db = unique(prefix);
+    admin(&format!("CREATE DATABASE {db}")).await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    (db, url)
+}
+
+pub async fn drop_db(db: &str) {
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}
+
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
