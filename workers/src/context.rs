@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::guard::SourceGuard;
@@ -29,6 +30,9 @@ pub struct WorkerContext {
     /// Off only for the naive baseline in `make bench`: no shared bucket,
     /// no breaker; each task only waits out its own 429s.
     pub shared_limiter: bool,
+    /// Cancelled when a drain runs out of time: page tasks still running
+    /// release their claims and are handed back to the queue.
+    pub hand_back: CancellationToken,
 }
 
 impl WorkerContext {
@@ -51,6 +55,7 @@ impl WorkerContext {
             guard,
             park_after: options.park_after,
             shared_limiter: options.shared_limiter,
+            hand_back: CancellationToken::new(),
         }
     }
 

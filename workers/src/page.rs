@@ -54,20 +54,43 @@ pub enum PageResult {
     Skipped,
     /// Handed back with a not-before time (a long wait for the source).
     Parked,
+    /// Given up unfinished by a worker shutting down: deliver it again.
+    HandedBack,
 }
 
 /// Claims and runs one page task to the end.
 pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResult, PageError> {
-    let store_err = |source| PageError::Store { task_id, source };
     // Each claim gets its own token: a second delivery of the same task to
     // this very process (after a channel recovery) sees the first as a live
     // holder instead of claiming it again.
     let claim = format!("{}/{}", ctx.worker, pagefleet_shared::model::new_id());
+    tokio::select! {
+        result = claim_and_run(ctx, task_id, &claim) => result,
+        // A drain that ran out of time: give the claim up in Postgres so the
+        // next worker takes the task at once instead of waiting out a lease.
+        // A landing cut short here rolls back; one that already committed
+        // leaves nothing to release.
+        _ = ctx.hand_back.cancelled() => {
+            ctx.store
+                .release_claim(task_id, &claim)
+                .await
+                .map_err(|source| PageError::Store { task_id, source })?;
+            Ok(PageResult::HandedBack)
+        }
+    }
+}
+
+async fn claim_and_run(
+    ctx: &WorkerContext,
+    task_id: Uuid,
+    claim: &str,
+) -> Result<PageResult, PageError> {
+    let store_err = |source| PageError::Store { task_id, source };
     let mut waited_for_holder = false;
     let work = loop {
         match ctx
             .store
-            .claim_page(task_id, LEASE, &claim)
+            .claim_page(task_id, LEASE, claim)
             .await
             .map_err(store_err)?
         {
@@ -91,7 +114,7 @@ pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResul
     let heartbeat = async {
         loop {
             tokio::time::sleep(LEASE / 4).await;
-            match ctx.store.extend_lease(task_id, LEASE, &claim).await {
+            match ctx.store.extend_lease(task_id, LEASE, claim).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(PageResult::Skipped),
                 Err(e) => tracing::debug!(error = %e, %task_id, "lease not extended"),
@@ -101,7 +124,7 @@ pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResul
     let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
         partition = work.partition_no, page = work.page_no);
     tokio::select! {
-        result = run_task(ctx, &work, &claim).instrument(span) => result,
+        result = run_task(ctx, &work, claim).instrument(span) => result,
         lost = heartbeat => lost,
     }
 }

@@ -24,12 +24,14 @@ use pagefleet_shared::store::{Store, StoreError};
 
 use crate::context::WorkerContext;
 use crate::finalize::handle_finalize;
-use crate::page::handle_page;
+use crate::page::{handle_page, PageResult};
 
 /// How often the worker checks its broker connection and the fleet size.
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the broker may be unreachable before the worker exits.
 const BROKER_GIVE_UP: Duration = Duration::from_secs(90);
+/// How long tasks get to release their claims once a drain timed out.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
 /// How long a failed task waits for Postgres before it is handed back.
 const STORE_WAIT: Duration = Duration::from_secs(60);
 
@@ -170,11 +172,25 @@ pub async fn run(
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
     }
+    let in_flight = tracker.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, timeout = ?options.drain_timeout, "draining");
+    }
     if tokio::time::timeout(options.drain_timeout, tracker.wait())
         .await
         .is_err()
     {
-        tracing::warn!("drain timed out; unfinished tasks will be redelivered");
+        tracing::warn!(
+            unfinished = tracker.len(),
+            "drain timed out; handing unfinished tasks back"
+        );
+        ctx.hand_back.cancel();
+        if tokio::time::timeout(HAND_BACK_WAIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("tasks still running after the hand-back; they will be redelivered");
+        }
     }
     let _ = pages_channel.close(200, "drained".into()).await;
     let _ = finalize_channel.close(200, "drained".into()).await;
@@ -200,6 +216,7 @@ async fn process(ctx: &WorkerContext, delivery: Delivery) {
     };
     let done = match message {
         TaskMessage::Page { task_id, .. } => match handle_page(ctx, task_id).await {
+            Ok(PageResult::HandedBack) => false,
             Ok(result) => {
                 tracing::trace!(?result, %task_id, "page task finished");
                 true

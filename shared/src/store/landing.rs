@@ -212,6 +212,23 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Gives up a claim this worker holds without finishing the task (a
+    /// worker shutting down): the task is `queued` again with no lease, so
+    /// its redelivery is claimed at once. False when the claim was no
+    /// longer held (the task landed or was taken over meanwhile).
+    pub async fn release_claim(&self, task_id: Uuid, worker: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE page_tasks SET state = 'queued', lease_until = NULL, claimed_by = NULL,
+                        updated_at = now()
+                  WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2",
+                &[&task_id, &worker],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Parks a task this worker holds: back to `queued`, not to be delivered
     /// before `wait` has passed (the scheduler re-publishes it then). The
     /// requests it made so far are counted now; its failures are kept.

@@ -2,9 +2,19 @@
 //! built binaries, killed with SIGKILL and started again.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use pagefleet_scheduler::client::ApiClient;
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::queue::Broker;
+use pagefleet_shared::ratelimit::RateLimiter;
+use pagefleet_shared::store::ExportStatus;
+
+const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The directory holding the built binaries (`cargo build --bins` first);
 /// `PAGEFLEET_BIN_DIR` points elsewhere (`make bench` uses a release build).
@@ -51,6 +61,23 @@ impl Process {
             .find(|l| l.starts_with("VmHWM:"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
+    }
+
+    /// SIGTERM, as a supervisor asks a process to stop; then waits up to
+    /// `limit` for it to exit. `None` when it was still running then.
+    pub async fn terminate(&mut self, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("{} has already exited", self.name))?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()
+            .transpose()?)
     }
 
     /// Whether it has exited by itself.
@@ -102,6 +129,174 @@ pub fn spawn_scheduler(env: &FleetEnv, listen: &str) -> anyhow::Result<Process> 
         name: "scheduler".into(),
         child,
     })
+}
+
+/// One fleet of processes with its own database and namespace.
+pub struct ProcessFleet {
+    pub env: FleetEnv,
+    db_name: String,
+    listen: String,
+    pub api: ApiClient,
+    pub scheduler: Process,
+    pub workers: Vec<Process>,
+    spawned: usize,
+}
+
+impl ProcessFleet {
+    pub async fn start(
+        label: &str,
+        workers: usize,
+        work_dir: &Path,
+        token: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(label, workers, work_dir, token, Vec::new()).await
+    }
+
+    pub async fn start_with(
+        label: &str,
+        workers: usize,
+        work_dir: &Path,
+        token: &str,
+        worker_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let suffix = Uuid::now_v7().simple().to_string();
+        let namespace = format!("chaos-{label}-{}", &suffix[suffix.len() - 8..]);
+        let db_name = namespace.replace('-', "_");
+        admin(&format!("CREATE DATABASE {db_name}")).await?;
+        let logs = work_dir.join(label);
+        ensure_dir(&logs)?;
+        let env = FleetEnv {
+            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            namespace,
+            token_var: "PAGEFLEET_CHAOS_TOKEN".into(),
+            token: token.into(),
+            logs,
+            worker_args,
+        };
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let scheduler = spawn_scheduler(&env, &listen)?;
+        let api = ApiClient::new(&format!("http://{listen}"), None)?;
+        let mut fleet = ProcessFleet {
+            env,
+            db_name,
+            listen,
+            api,
+            scheduler,
+            workers: Vec::new(),
+            spawned: 0,
+        };
+        fleet.wait_for_api(Duration::from_secs(60)).await?;
+        for _ in 0..workers {
+            fleet.add_worker()?;
+        }
+        Ok(fleet)
+    }
+
+    pub fn add_worker(&mut self) -> anyhow::Result<()> {
+        self.spawned += 1;
+        let name = format!("{}-w{}", self.env.namespace, self.spawned);
+        self.workers.push(spawn_worker(&self.env, &name)?);
+        Ok(())
+    }
+
+    async fn wait_for_api(&self, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http
+                .get(format!("http://{}/healthz", self.listen))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > limit {
+                anyhow::bail!("scheduler API not healthy within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts a new scheduler in place of one that was stopped or killed.
+    pub fn respawn_scheduler(&mut self) -> anyhow::Result<()> {
+        self.scheduler = spawn_scheduler(&self.env, &self.listen)?;
+        Ok(())
+    }
+
+    /// Restarts any process that exited by itself, as a supervisor would.
+    pub fn supervise(&mut self) -> anyhow::Result<usize> {
+        let mut restarted = 0;
+        if self.scheduler.exited() {
+            self.scheduler = spawn_scheduler(&self.env, &self.listen)?;
+            restarted += 1;
+        }
+        let before = self.workers.len();
+        self.workers.retain_mut(|w| !w.exited());
+        for _ in self.workers.len()..before {
+            self.add_worker()?;
+            restarted += 1;
+        }
+        Ok(restarted)
+    }
+
+    /// Waits until the export is settled (see `ExportStatus::is_settled`)
+    /// in one of `states`.
+    pub async fn wait_state(
+        &mut self,
+        id: Uuid,
+        states: &[ExportState],
+        limit: Duration,
+    ) -> anyhow::Result<ExportStatus> {
+        let started = Instant::now();
+        loop {
+            self.supervise()?;
+            if let Ok(status) = self.api.status(id).await {
+                if status.is_settled() && states.contains(&status.state) {
+                    return Ok(status);
+                }
+                if started.elapsed() > limit {
+                    anyhow::bail!("export {id} still {} after {limit:?}", status.state);
+                }
+            } else if started.elapsed() > limit {
+                anyhow::bail!("export {id}: API unreachable after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        for w in &mut self.workers {
+            w.kill9().await;
+        }
+        self.scheduler.kill9().await;
+        if let Ok(broker) =
+            Broker::connect("amqp://guest:guest@127.0.0.1:5672/%2f", &self.env.namespace).await
+        {
+            let _ = broker.delete_queues().await;
+            broker.close().await;
+        }
+        if let Ok(limiter) = RateLimiter::new("redis://127.0.0.1:6379", &self.env.namespace) {
+            let _ = limiter.clear().await;
+        }
+        let _ = admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.db_name
+        ))
+        .await;
+    }
+}
+
+pub(crate) async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn admin(sql: &str) -> anyhow::Result<()> {
+    connect(ADMIN_DB).await?.batch_execute(sql).await?;
+    Ok(())
 }
 
 /// A free loopback port for the scheduler's API.

@@ -7,7 +7,7 @@
 //!
 //! Chaos restarts the machine's shared services: run it alone.
 
-pub(crate) mod fleet;
+pub mod fleet;
 mod report;
 pub mod services;
 
@@ -19,20 +19,16 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use uuid::Uuid;
 
-use pagefleet_scheduler::client::ApiClient;
 use pagefleet_shared::model::{ExportState, QueueRole};
 use pagefleet_shared::queue::Broker;
-use pagefleet_shared::ratelimit::RateLimiter;
 use pagefleet_shared::spec::ExportSpec;
-use pagefleet_shared::store::ExportStatus;
 
 use crate::mock::{Faults, MockConfig, MockServer};
 pub use fleet::bin_dir;
-use fleet::{free_port, spawn_scheduler, spawn_worker, FleetEnv, Process};
-pub use report::ChaosReport;
+use fleet::connect;
+pub use fleet::ProcessFleet;
+pub use report::{ChaosReport, Redelivery};
 use services::Service;
-
-const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -105,168 +101,6 @@ enum Event {
     KillWorker,
     KillScheduler,
     Restart(Service),
-}
-
-/// One fleet of processes with its own database and namespace.
-pub(crate) struct ProcessFleet {
-    pub(crate) env: FleetEnv,
-    db_name: String,
-    listen: String,
-    pub(crate) api: ApiClient,
-    scheduler: Process,
-    pub(crate) workers: Vec<Process>,
-    spawned: usize,
-}
-
-impl ProcessFleet {
-    pub(crate) async fn start(
-        label: &str,
-        workers: usize,
-        work_dir: &Path,
-        token: &str,
-    ) -> anyhow::Result<Self> {
-        Self::start_with(label, workers, work_dir, token, Vec::new()).await
-    }
-
-    pub(crate) async fn start_with(
-        label: &str,
-        workers: usize,
-        work_dir: &Path,
-        token: &str,
-        worker_args: Vec<String>,
-    ) -> anyhow::Result<Self> {
-        let suffix = Uuid::now_v7().simple().to_string();
-        let namespace = format!("chaos-{label}-{}", &suffix[suffix.len() - 8..]);
-        let db_name = namespace.replace('-', "_");
-        admin(&format!("CREATE DATABASE {db_name}")).await?;
-        let logs = work_dir.join(label);
-        fleet::ensure_dir(&logs)?;
-        let env = FleetEnv {
-            database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
-            namespace,
-            token_var: "PAGEFLEET_CHAOS_TOKEN".into(),
-            token: token.into(),
-            logs,
-            worker_args,
-        };
-        let listen = format!("127.0.0.1:{}", free_port()?);
-        let scheduler = spawn_scheduler(&env, &listen)?;
-        let api = ApiClient::new(&format!("http://{listen}"), None)?;
-        let mut fleet = ProcessFleet {
-            env,
-            db_name,
-            listen,
-            api,
-            scheduler,
-            workers: Vec::new(),
-            spawned: 0,
-        };
-        fleet.wait_for_api(Duration::from_secs(60)).await?;
-        for _ in 0..workers {
-            fleet.add_worker()?;
-        }
-        Ok(fleet)
-    }
-
-    fn add_worker(&mut self) -> anyhow::Result<()> {
-        self.spawned += 1;
-        let name = format!("{}-w{}", self.env.namespace, self.spawned);
-        self.workers.push(spawn_worker(&self.env, &name)?);
-        Ok(())
-    }
-
-    async fn wait_for_api(&self, limit: Duration) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let http = reqwest::Client::new();
-        loop {
-            if let Ok(r) = http
-                .get(format!("http://{}/healthz", self.listen))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if started.elapsed() > limit {
-                anyhow::bail!("scheduler API not healthy within {limit:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Restarts any process that exited by itself, as a supervisor would.
-    fn supervise(&mut self) -> anyhow::Result<usize> {
-        let mut restarted = 0;
-        if self.scheduler.exited() {
-            self.scheduler = spawn_scheduler(&self.env, &self.listen)?;
-            restarted += 1;
-        }
-        let before = self.workers.len();
-        self.workers.retain_mut(|w| !w.exited());
-        for _ in self.workers.len()..before {
-            self.add_worker()?;
-            restarted += 1;
-        }
-        Ok(restarted)
-    }
-
-    /// Waits until the export is settled (see `ExportStatus::is_settled`)
-    /// in one of `states`.
-    pub(crate) async fn wait_state(
-        &mut self,
-        id: Uuid,
-        states: &[ExportState],
-        limit: Duration,
-    ) -> anyhow::Result<ExportStatus> {
-        let started = Instant::now();
-        loop {
-            self.supervise()?;
-            if let Ok(status) = self.api.status(id).await {
-                if status.is_settled() && states.contains(&status.state) {
-                    return Ok(status);
-                }
-                if started.elapsed() > limit {
-                    anyhow::bail!("export {id} still {} after {limit:?}", status.state);
-                }
-            } else if started.elapsed() > limit {
-                anyhow::bail!("export {id}: API unreachable after {limit:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    pub(crate) async fn stop(mut self) {
-        for w in &mut self.workers {
-            w.kill9().await;
-        }
-        self.scheduler.kill9().await;
-        if let Ok(broker) =
-            Broker::connect("amqp://guest:guest@127.0.0.1:5672/%2f", &self.env.namespace).await
-        {
-            let _ = broker.delete_queues().await;
-            broker.close().await;
-        }
-        if let Ok(limiter) = RateLimiter::new("redis://127.0.0.1:6379", &self.env.namespace) {
-            let _ = limiter.clear().await;
-        }
-        let _ = admin(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.db_name
-        ))
-        .await;
-    }
-}
-
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-async fn admin(sql: &str) -> anyhow::Result<()> {
-    connect(ADMIN_DB).await?.batch_execute(sql).await?;
-    Ok(())
 }
 
 fn spec_toml(config: &ChaosConfig, mock: &MockServer, out: &Path) -> String {
@@ -402,28 +236,49 @@ async fn scenario(
                     .await
                     .unwrap_or_default();
                 victim.kill9().await;
+                let since_start = started.elapsed();
                 let killed_at = db_now(&fleet.env.database_url).await.ok();
                 fleet.add_worker()?;
                 report.worker_kills += 1;
+                report
+                    .timeline
+                    .push((since_start, format!("kill -9 worker {}", victim.name)));
                 if let (Some(at), false) = (killed_at, held.is_empty()) {
                     let url = fleet.env.database_url.clone();
-                    monitors.push(tokio::spawn(redelivery_delay(
-                        url,
-                        victim.name.clone(),
-                        held,
-                        at,
-                    )));
+                    let worker = victim.name.clone();
+                    let tasks = held.len();
+                    monitors.push(tokio::spawn(async move {
+                        let delay = redelivery_delay(url, worker.clone(), held, at).await;
+                        Redelivery {
+                            worker,
+                            killed_at: since_start,
+                            tasks,
+                            delay,
+                        }
+                    }));
                 }
             }
             Event::KillScheduler => {
                 fleet.scheduler.kill9().await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                fleet.scheduler = spawn_scheduler(&fleet.env, &fleet.listen)?;
+                fleet.respawn_scheduler()?;
                 report.scheduler_kills += 1;
+                report
+                    .timeline
+                    .push((started.elapsed(), "kill -9 scheduler".into()));
             }
             Event::Restart(service) => {
+                let at = started.elapsed();
                 let took = services::restart(service).await?;
                 report.restarts.push((service, took));
+                report.timeline.push((
+                    at,
+                    format!(
+                        "{} restart ({:.1} s down)",
+                        service.name(),
+                        took.as_secs_f64()
+                    ),
+                ));
             }
         }
     }
@@ -477,8 +332,8 @@ async fn scenario(
         status.state
     );
     for m in monitors {
-        if let Ok(delay) = m.await {
-            report.redelivery_delays.push(delay);
+        if let Ok(redelivery) = m.await {
+            report.redelivery_delays.push(redelivery);
         }
     }
     let db = connect(&fleet.env.database_url).await?;

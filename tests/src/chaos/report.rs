@@ -9,6 +9,15 @@ use super::ChaosConfig;
 /// A worker's death to its tasks' redelivery must stay within this.
 pub const MAX_REDELIVERY: Duration = Duration::from_secs(30);
 
+/// One worker kill and how long its tasks waited for another worker.
+#[derive(Debug, Clone)]
+pub struct Redelivery {
+    pub worker: String,
+    pub killed_at: Duration,
+    pub tasks: usize,
+    pub delay: Duration,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ChaosReport {
     pub seed: u64,
@@ -19,6 +28,8 @@ pub struct ChaosReport {
     pub worker_kills: usize,
     pub scheduler_kills: usize,
     pub restarts: Vec<(Service, Duration)>,
+    /// When each kill and restart happened, from the chaos export's start.
+    pub timeline: Vec<(Duration, String)>,
     pub supervisor_restarts: usize,
     pub redeliveries: u64,
     pub duplicate_deliveries: u64,
@@ -30,7 +41,9 @@ pub struct ChaosReport {
     pub dead_letters: usize,
     pub dead_letter_pages: Vec<usize>,
     pub dlq_messages: usize,
-    pub redelivery_delays: Vec<Duration>,
+    /// Per kill with tasks in flight: when it happened and how long until
+    /// the last of its tasks was claimed by another worker.
+    pub redelivery_delays: Vec<Redelivery>,
     pub reference_sha: String,
     pub chaos_sha: String,
     pub events_done_at: Duration,
@@ -61,9 +74,42 @@ impl ChaosReport {
     pub fn max_redelivery(&self) -> Duration {
         self.redelivery_delays
             .iter()
-            .copied()
+            .map(|r| r.delay)
             .max()
             .unwrap_or_default()
+    }
+
+    /// The slowest redeliveries, each with the events around its kill: what
+    /// a reader needs to see why a takeover was slow.
+    fn slowest_redeliveries(&self, n: usize) -> String {
+        let mut slow: Vec<&Redelivery> = self.redelivery_delays.iter().collect();
+        slow.sort_by_key(|r| std::cmp::Reverse(r.delay));
+        let mut out = String::new();
+        for r in slow.into_iter().take(n) {
+            let nearby: Vec<String> = self
+                .timeline
+                .iter()
+                .filter(|(at, what)| {
+                    !what.starts_with("kill -9 worker")
+                        && *at + Duration::from_secs(15) >= r.killed_at
+                        && *at <= r.killed_at + r.delay
+                })
+                .map(|(at, what)| format!("{what} at {:.1} s", at.as_secs_f64()))
+                .collect();
+            out.push_str(&format!(
+                "  redelivery {:.1} s: {} killed at {:.1} s holding {} task(s){}\n",
+                r.delay.as_secs_f64(),
+                r.worker,
+                r.killed_at.as_secs_f64(),
+                r.tasks,
+                if nearby.is_empty() {
+                    String::new()
+                } else {
+                    format!("; around it: {}", nearby.join(", "))
+                }
+            ));
+        }
+        out
     }
 
     fn events_done(&self) -> usize {
@@ -186,6 +232,7 @@ impl ChaosReport {
         );
         let line = format!("+{}+{}+\n", "-".repeat(48), "-".repeat(42));
         let mut out = format!("{line}{t}{line}");
+        out.push_str(&self.slowest_redeliveries(3));
         for (check, ok) in self.checks() {
             out.push_str(&format!("  [{}] {check}\n", if ok { "ok" } else { "FAIL" }));
         }

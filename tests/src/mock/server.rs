@@ -46,6 +46,8 @@ struct Shared {
     buckets: Mutex<HashMap<String, TokenBucket>>,
     /// While true every data request answers 503 (a total outage).
     outage: std::sync::atomic::AtomicBool,
+    /// While true every data request waits, unanswered, until it is false.
+    stall: tokio::sync::watch::Sender<bool>,
     /// Attempts per exact path and query that reached the fault stage.
     attempts: Mutex<HashMap<String, u64>>,
     stats: Mutex<Recorder>,
@@ -79,6 +81,7 @@ impl MockServer {
             addr,
             buckets: Mutex::new(HashMap::new()),
             outage: std::sync::atomic::AtomicBool::new(false),
+            stall: tokio::sync::watch::Sender::new(false),
             attempts: Mutex::new(HashMap::new()),
             stats: Mutex::new(Recorder::new(Instant::now())),
         });
@@ -133,6 +136,13 @@ impl MockServer {
         self.shared
             .outage
             .store(down, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts or ends a stall: while it lasts every data request is held
+    /// open without an answer (a source that accepts and never replies);
+    /// when it ends, they are answered as usual.
+    pub fn set_stall(&self, stalled: bool) {
+        self.shared.stall.send_replace(stalled);
     }
 
     /// Poisons every page holding any of these ids (several poison pages).
@@ -240,6 +250,11 @@ async fn serve_data(shared: Arc<Shared>, style: Style, uri: Uri, headers: Header
             return resp;
         }
     };
+    let mut stall = shared.stall.subscribe();
+    if *stall.borrow() {
+        shared.stats().fault("stall");
+        let _ = stall.wait_for(|stalled| !stalled).await;
+    }
     if shared.outage.load(std::sync::atomic::Ordering::Relaxed) {
         shared.stats().fault("outage");
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "down for everyone");
