@@ -20,9 +20,13 @@ use pagefleet_shared::store::{OutboxFilter, Store};
 const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
 const RELAY_INTERVAL: Duration = Duration::from_millis(200);
 const RELAY_BATCH: i64 = pagefleet_shared::dispatch::CHUNK as i64;
-const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
-/// How long after a lease ran out a task is re-published.
-const LEASE_GRACE: Duration = Duration::from_secs(5);
+/// With `LEASE_GRACE`, bounds how long a dead worker's task waits when its
+/// redelivery went missing: lease (10 s) + grace + interval, about 15 s,
+/// inside the 30 s a takeover may take.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long after a lease ran out a task is re-published. The broker's own
+/// redelivery usually wins; the grace keeps the two from racing.
+const LEASE_GRACE: Duration = Duration::from_secs(3);
 /// How long a queued task (or a finalizing export) may sit untouched with
 /// empty queues before its message is presumed lost.
 const IDLE_GRACE: Duration = Duration::from_secs(30);

@@ -209,7 +209,8 @@ async fn scenario(
     let chaos_out = work_dir.join("chaos-out");
     let mut fleet = ProcessFleet::start("run", config.workers, work_dir, token).await?;
     let spec = ExportSpec::from_toml(&spec_toml(config, mock, &chaos_out))?;
-    let ok_before = mock.stats().ok;
+    let before = mock.stats();
+    let ok_before = before.ok;
     let started = Instant::now();
     let id = fleet.api.submit(&spec, None).await?.id;
 
@@ -345,7 +346,11 @@ async fn scenario(
         .await?;
     report.redeliveries = row.get::<_, i64>(0).max(0) as u64;
     report.duplicate_deliveries = status.duplicate_deliveries as u64;
-    report.duplicate_fetches = (mock.stats().ok - ok_before).saturating_sub(config.pages as u64);
+    let after = mock.stats();
+    report.duplicate_fetches = (after.ok - ok_before).saturating_sub(config.pages as u64);
+    report.source_limit_429s = after.bucket_429 - before.bucket_429;
+    report.peak_requests_1s = after.peak_requests_1s;
+    report.source_limit_1s = config.rate as u64 + u64::from(config.burst);
     let csv = std::fs::read(chaos_out.join("chaos.csv"))?;
     report.chaos_sha = crate::chaos::report::sha256(&csv);
     let (lost, doubled) = count_rows(&csv, config.records())?;

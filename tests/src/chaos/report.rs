@@ -34,6 +34,12 @@ pub struct ChaosReport {
     pub redeliveries: u64,
     pub duplicate_deliveries: u64,
     pub duplicate_fetches: u64,
+    /// 429s the source's own bucket answered during the chaos run (the
+    /// injected ones not counted): requests the fleet sent too fast.
+    pub source_limit_429s: u64,
+    /// The most requests the source saw in any one second, and its limit.
+    pub peak_requests_1s: u64,
+    pub source_limit_1s: u64,
     pub reference_duplicate_fetches: u64,
     pub rows_lost: usize,
     pub duplicate_rows: usize,
@@ -188,6 +194,14 @@ impl ChaosReport {
                 "{} (fault-free run: {})",
                 self.duplicate_fetches, self.reference_duplicate_fetches
             ),
+        );
+        row(
+            "429s from the source's own limit",
+            self.source_limit_429s.to_string(),
+        );
+        row(
+            "peak requests in any 1 s (source allows)",
+            format!("{} ({})", self.peak_requests_1s, self.source_limit_1s),
         );
         row("rows lost", self.rows_lost.to_string());
         row("duplicate rows", self.duplicate_rows.to_string());
