@@ -5,16 +5,13 @@
 //! It restarts the shared RabbitMQ, so it lives in its own test binary
 //! (cargo runs test binaries one after another) with a single test.
 
+mod common;
+
 use pagefleet_tests::chaos::{run, ChaosConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_and_a_broker_restart_leave_the_csv_unchanged() {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-q", "--workspace", "--bins"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building the fleet's binaries failed");
+    common::build_fleet_binaries();
     let report = run(&ChaosConfig::small(20261125)).await.expect("chaos run");
     println!("{}", report.table());
     assert!(report.passed(), "{}", report.table());

@@ -19,24 +19,11 @@ use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::chaos::fleet::{offset_spec, ProcessFleet};
 use pagefleet_tests::mock::{MockConfig, MockServer};
 
-use common::{assert_csv_matches_source, assert_manifest, connect};
+use common::{assert_csv_matches_source, assert_manifest, build_fleet_binaries, connect};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The drain bound every spawned worker gets (`--drain-secs`).
 const DRAIN: Duration = Duration::from_secs(5);
-
-/// The fleet's binaries, built (or found up to date) once per test process.
-fn build_binaries() {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-q", "--workspace", "--bins"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the fleet's binaries failed");
-    });
-}
 
 fn work_dir(label: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pagefleet-{label}-{}", Uuid::now_v7().simple()));
@@ -91,7 +78,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_worker_and_hands_back_what_it_cannot_finish() {
-    build_binaries();
+    build_fleet_binaries();
     let (seed, records) = (31, 400);
     let token = format!("drain-{}", Uuid::now_v7().simple());
     let mock = mock(seed, records, &token).await;
@@ -212,7 +199,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finalizer_killed_mid_write_leaves_no_file_and_the_next_attempt_publishes_once() {
-    build_binaries();
+    build_fleet_binaries();
     // Big enough that writing the CSV takes a while to catch in the act.
     let (seed, records, page_size) = (32, 60_000, 1_000);
     let token = format!("final-{}", Uuid::now_v7().simple());

@@ -314,6 +314,20 @@ pub fn assert_manifest(csv_path: &Path, bytes: &[u8], rows: usize) -> serde_json
     manifest
 }
 
+/// The scheduler and worker binaries that process-level tests spawn,
+/// built (or found up to date) once per test process.
+pub fn build_fleet_binaries() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "--workspace", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the fleet's binaries failed");
+    });
+}
+
 /// The `pagefleet` CLI binary, built (or found up to date) once per test
 /// process so a test never runs a stale CLI.
 pub fn cli_bin() -> PathBuf {
