@@ -1,0 +1,106 @@
+//! Nothing is lost when a message is lost: a task whose worker died and
+//! whose message vanished from the broker with it is re-published from
+//! Postgres by the scheduler's reconciler, well within the 30 s a takeover
+//! may take, and the export completes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use pagefleet_shared::model::{ExportState, QueueRole};
+use pagefleet_shared::queue::{Broker, QueueNames};
+use pagefleet_shared::spec::ExportSpec;
+use pagefleet_tests::chaos::fleet::{offset_spec, ProcessFleet};
+use pagefleet_tests::mock::{MockConfig, MockServer};
+
+use common::{assert_csv_matches_source, build_fleet_binaries, connect};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_s_task_whose_message_was_lost_is_republished() {
+    build_fleet_binaries();
+    let (seed, records) = (33, 10);
+    let token = format!("lost-{}", Uuid::now_v7().simple());
+    let mut mock_config = MockConfig::new(seed, records);
+    mock_config.token = token.clone();
+    let mock = MockServer::start(mock_config).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("pagefleet-lost-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // No worker yet: the task's message waits in the queue.
+    let mut fleet = ProcessFleet::start("lost", 0, &dir, &token).await.unwrap();
+    let out = dir.join("out");
+    let toml = offset_spec("lost", 10, 100.0, 10, &mock.base_url(), &out, "");
+    let id = fleet
+        .api
+        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
+        .await
+        .unwrap()
+        .id;
+    let broker = Broker::connect(AMQP, &fleet.env.namespace).await.unwrap();
+    let started = Instant::now();
+    while broker.ready_count(QueueRole::Pages).await.unwrap() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "task never published"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.close().await;
+
+    // A worker claimed the task and died, and its message is gone too.
+    let queue = QueueNames::new(&fleet.env.namespace).name(QueueRole::Pages);
+    let purge = std::process::Command::new("rabbitmqctl")
+        .args(["purge_queue", &queue])
+        .output()
+        .unwrap();
+    assert!(purge.status.success(), "purge: {:?}", purge);
+    let db = connect(&fleet.env.database_url).await;
+    let ghosted = db
+        .execute(
+            "UPDATE page_tasks SET state = 'in_flight', claimed_by = 'ghost/1',
+                    claimed_at = now(), lease_until = now(), deliveries = deliveries + 1
+              WHERE export_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ghosted, 1, "one task planned");
+
+    fleet.add_worker().unwrap();
+    let lease_ran_out = Instant::now();
+    let status = fleet
+        .wait_state(
+            id,
+            &[ExportState::Completed, ExportState::Failed],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let took = lease_ran_out.elapsed();
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    let claimed_by: String = db
+        .query_one(
+            "SELECT claimed_by FROM page_tasks WHERE export_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .unwrap_or_default();
+    assert!(
+        claimed_by.starts_with(&fleet.workers[0].name),
+        "taken over by {claimed_by}"
+    );
+    println!("lease ran out → export completed: {took:.1?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the lost task was taken over after {took:?}"
+    );
+    assert_csv_matches_source(&out.join("lost.csv"), seed, records);
+    fleet.stop().await;
+    mock.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
