@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::model::DEFAULT_TENANT;
+use pagefleet_shared::output;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
 use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
@@ -28,6 +29,9 @@ const MAX_SPEC_BYTES: usize = 1 << 20;
 pub struct ApiState {
     pub store: Store,
     pub broker: Arc<Broker>,
+    /// See `ServiceConfig::output_root`: checked at submit so a spec that
+    /// would write outside its tenant's directory is refused at once.
+    pub output_root: Option<std::path::PathBuf>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -81,13 +85,20 @@ impl From<pagefleet_shared::store::StoreError> for ApiError {
     }
 }
 
-fn tenant(headers: &HeaderMap) -> String {
-    headers
-        .get("x-pagefleet-tenant")
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty() && t.len() <= 64)
-        .unwrap_or(DEFAULT_TENANT)
-        .to_string()
+/// The tenant a request acts for. Absent means the default tenant; a value
+/// that could not name a directory is refused rather than mapped to another
+/// tenant.
+fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get("x-pagefleet-tenant") else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    match value.to_str() {
+        Ok(t) if output::valid_tenant(t) => Ok(t.to_string()),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "X-Pagefleet-Tenant must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`",
+        )),
+    }
 }
 
 async fn submit(
@@ -118,7 +129,15 @@ async fn submit(
             "Idempotency-Key must be 1-200 characters",
         ));
     }
-    let tenant = tenant(&headers);
+    let tenant = tenant(&headers)?;
+    if let Err(e) = output::resolve_dir(state.output_root.as_deref(), &tenant, &spec.output.dir) {
+        let mut err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("spec field `output.dir`: {e}"),
+        );
+        err.field = Some("output.dir".into());
+        return Err(err);
+    }
     let submitted = state
         .store
         .submit_export(&tenant, key.as_deref(), &spec)
@@ -148,7 +167,7 @@ async fn status(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     match state.store.export_status(id).await? {
-        Some(s) if s.tenant_id == tenant(&headers) => Ok(Json(s).into_response()),
+        Some(s) if s.tenant_id == tenant(&headers)? => Ok(Json(s).into_response()),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no export {id}"),
@@ -167,7 +186,7 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let exports = state.store.list_exports(&tenant(&headers), limit).await?;
+    let exports = state.store.list_exports(&tenant(&headers)?, limit).await?;
     Ok(Json(exports).into_response())
 }
 
@@ -186,7 +205,7 @@ async fn dlq_list(
     let export = q.export.as_deref().map(parse_id).transpose()?;
     let letters = state
         .store
-        .list_dead_letters(&tenant(&headers), export, q.all)
+        .list_dead_letters(&tenant(&headers)?, export, q.all)
         .await?;
     Ok(Json(letters).into_response())
 }
@@ -226,7 +245,7 @@ async fn dlq_replay(
             ))
         }
     };
-    let (replayed, outbox) = state.store.replay(&tenant(&headers), target).await?;
+    let (replayed, outbox) = state.store.replay(&tenant(&headers)?, target).await?;
     if !replayed.is_empty() {
         tracing::info!(count = replayed.len(), ?target, "dead letters replayed");
     }

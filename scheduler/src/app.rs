@@ -72,6 +72,7 @@ pub async fn run(
     let app = router(ApiState {
         store,
         broker: broker.clone(),
+        output_root: config.output_root.as_ref().map(std::path::PathBuf::from),
     });
     let stop = shutdown.clone();
     let served = axum::serve(listener, app)

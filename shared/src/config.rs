@@ -15,6 +15,10 @@ pub struct ServiceConfig {
     /// Prefix of queue names and Redis keys, so several fleets (or tests)
     /// share one broker and one Redis without meeting.
     pub namespace: String,
+    /// When set, every tenant's files go under `<output_root>/<tenant>/` and
+    /// specs name a directory relative to that (see `output`). Unset, a
+    /// spec's `output.dir` is used as written: fine for one team.
+    pub output_root: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -24,6 +28,7 @@ impl Default for ServiceConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "pagefleet".into(),
+            output_root: None,
         }
     }
 }
@@ -39,12 +44,14 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config `namespace` {0:?} must be 1-64 characters of [A-Za-z0-9_.-]")]
     Namespace(String),
+    #[error("config `output_root` {0:?} must be an absolute path")]
+    OutputRoot(String),
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
-    /// `PAGEFLEET_NAMESPACE` on top.
+    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT` on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -72,6 +79,9 @@ impl ServiceConfig {
         if let Some(v) = env("PAGEFLEET_NAMESPACE") {
             config.namespace = v;
         }
+        if let Some(v) = env("PAGEFLEET_OUTPUT_ROOT") {
+            config.output_root = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -85,6 +95,11 @@ impl ServiceConfig {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !ok {
             return Err(ConfigError::Namespace(ns.clone()));
+        }
+        if let Some(root) = &self.output_root {
+            if !std::path::Path::new(root).is_absolute() {
+                return Err(ConfigError::OutputRoot(root.clone()));
+            }
         }
         Ok(())
     }
@@ -122,5 +137,16 @@ mod tests {
         assert!(c.validate().is_ok());
         c.namespace = "a b".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_output_root_must_be_absolute() {
+        let mut c = ServiceConfig {
+            output_root: Some("/srv/exports".into()),
+            ..ServiceConfig::default()
+        };
+        assert!(c.validate().is_ok());
+        c.output_root = Some("exports".into());
+        assert!(matches!(c.validate(), Err(ConfigError::OutputRoot(_))));
     }
 }

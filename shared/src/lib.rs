@@ -1,7 +1,7 @@
 //! pagefleet-shared: the domain and the adapters every pagefleet process uses.
 //!
 //! Pure logic (no I/O): [`spec`], [`pagination`], [`retry`], [`flatten`],
-//! [`csv_out`], [`model`].
+//! [`csv_out`], [`model`], [`output`].
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment.
@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod flatten;
 pub mod guard;
 pub mod model;
+pub mod output;
 pub mod pagination;
 pub mod queue;
 pub mod ratelimit;

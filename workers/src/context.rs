@@ -33,6 +33,8 @@ pub struct WorkerContext {
     /// Cancelled when a drain runs out of time: page tasks still running
     /// release their claims and are handed back to the queue.
     pub hand_back: CancellationToken,
+    /// See `ServiceConfig::output_root`.
+    pub output_root: Option<std::path::PathBuf>,
 }
 
 impl WorkerContext {
@@ -56,6 +58,7 @@ impl WorkerContext {
             park_after: options.park_after,
             shared_limiter: options.shared_limiter,
             hand_back: CancellationToken::new(),
+            output_root: None,
         }
     }
 

@@ -89,14 +89,16 @@ pub async fn run(
     store.migrate().await?;
     let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
     let limiter = RateLimiter::new(&config.redis_url, &config.namespace)?;
-    let ctx = Arc::new(WorkerContext::new(
+    let mut ctx = WorkerContext::new(
         store,
         limiter,
         SourceClient::new()?,
         broker.clone(),
         SourceGuard::new(&config.redis_url, &config.namespace)?,
         &options,
-    ));
+    );
+    ctx.output_root = config.output_root.as_ref().map(std::path::PathBuf::from);
+    let ctx = Arc::new(ctx);
     let pages_tag = format!("{}-pages", options.name);
     let finalize_tag = format!("{}-finalize", options.name);
     let (pages_channel, mut pages) = broker

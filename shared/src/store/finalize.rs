@@ -11,6 +11,7 @@ use crate::spec::ExportSpec;
 #[derive(Debug, Clone)]
 pub struct FinalizeWork {
     pub export_id: Uuid,
+    pub tenant_id: String,
     pub state: ExportState,
     pub spec: ExportSpec,
     pub spec_hash: String,
@@ -40,7 +41,8 @@ impl Store {
         let row = client
             .query_opt(
                 "SELECT state, spec, spec_hash, pages_landed, requests, retries, rate_limited,
-                        rows_replaced, duplicate_deliveries, COALESCE(started_at, created_at), output_path
+                        rows_replaced, duplicate_deliveries, COALESCE(started_at, created_at), output_path,
+                        tenant_id
                    FROM exports WHERE id = $1",
                 &[&export_id],
             )
@@ -60,6 +62,7 @@ impl Store {
             duplicate_deliveries: row.get(8),
             started_at: row.get(9),
             output_path: row.get(10),
+            tenant_id: row.get(11),
         }))
     }
 

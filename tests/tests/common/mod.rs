@@ -42,15 +42,25 @@ pub fn unique(prefix: &str) -> String {
 impl Fleet {
     /// A scheduler and `workers` workers on fresh, private resources.
     pub async fn start(workers: usize) -> Fleet {
+        Self::start_with(workers, |_, _| {}).await
+    }
+
+    /// Like `start`, with the fleet's configuration adjusted first (it is
+    /// given the test's output directory too).
+    pub async fn start_with(
+        workers: usize,
+        configure: impl FnOnce(&mut ServiceConfig, &Path),
+    ) -> Fleet {
         let ns = unique("pft");
         let db_name = ns.replace('-', "_");
         admin(&format!("CREATE DATABASE {db_name}")).await;
-        let config = ServiceConfig {
+        let mut config = ServiceConfig {
             database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
             namespace: ns.clone(),
             ..ServiceConfig::default()
         };
         let out_dir = std::env::temp_dir().join(&ns);
+        configure(&mut config, &out_dir);
         std::fs::create_dir_all(&out_dir).unwrap();
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

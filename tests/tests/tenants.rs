@@ -1,0 +1,104 @@
+//! A fleet with an output root keeps each tenant's files in the tenant's
+//! own directory: specs name a directory relative to it, an absolute or
+//! escaping one is refused at submit, a symlink out of it fails the export
+//! at finalize, and a tenant id that could not name a directory is refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_csv_matches_source, spec_toml, unique, Fleet};
+use pagefleet_scheduler::client::ApiClient;
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::spec::ExportSpec;
+use pagefleet_shared::store::ExportStatus;
+use pagefleet_tests::mock::{MockConfig, MockServer, Style};
+
+/// Waits for an export of the client's tenant to settle.
+async fn settled(api: &ApiClient, id: uuid::Uuid) -> ExportStatus {
+    let started = std::time::Instant::now();
+    loop {
+        let status = api.status(id).await.unwrap();
+        if status.is_settled() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_writes_only_under_its_own_directory() {
+    let (seed, records) = (41, 120);
+    let mock = MockServer::start(MockConfig::new(seed, records))
+        .await
+        .unwrap();
+    let token = unique("PFT_TENANT_TOKEN_").to_uppercase();
+    std::env::set_var(&token, &mock.config().token);
+    let fleet = Fleet::start_with(1, |config, out| {
+        config.output_root = Some(out.join("root").display().to_string());
+    })
+    .await;
+    let root = fleet.out_dir.join("root");
+    let acme = ApiClient::new(&fleet.api_url, Some("acme".into())).unwrap();
+    let spec_in = |name: &str, dir: &str| {
+        let toml = spec_toml(name, &mock, Style::Offset, &fleet.out_dir, 50, &token);
+        let mut spec = ExportSpec::from_toml(&toml).unwrap();
+        spec.output.dir = dir.to_string();
+        spec
+    };
+
+    // A relative directory lands under the tenant's own directory.
+    let id = acme
+        .submit(&spec_in("orders", "nightly/orders"), None)
+        .await
+        .unwrap()
+        .id;
+    let status = settled(&acme, id).await;
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    assert_csv_matches_source(&root.join("acme/nightly/orders/orders.csv"), seed, records);
+
+    // An absolute directory, or one climbing out, is refused at submit.
+    for dir in [fleet.out_dir.display().to_string(), "../other".to_string()] {
+        let err = acme
+            .submit(&spec_in("escape", &dir), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(422), "{dir}: {err}");
+        assert!(err.to_string().contains("output.dir"), "{dir}: {err}");
+    }
+
+    // A symlink in the tenant's directory pointing out of it: the export
+    // fails at finalize, naming why, and nothing is written out there.
+    let elsewhere = fleet.out_dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("acme/link")).unwrap();
+    let id = acme
+        .submit(&spec_in("linked", "link"), None)
+        .await
+        .unwrap()
+        .id;
+    let status = settled(&acme, id).await;
+    assert_eq!(status.state, ExportState::Failed, "{status:?}");
+    let error = status.error.clone().unwrap_or_default();
+    assert!(error.contains("outside the tenant's directory"), "{error}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+    // A tenant id that could not name a directory is refused, not mapped
+    // to another tenant.
+    let http = reqwest::Client::new();
+    for tenant in ["../acme", ".hidden", "a/b"] {
+        let response = http
+            .get(format!("{}/v1/exports", fleet.api_url))
+            .header("x-pagefleet-tenant", tenant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "tenant {tenant:?}");
+    }
+    // And another tenant sees none of acme's exports.
+    let other = ApiClient::new(&fleet.api_url, Some("globex".into())).unwrap();
+    assert!(other.list().await.unwrap().is_empty());
+    fleet.stop().await;
+    mock.shutdown().await;
+}
