@@ -16,11 +16,11 @@ use uuid::Uuid;
 
 use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::model::DEFAULT_TENANT;
-use pagefleet_shared::output;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
 use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
 use pagefleet_shared::telemetry::metrics;
+use pagefleet_shared::tenancy;
 
 /// Largest spec accepted by the API.
 const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -93,12 +93,32 @@ fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
         return Ok(DEFAULT_TENANT.to_string());
     };
     match value.to_str() {
-        Ok(t) if output::valid_tenant(t) => Ok(t.to_string()),
+        Ok(t) if tenancy::valid_tenant(t) => Ok(t.to_string()),
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "X-Pagefleet-Tenant must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`",
         )),
     }
+}
+
+/// With tenant isolation on, a spec reaching for another tenant's files or
+/// secrets is refused at once, naming the field.
+fn refuse_other_tenants(state: &ApiState, tenant: &str, spec: &ExportSpec) -> Result<(), ApiError> {
+    let root = state.output_root.as_deref();
+    let refused = |field: &str, e: tenancy::IsolationError| {
+        let mut err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("spec field `{field}`: {e}"),
+        );
+        err.field = Some(field.into());
+        err
+    };
+    tenancy::resolve_dir(root, tenant, &spec.output.dir).map_err(|e| refused("output.dir", e))?;
+    if let Some(auth) = &spec.source.auth {
+        tenancy::check_secret(root, tenant, auth.secret())
+            .map_err(|e| refused("source.auth.secret", e))?;
+    }
+    Ok(())
 }
 
 async fn submit(
@@ -130,14 +150,7 @@ async fn submit(
         ));
     }
     let tenant = tenant(&headers)?;
-    if let Err(e) = output::resolve_dir(state.output_root.as_deref(), &tenant, &spec.output.dir) {
-        let mut err = ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("spec field `output.dir`: {e}"),
-        );
-        err.field = Some("output.dir".into());
-        return Err(err);
-    }
+    refuse_other_tenants(&state, &tenant, &spec)?;
     let submitted = state
         .store
         .submit_export(&tenant, key.as_deref(), &spec)

@@ -1,10 +1,11 @@
 //! pagefleet-shared: the domain and the adapters every pagefleet process uses.
 //!
 //! Pure logic (no I/O): [`spec`], [`pagination`], [`retry`], [`flatten`],
-//! [`csv_out`], [`model`], [`output`].
+//! [`csv_out`], [`model`].
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
-//! [`config`] gathers the addresses of the services from the environment.
+//! [`config`] gathers the addresses of the services from the environment;
+//! [`tenancy`] says what a tenant's spec may reach on a worker.
 
 pub mod config;
 pub mod csv_out;
@@ -12,7 +13,6 @@ pub mod dispatch;
 pub mod flatten;
 pub mod guard;
 pub mod model;
-pub mod output;
 pub mod pagination;
 pub mod queue;
 pub mod ratelimit;
@@ -23,3 +23,4 @@ pub mod source;
 pub mod spec;
 pub mod store;
 pub mod telemetry;
+pub mod tenancy;

@@ -69,8 +69,8 @@ async fn a_dead_worker_s_task_whose_message_was_lost_is_republished() {
         .unwrap();
     assert_eq!(ghosted, 1, "one task planned");
 
-    fleet.add_worker().unwrap();
     let lease_ran_out = Instant::now();
+    fleet.add_worker().unwrap();
     let status = fleet
         .wait_state(
             id,

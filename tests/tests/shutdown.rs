@@ -151,6 +151,15 @@ async fn sigterm_drains_a_worker_and_hands_back_what_it_cannot_finish() {
         assert_eq!(state, "queued", "task {task} after the hand-back");
     }
 
+    let broker = Broker::connect(AMQP, &fleet.env.namespace).await.unwrap();
+    let ready = broker.ready_count(QueueRole::Pages).await.unwrap() as usize;
+    broker.close().await;
+    assert!(
+        ready >= held.len(),
+        "{ready} messages ready, {} handed back",
+        held.len()
+    );
+
     // The scheduler stops cleanly on SIGTERM too; a new one takes over.
     let status = fleet
         .scheduler
@@ -215,10 +224,14 @@ async fn a_finalizer_killed_mid_write_leaves_no_file_and_the_next_attempt_publis
         .id;
     let csv = out.join("final.csv");
 
-    // Kill -9 the only worker the moment its temporary file appears.
+    // Kill -9 the only worker the moment its temporary CSV appears (not the
+    // manifest's, which comes after the CSV is in place).
     let started = Instant::now();
     loop {
-        if !temp_files(&out).is_empty() {
+        if temp_files(&out)
+            .iter()
+            .any(|n| !n.ends_with(".manifest.tmp"))
+        {
             fleet.workers[0].kill9().await;
             break;
         }

@@ -1,7 +1,8 @@
-//! A fleet with an output root keeps each tenant's files in the tenant's
-//! own directory: specs name a directory relative to it, an absolute or
-//! escaping one is refused at submit, a symlink out of it fails the export
-//! at finalize, and a tenant id that could not name a directory is refused.
+//! A fleet with an output root isolates its tenants: files go to the
+//! tenant's own directory (specs name a directory relative to it, an
+//! absolute or escaping one is refused at submit, a symlink out of it fails
+//! the export at finalize), a spec may read only its tenant's secrets, and a
+//! tenant id that could not name a directory is refused.
 
 mod common;
 
@@ -28,12 +29,13 @@ async fn settled(api: &ApiClient, id: uuid::Uuid) -> ExportStatus {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_tenant_writes_only_under_its_own_directory() {
+async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
     let (seed, records) = (41, 120);
     let mock = MockServer::start(MockConfig::new(seed, records))
         .await
         .unwrap();
-    let token = unique("PFT_TENANT_TOKEN_").to_uppercase();
+    // Under isolation a spec reads only `PAGEFLEET_SECRET_<TENANT>_*`.
+    let token = unique("PAGEFLEET_SECRET_ACME_T").to_uppercase();
     std::env::set_var(&token, &mock.config().token);
     let fleet = Fleet::start_with(1, |config, out| {
         config.output_root = Some(out.join("root").display().to_string());
@@ -68,21 +70,43 @@ async fn each_tenant_writes_only_under_its_own_directory() {
         assert!(err.to_string().contains("output.dir"), "{dir}: {err}");
     }
 
+    // Secrets that are not the tenant's are refused at submit: the fleet's
+    // own settings, another tenant's, any file.
+    for secret in [
+        r#"{ env = "PAGEFLEET_DATABASE_URL" }"#,
+        r#"{ env = "PAGEFLEET_SECRET_GLOBEX_TOKEN" }"#,
+        r#"{ file = "/etc/hostname" }"#,
+    ] {
+        let toml = spec_toml("steal", &mock, Style::Offset, &fleet.out_dir, 50, &token)
+            .replace(&format!(r#"{{ env = "{token}" }}"#), secret);
+        let mut spec = ExportSpec::from_toml(&toml).unwrap();
+        spec.output.dir = "steal".into();
+        let err = acme.submit(&spec, None).await.unwrap_err();
+        assert_eq!(err.status(), Some(422), "{secret}: {err}");
+        assert!(
+            err.to_string().contains("source.auth.secret"),
+            "{secret}: {err}"
+        );
+    }
+
     // A symlink in the tenant's directory pointing out of it: the export
-    // fails at finalize, naming why, and nothing is written out there.
+    // fails at finalize, naming why without the server's paths, and nothing
+    // is written or created out there.
     let elsewhere = fleet.out_dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, root.join("acme/link")).unwrap();
-    let id = acme
-        .submit(&spec_in("linked", "link"), None)
-        .await
-        .unwrap()
-        .id;
-    let status = settled(&acme, id).await;
-    assert_eq!(status.state, ExportState::Failed, "{status:?}");
-    let error = status.error.clone().unwrap_or_default();
-    assert!(error.contains("outside the tenant's directory"), "{error}");
-    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    for (name, dir) in [("linked", "link"), ("linkedsub", "link/sub")] {
+        let id = acme.submit(&spec_in(name, dir), None).await.unwrap().id;
+        let status = settled(&acme, id).await;
+        assert_eq!(status.state, ExportState::Failed, "{status:?}");
+        let error = status.error.clone().unwrap_or_default();
+        assert!(error.contains("outside the tenant's directory"), "{error}");
+        assert!(
+            !error.contains(&*fleet.out_dir.to_string_lossy()),
+            "{error}"
+        );
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "{dir}");
+    }
 
     // A tenant id that could not name a directory is refused, not mapped
     // to another tenant.

@@ -16,9 +16,10 @@ use uuid::Uuid;
 use pagefleet_shared::csv_out::CsvSink;
 use pagefleet_shared::flatten::Row;
 use pagefleet_shared::model::ExportState;
+use pagefleet_shared::source;
 use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
 use pagefleet_shared::telemetry::metrics;
-use pagefleet_shared::{output, source};
+use pagefleet_shared::tenancy::{self, CreateDirError};
 
 use crate::context::WorkerContext;
 
@@ -42,15 +43,9 @@ pub enum FinalizeError {
         message: String,
     },
     #[error("finalize export {export_id}: {source}")]
-    Output {
+    Isolation {
         export_id: Uuid,
-        source: output::OutputError,
-    },
-    #[error("finalize export {export_id}: {dir} resolves outside the tenant's directory {root}")]
-    OutsideTenantRoot {
-        export_id: Uuid,
-        dir: String,
-        root: String,
+        source: tenancy::IsolationError,
     },
     #[error("finalize export {export_id}: wrote {written} rows but staging holds {staged}")]
     CountMismatch {
@@ -182,29 +177,33 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
     let export_id = work.export_id;
     let spec = &work.spec;
     let store_err = |source| FinalizeError::Store { export_id, source };
-    let dir = output::resolve_dir(
-        ctx.output_root.as_deref(),
-        &work.tenant_id,
-        &spec.output.dir,
-    )
-    .map_err(|source| FinalizeError::Output { export_id, source })?;
     let file_name = spec.file_name();
     let io_err = |path: &Path, source| FinalizeError::Io {
         export_id,
         path: path.display().to_string(),
         source,
     };
-    fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let dir = tenancy::create_output_dir(
+        ctx.output_root.as_deref(),
+        &work.tenant_id,
+        &spec.output.dir,
+    )
+    .map_err(|e| match e {
+        CreateDirError::Isolation(source) => FinalizeError::Isolation { export_id, source },
+        CreateDirError::Io(path, source) => io_err(&path, source),
+    })?;
     let dir = fs::canonicalize(&dir).map_err(|e| io_err(&dir, e))?;
     if let Some(root) = &ctx.output_root {
-        // A symlink inside the tenant's directory must not lead out of it.
+        // Belt and braces: whatever changed since the directory was made,
+        // the file goes nowhere outside the tenant's directory.
         let tenant_root = root.join(&work.tenant_id);
         let tenant_root = fs::canonicalize(&tenant_root).map_err(|e| io_err(&tenant_root, e))?;
         if !dir.starts_with(&tenant_root) {
-            return Err(FinalizeError::OutsideTenantRoot {
+            return Err(FinalizeError::Isolation {
                 export_id,
-                dir: dir.display().to_string(),
-                root: tenant_root.display().to_string(),
+                source: tenancy::IsolationError::OutsideTenant {
+                    dir: spec.output.dir.clone(),
+                },
             });
         }
     }

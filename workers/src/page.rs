@@ -23,6 +23,7 @@ use pagefleet_shared::store::{
     Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
 };
 use pagefleet_shared::telemetry::metrics;
+use pagefleet_shared::tenancy;
 use tracing::Instrument;
 
 use crate::context::WorkerContext;
@@ -65,6 +66,8 @@ pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResul
     // holder instead of claiming it again.
     let claim = format!("{}/{}", ctx.worker, pagefleet_shared::model::new_id());
     tokio::select! {
+        // A task that finished as the hand-back fired keeps its result.
+        biased;
         result = claim_and_run(ctx, task_id, &claim) => result,
         // A drain that ran out of time: give the claim up in Postgres so the
         // next worker takes the task at once instead of waiting out a lease.
@@ -164,6 +167,16 @@ async fn run_task(
     let spec = &work.spec;
     let mut tally = Tally::default();
 
+    // Checked here as well as at submit: the worker is what holds the
+    // secrets, and a spec may predate the fleet's isolation.
+    if let Some(auth) = &spec.source.auth {
+        if let Err(e) =
+            tenancy::check_secret(ctx.output_root.as_deref(), &work.tenant_id, auth.secret())
+        {
+            let reason = e.to_string();
+            return dead_letter(ctx, work, &mut tally, "permanent", reason, None, None).await;
+        }
+    }
     let credential = match spec
         .source
         .auth

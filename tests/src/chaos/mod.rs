@@ -209,6 +209,7 @@ async fn scenario(
     let chaos_out = work_dir.join("chaos-out");
     let mut fleet = ProcessFleet::start("run", config.workers, work_dir, token).await?;
     let spec = ExportSpec::from_toml(&spec_toml(config, mock, &chaos_out))?;
+    mock.reset_peak();
     let before = mock.stats();
     let ok_before = before.ok;
     let started = Instant::now();

@@ -138,6 +138,12 @@ impl MockServer {
             .store(down, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Forgets the busiest second seen so far, so `peak_requests_1s` covers
+    /// only what comes next.
+    pub fn reset_peak(&self) {
+        self.shared.stats().reset_peak();
+    }
+
     /// Starts or ends a stall: while it lasts every data request is held
     /// open without an answer (a source that accepts and never replies);
     /// when it ends, they are answered as usual.

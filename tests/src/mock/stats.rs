@@ -77,6 +77,11 @@ impl Recorder {
         self.stats.peak_requests_1s = self.window.arrive(us);
     }
 
+    pub(crate) fn reset_peak(&mut self) {
+        self.window = PeakWindow::new(self.window.width);
+        self.stats.peak_requests_1s = 0;
+    }
+
     pub(crate) fn ok(&mut self, records: usize) {
         self.stats.ok += 1;
         self.stats.records_served += records as u64;
