@@ -9,8 +9,9 @@ demo: up build
 test: up build
 	$(CARGO) test --workspace --no-fail-fast
 
-# Kills workers and the scheduler and restarts RabbitMQ, Postgres and Redis
-# under a 2,000-page export, once per seed; prints a report per seed.
+# Kills workers (and stops some with SIGTERM) and the scheduler and restarts
+# RabbitMQ, Postgres and Redis under a 2,000-page export, once per seed;
+# prints a report per seed.
 # It restarts the machine's shared services: run it alone.
 SEEDS ?= 1,2,3
 chaos: up build

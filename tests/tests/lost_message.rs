@@ -1,7 +1,9 @@
-//! Nothing is lost when a message is lost: a task whose worker died and
-//! whose message vanished from the broker with it is re-published from
+//! No task is left without a message. A redelivery that finds its task
+//! held by a live worker stays unacked until that worker lands it or dies
+//! (after a broker restart it is the task's only message). And a task whose
+//! worker died and whose message vanished anyway is re-published from
 //! Postgres by the scheduler's reconciler, well within the 30 s a takeover
-//! may take, and the export completes.
+//! may take.
 
 mod common;
 
@@ -100,6 +102,97 @@ async fn a_dead_worker_s_task_whose_message_was_lost_is_republished() {
         "the lost task was taken over after {took:?}"
     );
     assert_csv_matches_source(&out.join("lost.csv"), seed, records);
+    fleet.stop().await;
+    mock.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Messages delivered to consumers and not yet acked, from the broker.
+fn unacked(queue: &str) -> u64 {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "name", "messages_unacknowledged"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_waits_while_the_holder_lives_and_takes_over_when_it_dies() {
+    build_fleet_binaries();
+    let (seed, records) = (34, 10);
+    let token = format!("held-{}", Uuid::now_v7().simple());
+    let mut mock_config = MockConfig::new(seed, records);
+    mock_config.token = token.clone();
+    let mock = MockServer::start(mock_config).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("pagefleet-held-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut fleet = ProcessFleet::start("held", 0, &dir, &token).await.unwrap();
+    let out = dir.join("out");
+    let toml = offset_spec("held", 10, 100.0, 10, &mock.base_url(), &out, "");
+    let id = fleet
+        .api
+        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
+        .await
+        .unwrap()
+        .id;
+    let db = connect(&fleet.env.database_url).await;
+    // Another worker holds the task and keeps its lease alive: as after a
+    // broker restart, its own delivery is gone and the queue's message is
+    // the one the fleet's worker gets.
+    let hold = "UPDATE page_tasks SET state = 'in_flight', claimed_by = 'holder/1',
+                       claimed_at = now(), lease_until = now() + interval '10 seconds'
+                 WHERE export_id = $1";
+    assert_eq!(db.execute(hold, &[&id]).await.unwrap(), 1);
+    fleet.add_worker().unwrap();
+    let queue = QueueNames::new(&fleet.env.namespace).name(QueueRole::Pages);
+    let started = Instant::now();
+    // Past two lease periods the delivery is still held, unacked.
+    while started.elapsed() < Duration::from_secs(25) {
+        db.execute(hold, &[&id]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(
+        unacked(&queue),
+        1,
+        "the redelivery was dropped while the holder lived"
+    );
+    assert_eq!(
+        fleet.api.status(id).await.unwrap().state,
+        ExportState::Running
+    );
+
+    // The holder dies: its lease runs out and the waiting delivery takes over.
+    let died = Instant::now();
+    let status = fleet
+        .wait_state(
+            id,
+            &[ExportState::Completed, ExportState::Failed],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    println!("holder died → export completed: {:.1?}", died.elapsed());
+    let claimed_by: String = db
+        .query_one(
+            "SELECT claimed_by FROM page_tasks WHERE export_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .unwrap_or_default();
+    assert!(
+        claimed_by.starts_with(&fleet.workers[0].name),
+        "{claimed_by}"
+    );
+    assert_csv_matches_source(&out.join("held.csv"), seed, records);
     fleet.stop().await;
     mock.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

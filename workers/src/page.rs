@@ -30,6 +30,8 @@ use crate::context::WorkerContext;
 
 /// How long a claim holds a task without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(10);
+/// The longest a delivery waits for another worker that holds its task.
+const HOLDER_WAIT: Duration = Duration::from_secs(120);
 
 /// How much of a failing body a dead letter keeps.
 const BODY_EXCERPT_BYTES: usize = 2048;
@@ -89,7 +91,7 @@ async fn claim_and_run(
     claim: &str,
 ) -> Result<PageResult, PageError> {
     let store_err = |source| PageError::Store { task_id, source };
-    let mut waited_for_holder = false;
+    let waiting_since = std::time::Instant::now();
     let work = loop {
         match ctx
             .store
@@ -99,12 +101,17 @@ async fn claim_and_run(
         {
             Claim::Claimed(work) => break work,
             Claim::Gone => return Ok(PageResult::Skipped),
-            // Another worker holds the task. If it died, its lease runs out
-            // within LEASE: wait for that once rather than fetch the page
-            // twice; if it is alive, it will finish the task.
-            Claim::Held { remaining } if !waited_for_holder && remaining <= LEASE => {
-                waited_for_holder = true;
-                tokio::time::sleep(remaining + Duration::from_millis(500)).await;
+            // Another worker holds the task. Keep this delivery, unacked,
+            // until the holder lands it (then it is gone) or dies (then its
+            // lease runs out within LEASE and this one takes over). Acking
+            // while the holder lives would be wrong after a broker restart:
+            // the holder's own delivery died with its channel, so this one
+            // is the task's only message, and were the holder then killed,
+            // only the reconciler could bring it back, at the end of the
+            // queue. Past HOLDER_WAIT the holder is stuck, not slow; leave
+            // the task to it and to the reconciler.
+            Claim::Held { remaining } if waiting_since.elapsed() < HOLDER_WAIT => {
+                tokio::time::sleep(remaining.min(LEASE) + Duration::from_millis(500)).await;
             }
             Claim::Held { .. } => return Ok(PageResult::Skipped),
         }

@@ -32,8 +32,8 @@ async fn main() -> ExitCode {
             ChaosConfig::full(seed)
         };
         println!(
-            "chaos: seed {seed}: {} pages, {} workers, {} worker kills, restarts {:?}",
-            config.pages, config.workers, config.worker_kills, config.restarts
+            "chaos: seed {seed}: {} pages, {} workers, {} worker kills, {} worker SIGTERMs, restarts {:?}",
+            config.pages, config.workers, config.worker_kills, config.worker_stops, config.restarts
         );
         match run(&config).await {
             Ok(report) => {

@@ -37,6 +37,8 @@ pub struct ChaosConfig {
     pub page_size: usize,
     pub workers: usize,
     pub worker_kills: usize,
+    /// Workers stopped with SIGTERM (and replaced), as a rolling deploy does.
+    pub worker_stops: usize,
     pub kill_scheduler: bool,
     pub restarts: Vec<Service>,
     pub poison_pages: usize,
@@ -55,6 +57,7 @@ impl ChaosConfig {
             page_size: 10,
             workers: 3,
             worker_kills: 20,
+            worker_stops: 3,
             kill_scheduler: true,
             restarts: vec![Service::RabbitMq, Service::Postgres, Service::Redis],
             poison_pages: 2,
@@ -70,6 +73,7 @@ impl ChaosConfig {
         ChaosConfig {
             pages: 300,
             worker_kills: 3,
+            worker_stops: 0,
             kill_scheduler: false,
             restarts: vec![Service::RabbitMq],
             rate: 60.0,
@@ -99,6 +103,7 @@ fn light_faults() -> Faults {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Event {
     KillWorker,
+    StopWorker,
     KillScheduler,
     Restart(Service),
 }
@@ -217,6 +222,7 @@ async fn scenario(
 
     let mut events: Vec<Event> =
         std::iter::repeat_n(Event::KillWorker, config.worker_kills).collect();
+    events.extend(std::iter::repeat_n(Event::StopWorker, config.worker_stops));
     if config.kill_scheduler {
         events.push(Event::KillScheduler);
     }
@@ -259,6 +265,31 @@ async fn scenario(
                         }
                     }));
                 }
+            }
+            Event::StopWorker => {
+                // A rolling deploy: the replacement starts, the old one is
+                // asked to stop and drains.
+                let i = rng.random_range(0..fleet.workers.len());
+                let mut victim = fleet.workers.swap_remove(i);
+                fleet.add_worker()?;
+                let at = started.elapsed();
+                let asked = Instant::now();
+                let exited = victim.terminate(Duration::from_secs(60)).await?;
+                let took = asked.elapsed();
+                if exited.is_none() {
+                    victim.kill9().await;
+                }
+                let clean = exited.is_some_and(|s| s.success());
+                report.worker_stops.push((took, clean));
+                report.timeline.push((
+                    at,
+                    format!(
+                        "SIGTERM worker {} (exited {} after {:.1} s)",
+                        victim.name,
+                        if clean { "cleanly" } else { "badly" },
+                        took.as_secs_f64()
+                    ),
+                ));
             }
             Event::KillScheduler => {
                 fleet.scheduler.kill9().await;

@@ -8,6 +8,9 @@ use super::ChaosConfig;
 
 /// A worker's death to its tasks' redelivery must stay within this.
 pub const MAX_REDELIVERY: Duration = Duration::from_secs(30);
+/// A worker asked to stop must be gone within this: its drain (5 s in the
+/// chaos fleet), 5 s to hand back the rest, and some room.
+pub const MAX_STOP: Duration = Duration::from_secs(15);
 
 /// One worker kill and how long its tasks waited for another worker.
 #[derive(Debug, Clone)]
@@ -26,6 +29,8 @@ pub struct ChaosReport {
     pub workers: usize,
     pub planned_events: usize,
     pub worker_kills: usize,
+    /// Per SIGTERM: how long the worker took to exit, and whether it exited 0.
+    pub worker_stops: Vec<(Duration, bool)>,
     pub scheduler_kills: usize,
     pub restarts: Vec<(Service, Duration)>,
     /// When each kill and restart happened, from the chaos export's start.
@@ -71,6 +76,7 @@ impl ChaosReport {
             records: config.pages * config.page_size,
             workers: config.workers,
             planned_events: config.worker_kills
+                + config.worker_stops
                 + usize::from(config.kill_scheduler)
                 + config.restarts.len(),
             ..ChaosReport::default()
@@ -119,7 +125,7 @@ impl ChaosReport {
     }
 
     fn events_done(&self) -> usize {
-        self.worker_kills + self.scheduler_kills + self.restarts.len()
+        self.worker_kills + self.worker_stops.len() + self.scheduler_kills + self.restarts.len()
     }
 
     /// Every check, with whether it held.
@@ -128,6 +134,12 @@ impl ChaosReport {
             (
                 "every planned kill and restart happened",
                 self.events_done() == self.planned_events,
+            ),
+            (
+                "every SIGTERM'd worker exited 0 within 15 s",
+                self.worker_stops
+                    .iter()
+                    .all(|(took, clean)| *clean && *took <= MAX_STOP),
             ),
             ("0 rows lost", self.rows_lost == 0),
             ("0 duplicate rows", self.duplicate_rows == 0),
@@ -166,6 +178,23 @@ impl ChaosReport {
             "worker kill -9 (each restarted)",
             self.worker_kills.to_string(),
         );
+        if !self.worker_stops.is_empty() {
+            let slowest = self
+                .worker_stops
+                .iter()
+                .map(|(took, _)| *took)
+                .max()
+                .unwrap_or_default();
+            let clean = self.worker_stops.iter().filter(|(_, c)| *c).count();
+            row(
+                "worker SIGTERM (drained, replaced)",
+                format!(
+                    "{} ({clean} exited 0, slowest {:.1} s)",
+                    self.worker_stops.len(),
+                    slowest.as_secs_f64()
+                ),
+            );
+        }
         row(
             "scheduler kill -9 (restarted)",
             self.scheduler_kills.to_string(),
