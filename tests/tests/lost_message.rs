@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -21,27 +22,103 @@ use common::{assert_csv_matches_source, build_fleet_binaries, connect};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// One single-page export submitted to a fleet with no worker yet, so its
+/// task's message waits in the queue.
+struct OnePage {
+    seed: u64,
+    mock: MockServer,
+    dir: PathBuf,
+    fleet: ProcessFleet,
+    id: Uuid,
+    db: tokio_postgres::Client,
+}
+
+const RECORDS: usize = 10;
+
+impl OnePage {
+    async fn submit(label: &str, seed: u64) -> OnePage {
+        build_fleet_binaries();
+        let token = format!("{label}-{}", Uuid::now_v7().simple());
+        let mut mock_config = MockConfig::new(seed, RECORDS);
+        mock_config.token = token.clone();
+        let mock = MockServer::start(mock_config).await.unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("pagefleet-{label}-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fleet = ProcessFleet::start(label, 0, &dir, &token).await.unwrap();
+        let toml = offset_spec(
+            label,
+            RECORDS,
+            100.0,
+            10,
+            &mock.base_url(),
+            &dir.join("out"),
+            "",
+        );
+        let id = fleet
+            .api
+            .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
+            .await
+            .unwrap()
+            .id;
+        let db = connect(&fleet.env.database_url).await;
+        OnePage {
+            seed,
+            mock,
+            dir,
+            fleet,
+            id,
+            db,
+        }
+    }
+
+    /// Waits for the export to complete, then checks that the fleet's
+    /// worker landed the page and the CSV holds every record; cleans up.
+    async fn completes(mut self, label: &str, since: Instant, what: &str) {
+        let status = self
+            .fleet
+            .wait_state(
+                self.id,
+                &[ExportState::Completed, ExportState::Failed],
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let took = since.elapsed();
+        assert_eq!(status.state, ExportState::Completed, "{status:?}");
+        println!("{what} → export completed: {took:.1?}");
+        assert!(
+            took < Duration::from_secs(30),
+            "{what}: taken over after {took:?}"
+        );
+        let claimed_by: String = self
+            .db
+            .query_one(
+                "SELECT claimed_by FROM page_tasks WHERE export_id = $1",
+                &[&self.id],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .unwrap_or_default();
+        assert!(
+            claimed_by.starts_with(&self.fleet.workers[0].name),
+            "taken over by {claimed_by}"
+        );
+        let csv = self.dir.join("out").join(format!("{label}.csv"));
+        assert_csv_matches_source(&csv, self.seed, RECORDS);
+        self.fleet.stop().await;
+        self.mock.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_s_task_whose_message_was_lost_is_republished() {
-    build_fleet_binaries();
-    let (seed, records) = (33, 10);
-    let token = format!("lost-{}", Uuid::now_v7().simple());
-    let mut mock_config = MockConfig::new(seed, records);
-    mock_config.token = token.clone();
-    let mock = MockServer::start(mock_config).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("pagefleet-lost-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // No worker yet: the task's message waits in the queue.
-    let mut fleet = ProcessFleet::start("lost", 0, &dir, &token).await.unwrap();
-    let out = dir.join("out");
-    let toml = offset_spec("lost", 10, 100.0, 10, &mock.base_url(), &out, "");
-    let id = fleet
-        .api
-        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
+    let mut export = OnePage::submit("lost", 33).await;
+    let broker = Broker::connect(AMQP, &export.fleet.env.namespace)
         .await
-        .unwrap()
-        .id;
-    let broker = Broker::connect(AMQP, &fleet.env.namespace).await.unwrap();
+        .unwrap();
     let started = Instant::now();
     while broker.ready_count(QueueRole::Pages).await.unwrap() < 1 {
         assert!(
@@ -53,58 +130,28 @@ async fn a_dead_worker_s_task_whose_message_was_lost_is_republished() {
     broker.close().await;
 
     // A worker claimed the task and died, and its message is gone too.
-    let queue = QueueNames::new(&fleet.env.namespace).name(QueueRole::Pages);
+    let queue = QueueNames::new(&export.fleet.env.namespace).name(QueueRole::Pages);
     let purge = std::process::Command::new("rabbitmqctl")
         .args(["purge_queue", &queue])
         .output()
         .unwrap();
-    assert!(purge.status.success(), "purge: {:?}", purge);
-    let db = connect(&fleet.env.database_url).await;
-    let ghosted = db
+    assert!(purge.status.success(), "purge: {purge:?}");
+    let ghosted = export
+        .db
         .execute(
             "UPDATE page_tasks SET state = 'in_flight', claimed_by = 'ghost/1',
                     claimed_at = now(), lease_until = now(), deliveries = deliveries + 1
               WHERE export_id = $1",
-            &[&id],
+            &[&export.id],
         )
         .await
         .unwrap();
     assert_eq!(ghosted, 1, "one task planned");
-
     let lease_ran_out = Instant::now();
-    fleet.add_worker().unwrap();
-    let status = fleet
-        .wait_state(
-            id,
-            &[ExportState::Completed, ExportState::Failed],
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    let took = lease_ran_out.elapsed();
-    assert_eq!(status.state, ExportState::Completed, "{status:?}");
-    let claimed_by: String = db
-        .query_one(
-            "SELECT claimed_by FROM page_tasks WHERE export_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get::<_, Option<String>>(0)
-        .unwrap_or_default();
-    assert!(
-        claimed_by.starts_with(&fleet.workers[0].name),
-        "taken over by {claimed_by}"
-    );
-    println!("lease ran out → export completed: {took:.1?}");
-    assert!(
-        took < Duration::from_secs(30),
-        "the lost task was taken over after {took:?}"
-    );
-    assert_csv_matches_source(&out.join("lost.csv"), seed, records);
-    fleet.stop().await;
-    mock.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    export.fleet.add_worker().unwrap();
+    export
+        .completes("lost", lease_ran_out, "lease ran out")
+        .await;
 }
 
 /// Messages delivered to consumers and not yet acked, from the broker.
@@ -124,37 +171,21 @@ fn unacked(queue: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_waits_while_the_holder_lives_and_takes_over_when_it_dies() {
-    build_fleet_binaries();
-    let (seed, records) = (34, 10);
-    let token = format!("held-{}", Uuid::now_v7().simple());
-    let mut mock_config = MockConfig::new(seed, records);
-    mock_config.token = token.clone();
-    let mock = MockServer::start(mock_config).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("pagefleet-held-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut fleet = ProcessFleet::start("held", 0, &dir, &token).await.unwrap();
-    let out = dir.join("out");
-    let toml = offset_spec("held", 10, 100.0, 10, &mock.base_url(), &out, "");
-    let id = fleet
-        .api
-        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
-        .await
-        .unwrap()
-        .id;
-    let db = connect(&fleet.env.database_url).await;
+    let mut export = OnePage::submit("held", 34).await;
     // Another worker holds the task and keeps its lease alive: as after a
     // broker restart, its own delivery is gone and the queue's message is
     // the one the fleet's worker gets.
     let hold = "UPDATE page_tasks SET state = 'in_flight', claimed_by = 'holder/1',
                        claimed_at = now(), lease_until = now() + interval '10 seconds'
                  WHERE export_id = $1";
-    assert_eq!(db.execute(hold, &[&id]).await.unwrap(), 1);
-    fleet.add_worker().unwrap();
-    let queue = QueueNames::new(&fleet.env.namespace).name(QueueRole::Pages);
+    let id = export.id;
+    assert_eq!(export.db.execute(hold, &[&id]).await.unwrap(), 1);
+    export.fleet.add_worker().unwrap();
+    let queue = QueueNames::new(&export.fleet.env.namespace).name(QueueRole::Pages);
     let started = Instant::now();
     // Past two lease periods the delivery is still held, unacked.
     while started.elapsed() < Duration::from_secs(25) {
-        db.execute(hold, &[&id]).await.unwrap();
+        export.db.execute(hold, &[&id]).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     assert_eq!(
@@ -163,37 +194,11 @@ async fn a_redelivery_waits_while_the_holder_lives_and_takes_over_when_it_dies()
         "the redelivery was dropped while the holder lived"
     );
     assert_eq!(
-        fleet.api.status(id).await.unwrap().state,
+        export.fleet.api.status(id).await.unwrap().state,
         ExportState::Running
     );
-
     // The holder dies: its lease runs out and the waiting delivery takes over.
-    let died = Instant::now();
-    let status = fleet
-        .wait_state(
-            id,
-            &[ExportState::Completed, ExportState::Failed],
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status.state, ExportState::Completed, "{status:?}");
-    println!("holder died → export completed: {:.1?}", died.elapsed());
-    let claimed_by: String = db
-        .query_one(
-            "SELECT claimed_by FROM page_tasks WHERE export_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get::<_, Option<String>>(0)
-        .unwrap_or_default();
-    assert!(
-        claimed_by.starts_with(&fleet.workers[0].name),
-        "{claimed_by}"
-    );
-    assert_csv_matches_source(&out.join("held.csv"), seed, records);
-    fleet.stop().await;
-    mock.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    export
+        .completes("held", Instant::now(), "holder died")
+        .await;
 }
