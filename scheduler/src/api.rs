@@ -96,7 +96,7 @@ fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
         Ok(t) if tenancy::valid_tenant(t) => Ok(t.to_string()),
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "X-Pagefleet-Tenant must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`",
+            "X-Pagefleet-Tenant must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`, without `__`",
         )),
     }
 }

@@ -3,8 +3,10 @@
 //! - each tenant writes only under `<root>/<tenant>/`, and a spec's
 //!   `output.dir` is relative to that;
 //! - a spec may name only its own tenant's secrets: environment variables
-//!   `PAGEFLEET_SECRET_<TENANT>_*`, never a file, so no spec can send the
-//!   fleet's database URL or another tenant's key to a server of its choice.
+//!   `PAGEFLEET_SECRET_<tenant>__<NAME>` (the tenant id exactly as it is),
+//!   never a file, so no spec can send the fleet's database URL or another
+//!   tenant's key to a server of its choice. Tenant ids never contain `__`,
+//!   so no tenant's prefix is the start of another's.
 //!
 //! Without a root (one team, one machine) specs are trusted as written.
 
@@ -21,29 +23,25 @@ pub enum IsolationError {
     Absolute { dir: String },
     #[error("output.dir {dir:?} must not contain `..`")]
     ParentDir { dir: String },
-    #[error("tenant {0:?} must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`")]
+    #[error(
+        "tenant {0:?} must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`, without `__`"
+    )]
     Tenant(String),
     #[error("output.dir {dir:?} leads outside the tenant's directory (through a symlink)")]
     OutsideTenant { dir: String },
+    #[error("output.dir {dir:?} passes through a file that is not a directory")]
+    NotADirectory { dir: String },
     #[error(
         "secret {reference} is not this tenant's: name an environment variable starting with {prefix}"
     )]
     Secret { reference: String, prefix: String },
 }
 
-/// The prefix of the environment variables a tenant's specs may read.
+/// The prefix of the environment variables a tenant's specs may read: the
+/// tenant id exactly (case and all) and a `__` no tenant id contains, so
+/// `acme` cannot reach `acme-prod`'s or `Acme`'s variables.
 pub fn secret_prefix(tenant: &str) -> String {
-    let name: String = tenant
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("PAGEFLEET_SECRET_{name}_")
+    format!("PAGEFLEET_SECRET_{tenant}__")
 }
 
 /// Whether a tenant's spec may read this secret (always, without isolation).
@@ -70,6 +68,7 @@ pub fn valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty()
         && tenant.len() <= 64
         && !tenant.starts_with('.')
+        && !tenant.contains("__")
         && tenant
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -122,6 +121,9 @@ pub fn create_output_dir(
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(IsolationError::OutsideTenant { dir: dir.into() }.into());
             }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(IsolationError::NotADirectory { dir: dir.into() }.into());
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match std::fs::create_dir(&path) {
@@ -132,8 +134,11 @@ pub fn create_output_dir(
                 }
                 let meta = std::fs::symlink_metadata(&path)
                     .map_err(|e| CreateDirError::Io(path.clone(), e))?;
-                if !meta.is_dir() {
+                if meta.file_type().is_symlink() {
                     return Err(IsolationError::OutsideTenant { dir: dir.into() }.into());
+                }
+                if !meta.is_dir() {
+                    return Err(IsolationError::NotADirectory { dir: dir.into() }.into());
                 }
             }
             Err(e) => return Err(CreateDirError::Io(path, e)),
@@ -192,7 +197,7 @@ mod tests {
             resolve_dir(None, "acme", "../x"),
             Err(IsolationError::ParentDir { .. })
         ));
-        for tenant in ["", "..", ".hidden", "a/b", "a\\b", &"x".repeat(65)] {
+        for tenant in ["", "..", ".hidden", "a/b", "a\\b", "a__b", &"x".repeat(65)] {
             assert_eq!(
                 resolve_dir(root, tenant, "out"),
                 Err(IsolationError::Tenant(tenant.to_string())),
@@ -212,12 +217,16 @@ mod tests {
             env: None,
             file: Some("/run/secrets/key".into()),
         };
-        assert_eq!(secret_prefix("acme-eu.1"), "PAGEFLEET_SECRET_ACME_EU_1_");
-        assert!(check_secret(root, "acme", &env("PAGEFLEET_SECRET_ACME_TOKEN")).is_ok());
+        assert_eq!(secret_prefix("acme-eu.1"), "PAGEFLEET_SECRET_acme-eu.1__");
+        assert!(check_secret(root, "acme", &env("PAGEFLEET_SECRET_acme__TOKEN")).is_ok());
         for refused in [
             env("PAGEFLEET_DATABASE_URL"),
-            env("PAGEFLEET_SECRET_GLOBEX_TOKEN"),
-            env("PAGEFLEET_SECRET_ACME_"),
+            env("PAGEFLEET_SECRET_globex__TOKEN"),
+            env("PAGEFLEET_SECRET_acme__"),
+            // Other tenants whose ids start like this one's, or differ in case.
+            env("PAGEFLEET_SECRET_acme-prod__TOKEN"),
+            env("PAGEFLEET_SECRET_acme_prod__TOKEN"),
+            env("PAGEFLEET_SECRET_Acme__TOKEN"),
             file.clone(),
         ] {
             assert!(
@@ -255,6 +264,13 @@ mod tests {
             );
         }
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        std::fs::write(root.join("acme/a/file.csv"), "x").unwrap();
+        assert!(matches!(
+            create_output_dir(Some(&root), "acme", "a/file.csv/sub"),
+            Err(CreateDirError::Isolation(
+                IsolationError::NotADirectory { .. }
+            ))
+        ));
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

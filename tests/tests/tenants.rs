@@ -34,8 +34,8 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
     let mock = MockServer::start(MockConfig::new(seed, records))
         .await
         .unwrap();
-    // Under isolation a spec reads only `PAGEFLEET_SECRET_<TENANT>_*`.
-    let token = unique("PAGEFLEET_SECRET_ACME_T").to_uppercase();
+    // Under isolation a spec reads only `PAGEFLEET_SECRET_<tenant>__*`.
+    let token = format!("PAGEFLEET_SECRET_acme__{}", unique("T"));
     std::env::set_var(&token, &mock.config().token);
     let fleet = Fleet::start_with(1, |config, out| {
         config.output_root = Some(out.join("root").display().to_string());
@@ -74,7 +74,9 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
     // own settings, another tenant's, any file.
     for secret in [
         r#"{ env = "PAGEFLEET_DATABASE_URL" }"#,
-        r#"{ env = "PAGEFLEET_SECRET_GLOBEX_TOKEN" }"#,
+        r#"{ env = "PAGEFLEET_SECRET_globex__TOKEN" }"#,
+        r#"{ env = "PAGEFLEET_SECRET_acme-prod__TOKEN" }"#,
+        r#"{ env = "PAGEFLEET_SECRET_Acme__TOKEN" }"#,
         r#"{ file = "/etc/hostname" }"#,
     ] {
         let toml = spec_toml("steal", &mock, Style::Offset, &fleet.out_dir, 50, &token)
@@ -95,12 +97,21 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
     let elsewhere = fleet.out_dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, root.join("acme/link")).unwrap();
-    for (name, dir) in [("linked", "link"), ("linkedsub", "link/sub")] {
+    for (name, dir) in [
+        ("linked", "link"),
+        ("linkedsub", "link/sub"),
+        // Through a file an earlier export wrote: refused, not an I/O error
+        // naming the server's paths.
+        ("throughfile", "nightly/orders/orders.csv/sub"),
+    ] {
         let id = acme.submit(&spec_in(name, dir), None).await.unwrap().id;
         let status = settled(&acme, id).await;
         assert_eq!(status.state, ExportState::Failed, "{status:?}");
         let error = status.error.clone().unwrap_or_default();
-        assert!(error.contains("outside the tenant's directory"), "{error}");
+        assert!(
+            error.contains("outside the tenant's directory") || error.contains("not a directory"),
+            "{error}"
+        );
         assert!(
             !error.contains(&*fleet.out_dir.to_string_lossy()),
             "{error}"
@@ -111,7 +122,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
     // A tenant id that could not name a directory is refused, not mapped
     // to another tenant.
     let http = reqwest::Client::new();
-    for tenant in ["../acme", ".hidden", "a/b"] {
+    for tenant in ["../acme", ".hidden", "a/b", "acme__x"] {
         let response = http
             .get(format!("{}/v1/exports", fleet.api_url))
             .header("x-pagefleet-tenant", tenant)

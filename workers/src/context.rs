@@ -33,6 +33,9 @@ pub struct WorkerContext {
     /// Cancelled when a drain runs out of time: page tasks still running
     /// release their claims and are handed back to the queue.
     pub hand_back: CancellationToken,
+    /// Cancelled when the worker starts draining: deliveries still waiting
+    /// for another worker's claim are handed back at once.
+    pub draining: CancellationToken,
     /// See `ServiceConfig::output_root`.
     pub output_root: Option<std::path::PathBuf>,
 }
@@ -58,6 +61,7 @@ impl WorkerContext {
             park_after: options.park_after,
             shared_limiter: options.shared_limiter,
             hand_back: CancellationToken::new(),
+            draining: CancellationToken::new(),
             output_root: None,
         }
     }

@@ -178,9 +178,20 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
     let spec = &work.spec;
     let store_err = |source| FinalizeError::Store { export_id, source };
     let file_name = spec.file_name();
+    // Under isolation the tenant reads these errors: name paths relative to
+    // its own directory, never the server's layout.
+    let tenant_roots: Vec<PathBuf> = ctx
+        .output_root
+        .as_ref()
+        .map(|root| {
+            let raw = root.join(&work.tenant_id);
+            let canonical = fs::canonicalize(&raw).ok();
+            std::iter::once(raw).chain(canonical).collect()
+        })
+        .unwrap_or_default();
     let io_err = |path: &Path, source| FinalizeError::Io {
         export_id,
-        path: path.display().to_string(),
+        path: shown_path(&tenant_roots, path),
         source,
     };
     let dir = tenancy::create_output_dir(
@@ -225,7 +236,8 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
     };
     let file = File::create(&temp_path).map_err(|e| io_err(&temp_path, e))?;
     let mut sink = CsvSink::new(BufWriter::with_capacity(1 << 20, file), &spec.csv);
-    let result = write_rows(ctx, work, &columns, &mut sink, &temp_path).await;
+    let shown_temp = shown_path(&tenant_roots, &temp_path);
+    let result = write_rows(ctx, work, &columns, &mut sink, &shown_temp).await;
     let summary = result.and_then(|()| sink.finish().map_err(|e| io_err(&temp_path, e)));
     let summary = match summary {
         Ok(s) => s,
@@ -330,12 +342,12 @@ async fn write_rows(
     work: &FinalizeWork,
     columns: &[String],
     sink: &mut CsvSink<BufWriter<File>>,
-    temp_path: &Path,
+    shown_temp: &str,
 ) -> Result<(), FinalizeError> {
     let export_id = work.export_id;
     let io_err = |source| FinalizeError::Io {
         export_id,
-        path: temp_path.display().to_string(),
+        path: shown_temp.to_string(),
         source,
     };
     if work.spec.csv.header {
@@ -368,6 +380,20 @@ async fn write_rows(
         }
     }
     Ok(())
+}
+
+/// A path for an error message: as is without isolation, else relative to
+/// the tenant's directory (`tenant_roots` holds it as configured and as
+/// resolved).
+fn shown_path(tenant_roots: &[PathBuf], path: &Path) -> String {
+    if tenant_roots.is_empty() {
+        return path.display().to_string();
+    }
+    tenant_roots
+        .iter()
+        .find_map(|root| path.strip_prefix(root).ok())
+        .map(|rel| format!("<output>/{}", rel.display()))
+        .unwrap_or_else(|| "<output>".to_string())
 }
 
 /// Temporary files of an earlier, interrupted attempt at this export.

@@ -111,7 +111,12 @@ async fn claim_and_run(
             // queue. Past HOLDER_WAIT the holder is stuck, not slow; leave
             // the task to it and to the reconciler.
             Claim::Held { remaining } if waiting_since.elapsed() < HOLDER_WAIT => {
-                tokio::time::sleep(remaining.min(LEASE) + Duration::from_millis(500)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(remaining.min(LEASE) + Duration::from_millis(500)) => {}
+                    // Nothing claimed, nothing to finish: a draining worker
+                    // hands such a delivery back at once.
+                    _ = ctx.draining.cancelled() => return Ok(PageResult::HandedBack),
+                }
             }
             Claim::Held { .. } => return Ok(PageResult::Skipped),
         }

@@ -166,6 +166,7 @@ pub async fn run(
     // so the tasks in flight can still ack), let those tasks finish within
     // the bound, then close. Whatever is still unacked is redelivered.
     tracker.close();
+    ctx.draining.cancel();
     for (channel, tag) in [
         (&pages_channel, &pages_tag),
         (&finalize_channel, &finalize_tag),

@@ -140,15 +140,14 @@ impl Store {
         let Some(row) = row else {
             let current = client
                 .query_opt(
-                    "SELECT state, GREATEST(0, EXTRACT(EPOCH FROM lease_until - now()))::float8
-                       FROM page_tasks WHERE id = $1",
+                    "SELECT t.state, GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8,
+                            e.state IN ('completed', 'failed', 'cancelled')
+                       FROM page_tasks t JOIN exports e ON e.id = t.export_id
+                      WHERE t.id = $1",
                     &[&task_id],
                 )
                 .await?;
             return match current {
-                Some(r) if r.get::<_, String>(0) == "in_flight" => Ok(Claim::Held {
-                    remaining: Duration::from_secs_f64(r.get::<_, Option<f64>>(1).unwrap_or(0.0)),
-                }),
                 Some(r) if r.get::<_, String>(0) == "done" => {
                     // A duplicate delivery of a landed page. Count it; fetch nothing.
                     client
@@ -160,6 +159,12 @@ impl Store {
                         .await?;
                     Ok(Claim::Gone)
                 }
+                // Nothing more will happen to a finished export's tasks,
+                // whatever lease a dead holder left on them.
+                Some(r) if r.get::<_, bool>(2) => Ok(Claim::Gone),
+                Some(r) if r.get::<_, String>(0) == "in_flight" => Ok(Claim::Held {
+                    remaining: Duration::from_secs_f64(r.get::<_, Option<f64>>(1).unwrap_or(0.0)),
+                }),
                 _ => Ok(Claim::Gone),
             };
         };
