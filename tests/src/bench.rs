@@ -68,16 +68,22 @@ impl RunResult {
     }
 }
 
-fn spec_toml(page_size: usize, rate: f64, burst: u32, base: &str, out: &Path) -> String {
-    offset_spec(
+/// The bench's export: the chaos spec with patient retries, at `rate`.
+fn bench_spec(
+    config: &BenchConfig,
+    rate: f64,
+    mock: &MockServer,
+    out: &Path,
+) -> anyhow::Result<ExportSpec> {
+    Ok(ExportSpec::from_toml(&offset_spec(
         "bench",
-        page_size,
+        config.page_size,
         rate,
-        burst,
-        base,
+        config.burst,
+        &mock.base_url(),
         out,
         "max_attempts = 50\nmax_elapsed_ms = 900000\nbase_ms = 200\ncap_ms = 5000",
-    )
+    ))?)
 }
 
 async fn start_mock(config: &BenchConfig, rate: f64, token: &str) -> anyhow::Result<MockServer> {
@@ -110,26 +116,10 @@ pub async fn run_export(
     );
     let mut fleet = ProcessFleet::start_with(&label, workers, work_dir, &token, args).await?;
     let out = work_dir.join(&label).join("out");
-    let spec = ExportSpec::from_toml(&spec_toml(
-        config.page_size,
-        rate,
-        config.burst,
-        &mock.base_url(),
-        &out,
-    ))?;
+    let spec = bench_spec(config, rate, &mock, &out)?;
     let started = Instant::now();
     let id = fleet.api.submit(&spec, None).await?.id;
-    let status = fleet
-        .wait_state(
-            id,
-            &[
-                ExportState::Completed,
-                ExportState::Failed,
-                ExportState::Blocked,
-            ],
-            Duration::from_secs(1800),
-        )
-        .await?;
+    let status = fleet.wait_ended(id, Duration::from_secs(1800)).await?;
     let wall = started.elapsed();
     let rss = fleet
         .workers
@@ -180,13 +170,7 @@ pub async fn run_outage(
     let mock = start_mock(config, rate, &token).await?;
     let mut fleet = ProcessFleet::start("outage", workers, work_dir, &token).await?;
     let out = work_dir.join("outage-out");
-    let spec = ExportSpec::from_toml(&spec_toml(
-        config.page_size,
-        rate,
-        config.burst,
-        &mock.base_url(),
-        &out,
-    ))?;
+    let spec = bench_spec(config, rate, &mock, &out)?;
     let id = fleet.api.submit(&spec, None).await?.id;
     // Let it reach steady state, then measure 10 s before the outage.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -224,17 +208,7 @@ pub async fn run_outage(
             }
         }
     }
-    let _ = fleet
-        .wait_state(
-            id,
-            &[
-                ExportState::Completed,
-                ExportState::Failed,
-                ExportState::Blocked,
-            ],
-            Duration::from_secs(900),
-        )
-        .await;
+    let _ = fleet.wait_ended(id, Duration::from_secs(900)).await;
     fleet.stop().await;
     mock.shutdown().await;
     Ok(OutageResult {

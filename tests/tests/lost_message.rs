@@ -78,11 +78,7 @@ impl OnePage {
     async fn completes(mut self, label: &str, since: Instant, what: &str, messages: i64) {
         let status = self
             .fleet
-            .wait_state(
-                self.id,
-                &[ExportState::Completed, ExportState::Failed],
-                Duration::from_secs(60),
-            )
+            .wait_finished(self.id, Duration::from_secs(60))
             .await
             .unwrap();
         let took = since.elapsed();

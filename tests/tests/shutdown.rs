@@ -178,11 +178,7 @@ async fn sigterm_drains_a_worker_and_hands_back_what_it_cannot_finish() {
     mock.set_stall(false);
     fleet.add_worker().unwrap();
     let status = fleet
-        .wait_state(
-            id,
-            &[ExportState::Completed, ExportState::Failed],
-            Duration::from_secs(120),
-        )
+        .wait_finished(id, Duration::from_secs(120))
         .await
         .unwrap();
     assert_eq!(status.state, ExportState::Completed, "{status:?}");
@@ -258,11 +254,7 @@ async fn a_finalizer_killed_mid_write_leaves_no_file_and_the_next_attempt_publis
     // The next attempt cleans up and publishes the whole file.
     fleet.add_worker().unwrap();
     let status = fleet
-        .wait_state(
-            id,
-            &[ExportState::Completed, ExportState::Failed],
-            Duration::from_secs(300),
-        )
+        .wait_finished(id, Duration::from_secs(300))
         .await
         .unwrap();
     assert_eq!(status.state, ExportState::Completed, "{status:?}");

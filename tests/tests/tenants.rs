@@ -8,25 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_csv_matches_source, spec_toml, unique, Fleet};
+use common::{assert_csv_matches_source, spec_toml, unique, wait_settled, Fleet};
 use pagefleet_scheduler::client::ApiClient;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
-use pagefleet_shared::store::ExportStatus;
 use pagefleet_tests::mock::{MockConfig, MockServer, Style};
-
-/// Waits for an export of the client's tenant to settle.
-async fn settled(api: &ApiClient, id: uuid::Uuid) -> ExportStatus {
-    let started = std::time::Instant::now();
-    loop {
-        let status = api.status(id).await.unwrap();
-        if status.is_settled() {
-            return status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
@@ -56,7 +42,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
         .await
         .unwrap()
         .id;
-    let status = settled(&acme, id).await;
+    let status = wait_settled(&acme, id, Duration::from_secs(60)).await;
     assert_eq!(status.state, ExportState::Completed, "{status:?}");
     assert_csv_matches_source(&root.join("acme/nightly/orders/orders.csv"), seed, records);
 
@@ -105,7 +91,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
         ("throughfile", "nightly/orders/orders.csv/sub"),
     ] {
         let id = acme.submit(&spec_in(name, dir), None).await.unwrap().id;
-        let status = settled(&acme, id).await;
+        let status = wait_settled(&acme, id, Duration::from_secs(60)).await;
         assert_eq!(status.state, ExportState::Failed, "{status:?}");
         let error = status.error.clone().unwrap_or_default();
         assert!(

@@ -241,6 +241,30 @@ impl ProcessFleet {
         Ok(restarted)
     }
 
+    /// Waits until the export completes or fails.
+    pub async fn wait_finished(
+        &mut self,
+        id: Uuid,
+        limit: Duration,
+    ) -> anyhow::Result<ExportStatus> {
+        self.wait_state(id, &[ExportState::Completed, ExportState::Failed], limit)
+            .await
+    }
+
+    /// Waits until the export completes, fails, or is blocked on dead pages.
+    pub async fn wait_ended(&mut self, id: Uuid, limit: Duration) -> anyhow::Result<ExportStatus> {
+        self.wait_state(
+            id,
+            &[
+                ExportState::Completed,
+                ExportState::Failed,
+                ExportState::Blocked,
+            ],
+            limit,
+        )
+        .await
+    }
+
     /// Waits until the export is settled (see `ExportStatus::is_settled`)
     /// in one of `states`.
     pub async fn wait_state(

@@ -175,17 +175,7 @@ async fn scenario(
     let ok_before = mock.stats().ok;
     let id = reference.api.submit(&spec, None).await?.id;
     let mut reference = reference;
-    let status = reference
-        .wait_state(
-            id,
-            &[
-                ExportState::Completed,
-                ExportState::Failed,
-                ExportState::Blocked,
-            ],
-            Duration::from_secs(900),
-        )
-        .await?;
+    let status = reference.wait_ended(id, Duration::from_secs(900)).await?;
     reference.stop().await;
     anyhow::ensure!(
         status.state == ExportState::Completed,
@@ -318,14 +308,7 @@ async fn scenario(
     report.events_done_at = started.elapsed();
 
     // 3. The export ends blocked on exactly the poison pages.
-    let end_states = [
-        ExportState::Blocked,
-        ExportState::Completed,
-        ExportState::Failed,
-    ];
-    let status = fleet
-        .wait_state(id, &end_states, Duration::from_secs(900))
-        .await?;
+    let status = fleet.wait_ended(id, Duration::from_secs(900)).await?;
     if config.poison_pages > 0 {
         anyhow::ensure!(
             status.state == ExportState::Blocked,
@@ -351,13 +334,7 @@ async fn scenario(
     if !letters.is_empty() {
         fleet.api.replay(None, Some(id)).await?;
     }
-    let status = fleet
-        .wait_state(
-            id,
-            &[ExportState::Completed, ExportState::Failed],
-            Duration::from_secs(600),
-        )
-        .await?;
+    let status = fleet.wait_finished(id, Duration::from_secs(600)).await?;
     report.elapsed = started.elapsed();
     anyhow::ensure!(
         status.state == ExportState::Completed,

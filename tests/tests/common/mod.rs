@@ -114,19 +114,7 @@ impl Fleet {
     /// Waits until the export completes, fails, or is blocked with every
     /// other page landed.
     pub async fn wait(&self, id: Uuid, limit: Duration) -> ExportStatus {
-        let started = Instant::now();
-        loop {
-            let status = self.api.status(id).await.expect("status");
-            if status.is_settled() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "export {id} still {} after {limit:?}: {status:?}",
-                status.state
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_settled(&self.api, id, limit).await
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {
@@ -152,6 +140,24 @@ impl Fleet {
         ))
         .await;
         let _ = std::fs::remove_dir_all(&self.out_dir);
+    }
+}
+
+/// Waits until the export, as `api`'s tenant sees it, completes, fails, or
+/// is blocked with every other page landed.
+pub async fn wait_settled(api: &ApiClient, id: Uuid, limit: Duration) -> ExportStatus {
+    let started = Instant::now();
+    loop {
+        let status = api.status(id).await.expect("status");
+        if status.is_settled() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "export {id} still {} after {limit:?}: {status:?}",
+            status.state
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
