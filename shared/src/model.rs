@@ -28,11 +28,11 @@ pub fn new_id() -> Uuid {
 }
 
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
             pub fn as_str(self) -> &'static str {
@@ -95,6 +95,34 @@ text_enum!(
         Dead => "dead",
     }
 );
+
+text_enum!(
+    /// Why a page was dead-lettered; stored as text in `dead_letters.class`
+    /// and shown to operators, who filter and replay by it.
+    DeadLetterClass {
+        /// The source refused the request for good (400, 401, 403, 404,
+        /// 422), or the spec or its secret cannot make a request at all.
+        Permanent => "permanent",
+        /// Transient failures until the retry budget ran out.
+        Exhausted => "exhausted",
+        /// Still rate-limited when the retry budget ran out.
+        RateLimited => "rate_limited",
+        /// A 2xx answer whose body is not a page of this spec.
+        BadPage => "bad_page",
+    }
+);
+
+/// The requests a page task made: what a landing, a parking or a dead
+/// letter adds to its export's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    /// Every request sent, answered or not.
+    pub requests: u32,
+    /// Requests after the first, for this task.
+    pub retries: u32,
+    /// Answers that were 429.
+    pub rate_limited: u32,
+}
 
 /// The queues, by role. Their names on the broker carry a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,6 +194,24 @@ mod tests {
             "in_flight".parse::<TaskState>().unwrap(),
             TaskState::InFlight
         );
+    }
+
+    #[test]
+    fn dead_letter_classes_round_trip_through_text() {
+        for (class, text) in [
+            (DeadLetterClass::Permanent, "permanent"),
+            (DeadLetterClass::Exhausted, "exhausted"),
+            (DeadLetterClass::RateLimited, "rate_limited"),
+            (DeadLetterClass::BadPage, "bad_page"),
+        ] {
+            assert_eq!(class.as_str(), text);
+            assert_eq!(text.parse::<DeadLetterClass>().unwrap(), class);
+            assert_eq!(
+                serde_json::to_string(&class).unwrap(),
+                format!("\"{text}\"")
+            );
+        }
+        assert!("transient".parse::<DeadLetterClass>().is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, create_db, drop_db};
+use pagefleet_shared::model::RequestCounts;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{Claim, Store};
 
@@ -49,7 +50,17 @@ async fn a_parked_task_comes_back_after_its_not_before_time() {
         panic!("first claim");
     };
     assert!(store
-        .park_page(task, "w1", Duration::from_millis(1500), 2, (3, 2, 1))
+        .park_page(
+            task,
+            "w1",
+            Duration::from_millis(1500),
+            2,
+            RequestCounts {
+                requests: 3,
+                retries: 2,
+                rate_limited: 1,
+            },
+        )
         .await
         .unwrap());
     assert_eq!(store.parked_count().await.unwrap(), 1);

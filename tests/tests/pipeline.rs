@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{assert_csv_matches_source, assert_manifest, cli_bin, spec_toml, unique, Fleet};
-use pagefleet_shared::model::{ExportState, QueueRole, TaskMessage};
+use pagefleet_shared::model::{DeadLetterClass, ExportState, QueueRole, TaskMessage};
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::mock::{Faults, MockConfig, MockServer, Style};
@@ -330,7 +330,7 @@ async fn a_record_without_its_primary_key_is_a_clear_page_error() {
     assert_eq!(status.state, ExportState::Blocked);
     let letters = fleet.api.dead_letters(Some(id), false).await.unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].class, "bad_page");
+    assert_eq!(letters[0].class, DeadLetterClass::BadPage);
     assert_eq!(
         letters[0].reason,
         "record 0 on page 0 of partition 0: record has no primary key field `order_ref`"

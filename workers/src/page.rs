@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use pagefleet_shared::flatten::{flatten_record, row_key};
 use pagefleet_shared::guard::Gate;
+use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
 use pagefleet_shared::pagination::{self, Page};
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
@@ -147,9 +148,7 @@ async fn claim_and_run(
 /// Counters of one task's requests, reported when it lands or dies.
 #[derive(Default)]
 struct Tally {
-    requests: u32,
-    retries: u32,
-    rate_limited: u32,
+    counts: RequestCounts,
     attempts: Vec<Attempt>,
 }
 
@@ -186,7 +185,16 @@ async fn run_task(
             tenancy::check_secret(ctx.output_root.as_deref(), &work.tenant_id, auth.secret())
         {
             let reason = e.to_string();
-            return dead_letter(ctx, work, &mut tally, "permanent", reason, None, None).await;
+            return dead_letter(
+                ctx,
+                work,
+                &mut tally,
+                DeadLetterClass::Permanent,
+                reason,
+                None,
+                None,
+            )
+            .await;
         }
     }
     let credential = match spec
@@ -202,7 +210,7 @@ async fn run_task(
                 ctx,
                 work,
                 &mut tally,
-                "permanent",
+                DeadLetterClass::Permanent,
                 e.to_string(),
                 None,
                 None,
@@ -269,7 +277,7 @@ async fn run_task(
                 }
             }
         }
-        tally.requests += 1;
+        tally.counts.requests += 1;
         let fetched = ctx
             .source
             .fetch(
@@ -370,7 +378,7 @@ async fn run_task(
                     ctx,
                     work,
                     &mut tally,
-                    "permanent",
+                    DeadLetterClass::Permanent,
                     reason,
                     status,
                     last.as_ref(),
@@ -378,7 +386,7 @@ async fn run_task(
                 .await;
             }
             Outcome::RateLimited { .. } => {
-                tally.rate_limited += 1;
+                tally.counts.rate_limited += 1;
                 metrics().rate_limited.inc();
             }
             _ => {}
@@ -403,17 +411,18 @@ async fn run_task(
         let Some(delay) = delay else {
             let (class, reason) = match &outcome {
                 Outcome::RateLimited { .. } => (
-                    "rate_limited",
+                    DeadLetterClass::RateLimited,
                     "still rate-limited after the retry cap".to_string(),
                 ),
-                Outcome::Transient { reason } => {
-                    ("exhausted", format!("retries exhausted; last: {reason}"))
-                }
-                _ => ("exhausted", "retries exhausted".to_string()),
+                Outcome::Transient { reason } => (
+                    DeadLetterClass::Exhausted,
+                    format!("retries exhausted; last: {reason}"),
+                ),
+                _ => (DeadLetterClass::Exhausted, "retries exhausted".to_string()),
             };
             return dead_letter(ctx, work, &mut tally, class, reason, status, last.as_ref()).await;
         };
-        tally.retries += 1;
+        tally.counts.retries += 1;
         metrics().retries.inc();
         match &outcome {
             // The limiter makes every worker wait out the pause set above.
@@ -429,14 +438,14 @@ async fn run_task(
 
 /// The page's URL and the origin every followed URL must keep, or the
 /// dead-letter class and reason when the stored task cannot make one.
-fn page_url(work: &PageWork) -> Result<(url::Url, url::Url), (&'static str, String)> {
+fn page_url(work: &PageWork) -> Result<(url::Url, url::Url), (DeadLetterClass, String)> {
     let spec = &work.spec;
     let target = pagination::target(&spec.pagination, spec.page_size, &work.position)
-        .map_err(|e| ("bad_page", e.to_string()))?;
+        .map_err(|e| (DeadLetterClass::BadPage, e.to_string()))?;
     let url = source::page_url(spec, &work.partition_params, &target)
-        .map_err(|e| ("permanent", e.to_string()))?;
-    let origin =
-        url::Url::parse(&spec.source.base_url).map_err(|e| ("permanent", e.to_string()))?;
+        .map_err(|e| (DeadLetterClass::Permanent, e.to_string()))?;
+    let origin = url::Url::parse(&spec.source.base_url)
+        .map_err(|e| (DeadLetterClass::Permanent, e.to_string()))?;
     Ok((url, origin))
 }
 
@@ -452,13 +461,7 @@ async fn park(
 ) -> Result<PageResult, PageError> {
     let parked = ctx
         .store
-        .park_page(
-            work.task_id,
-            claim,
-            wait,
-            failures,
-            (tally.requests, tally.retries, tally.rate_limited),
-        )
+        .park_page(work.task_id, claim, wait, failures, tally.counts)
         .await
         .map_err(|source| PageError::Store {
             task_id: work.task_id,
@@ -517,9 +520,7 @@ fn prepare(
         rows,
         columns,
         next,
-        requests: tally.requests,
-        retries: tally.retries,
-        rate_limited: tally.rate_limited,
+        counts: tally.counts,
     })
 }
 
@@ -554,7 +555,16 @@ async fn land(
         Ok(landed) => landed,
         Err(reason) => {
             let status = Some(response.status);
-            return dead_letter(ctx, work, tally, "bad_page", reason, status, Some(response)).await;
+            return dead_letter(
+                ctx,
+                work,
+                tally,
+                DeadLetterClass::BadPage,
+                reason,
+                status,
+                Some(response),
+            )
+            .await;
         }
     };
     match landed {
@@ -586,16 +596,16 @@ async fn dead_letter(
     ctx: &WorkerContext,
     work: &PageWork,
     tally: &mut Tally,
-    class: &str,
+    class: DeadLetterClass,
     reason: String,
     status: Option<u16>,
     response: Option<&Fetched>,
 ) -> Result<PageResult, PageError> {
     tracing::warn!(export = %work.export_id, task = %work.task_id, page = work.page_no,
-        partition = work.partition_no, class, %reason, "page dead-lettered");
+        partition = work.partition_no, %class, %reason, "page dead-lettered");
     let input = DeadLetterInput {
         task_id: work.task_id,
-        class: class.to_string(),
+        class,
         reason: reason.replace('\0', "\u{fffd}"),
         last_status: status,
         body_excerpt: response.map(|r| excerpt(&r.body)),
@@ -603,9 +613,7 @@ async fn dead_letter(
             .map(|r| source::redacted_headers(&r.headers, None))
             .unwrap_or_else(|| Value::Object(Default::default())),
         attempts: std::mem::take(&mut tally.attempts),
-        requests: tally.requests,
-        retries: tally.retries,
-        rate_limited: tally.rate_limited,
+        counts: tally.counts,
     };
     let outbox = ctx
         .store

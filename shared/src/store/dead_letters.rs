@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
+use crate::model::DeadLetterClass;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -13,7 +14,7 @@ pub struct DeadLetter {
     pub task_id: Uuid,
     pub partition_no: i32,
     pub page_no: i64,
-    pub class: String,
+    pub class: DeadLetterClass,
     pub reason: String,
     pub last_status: Option<i32>,
     pub body_excerpt: Option<String>,
@@ -29,6 +30,26 @@ pub struct DeadLetter {
 pub enum ReplayTarget {
     Task(Uuid),
     Export(Uuid),
+}
+
+/// A row of the listing query, read by column name.
+fn dead_letter_from_row(r: &tokio_postgres::Row) -> Result<DeadLetter, StoreError> {
+    let class: String = r.try_get("class")?;
+    Ok(DeadLetter {
+        id: r.try_get("id")?,
+        export_id: r.try_get("export_id")?,
+        task_id: r.try_get("task_id")?,
+        partition_no: r.try_get("partition_no")?,
+        page_no: r.try_get("page_no")?,
+        class: class.parse()?,
+        reason: r.try_get("reason")?,
+        last_status: r.try_get("last_status")?,
+        body_excerpt: r.try_get("body_excerpt")?,
+        headers: r.try_get("headers")?,
+        attempts: r.try_get("attempts")?,
+        created_at: r.try_get("created_at")?,
+        resolution: r.try_get("resolution")?,
+    })
 }
 
 impl Store {
@@ -52,24 +73,7 @@ impl Store {
                 &[&tenant_id, &export_id, &include_resolved],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DeadLetter {
-                id: r.get(0),
-                export_id: r.get(1),
-                task_id: r.get(2),
-                partition_no: r.get(3),
-                page_no: r.get(4),
-                class: r.get(5),
-                reason: r.get(6),
-                last_status: r.get(7),
-                body_excerpt: r.get(8),
-                headers: r.get(9),
-                attempts: r.get(10),
-                created_at: r.get(11),
-                resolution: r.get(12),
-            })
-            .collect())
+        rows.iter().map(dead_letter_from_row).collect()
     }
 
     /// Puts dead tasks back in the queue: the task (by task id or by the

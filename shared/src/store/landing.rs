@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::exports::{parse_spec, role_text};
 use super::{Store, StoreError};
-use crate::model::{new_id, ExportState};
+use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts};
 use crate::pagination::{Next, Position, Role};
 use crate::spec::ExportSpec;
 
@@ -59,9 +59,7 @@ pub struct Landing {
     pub rows: Vec<(String, String)>,
     pub columns: BTreeSet<String>,
     pub next: Next,
-    pub requests: u32,
-    pub retries: u32,
-    pub rate_limited: u32,
+    pub counts: RequestCounts,
 }
 
 /// What a landing did.
@@ -91,17 +89,14 @@ pub struct Attempt {
 #[derive(Debug, Clone)]
 pub struct DeadLetterInput {
     pub task_id: Uuid,
-    /// `permanent`, `exhausted`, `rate_limited`, `bad_page`.
-    pub class: String,
+    pub class: DeadLetterClass,
     pub reason: String,
     pub last_status: Option<u16>,
     pub body_excerpt: Option<String>,
     /// Response headers with secrets removed.
     pub headers: serde_json::Value,
     pub attempts: Vec<Attempt>,
-    pub requests: u32,
-    pub retries: u32,
-    pub rate_limited: u32,
+    pub counts: RequestCounts,
 }
 
 impl Store {
@@ -243,7 +238,7 @@ impl Store {
         worker: &str,
         wait: Duration,
         failures: u32,
-        tally: (u32, u32, u32),
+        counts: RequestCounts,
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -261,7 +256,11 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(false) };
         let export_id: Uuid = row.get(0);
-        let (requests, retries, rate_limited) = tally;
+        let RequestCounts {
+            requests,
+            retries,
+            rate_limited,
+        } = counts;
         tx.execute(
             "UPDATE exports SET requests = requests + $2, retries = retries + $3,
                     rate_limited = rate_limited + $4, updated_at = now()
@@ -350,7 +349,7 @@ impl Store {
                 "UPDATE exports SET duplicate_deliveries = duplicate_deliveries + 1,
                         requests = requests + $2
                   WHERE id = $1",
-                &[&export_id, &(landing.requests as i64)],
+                &[&export_id, &(landing.counts.requests as i64)],
             )
             .await?;
             tx.commit().await?;
@@ -487,9 +486,9 @@ impl Store {
                     &planned,
                     &(rows_inserted as i64),
                     &(rows_replaced as i64),
-                    &(landing.requests as i64),
-                    &(landing.retries as i64),
-                    &(landing.rate_limited as i64),
+                    &(landing.counts.requests as i64),
+                    &(landing.counts.retries as i64),
+                    &(landing.counts.rate_limited as i64),
                 ],
             )
             .await?;
@@ -580,7 +579,7 @@ impl Store {
                 &tenant_id,
                 &export_id,
                 &input.task_id,
-                &input.class,
+                &input.class.as_str(),
                 &input.reason,
                 &input.last_status.map(i32::from),
                 &input.body_excerpt,
@@ -597,9 +596,9 @@ impl Store {
               WHERE id = $1",
             &[
                 &export_id,
-                &(input.requests as i64),
-                &(input.retries as i64),
-                &(input.rate_limited as i64),
+                &(input.counts.requests as i64),
+                &(input.counts.retries as i64),
+                &(input.counts.rate_limited as i64),
             ],
         )
         .await?;
