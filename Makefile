@@ -22,7 +22,7 @@ chaos: up build
 # Measured on a release build: a debug build measures the compiler, not us.
 bench: up
 	$(CARGO) build --release --workspace --bins
-	PAGEFLEET_BIN_DIR=$(CURDIR)/target/release target/release/pagefleet-bench
+	$(CARGO) run --release -q -p pagefleet-tests --bin pagefleet-bench
 
 up:
 	deploy/services.sh

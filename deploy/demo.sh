@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-bin="$root/target/debug"
+# Wherever cargo put the binaries (CARGO_TARGET_DIR, a config file, or ./target).
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/debug"
 logs="$root/out/demo-logs"
 mkdir -p "$logs"
 

@@ -121,6 +121,27 @@ fn refuse_other_tenants(state: &ApiState, tenant: &str, spec: &ExportSpec) -> Re
     Ok(())
 }
 
+/// Where a relative `output.dir` is resolved. Under an output root it stays
+/// relative: the workers resolve it under `<root>/<tenant>/`. Without one
+/// (one trusted team) it is made absolute here, against the scheduler's
+/// working directory, so every worker writes to the same place whatever its
+/// own directory. The client never resolves it: it cannot know which of the
+/// two the fleet does.
+fn anchor_output_dir(state: &ApiState, mut spec: ExportSpec) -> Result<ExportSpec, ApiError> {
+    if state.output_root.is_some() || std::path::Path::new(&spec.output.dir).is_absolute() {
+        return Ok(spec);
+    }
+    let base = std::env::current_dir().map_err(|e| {
+        tracing::error!(error = %e, "cannot read the scheduler's working directory");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the scheduler cannot resolve a relative output.dir (its working directory is unreadable); give an absolute one",
+        )
+    })?;
+    spec.output.dir = base.join(&spec.output.dir).display().to_string();
+    Ok(spec)
+}
+
 async fn submit(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -151,6 +172,7 @@ async fn submit(
     }
     let tenant = tenant(&headers)?;
     refuse_other_tenants(&state, &tenant, &spec)?;
+    let spec = anchor_output_dir(&state, spec)?;
     let submitted = state
         .store
         .submit_export(&tenant, key.as_deref(), &spec)

@@ -5,7 +5,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{cli_bin, unique, Fleet};
+use std::time::Duration;
+
+use common::{assert_csv_matches_source, cli_bin, spec_toml, unique, Fleet};
+use pagefleet_tests::mock::{MockConfig, MockServer, Style};
 
 const GOOD: &str = r#"
 name = "orders"
@@ -161,4 +164,58 @@ async fn the_api_answers_bad_specs_with_422_and_the_field() {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     fleet.stop().await;
+}
+
+/// A fleet that isolates tenants resolves a spec's relative `output.dir`
+/// under the tenant's directory: the CLI sends it as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_a_relative_output_dir_to_a_fleet_with_an_output_root() {
+    let (seed, records) = (43, 150);
+    let mock = MockServer::start(MockConfig::new(seed, records))
+        .await
+        .unwrap();
+    let token = format!("PAGEFLEET_SECRET_acme__{}", unique("T"));
+    std::env::set_var(&token, &mock.config().token);
+    let fleet = Fleet::start_with(1, |config, out| {
+        config.output_root = Some(out.join("root").display().to_string());
+    })
+    .await;
+    let toml = spec_toml("orders", &mock, Style::Offset, &fleet.out_dir, 50, &token).replace(
+        &format!("dir = \"{}\"", fleet.out_dir.display()),
+        "dir = \"nightly\"",
+    );
+    assert!(toml.contains("dir = \"nightly\""), "{toml}");
+    let spec = fleet.out_dir.join("orders.toml");
+    std::fs::write(&spec, toml).unwrap();
+
+    let cli = cli_bin();
+    let (api, spec_arg) = (fleet.api_url.clone(), spec.clone());
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            Command::new(cli)
+                .args(["--api", &api, "--tenant", "acme", "submit"])
+                .arg(&spec_arg)
+                .arg("--wait")
+                .output()
+                .unwrap()
+        }),
+    )
+    .await
+    .expect("submit --wait did not finish in 120 s")
+    .unwrap();
+    let said = format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("completed"),
+        "{said}"
+    );
+    let csv = fleet.out_dir.join("root/acme/nightly/orders.csv");
+    assert_csv_matches_source(&csv, seed, records);
+    fleet.stop().await;
+    mock.shutdown().await;
 }

@@ -237,20 +237,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-/// Reads and validates a TOML spec. A relative output directory is made
-/// absolute here, against the directory the user ran the command in.
+/// Reads and validates a TOML spec. A relative output directory is sent as
+/// written: the scheduler resolves it (under the tenant's directory when the
+/// fleet isolates tenants, against its own working directory otherwise).
 fn load_spec(path: &Path) -> Result<ExportSpec, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad_input(format!("cannot read spec {}: {e}", path.display())))?;
-    let mut spec =
-        ExportSpec::from_toml(&text).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
-    let dir = PathBuf::from(&spec.output.dir);
-    if dir.is_relative() {
-        let cwd = std::env::current_dir()
-            .map_err(|e| bad_input(format!("cannot resolve output.dir: {e}")))?;
-        spec.output.dir = cwd.join(dir).display().to_string();
-    }
-    Ok(spec)
+    ExportSpec::from_toml(&text).map_err(|e| bad_input(format!("{}: {e}", path.display())))
 }
 
 fn parse_id(text: &str) -> Result<Uuid, Failure> {

@@ -16,16 +16,23 @@ use pagefleet_shared::store::ExportStatus;
 
 const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// The directory holding the built binaries (`cargo build --bins` first);
-/// `PAGEFLEET_BIN_DIR` points elsewhere (`make bench` uses a release build).
+/// The directory holding the built binaries: the one this program was
+/// built into (cargo puts a workspace's binaries side by side, wherever
+/// `CARGO_TARGET_DIR` and the profile say; a test runs from `deps/` below
+/// it). `PAGEFLEET_BIN_DIR` points elsewhere.
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("PAGEFLEET_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug")
+    let own_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    match own_dir {
+        Some(dir) if dir.ends_with("deps") => dir.parent().map(Path::to_path_buf).unwrap_or(dir),
+        Some(dir) => dir,
+        // No /proc to read our own path from: cargo's default layout.
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"),
+    }
 }
 
 /// What every process of one fleet shares.

@@ -363,10 +363,7 @@ pub fn cli_bin() -> PathBuf {
                 .status()
                 .expect("cargo build");
             assert!(status.success(), "building the pagefleet CLI failed");
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("debug/pagefleet")
+            pagefleet_tests::chaos::fleet::bin_dir().join("pagefleet")
         })
         .clone()
 }
