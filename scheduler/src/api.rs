@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,12 +16,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use pagefleet_shared::dispatch::Dispatcher;
-use pagefleet_shared::model::DEFAULT_TENANT;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
 use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
 use pagefleet_shared::telemetry::metrics;
-use pagefleet_shared::tenancy;
+use pagefleet_shared::tenancy::{self, TenantId};
 
 /// Largest spec accepted by the API.
 const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -85,25 +85,39 @@ impl From<pagefleet_shared::store::StoreError> for ApiError {
     }
 }
 
-/// The tenant a request acts for. Absent means the default tenant; a value
-/// that could not name a directory is refused rather than mapped to another
-/// tenant.
-fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get("x-pagefleet-tenant") else {
-        return Ok(DEFAULT_TENANT.to_string());
-    };
-    match value.to_str() {
-        Ok(t) if tenancy::valid_tenant(t) => Ok(t.to_string()),
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "X-Pagefleet-Tenant must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`, without `__`",
-        )),
+/// The tenant a request acts for, from `X-Pagefleet-Tenant`. Absent means
+/// the default tenant; a value that could not name a directory is refused
+/// (400) rather than mapped to another tenant.
+pub struct Tenant(pub TenantId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("x-pagefleet-tenant") else {
+            return Ok(Tenant(TenantId::default_tenant()));
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| TenantId::parse(text).ok())
+            .map(Tenant)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "X-Pagefleet-Tenant must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`, without `__`",
+                )
+            })
     }
 }
 
 /// With tenant isolation on, a spec reaching for another tenant's files or
 /// secrets is refused at once, naming the field.
-fn refuse_other_tenants(state: &ApiState, tenant: &str, spec: &ExportSpec) -> Result<(), ApiError> {
+fn refuse_other_tenants(
+    state: &ApiState,
+    tenant: &TenantId,
+    spec: &ExportSpec,
+) -> Result<(), ApiError> {
     let root = state.output_root.as_deref();
     let refused = |field: &str, e: tenancy::IsolationError| {
         let mut err = ApiError::new(
@@ -113,9 +127,10 @@ fn refuse_other_tenants(state: &ApiState, tenant: &str, spec: &ExportSpec) -> Re
         err.field = Some(field.into());
         err
     };
-    tenancy::resolve_dir(root, tenant, &spec.output.dir).map_err(|e| refused("output.dir", e))?;
+    tenancy::resolve_dir(root, tenant.as_str(), &spec.output.dir)
+        .map_err(|e| refused("output.dir", e))?;
     if let Some(auth) = &spec.source.auth {
-        tenancy::check_secret(root, tenant, auth.secret())
+        tenancy::check_secret(root, tenant.as_str(), auth.secret())
             .map_err(|e| refused("source.auth.secret", e))?;
     }
     Ok(())
@@ -144,6 +159,7 @@ fn anchor_output_dir(state: &ApiState, mut spec: ExportSpec) -> Result<ExportSpe
 
 async fn submit(
     State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -170,12 +186,11 @@ async fn submit(
             "Idempotency-Key must be 1-200 characters",
         ));
     }
-    let tenant = tenant(&headers)?;
     refuse_other_tenants(&state, &tenant, &spec)?;
     let spec = anchor_output_dir(&state, spec)?;
     let submitted = state
         .store
-        .submit_export(&tenant, key.as_deref(), &spec)
+        .submit_export(tenant.as_str(), key.as_deref(), &spec)
         .await
         .map_err(|e| match e {
             SubmitError::IdempotencyConflict { .. } => {
@@ -197,12 +212,12 @@ async fn submit(
 
 async fn status(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     match state.store.export_status(id).await? {
-        Some(s) if s.tenant_id == tenant(&headers)? => Ok(Json(s).into_response()),
+        Some(s) if s.tenant_id == tenant.as_str() => Ok(Json(s).into_response()),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no export {id}"),
@@ -217,11 +232,11 @@ struct ListQuery {
 
 async fn list(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let exports = state.store.list_exports(&tenant(&headers)?, limit).await?;
+    let exports = state.store.list_exports(tenant.as_str(), limit).await?;
     Ok(Json(exports).into_response())
 }
 
@@ -234,13 +249,13 @@ struct DlqQuery {
 
 async fn dlq_list(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Query(q): Query<DlqQuery>,
 ) -> Result<Response, ApiError> {
     let export = q.export.as_deref().map(parse_id).transpose()?;
     let letters = state
         .store
-        .list_dead_letters(&tenant(&headers)?, export, q.all)
+        .list_dead_letters(tenant.as_str(), export, q.all)
         .await?;
     Ok(Json(letters).into_response())
 }
@@ -261,7 +276,7 @@ pub struct ReplayResponse {
 
 async fn dlq_replay(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -280,7 +295,7 @@ async fn dlq_replay(
             ))
         }
     };
-    let (replayed, outbox) = state.store.replay(&tenant(&headers)?, target).await?;
+    let (replayed, outbox) = state.store.replay(tenant.as_str(), target).await?;
     if !replayed.is_empty() {
         tracing::info!(count = replayed.len(), ?target, "dead letters replayed");
     }

@@ -21,17 +21,18 @@ use redis::Script;
 
 use crate::config::redact_url;
 
-/// Reserve (`ARGV[3]` = max wait µs; negative: only check the pause),
-/// pause (`ARGV[4]` = pause µs > 0), or sync with the source (`ARGV[5]` = tokens the source says remain, >= 0).
-/// Returns `{code, wait_us}`: 0 go now, 1 reserved (sleep wait, then go),
-/// 2 not reserved (retry after wait), 3 paused (retry after wait), 4 synced.
+/// One decision on one bucket. `ARGV[3]` names the operation and
+/// `ARGV[4]` is its argument (see [`Op`]): `reserve` (max wait µs),
+/// `check` (is the source paused?), `pause` (µs, > 0) or `sync` (tokens the
+/// source says remain, >= 0). Returns `{code, wait_us}` (see [`Reply`]):
+/// 0 go now, 1 reserved (sleep wait, then go), 2 not reserved (retry after
+/// wait), 3 paused (retry after wait), 4 synced.
 const GCRA: &str = r#"
 local key = KEYS[1]
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local pause_us = tonumber(ARGV[4])
-local source_remaining = tonumber(ARGV[5])
+local op = ARGV[3]
+local value = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local T = 1000000 / rate
@@ -39,8 +40,8 @@ local tau = T * burst
 local tat = tonumber(redis.call('HGET', key, 'tat') or '0')
 local pause = tonumber(redis.call('HGET', key, 'pause') or '0')
 local ttl_ms = math.ceil((tau + math.max(0, pause - now)) / 1000) + 60000
-if pause_us > 0 then
-  local until_ = math.max(pause, now + pause_us)
+if op == 'pause' then
+  local until_ = math.max(pause, now + value)
   -- The bucket is empty when the pause ends: no burst right after a 429.
   local empty_at = until_ + tau - T
   if empty_at > tat then tat = empty_at end
@@ -48,9 +49,9 @@ if pause_us > 0 then
   redis.call('PEXPIRE', key, math.ceil((until_ - now + tau) / 1000) + 60000)
   return {3, until_ - now}
 end
-if source_remaining >= 0 then
+if op == 'sync' then
   -- The source knows best: never believe in more tokens than it has left.
-  local floor = now + tau - source_remaining * T
+  local floor = now + tau - value * T
   if floor > tat then
     redis.call('HSET', key, 'tat', floor)
     redis.call('PEXPIRE', key, ttl_ms)
@@ -60,10 +61,13 @@ end
 if pause > now then
   return {3, pause - now}
 end
-if max_wait < 0 then
-  -- A check only: is the source paused?
+if op == 'check' then
   return {0, 0}
 end
+if op ~= 'reserve' then
+  return redis.error_reply('unknown limiter operation ' .. tostring(op))
+end
+local max_wait = value
 if tat < now then tat = now end
 local new_tat = tat + T
 local wait = new_tat - tau - now
@@ -79,6 +83,59 @@ if wait <= max_wait then
 end
 return {2, math.ceil(wait)}
 "#;
+
+/// What the script is asked to do, with its argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Take a token now, or reserve one at most this far ahead.
+    Reserve { max_wait: Duration },
+    /// Only tell whether the source is paused.
+    CheckPause,
+    /// Pause the source for this long (after a 429).
+    Pause(Duration),
+    /// The source says this many tokens remain.
+    Sync { remaining: u64 },
+}
+
+impl Op {
+    /// `ARGV[3]` and `ARGV[4]`.
+    fn args(self) -> (&'static str, u64) {
+        match self {
+            Op::Reserve { max_wait } => ("reserve", max_wait.as_micros() as u64),
+            Op::CheckPause => ("check", 0),
+            Op::Pause(d) => ("pause", (d.as_micros() as u64).max(1)),
+            Op::Sync { remaining } => ("sync", remaining),
+        }
+    }
+}
+
+/// The script's answer, read from `{code, wait_us}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    Go,
+    Reserved(Duration),
+    NotReserved(Duration),
+    Paused(Duration),
+    Synced,
+}
+
+impl Reply {
+    fn parse(code: i64, wait_us: i64) -> Result<Reply, RateLimitError> {
+        let wait = Duration::from_micros(wait_us.max(0) as u64);
+        Ok(match code {
+            0 => Reply::Go,
+            1 => Reply::Reserved(wait),
+            2 => Reply::NotReserved(wait),
+            3 => Reply::Paused(wait),
+            4 => Reply::Synced,
+            other => {
+                return Err(RateLimitError::Redis(format!(
+                    "the limiter script answered code {other}, which this worker does not know"
+                )))
+            }
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
@@ -204,36 +261,25 @@ impl RateLimiter {
         self.fallback.fleet_size.load(Ordering::Relaxed)
     }
 
-    async fn run(
-        &self,
-        bucket: &Bucket,
-        max_wait: Duration,
-        pause: Duration,
-        source_remaining: i64,
-        check_only: bool,
-    ) -> Result<(i64, i64), RateLimitError> {
+    async fn run(&self, bucket: &Bucket, op: Op) -> Result<Reply, RateLimitError> {
         let mut conn = self
             .pool
             .get()
             .await
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
+        let (name, value) = op.args();
         // invoke_async reloads the script after a Redis restart (NOSCRIPT).
         let (code, wait): (i64, i64) = self
             .script
             .key(format!("{}{}", self.prefix, bucket.key))
             .arg(bucket.rate)
             .arg(bucket.burst)
-            .arg(if check_only {
-                -1
-            } else {
-                max_wait.as_micros() as i64
-            })
-            .arg(pause.as_micros() as u64)
-            .arg(source_remaining)
+            .arg(name)
+            .arg(value)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
-        Ok((code, wait))
+        Reply::parse(code, wait)
     }
 
     /// One decision for one request.
@@ -242,26 +288,24 @@ impl RateLimiter {
         bucket: &Bucket,
         max_wait: Duration,
     ) -> Result<Permit, RateLimitError> {
-        let (code, wait) = self
-            .run(bucket, max_wait, Duration::ZERO, -1, false)
-            .await?;
-        let wait = Duration::from_micros(wait.max(0) as u64);
-        Ok(match code {
-            0 => Permit::Go,
-            1 => Permit::Reserved(wait),
-            3 => Permit::Paused(wait),
-            _ => Permit::Later(wait),
+        Ok(match self.run(bucket, Op::Reserve { max_wait }).await? {
+            Reply::Go => Permit::Go,
+            Reply::Reserved(wait) => Permit::Reserved(wait),
+            Reply::Paused(wait) => Permit::Paused(wait),
+            Reply::NotReserved(wait) => Permit::Later(wait),
+            Reply::Synced => {
+                return Err(RateLimitError::Redis(
+                    "the limiter script answered a reservation as a sync".into(),
+                ))
+            }
         })
     }
 
     /// How much longer the source is paused, if it is (Redis errors read
     /// as "not paused": the local fallback has its own pause).
     async fn paused_for(&self, bucket: &Bucket) -> Option<Duration> {
-        match self
-            .run(bucket, Duration::ZERO, Duration::ZERO, -1, true)
-            .await
-        {
-            Ok((3, wait)) => Some(Duration::from_micros(wait.max(0) as u64)),
+        match self.run(bucket, Op::CheckPause).await {
+            Ok(Reply::Paused(wait)) => Some(wait),
             _ => None,
         }
     }
@@ -271,8 +315,7 @@ impl RateLimiter {
     pub async fn pause(&self, bucket: &Bucket, duration: Duration) -> Result<(), RateLimitError> {
         let duration = duration.max(Duration::from_millis(1));
         self.fallback.pause(bucket, duration);
-        self.run(bucket, Duration::ZERO, duration, -1, false)
-            .await?;
+        self.run(bucket, Op::Pause(duration)).await?;
         Ok(())
     }
 
@@ -283,9 +326,8 @@ impl RateLimiter {
         bucket: &Bucket,
         remaining: u64,
     ) -> Result<(), RateLimitError> {
-        let remaining = remaining.min(bucket.burst as u64) as i64;
-        self.run(bucket, Duration::ZERO, Duration::ZERO, remaining, false)
-            .await?;
+        let remaining = remaining.min(bucket.burst as u64);
+        self.run(bucket, Op::Sync { remaining }).await?;
         Ok(())
     }
 
@@ -360,6 +402,47 @@ mod tests {
 
     fn limiter() -> RateLimiter {
         RateLimiter::new("redis://127.0.0.1:1", "unit").unwrap()
+    }
+
+    #[test]
+    fn script_replies_are_read_into_decisions() {
+        let ms = Duration::from_millis;
+        assert_eq!(Reply::parse(0, 0).unwrap(), Reply::Go);
+        assert_eq!(Reply::parse(1, 2_000).unwrap(), Reply::Reserved(ms(2)));
+        assert_eq!(Reply::parse(2, 5_000).unwrap(), Reply::NotReserved(ms(5)));
+        assert_eq!(Reply::parse(3, 7_000).unwrap(), Reply::Paused(ms(7)));
+        assert_eq!(Reply::parse(4, 0).unwrap(), Reply::Synced);
+        // A negative wait (clock skew inside Redis) is no wait, not a panic.
+        assert_eq!(
+            Reply::parse(1, -5).unwrap(),
+            Reply::Reserved(Duration::ZERO)
+        );
+        let unknown = Reply::parse(9, 0).unwrap_err().to_string();
+        assert!(unknown.contains("code 9"), "{unknown}");
+    }
+
+    #[test]
+    fn each_operation_names_itself_to_the_script() {
+        let ms = Duration::from_millis;
+        assert_eq!(Op::Reserve { max_wait: ms(3) }.args(), ("reserve", 3_000));
+        assert_eq!(Op::CheckPause.args(), ("check", 0));
+        assert_eq!(Op::Pause(ms(2)).args(), ("pause", 2_000));
+        // The script pauses only for a positive duration.
+        assert_eq!(Op::Pause(Duration::ZERO).args(), ("pause", 1));
+        assert_eq!(Op::Sync { remaining: 0 }.args(), ("sync", 0));
+        for op in [
+            Op::Reserve { max_wait: ms(1) },
+            Op::CheckPause,
+            Op::Pause(ms(1)),
+            Op::Sync { remaining: 1 },
+        ] {
+            let (name, _) = op.args();
+            assert!(
+                GCRA.contains(&format!("op == '{name}'"))
+                    || GCRA.contains(&format!("op ~= '{name}'")),
+                "{name}"
+            );
+        }
     }
 
     #[test]

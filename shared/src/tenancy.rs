@@ -63,7 +63,41 @@ pub fn check_secret(
     }
 }
 
-/// Whether a tenant id is safe as one path component (and in logs).
+/// A tenant id that is safe as one path component, in a secret prefix and
+/// in logs: 1-64 characters of `[A-Za-z0-9_.-]`, not starting with `.`,
+/// without `__`. Parsed once where a request enters; whatever holds one
+/// need not check again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn parse(text: &str) -> Result<Self, IsolationError> {
+        if valid_tenant(text) {
+            Ok(TenantId(text.to_string()))
+        } else {
+            Err(IsolationError::Tenant(text.to_string()))
+        }
+    }
+
+    /// The tenant of requests that name none.
+    pub fn default_tenant() -> Self {
+        TenantId(crate::model::DEFAULT_TENANT.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether a tenant id is safe as one path component (and in logs). Kept
+/// beside `TenantId` for ids read back from the database, which the
+/// workers check again before they touch the file system.
 pub fn valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty()
         && tenant.len() <= 64
@@ -159,6 +193,19 @@ pub enum CreateDirError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_id_is_parsed_once() {
+        assert_eq!(TenantId::parse("acme-prod").unwrap().as_str(), "acme-prod");
+        assert_eq!(TenantId::default_tenant().as_str(), "default");
+        for bad in ["", ".x", "a__b", "a/b", "ü"] {
+            assert_eq!(
+                TenantId::parse(bad),
+                Err(IsolationError::Tenant(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn without_a_root_the_dir_is_used_as_written() {
