@@ -260,11 +260,20 @@ mod tests {
         let base = Duration::from_millis(100);
         let cap = Duration::from_secs(2);
         for attempt in 0..40 {
+            // The ceiling, computed the long way: base * 2^attempt, capped.
+            let doubled = 100u128 << attempt.min(100);
+            let expected = Duration::from_millis(doubled.min(2_000) as u64);
             let ceiling = backoff_ceiling(attempt, base, cap);
-            assert!(ceiling <= cap);
-            for _ in 0..50 {
-                assert!(full_jitter(attempt, base, cap) < ceiling.max(Duration::from_millis(1)));
-            }
+            assert_eq!(ceiling, expected, "attempt {attempt}");
+            let draws: Vec<Duration> = (0..50).map(|_| full_jitter(attempt, base, cap)).collect();
+            assert!(
+                draws.iter().all(|d| *d < ceiling),
+                "attempt {attempt}: {draws:?}"
+            );
+            // Spread over the whole range, not stuck at one value: the odds
+            // that 50 uniform draws all fall in the lower half are 2^-50.
+            let highest = draws.iter().max().copied().unwrap_or_default();
+            assert!(highest >= ceiling / 2, "attempt {attempt}: {draws:?}");
         }
         assert_eq!(backoff_ceiling(0, base, cap), base);
         assert_eq!(backoff_ceiling(3, base, cap), Duration::from_millis(800));

@@ -319,6 +319,30 @@ impl ProcessFleet {
     }
 }
 
+/// `TEST_LOG=1`: a test that fails prints the logs of the processes its
+/// fleet started (they are written to files under the fleet's work
+/// directory either way).
+pub fn test_log_enabled() -> bool {
+    std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+impl Drop for ProcessFleet {
+    fn drop(&mut self) {
+        if !(std::thread::panicking() && test_log_enabled()) {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.env.logs) else {
+            return;
+        };
+        let mut logs: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            eprintln!("===== {} =====\n{text}", log.display());
+        }
+    }
+}
+
 pub(crate) async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);

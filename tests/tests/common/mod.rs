@@ -34,6 +34,19 @@ pub struct Fleet {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// `TEST_LOG=1`: the in-process fleet's logs go to the test's output
+/// (shown for a failing test; `RUST_LOG` filters, `info` by default).
+pub fn init_test_log() {
+    if pagefleet_tests::chaos::fleet::test_log_enabled() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub fn unique(prefix: &str) -> String {
     let id = Uuid::now_v7().simple().to_string();
     format!("{prefix}{}", &id[id.len() - 12..])
@@ -51,6 +64,7 @@ impl Fleet {
         workers: usize,
         configure: impl FnOnce(&mut ServiceConfig, &Path),
     ) -> Fleet {
+        init_test_log();
         let ns = unique("pft");
         let db_name = ns.replace('-', "_");
         admin(&format!("CREATE DATABASE {db_name}")).await;
