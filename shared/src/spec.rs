@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The pagination styles live with their behaviour, one file each.
+pub use crate::pagination::PaginationSpec;
+
 /// Bounds of `rate_limit.rate`: one request every ~17 minutes up to far
 /// beyond any real API. Outside them the bucket arithmetic stops making sense.
 const MIN_RATE: f64 = 0.001;
@@ -115,113 +118,6 @@ impl SecretRef {
             (Some(var), _) => format!("env:{var}"),
             (None, Some(path)) => format!("file:{path}"),
             (None, None) => "none".to_string(),
-        }
-    }
-}
-
-/// One pagination style and its parameters. See `pagination` for behaviour.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PaginationSpec {
-    /// `?offset=N&limit=M`. Stops on `total_path` when the body has it (and
-    /// then fans out every page at once), else on a short or empty page.
-    Offset {
-        #[serde(default = "p_offset")]
-        offset_param: String,
-        #[serde(default = "p_limit")]
-        limit_param: String,
-        #[serde(default)]
-        total_path: Option<String>,
-    },
-    /// `?page=N&per_page=M`. Stops on `total_pages_path` when present (fan
-    /// out), else on an empty page.
-    PageNumber {
-        #[serde(default = "p_page")]
-        page_param: String,
-        #[serde(default = "p_per_page")]
-        size_param: String,
-        #[serde(default = "one")]
-        first_page: u64,
-        #[serde(default)]
-        total_pages_path: Option<String>,
-    },
-    /// Opaque cursor read from the body (`cursor_path`) or from a response
-    /// header (`cursor_header`), sent back as `cursor_param`. An absent,
-    /// null or empty cursor ends the chain.
-    Cursor {
-        #[serde(default = "p_cursor")]
-        cursor_param: String,
-        #[serde(default)]
-        cursor_path: Option<String>,
-        #[serde(default)]
-        cursor_header: Option<String>,
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-    /// `?starting_after=<field of the last record>` while `has_more_path` is true.
-    LastRecord {
-        #[serde(default = "p_starting_after")]
-        param: String,
-        #[serde(default = "p_id")]
-        field: String,
-        #[serde(default = "p_has_more")]
-        has_more_path: String,
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-    /// The body names the next page's URL (absolute or relative to the
-    /// request). A missing/null URL, or `done_path` being true, ends the chain.
-    NextUrl {
-        next_path: String,
-        #[serde(default)]
-        done_path: Option<String>,
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-    /// RFC 8288 `Link: <url>; rel="next"`.
-    LinkHeader {
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-}
-
-fn p_offset() -> String {
-    "offset".into()
-}
-fn p_limit() -> String {
-    "limit".into()
-}
-fn p_page() -> String {
-    "page".into()
-}
-fn p_per_page() -> String {
-    "per_page".into()
-}
-fn p_cursor() -> String {
-    "cursor".into()
-}
-fn p_starting_after() -> String {
-    "starting_after".into()
-}
-fn p_id() -> String {
-    "id".into()
-}
-fn p_has_more() -> String {
-    "has_more".into()
-}
-fn one() -> u64 {
-    1
-}
-
-impl PaginationSpec {
-    pub fn style_name(&self) -> &'static str {
-        match self {
-            PaginationSpec::Offset { .. } => "offset",
-            PaginationSpec::PageNumber { .. } => "page_number",
-            PaginationSpec::Cursor { .. } => "cursor",
-            PaginationSpec::LastRecord { .. } => "last_record",
-            PaginationSpec::NextUrl { .. } => "next_url",
-            PaginationSpec::LinkHeader { .. } => "link_header",
         }
     }
 }
@@ -350,7 +246,7 @@ pub enum SpecError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> SpecError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
         field: field.to_string(),
         message: message.into(),
@@ -452,7 +348,7 @@ impl ExportSpec {
                 }
             }
         }
-        self.validate_pagination()?;
+        self.pagination.style().validate()?;
         if self.primary_key.is_empty() {
             return Err(invalid(
                 "primary_key",
@@ -559,64 +455,6 @@ impl ExportSpec {
         Ok(())
     }
 
-    fn validate_pagination(&self) -> Result<(), SpecError> {
-        match &self.pagination {
-            PaginationSpec::Offset { total_path, .. } => {
-                if let Some(p) = total_path {
-                    check_path("pagination.total_path", p)?;
-                }
-            }
-            PaginationSpec::PageNumber {
-                total_pages_path, ..
-            } => {
-                if let Some(p) = total_pages_path {
-                    check_path("pagination.total_pages_path", p)?;
-                }
-            }
-            PaginationSpec::Cursor {
-                cursor_path,
-                cursor_header,
-                ..
-            } => match (cursor_path, cursor_header) {
-                (Some(p), None) => check_path("pagination.cursor_path", p)?,
-                (None, Some(h)) => {
-                    if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        return Err(invalid(
-                            "pagination.cursor_header",
-                            "is not a valid header name",
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(invalid(
-                        "pagination",
-                        "cursor style needs exactly one of `cursor_path` or `cursor_header`",
-                    ))
-                }
-            },
-            PaginationSpec::LastRecord {
-                field,
-                has_more_path,
-                ..
-            } => {
-                check_path("pagination.field", field)?;
-                check_path("pagination.has_more_path", has_more_path)?;
-            }
-            PaginationSpec::NextUrl {
-                next_path,
-                done_path,
-                ..
-            } => {
-                check_path("pagination.next_path", next_path)?;
-                if let Some(p) = done_path {
-                    check_path("pagination.done_path", p)?;
-                }
-            }
-            PaginationSpec::LinkHeader { .. } => {}
-        }
-        Ok(())
-    }
-
     pub fn file_name(&self) -> String {
         self.output
             .file
@@ -635,14 +473,7 @@ impl ExportSpec {
 /// serde reports an unknown tag without saying where it was; a user needs
 /// the field and the styles that exist.
 fn check_style(value: &serde_json::Value) -> Result<(), SpecError> {
-    const STYLES: [&str; 6] = [
-        "offset",
-        "page_number",
-        "cursor",
-        "last_record",
-        "next_url",
-        "link_header",
-    ];
+    use crate::pagination::STYLES;
     match value.get("pagination").map(|p| p.get("style")) {
         None => Err(invalid("pagination", "is required")),
         Some(None) => Err(invalid(
@@ -660,7 +491,9 @@ fn check_style(value: &serde_json::Value) -> Result<(), SpecError> {
     }
 }
 
-fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
+/// A dotted JSON path a spec names (`data.items`): no empty segment, not
+/// absurdly deep.
+pub(crate) fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
     if path.is_empty() || path.split('.').any(|s| s.is_empty()) {
         return Err(invalid(
             field,
