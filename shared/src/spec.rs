@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The pagination styles live with their behaviour, one file each.
+pub use crate::pagination::PaginationSpec;
+
 /// Bounds of `rate_limit.rate`: one request every ~17 minutes up to far
 /// beyond any real API. Outside them the bucket arithmetic stops making sense.
 const MIN_RATE: f64 = 0.001;
@@ -115,113 +118,6 @@ impl SecretRef {
             (Some(var), _) => format!("env:{var}"),
             (None, Some(path)) => format!("file:{path}"),
             (None, None) => "none".to_string(),
-        }
-    }
-}
-
-/// One pagination style and its parameters. See `pagination` for behaviour.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PaginationSpec {
-    /// `?offset=N&limit=M`. Stops on `total_path` when the body has it (and
-    /// then fans out every page at once), else on a short or empty page.
-    Offset {
-        #[serde(default = "p_offset")]
-        offset_param: String,
-        #[serde(default = "p_limit")]
-        limit_param: String,
-        #[serde(default)]
-        total_path: Option<String>,
-    },
-    /// `?page=N&per_page=M`. Stops on `total_pages_path` when present (fan
-    /// out), else on an empty page.
-    PageNumber {
-        #[serde(default = "p_page")]
-        page_param: String,
-        #[serde(default = "p_per_page")]
-        size_param: String,
-        #[serde(default = "one")]
-        first_page: u64,
-        #[serde(default)]
-        total_pages_path: Option<String>,
-    },
-    /// Opaque cursor read from the body (`cursor_path`) or from a response
-    /// header (`cursor_header`), sent back as `cursor_param`. An absent,
-    /// null or empty cursor ends the chain.
-    Cursor {
-        #[serde(default = "p_cursor")]
-        cursor_param: String,
-        #[serde(default)]
-        cursor_path: Option<String>,
-        #[serde(default)]
-        cursor_header: Option<String>,
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-    /// `?starting_after=<field of the last record>` while `has_more_path` is true.
-    LastRecord {
-        #[serde(default = "p_starting_after")]
-        param: String,
-        #[serde(default = "p_id")]
-        field: String,
-        #[serde(default = "p_has_more")]
-        has_more_path: String,
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-    /// The body names the next page's URL (absolute or relative to the
-    /// request). A missing/null URL, or `done_path` being true, ends the chain.
-    NextUrl {
-        next_path: String,
-        #[serde(default)]
-        done_path: Option<String>,
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-    /// RFC 8288 `Link: <url>; rel="next"`.
-    LinkHeader {
-        #[serde(default = "p_limit")]
-        size_param: String,
-    },
-}
-
-fn p_offset() -> String {
-    "offset".into()
-}
-fn p_limit() -> String {
-    "limit".into()
-}
-fn p_page() -> String {
-    "page".into()
-}
-fn p_per_page() -> String {
-    "per_page".into()
-}
-fn p_cursor() -> String {
-    "cursor".into()
-}
-fn p_starting_after() -> String {
-    "starting_after".into()
-}
-fn p_id() -> String {
-    "id".into()
-}
-fn p_has_more() -> String {
-    "has_more".into()
-}
-fn one() -> u64 {
-    1
-}
-
-impl PaginationSpec {
-    pub fn style_name(&self) -> &'static str {
-        match self {
-            PaginationSpec::Offset { .. } => "offset",
-            PaginationSpec::PageNumber { .. } => "page_number",
-            PaginationSpec::Cursor { .. } => "cursor",
-            PaginationSpec::LastRecord { .. } => "last_record",
-            PaginationSpec::NextUrl { .. } => "next_url",
-            PaginationSpec::LinkHeader { .. } => "link_header",
         }
     }
 }
@@ -350,7 +246,7 @@ pub enum SpecError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> SpecError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
         field: field.to_string(),
         message: message.into(),
@@ -390,147 +286,32 @@ impl ExportSpec {
     }
 
     /// Checks everything that serde's types cannot: URLs, non-empty keys,
-    /// sane numbers, safe file names.
+    /// sane numbers, safe file names. The checks run in this order and the
+    /// first failure is reported, so a spec with several mistakes always
+    /// names the same field first.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty"));
         }
-        let base = url::Url::parse(&self.source.base_url).map_err(|e| {
-            invalid(
-                "source.base_url",
-                format!("is not an absolute URL ({e}): {:?}", self.source.base_url),
-            )
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid("source.base_url", "scheme must be http or https"));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            return Err(invalid(
-                "source.base_url",
-                "must not carry credentials; use source.auth",
-            ));
-        }
-        if base.host_str().is_none() {
-            return Err(invalid("source.base_url", "has no host"));
-        }
-        if !self.source.path.is_empty() && !self.source.path.starts_with('/') {
-            return Err(invalid("source.path", "must start with `/`"));
-        }
-        if self.source.timeout_ms == 0 {
-            return Err(invalid("source.timeout_ms", "must be greater than 0"));
-        }
-        if self.source.max_body_bytes == 0 {
-            return Err(invalid("source.max_body_bytes", "must be greater than 0"));
-        }
-        if let Some(path) = &self.source.records_path {
-            check_path("source.records_path", path)?;
-        }
-        if let Some(auth) = &self.source.auth {
-            let secret = auth.secret();
-            match (&secret.env, &secret.file) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(
-                        "source.auth.secret",
-                        "set either `env` or `file`, not both",
-                    ))
-                }
-                (None, None) => return Err(invalid("source.auth.secret", "set `env` or `file`")),
-                (Some(var), None) if var.trim().is_empty() => {
-                    return Err(invalid("source.auth.secret.env", "must not be empty"))
-                }
-                (None, Some(path)) if path.trim().is_empty() => {
-                    return Err(invalid("source.auth.secret.file", "must not be empty"))
-                }
-                _ => {}
-            }
-            if let AuthSpec::Header { header, .. } = auth {
-                if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                    return Err(invalid(
-                        "source.auth.header",
-                        format!("{header:?} is not a valid HTTP header name"),
-                    ));
-                }
-            }
-        }
-        self.validate_pagination()?;
-        if self.primary_key.is_empty() {
-            return Err(invalid(
-                "primary_key",
-                "is required: name the field(s) that identify a record",
-            ));
-        }
-        for (i, field) in self.primary_key.iter().enumerate() {
-            check_path(&format!("primary_key[{i}]"), field)?;
-        }
+        self.source.validate()?;
+        self.pagination.style().validate()?;
+        check_primary_key(&self.primary_key)?;
         if self.page_size == 0 || self.page_size > 100_000 {
             return Err(invalid("page_size", "must be between 1 and 100000"));
         }
-        for (i, partition) in self.partitions.iter().enumerate() {
-            if partition.params.is_empty() {
-                return Err(invalid(
-                    &format!("partitions[{i}].params"),
-                    "must name at least one parameter",
-                ));
-            }
-        }
-        if !(self.rate_limit.rate.is_finite()
-            && (MIN_RATE..=MAX_RATE).contains(&self.rate_limit.rate))
-        {
-            return Err(invalid(
-                "rate_limit.rate",
-                format!(
-                    "must be a number of requests per second between {MIN_RATE} and {MAX_RATE}"
-                ),
-            ));
-        }
-        if self.rate_limit.burst == 0 {
-            return Err(invalid("rate_limit.burst", "must be at least 1"));
-        }
-        if self.retry.max_attempts == 0 {
-            return Err(invalid("retry.max_attempts", "must be at least 1"));
-        }
-        if !(self.retry.budget_ratio.is_finite()
-            && self.retry.budget_ratio > 0.0
-            && self.retry.budget_ratio <= 10.0)
-        {
-            return Err(invalid("retry.budget_ratio", "must be in (0, 10]"));
-        }
-        if self.retry.base_ms == 0 || self.retry.cap_ms < self.retry.base_ms {
-            return Err(invalid(
-                "retry",
-                "base_ms must be > 0 and cap_ms must be >= base_ms",
-            ));
-        }
+        check_partitions(&self.partitions)?;
+        self.rate_limit.validate()?;
+        self.retry.validate()?;
         if let Some(columns) = &self.columns {
-            if columns.is_empty() {
-                return Err(invalid(
-                    "columns",
-                    "must not be empty; omit it to infer columns",
-                ));
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for (i, c) in columns.iter().enumerate() {
-                if c.is_empty() || c.chars().any(|ch| ch.is_control()) {
-                    return Err(invalid(
-                        &format!("columns[{i}]"),
-                        "must be non-empty without control characters",
-                    ));
-                }
-                if !seen.insert(c) {
-                    return Err(invalid(
-                        &format!("columns[{i}]"),
-                        format!("{c:?} is repeated"),
-                    ));
-                }
-            }
+            check_columns(columns)?;
         }
-        let d = self.csv.delimiter;
-        if !d.is_ascii() || d == '"' || d == '\r' || d == '\n' {
-            return Err(invalid(
-                "csv.delimiter",
-                "must be one ASCII character other than quote, CR or LF",
-            ));
-        }
+        self.csv.validate()?;
+        self.validate_output()
+    }
+
+    /// `output.dir` stays under wherever the worker roots it, and the file
+    /// name (from `output.file`, else `name`) is one plain file.
+    fn validate_output(&self) -> Result<(), SpecError> {
         if self.output.dir.trim().is_empty() {
             return Err(invalid("output.dir", "must not be empty"));
         }
@@ -541,78 +322,17 @@ impl ExportSpec {
             return Err(invalid("output.dir", "must not contain `..`"));
         }
         let file = self.file_name();
-        if file.is_empty()
-            || file.starts_with('.')
-            || file.contains('/')
-            || file.contains('\\')
-            || file.chars().any(|c| c.is_control())
-        {
+        if !is_safe_file_name(&file) {
+            // Name the field the file name came from.
+            let field = if self.output.file.is_some() {
+                "output.file"
+            } else {
+                "name"
+            };
             return Err(invalid(
-                if self.output.file.is_some() {
-                    "output.file"
-                } else {
-                    "name"
-                },
+                field,
                 format!("{file:?} is not a safe file name (no `/`, no leading `.`)"),
             ));
-        }
-        Ok(())
-    }
-
-    fn validate_pagination(&self) -> Result<(), SpecError> {
-        match &self.pagination {
-            PaginationSpec::Offset { total_path, .. } => {
-                if let Some(p) = total_path {
-                    check_path("pagination.total_path", p)?;
-                }
-            }
-            PaginationSpec::PageNumber {
-                total_pages_path, ..
-            } => {
-                if let Some(p) = total_pages_path {
-                    check_path("pagination.total_pages_path", p)?;
-                }
-            }
-            PaginationSpec::Cursor {
-                cursor_path,
-                cursor_header,
-                ..
-            } => match (cursor_path, cursor_header) {
-                (Some(p), None) => check_path("pagination.cursor_path", p)?,
-                (None, Some(h)) => {
-                    if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        return Err(invalid(
-                            "pagination.cursor_header",
-                            "is not a valid header name",
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(invalid(
-                        "pagination",
-                        "cursor style needs exactly one of `cursor_path` or `cursor_header`",
-                    ))
-                }
-            },
-            PaginationSpec::LastRecord {
-                field,
-                has_more_path,
-                ..
-            } => {
-                check_path("pagination.field", field)?;
-                check_path("pagination.has_more_path", has_more_path)?;
-            }
-            PaginationSpec::NextUrl {
-                next_path,
-                done_path,
-                ..
-            } => {
-                check_path("pagination.next_path", next_path)?;
-                if let Some(p) = done_path {
-                    check_path("pagination.done_path", p)?;
-                }
-            }
-            PaginationSpec::LinkHeader { .. } => {}
         }
         Ok(())
     }
@@ -632,17 +352,203 @@ impl ExportSpec {
     }
 }
 
+impl SourceSpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        check_base_url(&self.base_url)?;
+        if !self.path.is_empty() && !self.path.starts_with('/') {
+            return Err(invalid("source.path", "must start with `/`"));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid("source.timeout_ms", "must be greater than 0"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("source.max_body_bytes", "must be greater than 0"));
+        }
+        if let Some(path) = &self.records_path {
+            check_path("source.records_path", path)?;
+        }
+        match &self.auth {
+            Some(auth) => auth.validate(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An absolute http(s) URL with a host and without credentials (those
+/// belong in `source.auth`, where they are a reference, not a value).
+fn check_base_url(base_url: &str) -> Result<(), SpecError> {
+    let field = "source.base_url";
+    let base = url::Url::parse(base_url)
+        .map_err(|e| invalid(field, format!("is not an absolute URL ({e}): {base_url:?}")))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(invalid(field, "scheme must be http or https"));
+    }
+    if !base.username().is_empty() || base.password().is_some() {
+        return Err(invalid(
+            field,
+            "must not carry credentials; use source.auth",
+        ));
+    }
+    if base.host_str().is_none() {
+        return Err(invalid(field, "has no host"));
+    }
+    Ok(())
+}
+
+impl AuthSpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        self.secret().validate()?;
+        if let AuthSpec::Header { header, .. } = self {
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(invalid(
+                    "source.auth.header",
+                    format!("{header:?} is not a valid HTTP header name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SecretRef {
+    /// Exactly one place, and not a blank one.
+    fn validate(&self) -> Result<(), SpecError> {
+        match (&self.env, &self.file) {
+            (Some(_), Some(_)) => Err(invalid(
+                "source.auth.secret",
+                "set either `env` or `file`, not both",
+            )),
+            (None, None) => Err(invalid("source.auth.secret", "set `env` or `file`")),
+            (Some(var), None) if var.trim().is_empty() => {
+                Err(invalid("source.auth.secret.env", "must not be empty"))
+            }
+            (None, Some(path)) if path.trim().is_empty() => {
+                Err(invalid("source.auth.secret.file", "must not be empty"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Rows are merged by this key, so it must exist and name real paths.
+fn check_primary_key(primary_key: &[String]) -> Result<(), SpecError> {
+    if primary_key.is_empty() {
+        return Err(invalid(
+            "primary_key",
+            "is required: name the field(s) that identify a record",
+        ));
+    }
+    for (i, field) in primary_key.iter().enumerate() {
+        check_path(&format!("primary_key[{i}]"), field)?;
+    }
+    Ok(())
+}
+
+/// A partition without parameters would fetch the same pages as the
+/// unpartitioned export.
+fn check_partitions(partitions: &[PartitionSpec]) -> Result<(), SpecError> {
+    for (i, partition) in partitions.iter().enumerate() {
+        if partition.params.is_empty() {
+            return Err(invalid(
+                &format!("partitions[{i}].params"),
+                "must name at least one parameter",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl RateLimitSpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        if !(self.rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&self.rate)) {
+            return Err(invalid(
+                "rate_limit.rate",
+                format!(
+                    "must be a number of requests per second between {MIN_RATE} and {MAX_RATE}"
+                ),
+            ));
+        }
+        if self.burst == 0 {
+            return Err(invalid("rate_limit.burst", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl RetrySpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        if self.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if !(self.budget_ratio.is_finite() && self.budget_ratio > 0.0 && self.budget_ratio <= 10.0)
+        {
+            return Err(invalid("retry.budget_ratio", "must be in (0, 10]"));
+        }
+        if self.base_ms == 0 || self.cap_ms < self.base_ms {
+            return Err(invalid(
+                "retry",
+                "base_ms must be > 0 and cap_ms must be >= base_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An explicit column list: non-empty, each column a printable name, none
+/// twice (a CSV header with a repeated name is ambiguous).
+fn check_columns(columns: &[String]) -> Result<(), SpecError> {
+    if columns.is_empty() {
+        return Err(invalid(
+            "columns",
+            "must not be empty; omit it to infer columns",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in columns.iter().enumerate() {
+        if c.is_empty() || c.chars().any(|ch| ch.is_control()) {
+            return Err(invalid(
+                &format!("columns[{i}]"),
+                "must be non-empty without control characters",
+            ));
+        }
+        if !seen.insert(c) {
+            return Err(invalid(
+                &format!("columns[{i}]"),
+                format!("{c:?} is repeated"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl CsvOptions {
+    /// The delimiter must not collide with the quoting RFC 4180 relies on.
+    fn validate(&self) -> Result<(), SpecError> {
+        let d = self.delimiter;
+        if !d.is_ascii() || d == '"' || d == '\r' || d == '\n' {
+            return Err(invalid(
+                "csv.delimiter",
+                "must be one ASCII character other than quote, CR or LF",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One plain file in the output directory: no separator, not hidden (nor
+/// `.` / `..`), no control characters.
+fn is_safe_file_name(file: &str) -> bool {
+    !(file.is_empty()
+        || file.starts_with('.')
+        || file.contains('/')
+        || file.contains('\\')
+        || file.chars().any(|c| c.is_control()))
+}
+
 /// serde reports an unknown tag without saying where it was; a user needs
 /// the field and the styles that exist.
 fn check_style(value: &serde_json::Value) -> Result<(), SpecError> {
-    const STYLES: [&str; 6] = [
-        "offset",
-        "page_number",
-        "cursor",
-        "last_record",
-        "next_url",
-        "link_header",
-    ];
+    use crate::pagination::STYLES;
     match value.get("pagination").map(|p| p.get("style")) {
         None => Err(invalid("pagination", "is required")),
         Some(None) => Err(invalid(
@@ -660,7 +566,9 @@ fn check_style(value: &serde_json::Value) -> Result<(), SpecError> {
     }
 }
 
-fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
+/// A dotted JSON path a spec names (`data.items`): no empty segment, not
+/// absurdly deep.
+pub(crate) fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
     if path.is_empty() || path.split('.').any(|s| s.is_empty()) {
         return Err(invalid(
             field,
@@ -818,6 +726,296 @@ dir = "out"
             "secret = { env = \"MOCK_TOKEN\" }",
             "secret = { env = \"A\", file = \"/b\" }",
         );
+        assert_eq!(
+            field_of(ExportSpec::from_toml(&text).unwrap_err()),
+            "source.auth.secret"
+        );
+    }
+
+    fn invalid_field(result: Result<(), SpecError>) -> String {
+        field_of(result.unwrap_err())
+    }
+
+    fn good() -> ExportSpec {
+        ExportSpec::from_toml(GOOD).unwrap()
+    }
+
+    #[test]
+    fn base_urls_must_be_plain_http() {
+        for ok in ["http://a", "https://a.b:8443/v2"] {
+            assert_eq!(check_base_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "/v1",
+            "ftp://x/",
+            "file:///x",
+            "http://user@x/",
+            "http://u:p@x/",
+        ] {
+            assert_eq!(
+                invalid_field(check_base_url(bad)),
+                "source.base_url",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn source_limits_are_named() {
+        let mut source = good().source;
+        source.timeout_ms = 0;
+        assert_eq!(invalid_field(source.validate()), "source.timeout_ms");
+        let mut source = good().source;
+        source.max_body_bytes = 0;
+        assert_eq!(invalid_field(source.validate()), "source.max_body_bytes");
+        let mut source = good().source;
+        source.path = String::new();
+        assert_eq!(source.validate(), Ok(()));
+    }
+
+    #[test]
+    fn secret_references_name_the_blank_place() {
+        let secret = |env: Option<&str>, file: Option<&str>| SecretRef {
+            env: env.map(str::to_string),
+            file: file.map(str::to_string),
+        };
+        assert_eq!(secret(Some("T"), None).validate(), Ok(()));
+        assert_eq!(secret(None, Some("/run/t")).validate(), Ok(()));
+        let cases = [
+            (secret(None, None), "source.auth.secret"),
+            (secret(Some("T"), Some("/t")), "source.auth.secret"),
+            (secret(Some(" "), None), "source.auth.secret.env"),
+            (secret(None, Some("")), "source.auth.secret.file"),
+        ];
+        for (bad, field) in cases {
+            assert_eq!(invalid_field(bad.validate()), field, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn auth_headers_must_be_header_names() {
+        let header = |name: &str| AuthSpec::Header {
+            header: name.into(),
+            secret: SecretRef {
+                env: Some("T".into()),
+                file: None,
+            },
+        };
+        assert_eq!(header("X-Api-Key").validate(), Ok(()));
+        assert_eq!(
+            invalid_field(header("X Api Key").validate()),
+            "source.auth.header"
+        );
+        // The secret is checked first.
+        let both_bad = AuthSpec::Header {
+            header: "X Api Key".into(),
+            secret: SecretRef {
+                env: None,
+                file: None,
+            },
+        };
+        assert_eq!(invalid_field(both_bad.validate()), "source.auth.secret");
+    }
+
+    #[test]
+    fn primary_keys_and_partitions() {
+        assert_eq!(check_primary_key(&["id".into(), "a.b".into()]), Ok(()));
+        assert_eq!(invalid_field(check_primary_key(&[])), "primary_key");
+        assert_eq!(
+            invalid_field(check_primary_key(&["id".into(), "a..b".into()])),
+            "primary_key[1]"
+        );
+        let partition = |pairs: &[(&str, &str)]| PartitionSpec {
+            params: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert_eq!(check_partitions(&[]), Ok(()));
+        assert_eq!(
+            invalid_field(check_partitions(&[
+                partition(&[("day", "1")]),
+                partition(&[])
+            ])),
+            "partitions[1].params"
+        );
+    }
+
+    #[test]
+    fn rate_limit_bounds() {
+        let rate = |rate: f64, burst: u32| RateLimitSpec {
+            rate,
+            burst,
+            key: None,
+        };
+        assert_eq!(rate(MIN_RATE, 1).validate(), Ok(()));
+        assert_eq!(rate(MAX_RATE, 1).validate(), Ok(()));
+        for bad in [
+            0.0,
+            MIN_RATE / 2.0,
+            MAX_RATE * 2.0,
+            f64::NAN,
+            f64::INFINITY,
+            -1.0,
+        ] {
+            assert_eq!(
+                invalid_field(rate(bad, 1).validate()),
+                "rate_limit.rate",
+                "{bad}"
+            );
+        }
+        assert_eq!(invalid_field(rate(1.0, 0).validate()), "rate_limit.burst");
+    }
+
+    #[test]
+    fn retry_bounds() {
+        assert_eq!(RetrySpec::default().validate(), Ok(()));
+        type Change = fn(&mut RetrySpec);
+        let cases: [(Change, &str); 6] = [
+            (|r| r.max_attempts = 0, "retry.max_attempts"),
+            (|r| r.budget_ratio = 0.0, "retry.budget_ratio"),
+            (|r| r.budget_ratio = 10.5, "retry.budget_ratio"),
+            (|r| r.budget_ratio = f64::NAN, "retry.budget_ratio"),
+            (|r| r.base_ms = 0, "retry"),
+            (|r| r.cap_ms = r.base_ms - 1, "retry"),
+        ];
+        for (change, field) in cases {
+            let mut retry = RetrySpec::default();
+            change(&mut retry);
+            assert_eq!(invalid_field(retry.validate()), field, "{retry:?}");
+        }
+        let edge = RetrySpec {
+            budget_ratio: 10.0,
+            cap_ms: 250,
+            ..RetrySpec::default()
+        };
+        assert_eq!(edge.validate(), Ok(()));
+    }
+
+    #[test]
+    fn columns_are_named_by_index() {
+        let cols = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_columns(&cols(&["id", "a.b"])), Ok(()));
+        assert_eq!(invalid_field(check_columns(&[])), "columns");
+        for bad in [
+            cols(&["id", ""]),
+            cols(&["id", "a\u{7}"]),
+            cols(&["id", "id"]),
+        ] {
+            assert_eq!(invalid_field(check_columns(&bad)), "columns[1]", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn delimiters_must_not_break_quoting() {
+        for ok in [',', ';', '\t', '|'] {
+            let csv = CsvOptions {
+                delimiter: ok,
+                ..CsvOptions::default()
+            };
+            assert_eq!(csv.validate(), Ok(()), "{ok:?}");
+        }
+        for bad in ['"', '\r', '\n', 'é'] {
+            let csv = CsvOptions {
+                delimiter: bad,
+                ..CsvOptions::default()
+            };
+            assert_eq!(invalid_field(csv.validate()), "csv.delimiter", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn output_names_the_field_the_file_name_came_from() {
+        let mut spec = good();
+        spec.output.dir = "a/../b".into();
+        assert_eq!(invalid_field(spec.validate_output()), "output.dir");
+        spec.output.dir = " ".into();
+        assert_eq!(invalid_field(spec.validate_output()), "output.dir");
+        let mut spec = good();
+        spec.name = ".hidden".into();
+        assert_eq!(invalid_field(spec.validate_output()), "name");
+        spec.output.file = Some("ok.csv".into());
+        assert_eq!(spec.validate_output(), Ok(()));
+        spec.output.file = Some("a\\b.csv".into());
+        assert_eq!(invalid_field(spec.validate_output()), "output.file");
+    }
+
+    #[test]
+    fn safe_file_names() {
+        for ok in ["orders.csv", "a b.csv", "x"] {
+            assert!(is_safe_file_name(ok), "{ok}");
+        }
+        for bad in ["", ".csv", "..", "a/b", "a\\b", "a\nb"] {
+            assert!(!is_safe_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pagination_errors_name_their_field() {
+        let cases = [
+            (
+                "style = \"offset\"\ntotal_path = \"a..\"",
+                "pagination.total_path",
+            ),
+            (
+                "style = \"page_number\"\ntotal_pages_path = \"\"",
+                "pagination.total_pages_path",
+            ),
+            (
+                "style = \"cursor\"\ncursor_path = \".x\"",
+                "pagination.cursor_path",
+            ),
+            (
+                "style = \"cursor\"\ncursor_header = \"a b\"",
+                "pagination.cursor_header",
+            ),
+            (
+                "style = \"cursor\"\ncursor_path = \"c\"\ncursor_header = \"C\"",
+                "pagination",
+            ),
+            ("style = \"last_record\"\nfield = \"\"", "pagination.field"),
+            (
+                "style = \"last_record\"\nhas_more_path = \"a..b\"",
+                "pagination.has_more_path",
+            ),
+            (
+                "style = \"next_url\"\nnext_path = \"\"",
+                "pagination.next_path",
+            ),
+            (
+                "style = \"next_url\"\nnext_path = \"n\"\ndone_path = \"d.\"",
+                "pagination.done_path",
+            ),
+        ];
+        for (pagination, field) in cases {
+            let text = GOOD.replace("style = \"offset\"\ntotal_path = \"total\"", pagination);
+            assert_eq!(
+                field_of(ExportSpec::from_toml(&text).unwrap_err()),
+                field,
+                "{pagination}"
+            );
+        }
+        let link = GOOD.replace(
+            "style = \"offset\"\ntotal_path = \"total\"",
+            "style = \"link_header\"",
+        );
+        assert!(ExportSpec::from_toml(&link).is_ok());
+    }
+
+    #[test]
+    fn the_first_mistake_in_check_order_is_reported() {
+        let text = GOOD
+            .replace("burst = 10", "burst = 0")
+            .replace("page_size = 50", "page_size = 0")
+            .replace("dir = \"out\"", "dir = \"\"");
+        assert_eq!(
+            field_of(ExportSpec::from_toml(&text).unwrap_err()),
+            "page_size"
+        );
+        let text = GOOD
+            .replace("total_path = \"total\"", "total_path = \"\"")
+            .replace("secret = { env = \"MOCK_TOKEN\" }", "secret = {}");
         assert_eq!(
             field_of(ExportSpec::from_toml(&text).unwrap_err()),
             "source.auth.secret"

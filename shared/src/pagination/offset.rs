@@ -1,0 +1,333 @@
+//! Offset style: `?offset=N&limit=M`.
+//!
+//! With `total_path` in the body, the first page fans out every remaining
+//! page at once; without it, the chain stops on a short or empty page.
+
+use serde::{Deserialize, Serialize};
+
+use super::body::optional_u64;
+use super::fan_out::fan_out;
+use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
+use crate::spec::{check_path, SpecError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offset {
+    #[serde(default = "offset_param")]
+    pub offset_param: String,
+    #[serde(default = "limit_param")]
+    pub limit_param: String,
+    /// Where the body reports the partition's number of records.
+    #[serde(default)]
+    pub total_path: Option<String>,
+}
+
+fn offset_param() -> String {
+    "offset".into()
+}
+fn limit_param() -> String {
+    "limit".into()
+}
+
+impl Offset {
+    pub const NAME: &'static str = "offset";
+}
+
+impl PaginationStyle for Offset {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn first(&self) -> Position {
+        Position::Offset { offset: 0 }
+    }
+
+    fn target(&self, page_size: u32, position: &Position) -> Result<Target, PaginationError> {
+        let Position::Offset { offset } = position else {
+            return Err(self.wrong_position(position));
+        };
+        Ok(Target::Query(vec![
+            (self.offset_param.clone(), offset.to_string()),
+            (self.limit_param.clone(), page_size.to_string()),
+        ]))
+    }
+
+    fn next(
+        &self,
+        page_size: u32,
+        position: &Position,
+        page: &Page<'_>,
+    ) -> Result<Next, PaginationError> {
+        let Position::Offset { offset } = position else {
+            return Err(self.wrong_position(position));
+        };
+        let served = page.records.len() as u64;
+        if served == 0 {
+            return Ok(Next::Done);
+        }
+        let total = match &self.total_path {
+            Some(path) => optional_u64(page.body, path)?,
+            None => None,
+        };
+        after_page(*offset, served, page_size, total)
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        if let Some(p) = &self.total_path {
+            check_path("pagination.total_path", p)?;
+        }
+        Ok(())
+    }
+}
+
+/// What follows a non-empty page of `served` records at `offset`, given the
+/// total the body reported (if any).
+fn after_page(
+    offset: u64,
+    served: u64,
+    page_size: u32,
+    total: Option<u64>,
+) -> Result<Next, PaginationError> {
+    // Saturating is exact here: a sum past u64::MAX is past any total too.
+    let reached = offset.saturating_add(served);
+    match total {
+        // Only the first page fans out.
+        Some(total) if offset == 0 => fan_out_all(total, served, page_size),
+        Some(total) if reached >= total => Ok(Next::Done),
+        Some(_) => chain(offset, served),
+        None if served < u64::from(page_size) => Ok(Next::Done),
+        None => chain(offset, served),
+    }
+}
+
+/// Every page after the first, `total` records in all. The step is what the
+/// source really served, in case it clamps the page size.
+fn fan_out_all(total: u64, served: u64, page_size: u32) -> Result<Next, PaginationError> {
+    let step = served.min(u64::from(page_size)).max(1);
+    let pages = total.div_ceil(step).saturating_sub(1);
+    fan_out(&Position::Offset { offset: 0 }, pages, |i| {
+        i.checked_mul(step).map(|offset| Position::Offset { offset })
+    })
+}
+
+fn chain(offset: u64, served: u64) -> Result<Next, PaginationError> {
+    let next = offset
+        .checked_add(served)
+        .ok_or(PaginationError::OutOfRange {
+            position: Position::Offset { offset },
+            reason: "the next offset exceeds 2^64 - 1",
+        })?;
+    Ok(Next::Chain(Position::Offset { offset: next }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{first_position, target, Role};
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn offset_with_total_fans_out_from_the_first_page() {
+        let spec = offset(true);
+        let first = first_position(&spec);
+        assert_eq!(
+            target(&spec, 10, &first).unwrap(),
+            Target::Query(vec![
+                ("offset".into(), "0".into()),
+                ("limit".into(), "10".into())
+            ])
+        );
+        let next = run(
+            &spec,
+            &first,
+            Role::Chain,
+            json!({"data": items(10), "total": 35}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            Next::FanOut(vec![
+                Position::Offset { offset: 10 },
+                Position::Offset { offset: 20 },
+                Position::Offset { offset: 30 },
+            ])
+        );
+        // Leaves never lead anywhere.
+        let leaf = run(
+            &spec,
+            &Position::Offset { offset: 10 },
+            Role::Leaf,
+            json!({"data": items(10), "total": 35}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(leaf, Next::Done);
+    }
+
+    #[test]
+    fn offset_fan_out_follows_a_clamped_page_size() {
+        let next = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(4), "total": 10}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            Next::FanOut(vec![
+                Position::Offset { offset: 4 },
+                Position::Offset { offset: 8 }
+            ])
+        );
+    }
+
+    #[test]
+    fn offset_exact_and_empty_totals() {
+        let one_page = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(10), "total": 10}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(one_page, Next::FanOut(vec![]));
+        let empty = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": [], "total": 0}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(empty, Next::Done);
+    }
+
+    #[test]
+    fn offset_without_total_stops_on_a_short_page() {
+        let spec = offset(false);
+        let full = run(
+            &spec,
+            &Position::Offset { offset: 20 },
+            Role::Chain,
+            json!({"data": items(10)}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(full, Next::Chain(Position::Offset { offset: 30 }));
+        let short = run(
+            &spec,
+            &Position::Offset { offset: 30 },
+            Role::Chain,
+            json!({"data": items(3)}),
+            &[],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(short, Next::Done);
+    }
+
+    #[test]
+    fn offset_total_of_wrong_type_is_an_error() {
+        let err = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(10), "total": "many"}),
+            &[],
+            Some("data"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, PaginationError::BadField { ref path, .. } if path == "total"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn absurd_totals_are_refused() {
+        let err = run(
+            &offset(true),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(1), "total": u64::MAX}),
+            &[],
+            Some("data"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PaginationError::TooManyPages { .. }));
+    }
+
+    #[test]
+    fn a_later_page_with_a_total_chains_until_the_total() {
+        // A chain page (not the first) of a partition whose total appeared late.
+        assert_eq!(
+            after_page(20, 10, 10, Some(35)),
+            Ok(Next::Chain(Position::Offset { offset: 30 }))
+        );
+        assert_eq!(after_page(30, 5, 10, Some(35)), Ok(Next::Done));
+        assert_eq!(after_page(30, 10, 10, Some(35)), Ok(Next::Done));
+    }
+
+    #[test]
+    fn a_full_page_without_total_chains() {
+        assert_eq!(
+            after_page(0, 10, 10, None),
+            Ok(Next::Chain(Position::Offset { offset: 10 }))
+        );
+        // More than asked for is still not a short page.
+        assert_eq!(
+            after_page(0, 12, 10, None),
+            Ok(Next::Chain(Position::Offset { offset: 12 }))
+        );
+        assert_eq!(after_page(0, 9, 10, None), Ok(Next::Done));
+    }
+
+    #[test]
+    fn fan_out_steps_by_what_was_served() {
+        assert_eq!(
+            fan_out_all(25, 10, 10),
+            Ok(Next::FanOut(vec![
+                Position::Offset { offset: 10 },
+                Position::Offset { offset: 20 }
+            ]))
+        );
+        // A source serving more than the page size still steps by page size.
+        assert_eq!(
+            fan_out_all(25, 20, 10),
+            Ok(Next::FanOut(vec![
+                Position::Offset { offset: 10 },
+                Position::Offset { offset: 20 }
+            ]))
+        );
+        assert_eq!(fan_out_all(0, 10, 10), Ok(Next::FanOut(vec![])));
+    }
+
+    #[test]
+    fn offsets_near_the_top_of_u64_do_not_overflow() {
+        let top = u64::MAX - 5;
+        // Past every possible total: the end, not a wrapped offset.
+        assert_eq!(after_page(top, 10, 10, Some(u64::MAX)), Ok(Next::Done));
+        // No total: the next offset does not exist.
+        let err = after_page(top, 10, 10, None).unwrap_err();
+        assert!(
+            matches!(err, PaginationError::OutOfRange { ref position, .. }
+                if *position == Position::Offset { offset: top }),
+            "{err}"
+        );
+        assert_eq!(
+            after_page(u64::MAX - 10, 10, 10, None),
+            Ok(Next::Chain(Position::Offset { offset: u64::MAX }))
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! Page-number style: `?page=N&per_page=M`, counting from `first_page`.
+//!
+//! With `total_pages_path` in the body, the first page fans out every
+//! remaining page at once; without it, the chain stops on an empty page.
+
+use serde::{Deserialize, Serialize};
+
+use super::body::optional_u64;
+use super::fan_out::fan_out;
+use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
+use crate::spec::{check_path, SpecError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageNumber {
+    #[serde(default = "page_param")]
+    pub page_param: String,
+    #[serde(default = "size_param")]
+    pub size_param: String,
+    #[serde(default = "one")]
+    pub first_page: u64,
+    /// Where the body reports the partition's number of pages.
+    #[serde(default)]
+    pub total_pages_path: Option<String>,
+}
+
+fn page_param() -> String {
+    "page".into()
+}
+fn size_param() -> String {
+    "per_page".into()
+}
+fn one() -> u64 {
+    1
+}
+
+impl PageNumber {
+    pub const NAME: &'static str = "page_number";
+}
+
+impl PaginationStyle for PageNumber {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn first(&self) -> Position {
+        Position::Page {
+            page: self.first_page,
+        }
+    }
+
+    fn target(&self, page_size: u32, position: &Position) -> Result<Target, PaginationError> {
+        let Position::Page { page } = position else {
+            return Err(self.wrong_position(position));
+        };
+        Ok(Target::Query(vec![
+            (self.page_param.clone(), page.to_string()),
+            (self.size_param.clone(), page_size.to_string()),
+        ]))
+    }
+
+    fn next(
+        &self,
+        _page_size: u32,
+        position: &Position,
+        page: &Page<'_>,
+    ) -> Result<Next, PaginationError> {
+        let Position::Page { page: number } = position else {
+            return Err(self.wrong_position(position));
+        };
+        if page.records.is_empty() {
+            return Ok(Next::Done);
+        }
+        let total = match &self.total_pages_path {
+            Some(path) => optional_u64(page.body, path)?,
+            None => None,
+        };
+        after_page(self.first_page, *number, total)
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        if let Some(p) = &self.total_pages_path {
+            check_path("pagination.total_pages_path", p)?;
+        }
+        Ok(())
+    }
+}
+
+/// What follows a non-empty page `number`, given the number of pages the
+/// body reported (if any).
+fn after_page(first_page: u64, number: u64, total: Option<u64>) -> Result<Next, PaginationError> {
+    match total {
+        // Only the first page fans out.
+        Some(total) if number == first_page => {
+            fan_out(&Position::Page { page: number }, total.saturating_sub(1), |i| {
+                first_page.checked_add(i).map(|page| Position::Page { page })
+            })
+        }
+        Some(total) if pages_walked(first_page, number)? >= total => Ok(Next::Done),
+        _ => chain(number),
+    }
+}
+
+/// How many pages the partition has had up to and including `number`.
+fn pages_walked(first_page: u64, number: u64) -> Result<u64, PaginationError> {
+    let before = number
+        .checked_sub(first_page)
+        .ok_or(PaginationError::OutOfRange {
+            position: Position::Page { page: number },
+            reason: "the page is before `first_page`",
+        })?;
+    // Saturating is exact here: a count past u64::MAX is past any total too.
+    Ok(before.saturating_add(1))
+}
+
+fn chain(number: u64) -> Result<Next, PaginationError> {
+    let page = number
+        .checked_add(1)
+        .ok_or(PaginationError::OutOfRange {
+            position: Position::Page { page: number },
+            reason: "the next page number exceeds 2^64 - 1",
+        })?;
+    Ok(Next::Chain(Position::Page { page }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{first_position, target, PaginationSpec, Role};
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn page_number_styles() {
+        let with_total = PaginationSpec::PageNumber(PageNumber {
+            page_param: "page".into(),
+            size_param: "per_page".into(),
+            first_page: 1,
+            total_pages_path: Some("meta.total_pages".into()),
+        });
+        let first = first_position(&with_total);
+        assert_eq!(first, Position::Page { page: 1 });
+        let next = run(
+            &with_total,
+            &first,
+            Role::Chain,
+            json!({"items": items(10), "meta": {"total_pages": 3}}),
+            &[],
+            Some("items"),
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            Next::FanOut(vec![Position::Page { page: 2 }, Position::Page { page: 3 }])
+        );
+
+        let chain = PaginationSpec::PageNumber(PageNumber {
+            page_param: "page".into(),
+            size_param: "per_page".into(),
+            first_page: 0,
+            total_pages_path: None,
+        });
+        let n = run(
+            &chain,
+            &Position::Page { page: 0 },
+            Role::Chain,
+            json!(items(10)),
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(n, Next::Chain(Position::Page { page: 1 }));
+        let end = run(
+            &chain,
+            &Position::Page { page: 5 },
+            Role::Chain,
+            json!([]),
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(end, Next::Done);
+    }
+
+    #[test]
+    fn page_targets() {
+        let spec = page_number(1, None);
+        assert_eq!(
+            target(&spec, 25, &Position::Page { page: 4 }),
+            Ok(Target::Query(vec![
+                ("page".into(), "4".into()),
+                ("per_page".into(), "25".into())
+            ]))
+        );
+    }
+
+    #[test]
+    fn a_later_page_with_a_total_stops_at_the_last_page() {
+        assert_eq!(
+            after_page(1, 2, Some(3)),
+            Ok(Next::Chain(Position::Page { page: 3 }))
+        );
+        assert_eq!(after_page(1, 3, Some(3)), Ok(Next::Done));
+        assert_eq!(after_page(0, 2, Some(3)), Ok(Next::Done));
+        assert_eq!(after_page(1, 1, Some(1)), Ok(Next::FanOut(vec![])));
+        assert_eq!(after_page(1, 1, Some(0)), Ok(Next::FanOut(vec![])));
+    }
+
+    #[test]
+    fn pages_walked_counts_the_first_page() {
+        assert_eq!(pages_walked(1, 1), Ok(1));
+        assert_eq!(pages_walked(0, 4), Ok(5));
+        assert_eq!(pages_walked(0, u64::MAX), Ok(u64::MAX));
+        assert!(matches!(
+            pages_walked(5, 4),
+            Err(PaginationError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn first_page_at_u64_max_does_not_panic() {
+        // Reachable through the JSON API: `"first_page": 18446744073709551615`.
+        let spec = page_number(u64::MAX, None);
+        let first = first_position(&spec);
+        assert_eq!(first, Position::Page { page: u64::MAX });
+        let err = run(&spec, &first, Role::Chain, json!(items(10)), &[], None).unwrap_err();
+        assert_eq!(
+            err,
+            PaginationError::OutOfRange {
+                position: first.clone(),
+                reason: "the next page number exceeds 2^64 - 1",
+            }
+        );
+        let with_total = page_number(u64::MAX, Some("total_pages"));
+        let body = json!({"items": items(10), "total_pages": 3});
+        let err = run(&with_total, &first, Role::Chain, body, &[], Some("items")).unwrap_err();
+        assert!(
+            matches!(err, PaginationError::OutOfRange { ref position, .. } if *position == first),
+            "{err}"
+        );
+        // A single page fits.
+        let body = json!({"items": items(10), "total_pages": 1});
+        let one = run(&with_total, &first, Role::Chain, body, &[], Some("items"));
+        assert_eq!(one, Ok(Next::FanOut(vec![])));
+    }
+
+    #[test]
+    fn a_position_before_first_page_is_an_error() {
+        let spec = page_number(5, Some("total_pages"));
+        let body = json!({"items": items(10), "total_pages": 3});
+        let err = run(
+            &spec,
+            &Position::Page { page: 2 },
+            Role::Chain,
+            body,
+            &[],
+            Some("items"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, PaginationError::OutOfRange { .. }),
+            "{err}"
+        );
+    }
+}
