@@ -347,6 +347,8 @@ impl ExportSpec {
     /// SHA-256 of the canonical JSON of the spec. The spec holds only secret
     /// references, so the hash is safe to publish in manifests.
     pub fn hash(&self) -> String {
+        // Serializing cannot fail: the spec is strings, numbers, booleans
+        // and string-keyed maps, all of which JSON can hold.
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         hex(&Sha256::digest(&canonical))
     }
@@ -641,7 +643,19 @@ dir = "out"
         let again = ExportSpec::from_json(&json).unwrap();
         assert_eq!(spec, again);
         assert_eq!(spec.hash(), again.hash());
-        assert_eq!(spec.hash().len(), 64);
+        // The SHA-256 of the canonical JSON, in lower-case hex.
+        let expected: String = Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(spec.hash(), expected);
+        // Any change to what is exported changes it.
+        let mut other = spec.clone();
+        other.page_size += 1;
+        assert_ne!(other.hash(), spec.hash());
+        let mut other = spec.clone();
+        other.output.dir.push('x');
+        assert_ne!(other.hash(), spec.hash());
     }
 
     #[test]
