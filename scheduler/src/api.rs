@@ -157,35 +157,45 @@ fn anchor_output_dir(state: &ApiState, mut spec: ExportSpec) -> Result<ExportSpe
     Ok(spec)
 }
 
+/// The request body as a spec; a refusal names the spec field.
+fn parse_spec_body(body: &[u8]) -> Result<ExportSpec, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "spec is not UTF-8"))?;
+    ExportSpec::from_json(text).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+        if let SpecError::Invalid { field, .. } = &e {
+            err.field = Some(field.clone());
+        }
+        err
+    })
+}
+
+/// The `Idempotency-Key` header, when there is one: 1-200 characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= 200 => Ok(Some(key.to_string())),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1-200 characters",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key is not text",
+        )),
+    }
+}
+
 async fn submit(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "spec is not UTF-8"))?;
-    let spec = ExportSpec::from_json(text).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
-        if let SpecError::Invalid { field, .. } = &e {
-            err.field = Some(field.clone());
-        }
-        err
-    })?;
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "Idempotency-Key is not text"))
-        })
-        .transpose()?;
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key must be 1-200 characters",
-        ));
-    }
+    let spec = parse_spec_body(&body)?;
+    let key = idempotency_key(&headers)?;
     refuse_other_tenants(&state, &tenant, &spec)?;
     let spec = anchor_output_dir(&state, spec)?;
     let submitted = state

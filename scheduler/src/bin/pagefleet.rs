@@ -132,6 +132,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     let client = ApiClient::new(&cli.api, cli.tenant.clone())?;
+    let json = cli.json;
     match cli.command {
         Command::Submit {
             spec,
@@ -139,102 +140,141 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             idempotency_key,
             check,
         } => {
-            let spec = load_spec(&spec)?;
-            if check {
-                print_json(&spec);
-                return Ok(0);
-            }
-            let submitted = client.submit(&spec, idempotency_key.as_deref()).await?;
-            if !wait {
-                if cli.json {
-                    print_json(&submitted);
-                } else {
-                    let verb = if submitted.created {
-                        "submitted"
-                    } else {
-                        "already submitted"
-                    };
-                    println!("export {} {verb}", submitted.id);
-                }
-                return Ok(0);
-            }
-            if !cli.json {
-                eprintln!("export {} submitted; waiting for the CSV", submitted.id);
-            }
-            let status = wait_for(&client, submitted.id, cli.json).await?;
-            report_final(&client, &status, cli.json).await
+            let options = SubmitOptions {
+                wait,
+                idempotency_key,
+                check,
+                json,
+            };
+            submit(&client, &spec, options).await
         }
-        Command::Status { id } => {
-            let status = client.status(parse_id(&id)?).await?;
-            if cli.json {
-                print_json(&status);
-            } else {
-                print_status(&status);
-            }
-            Ok(0)
-        }
-        Command::Ls => {
-            let list = client.list().await?;
-            if cli.json {
-                print_json(&list);
-            } else {
-                println!(
-                    "{:<36}  {:<10}  {:>13}  {:>9}  NAME",
-                    "ID", "STATE", "PAGES", "ROWS"
-                );
-                for s in list {
-                    println!(
-                        "{:<36}  {:<10}  {:>13}  {:>9}  {}",
-                        s.id,
-                        s.state,
-                        format!("{}/{}", s.pages_landed, s.pages_planned),
-                        s.rows_staged,
-                        s.name
-                    );
-                }
-            }
-            Ok(0)
-        }
-        Command::Dlq { command } => match command {
-            DlqCommand::Ls { export, all } => {
-                let export = export.as_deref().map(parse_id).transpose()?;
-                let letters = client.dead_letters(export, all).await?;
-                if cli.json {
-                    print_json(&letters);
-                } else if letters.is_empty() {
-                    println!("no dead letters");
-                } else {
-                    println!(
-                        "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  REASON",
-                        "TASK", "EXPORT", "PART", "PAGE", "CLASS"
-                    );
-                    for d in letters {
-                        println!(
-                            "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  {}",
-                            d.task_id, d.export_id, d.partition_no, d.page_no, d.class, d.reason
-                        );
-                    }
-                }
-                Ok(0)
-            }
-            DlqCommand::Replay { id, export } => {
-                let (task, export) = match (id, export) {
-                    (Some(t), None) => (Some(parse_id(&t)?), None),
-                    (None, Some(e)) => (None, Some(parse_id(&e)?)),
-                    _ => return Err(bad_input("give a task id or --export ID")),
-                };
-                let response = client.replay(task, export).await?;
-                if cli.json {
-                    print_json(&response);
-                } else if response.replayed.is_empty() {
-                    println!("nothing to replay (no dead task matches)");
-                } else {
-                    println!("replayed {} task(s)", response.replayed.len());
-                }
-                Ok(0)
-            }
-        },
+        Command::Status { id } => status(&client, &id, json).await,
+        Command::Ls => list(&client, json).await,
+        Command::Dlq {
+            command: DlqCommand::Ls { export, all },
+        } => dlq_list(&client, export.as_deref(), all, json).await,
+        Command::Dlq {
+            command: DlqCommand::Replay { id, export },
+        } => dlq_replay(&client, id, export, json).await,
     }
+}
+
+struct SubmitOptions {
+    wait: bool,
+    idempotency_key: Option<String>,
+    check: bool,
+    json: bool,
+}
+
+async fn submit(client: &ApiClient, path: &Path, options: SubmitOptions) -> Result<u8, Failure> {
+    let spec = load_spec(path)?;
+    if options.check {
+        print_json(&spec);
+        return Ok(0);
+    }
+    let submitted = client
+        .submit(&spec, options.idempotency_key.as_deref())
+        .await?;
+    if !options.wait {
+        if options.json {
+            print_json(&submitted);
+        } else {
+            let verb = if submitted.created {
+                "submitted"
+            } else {
+                "already submitted"
+            };
+            println!("export {} {verb}", submitted.id);
+        }
+        return Ok(0);
+    }
+    if !options.json {
+        eprintln!("export {} submitted; waiting for the CSV", submitted.id);
+    }
+    let status = wait_for(client, submitted.id, options.json).await?;
+    report_final(client, &status, options.json).await
+}
+
+async fn status(client: &ApiClient, id: &str, json: bool) -> Result<u8, Failure> {
+    let status = client.status(parse_id(id)?).await?;
+    if json {
+        print_json(&status);
+    } else {
+        print_status(&status);
+    }
+    Ok(0)
+}
+
+async fn list(client: &ApiClient, json: bool) -> Result<u8, Failure> {
+    let list = client.list().await?;
+    if json {
+        print_json(&list);
+        return Ok(0);
+    }
+    println!(
+        "{:<36}  {:<10}  {:>13}  {:>9}  NAME",
+        "ID", "STATE", "PAGES", "ROWS"
+    );
+    for s in list {
+        println!(
+            "{:<36}  {:<10}  {:>13}  {:>9}  {}",
+            s.id,
+            s.state,
+            format!("{}/{}", s.pages_landed, s.pages_planned),
+            s.rows_staged,
+            s.name
+        );
+    }
+    Ok(0)
+}
+
+async fn dlq_list(
+    client: &ApiClient,
+    export: Option<&str>,
+    all: bool,
+    json: bool,
+) -> Result<u8, Failure> {
+    let export = export.map(parse_id).transpose()?;
+    let letters = client.dead_letters(export, all).await?;
+    if json {
+        print_json(&letters);
+    } else if letters.is_empty() {
+        println!("no dead letters");
+    } else {
+        println!(
+            "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  REASON",
+            "TASK", "EXPORT", "PART", "PAGE", "CLASS"
+        );
+        for d in letters {
+            println!(
+                "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  {}",
+                d.task_id, d.export_id, d.partition_no, d.page_no, d.class, d.reason
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn dlq_replay(
+    client: &ApiClient,
+    id: Option<String>,
+    export: Option<String>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let (task, export) = match (id, export) {
+        (Some(t), None) => (Some(parse_id(&t)?), None),
+        (None, Some(e)) => (None, Some(parse_id(&e)?)),
+        _ => return Err(bad_input("give a task id or --export ID")),
+    };
+    let response = client.replay(task, export).await?;
+    if json {
+        print_json(&response);
+    } else if response.replayed.is_empty() {
+        println!("nothing to replay (no dead task matches)");
+    } else {
+        println!("replayed {} task(s)", response.replayed.len());
+    }
+    Ok(0)
 }
 
 /// Reads and validates a TOML spec. A relative output directory is sent as
