@@ -204,7 +204,7 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
     // final path.
     let staged = ctx.store.staged_count(export_id).await.map_err(store_err)?;
     if let Err(e) = check_count(export_id, summary.rows, staged) {
-        let _ = fs::remove_file(&temp_path);
+        discard_temp(&temp_path);
         return Err(e);
     }
     let written = Written {
@@ -302,7 +302,7 @@ impl OutputDir {
             .await
             .map_err(|e| self.io_err(&target, std::io::Error::other(e)))?
             .map_err(|e| {
-                let _ = fs::remove_file(&temp);
+                discard_temp(&temp);
                 self.io_err(&target, e)
             })
     }
@@ -361,7 +361,7 @@ async fn write_csv(
     let result = write_rows(ctx, work, columns, &mut sink, &shown_temp).await;
     let summary = result.and_then(|()| sink.finish().map_err(|e| out.io_err(temp_path, e)));
     if summary.is_err() {
-        let _ = fs::remove_file(temp_path);
+        discard_temp(temp_path);
     }
     summary
 }
@@ -526,7 +526,16 @@ fn shown_path(tenant_roots: &[PathBuf], path: &Path) -> String {
         .unwrap_or_else(|| "<output>".to_string())
 }
 
+/// Removes a temporary file after a failure. Best effort: one left behind
+/// is never published, and the next attempt's `remove_stale_temps` takes it.
+fn discard_temp(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        tracing::debug!(error = %e, path = %path.display(), "temporary file not removed");
+    }
+}
+
 /// Temporary files of an earlier, interrupted attempt at this export.
+/// Best effort, like `discard_temp`: what stays is only disk space.
 fn remove_stale_temps(dir: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
