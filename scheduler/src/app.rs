@@ -57,19 +57,7 @@ pub async fn run(
         tracing::info!(?applied, "migrations applied");
     }
     let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
-    let listener =
-        TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| SchedulerError::Listen {
-                addr: options.listen,
-                source,
-            })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SchedulerError::Listen {
-            addr: options.listen,
-            source,
-        })?;
+    let (listener, addr) = bind(options.listen).await?;
     tracing::info!(%addr, namespace = %config.namespace, "scheduler listening");
     if let Some(ready) = ready {
         // A caller that stopped waiting has nothing to be told.
@@ -102,6 +90,18 @@ pub async fn run(
     broker.close().await;
     served.map_err(|source| SchedulerError::Listen { addr, source })?;
     watched
+}
+
+/// Binds the API's listener; the address is the bound one (a real port
+/// for port 0).
+async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), SchedulerError> {
+    let err = |source| SchedulerError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    Ok((listener, addr))
 }
 
 /// The background loops, each meant to run until shutdown.
