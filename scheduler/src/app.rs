@@ -1,10 +1,19 @@
 //! The scheduler process: migrations, the HTTP API, the outbox relay and
 //! the reconciler, until shutdown.
+//!
+//! The relay and the reconciler are watched: one that ends before shutdown
+//! or panics stops the process with an error naming it, so its supervisor
+//! restarts the scheduler instead of leaving it serving without a relay.
 
+use std::any::Any;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::config::ServiceConfig;
@@ -30,6 +39,8 @@ pub enum SchedulerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the {name} {how}; exiting so the supervisor restarts the scheduler")]
+    LoopStopped { name: &'static str, how: String },
 }
 
 /// Binds the API and runs until `shutdown`. `ready` receives the bound
@@ -46,41 +57,178 @@ pub async fn run(
         tracing::info!(?applied, "migrations applied");
     }
     let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
-    let listener =
-        TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| SchedulerError::Listen {
-                addr: options.listen,
-                source,
-            })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SchedulerError::Listen {
-            addr: options.listen,
-            source,
-        })?;
+    let (listener, addr) = bind(options.listen).await?;
     tracing::info!(%addr, namespace = %config.namespace, "scheduler listening");
     if let Some(ready) = ready {
+        // A caller that stopped waiting has nothing to be told.
         let _ = ready.send(addr);
     }
-    let relay = tokio::spawn(run_relay(store.clone(), broker.clone(), shutdown.clone()));
-    let reconciler = tokio::spawn(run_reconciler(
-        store.clone(),
-        broker.clone(),
-        shutdown.clone(),
-    ));
+    let mut loops = Loops::default();
+    loops.spawn(
+        "relay",
+        run_relay(store.clone(), broker.clone(), shutdown.clone()),
+    );
+    loops.spawn(
+        "reconciler",
+        run_reconciler(store.clone(), broker.clone(), shutdown.clone()),
+    );
     let app = router(ApiState {
         store,
         broker: broker.clone(),
         output_root: config.output_root.as_ref().map(std::path::PathBuf::from),
     });
     let stop = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    shutdown.cancel();
-    let _ = relay.await;
-    let _ = reconciler.await;
+    let serve = async {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        // However the API ended, the loops end with it.
+        shutdown.cancel();
+        served
+    };
+    let (served, watched) = tokio::join!(serve, loops.watch(&shutdown));
     broker.close().await;
-    served.map_err(|source| SchedulerError::Listen { addr, source })
+    served.map_err(|source| SchedulerError::Listen { addr, source })?;
+    watched
+}
+
+/// Binds the API's listener; the address is the bound one (a real port
+/// for port 0).
+async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), SchedulerError> {
+    let err = |source| SchedulerError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    Ok((listener, addr))
+}
+
+/// The background loops, each meant to run until shutdown.
+#[derive(Default)]
+struct Loops {
+    set: JoinSet<(&'static str, Result<(), String>)>,
+}
+
+impl Loops {
+    /// Runs `body` as the loop `name`; a panic in it is caught and kept
+    /// with the name.
+    fn spawn(&mut self, name: &'static str, body: impl Future<Output = ()> + Send + 'static) {
+        self.set.spawn(async move {
+            let ran = AssertUnwindSafe(body).catch_unwind().await;
+            (name, ran.map_err(|payload| panic_text(payload.as_ref())))
+        });
+    }
+
+    /// Waits for every loop to end. One that ends before `shutdown` or
+    /// panics is logged and cancels `shutdown` (the API stops too); the
+    /// first such failure is the error.
+    async fn watch(mut self, shutdown: &CancellationToken) -> Result<(), SchedulerError> {
+        let mut first = None;
+        while let Some(joined) = self.set.join_next().await {
+            let Some((name, how)) = loop_failure(joined, shutdown.is_cancelled()) else {
+                continue;
+            };
+            tracing::error!(task = name, %how, "background loop stopped; shutting down");
+            shutdown.cancel();
+            first.get_or_insert(SchedulerError::LoopStopped { name, how });
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// How a loop's end is a failure, if it is one: a panic, or an end before
+/// shutdown was asked for.
+fn loop_failure(
+    joined: Result<(&'static str, Result<(), String>), tokio::task::JoinError>,
+    shutting_down: bool,
+) -> Option<(&'static str, String)> {
+    match joined {
+        Ok((name, Err(panic))) => Some((name, format!("loop panicked: {panic}"))),
+        Ok((_, Ok(()))) if shutting_down => None,
+        Ok((name, Ok(()))) => Some((name, "loop ended before shutdown".to_string())),
+        // Panics are caught inside the task, and nothing aborts the set:
+        // only a runtime shutting down ends a task this way.
+        Err(e) => Some(("background", format!("loop did not finish: {e}"))),
+    }
+}
+
+/// The message of a panic, when it has one.
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_loop_ending_at_shutdown_is_no_failure() {
+        assert_eq!(loop_failure(Ok(("relay", Ok(()))), true), None);
+    }
+
+    #[test]
+    fn a_loop_ending_early_is_named() {
+        assert_eq!(
+            loop_failure(Ok(("relay", Ok(()))), false),
+            Some(("relay", "loop ended before shutdown".to_string()))
+        );
+    }
+
+    #[test]
+    fn a_panic_is_a_failure_even_during_shutdown() {
+        let failed = Ok(("reconciler", Err("boom".to_string())));
+        assert_eq!(
+            loop_failure(failed, true),
+            Some(("reconciler", "loop panicked: boom".to_string()))
+        );
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_str_and_string_payloads() {
+        assert_eq!(panic_text(&"static text"), "static text");
+        assert_eq!(panic_text(&format!("made {}", 1)), "made 1");
+        assert_eq!(panic_text(&42u8), "a panic without a message");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_loop_stops_the_others_and_is_the_error() {
+        let shutdown = CancellationToken::new();
+        let mut loops = Loops::default();
+        let stop = shutdown.clone();
+        loops.spawn("relay", async move { stop.cancelled().await });
+        loops.spawn("reconciler", async {
+            tokio::task::yield_now().await;
+            panic!("reconciler broke");
+        });
+        let result = tokio::time::timeout(Duration::from_secs(5), loops.watch(&shutdown)).await;
+        match result {
+            Ok(Err(SchedulerError::LoopStopped { name, how })) => {
+                assert_eq!(name, "reconciler");
+                assert_eq!(how, "loop panicked: reconciler broke");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(shutdown.is_cancelled(), "the relay and the API stop too");
+    }
+
+    #[tokio::test]
+    async fn loops_that_end_at_shutdown_give_ok() {
+        let shutdown = CancellationToken::new();
+        let mut loops = Loops::default();
+        for name in ["relay", "reconciler"] {
+            let stop = shutdown.clone();
+            loops.spawn(name, async move { stop.cancelled().await });
+        }
+        shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), loops.watch(&shutdown)).await;
+        assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+    }
 }

@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!(error = %e, "scheduler stopped");
             eprintln!("pagefleet-scheduler: {e}");
             ExitCode::FAILURE
         }

@@ -133,8 +133,12 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            // A scrape gets what was encoded before the failure.
+            tracing::warn!(error = %e, "metrics not fully encoded");
+        }
+        // The text encoder writes UTF-8; lossy only to need no unwrap.
+        String::from_utf8_lossy(&buf).into_owned()
     }
 }
 
@@ -154,6 +158,13 @@ fn unreachable_gauge() -> IntGaugeVec {
 fn unreachable_vec() -> IntCounterVec {
     IntCounterVec::new(Opts::new("invalid_vec_fallback", "fallback"), &["x"])
         .unwrap_or_else(|_| std::process::abort())
+}
+
+/// Serves [`metrics_router`] on `listener`. Returns only when serving
+/// fails; the caller logs that (a process without `/healthz` looks dead to
+/// its supervisor).
+pub async fn serve_metrics(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router()).await
 }
 
 /// An axum router with `/metrics` and `/healthz`.

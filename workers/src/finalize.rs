@@ -5,7 +5,11 @@
 //! checked against staging, the file fsynced and renamed into place, and the
 //! directory fsynced, so the final path holds either nothing or the whole
 //! file. The manifest is written the same way, then the export completes.
+//! The decisions in between are plain functions: the manifest from what
+//! was written and the export's counters ([`manifest`]), the count check,
+//! and the names of the temporary files.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use uuid::Uuid;
 
-use pagefleet_shared::csv_out::CsvSink;
+use pagefleet_shared::csv_out::{CsvSink, CsvSummary};
 use pagefleet_shared::flatten::Row;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::source;
@@ -21,6 +25,7 @@ use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
 use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy::{self, CreateDirError};
 
+use crate::clock;
 use crate::context::WorkerContext;
 
 /// Rows fetched from Postgres per batch.
@@ -173,60 +178,20 @@ async fn finalize_locked(
     }
 }
 
+/// Writes the CSV and its manifest. The order is what makes it crash-safe:
+/// rows go to a temporary file, the count is checked against staging, the
+/// file is fsynced and renamed into place and the directory fsynced; only
+/// then is the manifest written (the same way). A crash at any point leaves
+/// the final path empty or whole, and the temporary files to the next try.
 async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, FinalizeError> {
     let export_id = work.export_id;
-    let spec = &work.spec;
     let store_err = |source| FinalizeError::Store { export_id, source };
-    let file_name = spec.file_name();
-    // Under isolation the tenant reads these errors: name paths relative to
-    // its own directory, never the server's layout.
-    let tenant_roots: Vec<PathBuf> = ctx
-        .output_root
-        .as_ref()
-        .map(|root| {
-            let raw = root.join(&work.tenant_id);
-            let canonical = fs::canonicalize(&raw).ok();
-            std::iter::once(raw).chain(canonical).collect()
-        })
-        .unwrap_or_default();
-    let io_err = |path: &Path, source| FinalizeError::Io {
-        export_id,
-        path: shown_path(&tenant_roots, path),
-        source,
-    };
-    let dir = tenancy::create_output_dir(
-        ctx.output_root.as_deref(),
-        &work.tenant_id,
-        &spec.output.dir,
-    )
-    .map_err(|e| match e {
-        CreateDirError::Isolation(source) => FinalizeError::Isolation { export_id, source },
-        CreateDirError::Io(path, source) => io_err(&path, source),
-    })?;
-    let dir = fs::canonicalize(&dir).map_err(|e| io_err(&dir, e))?;
-    if let Some(root) = &ctx.output_root {
-        // Belt and braces: whatever changed since the directory was made,
-        // the file goes nowhere outside the tenant's directory.
-        let tenant_root = root.join(&work.tenant_id);
-        let tenant_root = fs::canonicalize(&tenant_root).map_err(|e| io_err(&tenant_root, e))?;
-        if !dir.starts_with(&tenant_root) {
-            return Err(FinalizeError::Isolation {
-                export_id,
-                source: tenancy::IsolationError::OutsideTenant {
-                    dir: spec.output.dir.clone(),
-                },
-            });
-        }
-    }
-    let final_path = dir.join(&file_name);
-    let temp_prefix = format!(".{file_name}.{export_id}.");
-    remove_stale_temps(&dir, &temp_prefix);
-    let temp_path = dir.join(format!(
-        "{temp_prefix}{}.tmp",
-        pagefleet_shared::model::new_id()
-    ));
-
-    let columns = match &spec.columns {
+    let file_name = work.spec.file_name();
+    let out = OutputDir::open(ctx, work)?;
+    let names = TempNames::new(&file_name, export_id);
+    remove_stale_temps(&out.dir, &names.prefix);
+    let temp_path = out.dir.join(names.csv(pagefleet_shared::model::new_id()));
+    let columns = match &work.spec.columns {
         Some(c) => c.clone(),
         None => ctx
             .store
@@ -234,107 +199,272 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
             .await
             .map_err(store_err)?,
     };
-    let file = File::create(&temp_path).map_err(|e| io_err(&temp_path, e))?;
-    let mut sink = CsvSink::new(BufWriter::with_capacity(1 << 20, file), &spec.csv);
-    let shown_temp = shown_path(&tenant_roots, &temp_path);
-    let result = write_rows(ctx, work, &columns, &mut sink, &shown_temp).await;
-    let summary = result.and_then(|()| sink.finish().map_err(|e| io_err(&temp_path, e)));
-    let summary = match summary {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = fs::remove_file(&temp_path);
-            return Err(e);
-        }
-    };
+    let summary = write_csv(ctx, work, &columns, &out, &temp_path).await?;
+    // Checked before the rename: a file short of rows never takes the
+    // final path.
     let staged = ctx.store.staged_count(export_id).await.map_err(store_err)?;
-    if summary.rows as i64 != staged {
-        let _ = fs::remove_file(&temp_path);
-        return Err(FinalizeError::CountMismatch {
-            export_id,
-            written: summary.rows,
-            staged,
-        });
+    if let Err(e) = check_count(export_id, summary.rows, staged) {
+        discard_temp(&temp_path);
+        return Err(e);
     }
-    let file = summary
-        .inner
-        .into_inner()
-        .map_err(|e| io_err(&temp_path, e.into_error()))?;
-    let sync = |file: File, temp: PathBuf, target: PathBuf, dir: PathBuf| -> std::io::Result<()> {
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, &target)?;
-        File::open(&dir)?.sync_all()
+    let written = Written {
+        rows: summary.rows,
+        bytes: summary.bytes,
+        sha256: summary.sha256,
     };
-    {
-        let (t, f, d) = (temp_path.clone(), final_path.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || sync(file, t, f, d))
-            .await
-            .map_err(|e| io_err(&final_path, std::io::Error::other(e)))?
-            .map_err(|e| {
-                let _ = fs::remove_file(&temp_path);
-                io_err(&final_path, e)
-            })?;
-    }
+    let file = (summary.inner.into_inner()).map_err(|e| out.io_err(&temp_path, e.into_error()))?;
+    let final_path = out.dir.join(&file_name);
+    out.commit(file, temp_path, final_path.clone()).await?;
 
     let finished_at = time::OffsetDateTime::now_utc();
-    let rfc3339 = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
-    let manifest = Manifest {
-        export_id,
+    let manifest = manifest(work, &file_name, columns, &written, finished_at);
+    let manifest_path = out.dir.join(manifest_file_name(&file_name));
+    let manifest_temp = out
+        .dir
+        .join(names.manifest(pagefleet_shared::model::new_id()));
+    out.write_manifest(&manifest, manifest_temp, &manifest_path)
+        .await?;
+    Ok(Published {
+        output_path: final_path.display().to_string(),
+        manifest_path: manifest_path.display().to_string(),
+        rows: written.rows as i64,
+        bytes: written.bytes as i64,
+        sha256: written.sha256,
+    })
+}
+
+/// The export's directory, resolved, and how errors name paths in it.
+struct OutputDir {
+    export_id: Uuid,
+    dir: PathBuf,
+    /// Under isolation, the tenant's directory as configured and as
+    /// resolved; empty without isolation.
+    tenant_roots: Vec<PathBuf>,
+}
+
+impl OutputDir {
+    /// Creates the spec's output directory (inside the tenant's, under
+    /// isolation) and resolves it.
+    fn open(ctx: &WorkerContext, work: &FinalizeWork) -> Result<OutputDir, FinalizeError> {
+        let export_id = work.export_id;
+        let spec = &work.spec;
+        let root = ctx.output_root.as_deref();
+        let mut out = OutputDir {
+            export_id,
+            dir: PathBuf::new(),
+            tenant_roots: root.map_or_else(Vec::new, |r| tenant_roots(r, &work.tenant_id)),
+        };
+        let dir = tenancy::create_output_dir(root, &work.tenant_id, &spec.output.dir).map_err(
+            |e| match e {
+                CreateDirError::Isolation(source) => FinalizeError::Isolation { export_id, source },
+                CreateDirError::Io(path, source) => out.io_err(&path, source),
+            },
+        )?;
+        out.dir = fs::canonicalize(&dir).map_err(|e| out.io_err(&dir, e))?;
+        if let Some(root) = root {
+            // Belt and braces: whatever changed since the directory was made,
+            // the file goes nowhere outside the tenant's directory.
+            let tenant_root = root.join(&work.tenant_id);
+            let tenant_root =
+                fs::canonicalize(&tenant_root).map_err(|e| out.io_err(&tenant_root, e))?;
+            if !out.dir.starts_with(&tenant_root) {
+                return Err(FinalizeError::Isolation {
+                    export_id,
+                    source: tenancy::IsolationError::OutsideTenant {
+                        dir: spec.output.dir.clone(),
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// An I/O error naming `path` as the tenant may see it.
+    fn io_err(&self, path: &Path, source: std::io::Error) -> FinalizeError {
+        FinalizeError::Io {
+            export_id: self.export_id,
+            path: shown_path(&self.tenant_roots, path),
+            source,
+        }
+    }
+
+    /// Makes a finished temporary file the target: fsync, rename, fsync
+    /// the directory (so the rename itself survives a crash). The
+    /// temporary file is removed when that fails.
+    async fn commit(
+        &self,
+        file: File,
+        temp: PathBuf,
+        target: PathBuf,
+    ) -> Result<(), FinalizeError> {
+        let (t, f, d) = (temp.clone(), target.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || sync_and_rename(file, &t, &f, &d))
+            .await
+            .map_err(|e| self.io_err(&target, std::io::Error::other(e)))?
+            .map_err(|e| {
+                discard_temp(&temp);
+                self.io_err(&target, e)
+            })
+    }
+
+    /// Writes the manifest the same way as the CSV: a temporary file,
+    /// fsynced and renamed into place.
+    async fn write_manifest(
+        &self,
+        manifest: &Manifest,
+        temp: PathBuf,
+        target: &Path,
+    ) -> Result<(), FinalizeError> {
+        // A struct of strings, numbers and JSON values always serializes;
+        // the error path only keeps that from needing an unwrap.
+        let text =
+            serde_json::to_vec_pretty(manifest).map_err(|e| self.io_err(target, e.into()))?;
+        let (f, d) = (target.to_path_buf(), self.dir.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let file = File::create(&temp)?;
+            std::io::Write::write_all(&mut &file, &text)?;
+            sync_and_rename(file, &temp, &f, &d)
+        })
+        .await
+        .map_err(|e| self.io_err(target, std::io::Error::other(e)))?
+        .map_err(|e| self.io_err(target, e))
+    }
+}
+
+/// The tenant's directory as configured and as resolved (when it exists):
+/// a path may reach an error message by either.
+fn tenant_roots(output_root: &Path, tenant_id: &str) -> Vec<PathBuf> {
+    let raw = output_root.join(tenant_id);
+    let canonical = fs::canonicalize(&raw).ok();
+    std::iter::once(raw).chain(canonical).collect()
+}
+
+fn sync_and_rename(file: File, temp: &Path, target: &Path, dir: &Path) -> std::io::Result<()> {
+    file.sync_all()?;
+    drop(file);
+    fs::rename(temp, target)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Streams the staged rows into a new temporary file and flushes it;
+/// removes the file when that fails.
+async fn write_csv(
+    ctx: &WorkerContext,
+    work: &FinalizeWork,
+    columns: &[String],
+    out: &OutputDir,
+    temp_path: &Path,
+) -> Result<CsvSummary<BufWriter<File>>, FinalizeError> {
+    let file = File::create(temp_path).map_err(|e| out.io_err(temp_path, e))?;
+    let mut sink = CsvSink::new(BufWriter::with_capacity(1 << 20, file), &work.spec.csv);
+    let shown_temp = shown_path(&out.tenant_roots, temp_path);
+    let result = write_rows(ctx, work, columns, &mut sink, &shown_temp).await;
+    let summary = result.and_then(|()| sink.finish().map_err(|e| out.io_err(temp_path, e)));
+    if summary.is_err() {
+        discard_temp(temp_path);
+    }
+    summary
+}
+
+/// What the CSV file came to.
+#[derive(Debug, Clone, PartialEq)]
+struct Written {
+    rows: u64,
+    bytes: u64,
+    sha256: String,
+}
+
+/// Every staged row must be in the file: fewer means rows went missing
+/// between staging and the file, and such a file must not be published.
+fn check_count(export_id: Uuid, written: u64, staged: i64) -> Result<(), FinalizeError> {
+    if written as i64 == staged {
+        Ok(())
+    } else {
+        Err(FinalizeError::CountMismatch {
+            export_id,
+            written,
+            staged,
+        })
+    }
+}
+
+/// The manifest of a written file: the spec's identity, what the file
+/// holds, and the export's counters. Secret query parameters show as `***`.
+fn manifest(
+    work: &FinalizeWork,
+    file_name: &str,
+    columns: Vec<String>,
+    written: &Written,
+    finished_at: time::OffsetDateTime,
+) -> Manifest {
+    let spec = &work.spec;
+    let query: BTreeMap<&String, &str> = (spec.source.query.iter())
+        .map(|(k, v)| {
+            let shown = if source::is_secret_param(k) {
+                "***"
+            } else {
+                v.as_str()
+            };
+            (k, shown)
+        })
+        .collect();
+    let partitions: Vec<_> = spec.partitions.iter().map(|p| &p.params).collect();
+    Manifest {
+        export_id: work.export_id,
         name: spec.name.clone(),
-        file: file_name.clone(),
+        file: file_name.to_string(),
         spec_hash: work.spec_hash.clone(),
         source: format!(
             "{}{}",
             spec.source.base_url.trim_end_matches('/'),
             spec.source.path
         ),
-        filters: serde_json::json!({
-            "query": spec.source.query.iter().map(|(k, v)| {
-                let shown = if source::is_secret_param(k) { "***" } else { v.as_str() };
-                (k.clone(), shown.to_string())
-            }).collect::<std::collections::BTreeMap<_, _>>(),
-            "partitions": spec.partitions.iter().map(|p| &p.params).collect::<Vec<_>>(),
-        }),
-        columns: columns.clone(),
-        rows: summary.rows,
-        bytes: summary.bytes,
-        sha256: summary.sha256.clone(),
+        filters: serde_json::json!({ "query": query, "partitions": partitions }),
+        columns,
+        rows: written.rows,
+        bytes: written.bytes,
+        sha256: written.sha256.clone(),
         pages: work.pages,
         requests: work.requests,
         retries: work.retries,
         rate_limited: work.rate_limited,
         rows_replaced: work.rows_replaced,
         duplicate_deliveries: work.duplicate_deliveries,
-        started_at: rfc3339(work.started_at),
-        finished_at: rfc3339(finished_at),
-    };
-    let manifest_path = dir.join(format!("{file_name}.manifest.json"));
-    let manifest_temp = dir.join(format!(
-        "{temp_prefix}{}.manifest.tmp",
-        pagefleet_shared::model::new_id()
-    ));
-    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-    {
-        let (t, f, d) = (manifest_temp.clone(), manifest_path.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let file = File::create(&t)?;
-            std::io::Write::write_all(&mut &file, &text)?;
-            sync(file, t, f, d)
-        })
-        .await
-        .map_err(|e| io_err(&manifest_path, std::io::Error::other(e)))?
-        .map_err(|e| io_err(&manifest_path, e))?;
+        started_at: clock::rfc3339(work.started_at),
+        finished_at: clock::rfc3339(finished_at),
     }
-    Ok(Published {
-        output_path: final_path.display().to_string(),
-        manifest_path: manifest_path.display().to_string(),
-        rows: summary.rows as i64,
-        bytes: summary.bytes as i64,
-        sha256: summary.sha256,
-    })
+}
+
+fn manifest_file_name(file_name: &str) -> String {
+    format!("{file_name}.manifest.json")
+}
+
+/// The names of an export's temporary files. They share a prefix naming
+/// the file and the export, so a later attempt finds (and removes) what an
+/// interrupted one left, and never another export's.
+struct TempNames {
+    prefix: String,
+}
+
+impl TempNames {
+    fn new(file_name: &str, export_id: Uuid) -> TempNames {
+        TempNames {
+            prefix: format!(".{file_name}.{export_id}."),
+        }
+    }
+
+    fn csv(&self, attempt: Uuid) -> String {
+        format!("{}{attempt}.tmp", self.prefix)
+    }
+
+    fn manifest(&self, attempt: Uuid) -> String {
+        format!("{}{attempt}.manifest.tmp", self.prefix)
+    }
+}
+
+/// Whether a directory entry is a temporary file with this prefix.
+fn is_stale_temp(name: &str, prefix: &str) -> bool {
+    name.starts_with(prefix) && name.ends_with(".tmp")
 }
 
 async fn write_rows(
@@ -396,7 +526,16 @@ fn shown_path(tenant_roots: &[PathBuf], path: &Path) -> String {
         .unwrap_or_else(|| "<output>".to_string())
 }
 
+/// Removes a temporary file after a failure. Best effort: one left behind
+/// is never published, and the next attempt's `remove_stale_temps` takes it.
+fn discard_temp(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        tracing::debug!(error = %e, path = %path.display(), "temporary file not removed");
+    }
+}
+
 /// Temporary files of an earlier, interrupted attempt at this export.
+/// Best effort, like `discard_temp`: what stays is only disk space.
 fn remove_stale_temps(dir: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -404,8 +543,186 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(prefix) && name.ends_with(".tmp") {
+        if is_stale_temp(&name, prefix) {
             let _ = fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagefleet_shared::spec::ExportSpec;
+
+    const SPEC: &str = r#"
+name = "orders"
+primary_key = ["id"]
+
+[source]
+base_url = "https://api.example.com/v2/"
+path = "/orders"
+query = { status = "open", api_key = "hunter2" }
+
+[rate_limit]
+rate = 5
+burst = 5
+
+[output]
+dir = "out"
+
+[pagination]
+style = "page_number"
+page_param = "page"
+size_param = "per_page"
+
+[[partitions]]
+params = { region = "eu" }
+
+[[partitions]]
+params = { region = "us" }
+"#;
+
+    fn work() -> FinalizeWork {
+        FinalizeWork {
+            export_id: Uuid::from_u128(7),
+            tenant_id: "default".into(),
+            state: ExportState::Finalizing,
+            spec: ExportSpec::from_toml(SPEC).unwrap(),
+            spec_hash: "abc123".into(),
+            pages: 12,
+            requests: 15,
+            retries: 3,
+            rate_limited: 2,
+            rows_replaced: 4,
+            duplicate_deliveries: 1,
+            started_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            output_path: None,
+        }
+    }
+
+    fn written() -> Written {
+        Written {
+            rows: 1180,
+            bytes: 54321,
+            sha256: "f00d".into(),
+        }
+    }
+
+    #[test]
+    fn the_manifest_describes_the_file_and_the_export() {
+        let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
+        let columns = vec!["id".to_string(), "total".to_string()];
+        let m = manifest(&work(), "orders.csv", columns.clone(), &written(), finished);
+        assert_eq!(m.export_id, Uuid::from_u128(7));
+        assert_eq!(m.name, "orders");
+        assert_eq!(m.file, "orders.csv");
+        assert_eq!(m.spec_hash, "abc123");
+        // One slash between the base URL and the path.
+        assert_eq!(m.source, "https://api.example.com/v2/orders");
+        assert_eq!(m.columns, columns);
+        assert_eq!((m.rows, m.bytes, m.sha256.as_str()), (1180, 54321, "f00d"));
+        assert_eq!(
+            (m.pages, m.requests, m.retries, m.rate_limited),
+            (12, 15, 3, 2)
+        );
+        assert_eq!((m.rows_replaced, m.duplicate_deliveries), (4, 1));
+        assert_eq!(m.started_at, "2023-11-14T22:13:20Z");
+        assert_eq!(m.finished_at, "2023-11-14T22:14:50Z");
+    }
+
+    #[test]
+    fn the_manifest_hides_secret_query_parameters() {
+        let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
+        let m = manifest(&work(), "orders.csv", vec![], &written(), finished);
+        assert_eq!(
+            m.filters,
+            serde_json::json!({
+                "query": { "api_key": "***", "status": "open" },
+                "partitions": [{ "region": "eu" }, { "region": "us" }],
+            })
+        );
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_count_short_of_staging_is_refused() {
+        let id = Uuid::from_u128(7);
+        assert!(matches!(check_count(id, 10, 10), Ok(())));
+        match check_count(id, 9, 10) {
+            Err(FinalizeError::CountMismatch {
+                export_id,
+                written,
+                staged,
+            }) => assert_eq!((export_id, written, staged), (id, 9, 10)),
+            other => panic!("{other:?}"),
+        }
+        assert!(check_count(id, 11, 10).is_err(), "more rows is as wrong");
+    }
+
+    #[test]
+    fn only_an_unreachable_store_is_retried() {
+        let id = Uuid::from_u128(7);
+        let mismatch = check_count(id, 1, 2).unwrap_err();
+        assert!(!mismatch.is_retryable());
+        let io = FinalizeError::Io {
+            export_id: id,
+            path: "<output>/out".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert!(!io.is_retryable());
+    }
+
+    #[test]
+    fn temp_names_belong_to_their_export_and_are_found_again() {
+        let names = TempNames::new("orders.csv", Uuid::from_u128(7));
+        let attempt = Uuid::from_u128(9);
+        let csv = names.csv(attempt);
+        let manifest = names.manifest(attempt);
+        assert_eq!(
+            csv,
+            format!(".orders.csv.{}.{attempt}.tmp", Uuid::from_u128(7))
+        );
+        assert!(manifest.ends_with(".manifest.tmp"));
+        assert!(is_stale_temp(&csv, &names.prefix));
+        assert!(is_stale_temp(&manifest, &names.prefix));
+        // Neither the published files nor another export's temporaries.
+        assert!(!is_stale_temp("orders.csv", &names.prefix));
+        assert!(!is_stale_temp(
+            &manifest_file_name("orders.csv"),
+            &names.prefix
+        ));
+        let other = TempNames::new("orders.csv", Uuid::from_u128(8));
+        assert!(!is_stale_temp(&other.csv(attempt), &names.prefix));
+        assert_eq!(manifest_file_name("orders.csv"), "orders.csv.manifest.json");
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("pagefleet-finalize-{}", Uuid::now_v7()));
+        fs::create_dir_all(&dir).unwrap();
+        let names = TempNames::new("orders.csv", Uuid::from_u128(7));
+        let stale = dir.join(names.csv(Uuid::from_u128(1)));
+        let keep = ["orders.csv", "orders.csv.manifest.json"].map(|n| dir.join(n));
+        for path in keep.iter().chain([&stale]) {
+            fs::write(path, "x").unwrap();
+        }
+        remove_stale_temps(&dir, &names.prefix);
+        assert!(!stale.exists());
+        assert!(keep.iter().all(|p| p.exists()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn error_paths_are_relative_to_the_tenant_under_isolation() {
+        let file = Path::new("/srv/out/acme/reports/x.csv");
+        assert_eq!(shown_path(&[], file), "/srv/out/acme/reports/x.csv");
+        let roots = [PathBuf::from("/srv/out/acme"), PathBuf::from("/data/acme")];
+        assert_eq!(shown_path(&roots, file), "<output>/reports/x.csv");
+        assert_eq!(
+            shown_path(&roots, Path::new("/data/acme/y.csv")),
+            "<output>/y.csv"
+        );
+        assert_eq!(shown_path(&roots, Path::new("/etc/passwd")), "<output>");
     }
 }

@@ -6,6 +6,7 @@
 //! finalize task writes the CSV and its manifest ([`finalize`]). [`run`]
 //! wires the consumers, the drain on shutdown, and the metrics endpoint.
 
+mod clock;
 pub mod context;
 pub mod finalize;
 pub mod page;

@@ -52,7 +52,9 @@ async fn main() -> ExitCode {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 tokio::spawn(async move {
-                    let _ = axum::serve(listener, telemetry::metrics_router()).await;
+                    if let Err(e) = telemetry::serve_metrics(listener).await {
+                        tracing::error!(error = %e, %addr, "metrics server stopped; /metrics and /healthz are gone");
+                    }
                 });
             }
             Err(e) => {

@@ -3,6 +3,9 @@
 //!
 //! The retry loop lives here, in the worker that holds the delivery, so a
 //! retried request needs no new message; the caps come from the spec.
+//! The decisions themselves (what an answer means, go or park, retry or
+//! dead-letter) are pure functions in [`decide`]; this file is the async
+//! shell that waits, sends, records and stores around them.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -16,9 +19,7 @@ use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
 use pagefleet_shared::pagination::{self, Page};
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
-use pagefleet_shared::retry::{
-    classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass,
-};
+use pagefleet_shared::retry::{Outcome, RetryBudget};
 use pagefleet_shared::source::{self, Credential, Fetched};
 use pagefleet_shared::store::{
     Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
@@ -27,7 +28,12 @@ use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy;
 use tracing::Instrument;
 
+use crate::clock;
 use crate::context::WorkerContext;
+
+mod decide;
+
+use decide::{Admission, Answer, Next, Verdict};
 
 /// How long a claim holds a task without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(10);
@@ -91,17 +97,34 @@ async fn claim_and_run(
     task_id: Uuid,
     claim: &str,
 ) -> Result<PageResult, PageError> {
-    let store_err = |source| PageError::Store { task_id, source };
+    let work = match wait_for_claim(ctx, task_id, claim).await? {
+        Ok(work) => work,
+        Err(result) => return Ok(result),
+    };
+    if work.export_state.is_terminal() {
+        return Ok(PageResult::Skipped);
+    }
+    let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
+        partition = work.partition_no, page = work.page_no);
+    tokio::select! {
+        result = run_task(ctx, &work, claim).instrument(span) => result,
+        lost = heartbeat(ctx, task_id, claim) => Ok(lost),
+    }
+}
+
+/// Claims the task, waiting while another worker holds it; the result
+/// instead when there is nothing to run.
+async fn wait_for_claim(
+    ctx: &WorkerContext,
+    task_id: Uuid,
+    claim: &str,
+) -> Result<Result<Box<PageWork>, PageResult>, PageError> {
     let waiting_since = std::time::Instant::now();
-    let work = loop {
-        match ctx
-            .store
-            .claim_page(task_id, LEASE, claim)
-            .await
-            .map_err(store_err)?
-        {
-            Claim::Claimed(work) => break work,
-            Claim::Gone => return Ok(PageResult::Skipped),
+    loop {
+        let claimed = ctx.store.claim_page(task_id, LEASE, claim).await;
+        match claimed.map_err(|source| PageError::Store { task_id, source })? {
+            Claim::Claimed(work) => return Ok(Ok(work)),
+            Claim::Gone => return Ok(Err(PageResult::Skipped)),
             // Another worker holds the task. Keep this delivery, unacked,
             // until the holder lands it (then it is gone) or dies (then its
             // lease runs out within LEASE and this one takes over). Acking
@@ -116,34 +139,33 @@ async fn claim_and_run(
                     _ = tokio::time::sleep(remaining.min(LEASE) + Duration::from_millis(500)) => {}
                     // Nothing claimed, nothing to finish: a draining worker
                     // hands such a delivery back at once.
-                    _ = ctx.draining.cancelled() => return Ok(PageResult::HandedBack),
+                    _ = ctx.draining.cancelled() => return Ok(Err(PageResult::HandedBack)),
                 }
             }
-            Claim::Held { .. } => return Ok(PageResult::Skipped),
+            Claim::Held { .. } => return Ok(Err(PageResult::Skipped)),
         }
-    };
-    if work.export_state.is_terminal() {
-        return Ok(PageResult::Skipped);
-    }
-    // Keep the lease fresh while the task waits for tokens and retries; stop
-    // if another worker took the task over (it decided this one was dead).
-    let heartbeat = async {
-        loop {
-            tokio::time::sleep(LEASE / 4).await;
-            match ctx.store.extend_lease(task_id, LEASE, claim).await {
-                Ok(true) => {}
-                Ok(false) => return Ok(PageResult::Skipped),
-                Err(e) => tracing::debug!(error = %e, %task_id, "lease not extended"),
-            }
-        }
-    };
-    let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
-        partition = work.partition_no, page = work.page_no);
-    tokio::select! {
-        result = run_task(ctx, &work, claim).instrument(span) => result,
-        lost = heartbeat => lost,
     }
 }
+
+/// Keeps the lease fresh while the task waits for tokens and retries;
+/// returns once another worker took the task over (it decided this one was
+/// dead). A failed extension is only logged: the next one may succeed
+/// within the lease.
+async fn heartbeat(ctx: &WorkerContext, task_id: Uuid, claim: &str) -> PageResult {
+    loop {
+        tokio::time::sleep(LEASE / 4).await;
+        match ctx.store.extend_lease(task_id, LEASE, claim).await {
+            Ok(true) => {}
+            Ok(false) => return PageResult::Skipped,
+            Err(e) => tracing::debug!(error = %e, %task_id, "lease not extended"),
+        }
+    }
+}
+
+/// How many attempts a task's history keeps, and how many of the first
+/// ones stay when it is full (the rest are the latest).
+const HISTORY: usize = 50;
+const HISTORY_HEAD: usize = 10;
 
 /// Counters of one task's requests, reported when it lands or dies.
 #[derive(Default)]
@@ -155,284 +177,276 @@ struct Tally {
 impl Tally {
     fn record(&mut self, outcome: &str, status: Option<u16>, elapsed: Duration) {
         // Keep the history bounded: the first attempts and the latest ones.
-        if self.attempts.len() >= 50 {
-            self.attempts.remove(10);
+        if self.attempts.len() >= HISTORY {
+            self.attempts.remove(HISTORY_HEAD);
         }
         self.attempts.push(Attempt {
-            at: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            at: clock::rfc3339(time::OffsetDateTime::now_utc()),
             outcome: outcome.to_string(),
             status,
             millis: elapsed.as_millis() as u64,
         });
     }
+
+    fn count_failure(&mut self, outcome: &Outcome) {
+        if matches!(outcome, Outcome::RateLimited { .. }) {
+            self.counts.rate_limited += 1;
+            metrics().rate_limited.inc();
+        }
+    }
+
+    fn count_retry(&mut self) {
+        self.counts.retries += 1;
+        metrics().retries.inc();
+    }
 }
 
+/// What every attempt of a task sends, resolved once per claim.
+struct Request {
+    url: url::Url,
+    /// The origin every followed URL must keep.
+    origin: url::Url,
+    credential: Option<Credential>,
+    bucket: Bucket,
+    timeout: Duration,
+}
+
+/// What one attempt came to.
+enum Attempted {
+    /// A 2xx with a JSON body.
+    Land { response: Fetched, body: Value },
+    /// Anything else; `response` when there was an answer at all.
+    Failed {
+        outcome: Outcome,
+        response: Option<Fetched>,
+    },
+}
+
+/// The retry loop: admit, send, judge, then land, park, dead-letter, or
+/// wait and go again.
 async fn run_task(
     ctx: &WorkerContext,
     work: &PageWork,
     claim: &str,
 ) -> Result<PageResult, PageError> {
-    let task_id = work.task_id;
-    let spec = &work.spec;
     let mut tally = Tally::default();
+    let request = match prepare_request(ctx, work) {
+        Ok(request) => request,
+        Err((class, reason)) => {
+            return dead_letter(ctx, work, &mut tally, class, reason, None).await;
+        }
+    };
+    let retry = &work.spec.retry;
+    let mut budget = RetryBudget::resume(retry, work.failures, work.failing_for);
+    let base = Duration::from_millis(retry.base_ms);
+    // The latest answer that did not land: what a dead letter shows.
+    let mut last: Option<Fetched> = None;
+    let mut retrying = work.failures > 0;
+    loop {
+        if let Some(wait) = admit(ctx, work, &request, retrying).await {
+            return park(ctx, work, claim, &tally, budget.failed_attempts(), wait).await;
+        }
+        let outcome = match attempt(ctx, work, &request, &mut tally).await {
+            Attempted::Land { response, body } => {
+                return land(ctx, work, &mut tally, &response, &body, &request).await;
+            }
+            Attempted::Failed { outcome, response } => {
+                last = response.or(last);
+                outcome
+            }
+        };
+        retrying = matches!(outcome, Outcome::Transient { .. });
+        tally.count_failure(&outcome);
+        let after = decide::after_failure(&outcome, &mut budget, base);
+        if let Some(pause) = after.pause_source {
+            pause_source(ctx, &request.bucket, pause).await;
+        }
+        match after.next {
+            Next::DeadLetter { class, reason } => {
+                return dead_letter(ctx, work, &mut tally, class, reason, last.as_ref()).await;
+            }
+            // The limiter makes every worker wait out the pause set above.
+            Next::RetryWhenUnpaused => tally.count_retry(),
+            Next::RetryAfter(delay) => {
+                tally.count_retry();
+                let delay_ms = delay.as_millis() as u64;
+                tracing::debug!(task = %work.task_id, ?outcome, delay_ms, "transient failure; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
 
+/// Resolves what the task sends, or the dead-letter class and reason when
+/// it cannot send anything.
+fn prepare_request(
+    ctx: &WorkerContext,
+    work: &PageWork,
+) -> Result<Request, (DeadLetterClass, String)> {
+    let spec = &work.spec;
+    let permanent = |e: &dyn std::fmt::Display| (DeadLetterClass::Permanent, e.to_string());
     // Checked here as well as at submit: the worker is what holds the
     // secrets, and a spec may predate the fleet's isolation.
     if let Some(auth) = &spec.source.auth {
-        if let Err(e) =
-            tenancy::check_secret(ctx.output_root.as_deref(), &work.tenant_id, auth.secret())
-        {
-            let reason = e.to_string();
-            return dead_letter(
-                ctx,
-                work,
-                &mut tally,
-                DeadLetterClass::Permanent,
-                reason,
-                None,
-                None,
-            )
-            .await;
-        }
+        tenancy::check_secret(ctx.output_root.as_deref(), &work.tenant_id, auth.secret())
+            .map_err(|e| permanent(&e))?;
     }
-    let credential = match spec
-        .source
-        .auth
-        .as_ref()
+    let credential = (spec.source.auth.as_ref())
         .map(Credential::resolve)
         .transpose()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return dead_letter(
-                ctx,
-                work,
-                &mut tally,
-                DeadLetterClass::Permanent,
-                e.to_string(),
-                None,
-                None,
-            )
-            .await;
-        }
-    };
-    let (url, origin) = match page_url(work) {
-        Ok(urls) => urls,
-        Err((class, reason)) => {
-            return dead_letter(ctx, work, &mut tally, class, reason, None, None).await
-        }
-    };
+        .map_err(|e| permanent(&e))?;
+    let (url, origin) = page_url(work)?;
     let bucket = Bucket {
         key: source::source_key(spec, credential.as_ref()),
         rate: spec.rate_limit.rate,
         burst: spec.rate_limit.burst,
     };
-    let timeout = Duration::from_millis(spec.source.timeout_ms);
-    let mut budget = RetryBudget::resume(&spec.retry, work.failures, work.failing_for);
-    let mut last: Option<Fetched> = None;
-    let mut retrying = work.failures > 0;
+    Ok(Request {
+        url,
+        origin,
+        credential,
+        bucket,
+        timeout: Duration::from_millis(spec.source.timeout_ms),
+    })
+}
 
+/// Waits until the breaker, the retry budget and the token bucket let the
+/// task send; `Some(wait)` when the wait is long enough to park instead.
+/// Without the shared limiter (the naive baseline) every attempt goes at once.
+async fn admit(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    request: &Request,
+    retrying: bool,
+) -> Option<Duration> {
+    if !ctx.shared_limiter {
+        return None;
+    }
+    let key = request.bucket.key.as_str();
+    // The breaker and the retry budget first: during an outage the
+    // source sees probes, not the fleet's backlog of retries.
     loop {
-        if ctx.shared_limiter {
-            // The breaker and the retry budget first: during an outage the
-            // source sees probes, not the fleet's backlog of retries.
-            loop {
-                let gate = ctx
-                    .guard
-                    .admit(&bucket.key, retrying, timeout, spec.retry.budget_ratio)
-                    .await;
-                let state = match gate {
-                    Gate::Go | Gate::NoBudget(_) => 0,
-                    Gate::Probe => 1,
-                    Gate::Open(_) => 2,
-                };
-                metrics()
-                    .breaker_state
-                    .with_label_values(&[bucket.key.as_str()])
-                    .set(state);
-                match gate {
-                    Gate::Go | Gate::Probe => break,
-                    Gate::Open(wait) | Gate::NoBudget(wait) => {
-                        if matches!(gate, Gate::NoBudget(_)) {
-                            metrics().retry_budget_denied.inc();
-                        }
-                        if wait > ctx.park_after {
-                            return park(ctx, work, claim, &tally, budget.failed_attempts(), wait)
-                                .await;
-                        }
-                        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-                    }
-                }
+        let ratio = work.spec.retry.budget_ratio;
+        let gate = ctx.guard.admit(key, retrying, request.timeout, ratio).await;
+        let gauge = metrics().breaker_state.with_label_values(&[key]);
+        gauge.set(decide::breaker_gauge(&gate));
+        if matches!(gate, Gate::NoBudget(_)) {
+            metrics().retry_budget_denied.inc();
+        }
+        match decide::admission(&gate, ctx.park_after) {
+            Admission::Go => break,
+            Admission::Park(wait) => return Some(wait),
+            Admission::Wait(wait) => tokio::time::sleep(wait).await,
+        }
+    }
+    let permit = ctx
+        .limiter
+        .permit(&request.bucket, ctx.max_token_wait, ctx.park_after);
+    match permit.await {
+        Waited::Go(waited) => {
+            metrics().token_wait.observe(waited.as_secs_f64());
+            None
+        }
+        Waited::Park(wait) => Some(wait),
+    }
+}
+
+/// Sends one request, tells the breaker, and judges what came back.
+async fn attempt(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    request: &Request,
+    tally: &mut Tally,
+) -> Attempted {
+    tally.counts.requests += 1;
+    let credential = request.credential.as_ref();
+    let max_body = work.spec.source.max_body_bytes;
+    let fetched = (ctx.source)
+        .fetch(&request.url, credential, request.timeout, max_body)
+        .await;
+    if ctx.shared_limiter {
+        // The breaker hears about every answer, the successes included:
+        // an answer of any class but "transient" means the source is up.
+        let healthy = match &fetched {
+            Err(e) => !e.is_transient(),
+            Ok(r) => decide::source_is_up(r.status),
+        };
+        if ctx.guard.record(&request.bucket.key, healthy).await {
+            metrics().breaker_opened.inc();
+        }
+    }
+    match fetched {
+        Err(e) => {
+            metrics().requests.with_label_values(&["error"]).inc();
+            let took = request.timeout.min(Duration::from_secs(3600));
+            tally.record("error", None, took);
+            let outcome = decide::transport_failure(e.is_transient(), e.to_string());
+            Attempted::Failed {
+                outcome,
+                response: None,
             }
-            match ctx
+        }
+        Ok(response) => judge_response(ctx, request, tally, response).await,
+    }
+}
+
+/// Records an answer, lets the shared bucket follow what the source says
+/// is left, and judges it.
+async fn judge_response(
+    ctx: &WorkerContext,
+    request: &Request,
+    tally: &mut Tally,
+    response: Fetched,
+) -> Attempted {
+    let status = response.status;
+    if ctx.shared_limiter {
+        if let Some(said) = ratelimit_headers::parse(&response.headers, SystemTime::now()) {
+            // Only a correction of the local estimate: without it the
+            // bucket still holds the spec's rate.
+            if let Err(e) = ctx
                 .limiter
-                .permit(&bucket, ctx.max_token_wait, ctx.park_after)
+                .sync_with_source(&request.bucket, said.remaining)
                 .await
             {
-                Waited::Go(waited) => metrics().token_wait.observe(waited.as_secs_f64()),
-                Waited::Park(wait) => {
-                    return park(ctx, work, claim, &tally, budget.failed_attempts(), wait).await;
-                }
+                tracing::debug!(error = %e, "bucket not synced with the source's headers");
             }
         }
-        tally.counts.requests += 1;
-        let fetched = ctx
-            .source
-            .fetch(
-                &url,
-                credential.as_ref(),
-                timeout,
-                spec.source.max_body_bytes,
-            )
-            .await;
-        if ctx.shared_limiter {
-            // The breaker hears about every answer, the successes included:
-            // an answer of any class but "transient" means the source is up.
-            let healthy = match &fetched {
-                Err(e) => !e.is_transient(),
-                Ok(r) => classify_status(r.status) != StatusClass::Transient,
-            };
-            if ctx.guard.record(&bucket.key, healthy).await {
-                metrics().breaker_opened.inc();
-            }
-        }
-        let outcome = match fetched {
-            Err(e) => {
-                metrics().requests.with_label_values(&["error"]).inc();
-                tally.record("error", None, timeout.min(Duration::from_secs(3600)));
-                if e.is_transient() {
-                    Outcome::Transient {
-                        reason: e.to_string(),
-                    }
-                } else {
-                    Outcome::Permanent {
-                        reason: e.to_string(),
-                    }
-                }
-            }
-            Ok(response) => {
-                let status = response.status;
-                if ctx.shared_limiter {
-                    if let Some(said) =
-                        ratelimit_headers::parse(&response.headers, SystemTime::now())
-                    {
-                        let _ = ctx.limiter.sync_with_source(&bucket, said.remaining).await;
-                    }
-                }
-                metrics()
-                    .requests
-                    .with_label_values(&[&format!("{}xx", status / 100)])
-                    .inc();
-                let class = classify_status(status);
-                tally.record(
-                    match class {
-                        StatusClass::Success => "success",
-                        StatusClass::RateLimited => "rate_limited",
-                        StatusClass::Transient => "transient",
-                        StatusClass::Permanent => "permanent",
-                    },
-                    Some(status),
-                    response.elapsed,
-                );
-                let outcome = match class {
-                    StatusClass::Success => match serde_json::from_slice::<Value>(&response.body) {
-                        Ok(body) => {
-                            return land(ctx, work, &mut tally, &response, &body, &url, &origin)
-                                .await;
-                        }
-                        Err(e) => Outcome::Transient {
-                            reason: format!(
-                                "HTTP {status} from {} with a body that is not JSON ({e})",
-                                source::display_url(&url)
-                            ),
-                        },
-                    },
-                    StatusClass::RateLimited => {
-                        let date = response.headers.get("date").and_then(|v| v.to_str().ok());
-                        let retry_after = response
-                            .headers
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| parse_retry_after(v, SystemTime::now(), date));
-                        Outcome::RateLimited { retry_after }
-                    }
-                    StatusClass::Transient => Outcome::Transient {
-                        reason: format!("HTTP {status} from {}", source::display_url(&url)),
-                    },
-                    StatusClass::Permanent => Outcome::Permanent {
-                        reason: format!("HTTP {status} from {}", source::display_url(&url)),
-                    },
-                };
-                last = Some(response);
-                outcome
-            }
-        };
-        retrying = matches!(outcome, Outcome::Transient { .. });
-        let status = last.as_ref().map(|r| r.status);
-        match &outcome {
-            Outcome::Permanent { reason } => {
-                let reason = reason.clone();
-                return dead_letter(
-                    ctx,
-                    work,
-                    &mut tally,
-                    DeadLetterClass::Permanent,
-                    reason,
-                    status,
-                    last.as_ref(),
-                )
-                .await;
-            }
-            Outcome::RateLimited { .. } => {
-                tally.counts.rate_limited += 1;
-                metrics().rate_limited.inc();
-            }
-            _ => {}
-        }
-        let delay = budget.next_delay(&outcome);
-        if let Outcome::RateLimited { retry_after } = &outcome {
-            // The source asked for quiet: pause the whole fleet for this
-            // source now, whether or not this task will try again.
-            let pause = delay
-                .or(*retry_after)
-                .unwrap_or_else(|| Duration::from_millis(spec.retry.base_ms));
-            if !ctx.shared_limiter {
-                // The naive baseline: each task waits out its own 429.
-                tokio::time::sleep(pause).await;
-            } else if let Err(e) = {
-                metrics().source_pauses.inc();
-                ctx.limiter.pause(&bucket, pause).await
-            } {
-                tracing::warn!(error = %e, "cannot set the fleet-wide pause in Redis; paused locally");
-            }
-        }
-        let Some(delay) = delay else {
-            let (class, reason) = match &outcome {
-                Outcome::RateLimited { .. } => (
-                    DeadLetterClass::RateLimited,
-                    "still rate-limited after the retry cap".to_string(),
-                ),
-                Outcome::Transient { reason } => (
-                    DeadLetterClass::Exhausted,
-                    format!("retries exhausted; last: {reason}"),
-                ),
-                _ => (DeadLetterClass::Exhausted, "retries exhausted".to_string()),
-            };
-            return dead_letter(ctx, work, &mut tally, class, reason, status, last.as_ref()).await;
-        };
-        tally.counts.retries += 1;
-        metrics().retries.inc();
-        match &outcome {
-            // The limiter makes every worker wait out the pause set above.
-            Outcome::RateLimited { .. } => {}
-            Outcome::Transient { reason } => {
-                tracing::debug!(task = %task_id, %reason, delay_ms = delay.as_millis() as u64, "transient failure; retrying");
-                tokio::time::sleep(delay).await;
-            }
-            _ => {}
-        }
+    }
+    let class = format!("{}xx", status / 100);
+    metrics().requests.with_label_values(&[&class]).inc();
+    tally.record(
+        decide::attempt_label(status),
+        Some(status),
+        response.elapsed,
+    );
+    let shown_url = source::display_url(&request.url);
+    let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok());
+    let answer = Answer {
+        status,
+        body: &response.body,
+        retry_after: header("retry-after"),
+        date: header("date"),
+        shown_url: &shown_url,
+    };
+    match decide::judge(&answer, SystemTime::now()) {
+        Verdict::Land(body) => Attempted::Land { response, body },
+        Verdict::Failed(outcome) => Attempted::Failed {
+            outcome,
+            response: Some(response),
+        },
+    }
+}
+
+/// A 429 asked for quiet: pause the source for the whole fleet.
+async fn pause_source(ctx: &WorkerContext, bucket: &Bucket, pause: Duration) {
+    if !ctx.shared_limiter {
+        // The naive baseline: each task waits out its own 429.
+        tokio::time::sleep(pause).await;
+        return;
+    }
+    metrics().source_pauses.inc();
+    if let Err(e) = ctx.limiter.pause(bucket, pause).await {
+        tracing::warn!(error = %e, "cannot set the fleet-wide pause in Redis; paused locally");
     }
 }
 
@@ -482,8 +496,7 @@ fn prepare(
     tally: &Tally,
     response: &Fetched,
     body: &Value,
-    url: &url::Url,
-    origin: &url::Url,
+    request: &Request,
 ) -> Result<Landing, String> {
     let spec = &work.spec;
     let at = format!("page {} of partition {}", work.page_no, work.partition_no);
@@ -492,20 +505,22 @@ fn prepare(
     let mut rows = Vec::with_capacity(records.len());
     let mut columns = BTreeSet::new();
     for (i, record) in records.iter().enumerate() {
-        let key =
-            row_key(record, &spec.primary_key).map_err(|e| format!("record {i} on {at}: {e}"))?;
-        let row = flatten_record(record).map_err(|e| format!("record {i} on {at}: {e}"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("record {i} on {at}: {e}");
+        let key = row_key(record, &spec.primary_key).map_err(|e| bad(&e))?;
+        let row = flatten_record(record).map_err(|e| bad(&e))?;
         if spec.columns.is_none() {
             columns.extend(row.keys().cloned());
         }
-        rows.push((key, serde_json::to_string(&row).unwrap_or_default()));
+        // A map with text keys always serializes; the error path only keeps
+        // that from needing an unwrap.
+        rows.push((key, serde_json::to_string(&row).map_err(|e| bad(&e))?));
     }
     let page = Page {
         body,
         headers: &response.headers,
         records,
-        url,
-        origin,
+        url: &request.url,
+        origin: &request.origin,
     };
     let next = pagination::next(
         &spec.pagination,
@@ -524,47 +539,20 @@ fn prepare(
     })
 }
 
+/// Lands a 2xx page, or dead-letters it when its data cannot be used.
 async fn land(
     ctx: &WorkerContext,
     work: &PageWork,
     tally: &mut Tally,
     response: &Fetched,
     body: &Value,
-    url: &url::Url,
-    origin: &url::Url,
+    request: &Request,
 ) -> Result<PageResult, PageError> {
-    let stored = match prepare(work, tally, response, body, url, origin) {
-        Err(reason) => Err(reason),
-        Ok(landing) => match ctx.store.land_page(&landing).await {
-            Ok(landed) => Ok(landed),
-            Err(source) if source.is_retryable() => {
-                return Err(PageError::Store {
-                    task_id: work.task_id,
-                    source,
-                })
-            }
-            // The page's data cannot be stored (say, text Postgres
-            // refuses): fetching it again would fail the same way.
-            Err(e) => Err(format!(
-                "page {} of partition {} cannot be stored: {e}",
-                work.page_no, work.partition_no
-            )),
-        },
-    };
-    let landed = match stored {
+    let landed = match stage(ctx, work, tally, response, body, request).await? {
         Ok(landed) => landed,
         Err(reason) => {
-            let status = Some(response.status);
-            return dead_letter(
-                ctx,
-                work,
-                tally,
-                DeadLetterClass::BadPage,
-                reason,
-                status,
-                Some(response),
-            )
-            .await;
+            let class = DeadLetterClass::BadPage;
+            return dead_letter(ctx, work, tally, class, reason, Some(response)).await;
         }
     };
     match landed {
@@ -591,14 +579,44 @@ async fn land(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Stores the page in Postgres. The inner `Err` is why the page cannot be
+/// used (a dead letter); the outer one a Postgres that did not answer
+/// (hand the delivery back).
+async fn stage(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    tally: &Tally,
+    response: &Fetched,
+    body: &Value,
+    request: &Request,
+) -> Result<Result<Landed, String>, PageError> {
+    let landing = match prepare(work, tally, response, body, request) {
+        Ok(landing) => landing,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    match ctx.store.land_page(&landing).await {
+        Ok(landed) => Ok(Ok(landed)),
+        Err(source) if source.is_retryable() => Err(PageError::Store {
+            task_id: work.task_id,
+            source,
+        }),
+        // The page's data cannot be stored (say, text Postgres
+        // refuses): fetching it again would fail the same way.
+        Err(e) => Ok(Err(format!(
+            "page {} of partition {} cannot be stored: {e}",
+            work.page_no, work.partition_no
+        ))),
+    }
+}
+
+/// Records the task as dead with what it saw last (`response`: the latest
+/// answer, when there was one).
 async fn dead_letter(
     ctx: &WorkerContext,
     work: &PageWork,
     tally: &mut Tally,
     class: DeadLetterClass,
     reason: String,
-    status: Option<u16>,
     response: Option<&Fetched>,
 ) -> Result<PageResult, PageError> {
     tracing::warn!(export = %work.export_id, task = %work.task_id, page = work.page_no,
@@ -607,7 +625,7 @@ async fn dead_letter(
         task_id: work.task_id,
         class,
         reason: reason.replace('\0', "\u{fffd}"),
-        last_status: status,
+        last_status: response.map(|r| r.status),
         body_excerpt: response.map(|r| excerpt(&r.body)),
         headers: response
             .map(|r| source::redacted_headers(&r.headers, None))
@@ -634,4 +652,53 @@ async fn dead_letter(
 fn excerpt(body: &[u8]) -> String {
     let cut = body.len().min(BODY_EXCERPT_BYTES);
     String::from_utf8_lossy(&body[..cut]).replace('\0', "\u{fffd}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempt_history_keeps_the_first_and_the_latest() {
+        let mut tally = Tally::default();
+        for i in 0..60 {
+            tally.record(&format!("a{i}"), Some(503), Duration::from_millis(i));
+        }
+        let outcomes: Vec<&str> = tally.attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes.len(), HISTORY);
+        let first: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+        let latest: Vec<String> = (20..60).map(|i| format!("a{i}")).collect();
+        assert_eq!(outcomes[..HISTORY_HEAD], first);
+        assert_eq!(outcomes[HISTORY_HEAD..], latest);
+        assert_eq!(tally.attempts[59 - 10].millis, 59);
+    }
+
+    #[test]
+    fn an_attempt_is_stamped_in_rfc3339_utc() {
+        let mut tally = Tally::default();
+        tally.record("success", Some(200), Duration::from_millis(12));
+        let at = &tally.attempts[0].at;
+        let parsed =
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339);
+        assert!(parsed.is_ok_and(|t| t.offset().is_utc()), "{at:?}");
+        assert_eq!(tally.attempts[0].status, Some(200));
+    }
+
+    #[test]
+    fn the_excerpt_is_cut_and_has_no_nul() {
+        let body: Vec<u8> = b"a\0b"
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(b'x', 5000))
+            .collect();
+        let text = excerpt(&body);
+        assert!(text.starts_with("a\u{fffd}b"));
+        assert!(!text.contains('\0'));
+        // 2048 bytes, the NUL became a 3-byte replacement character.
+        assert_eq!(text.len(), BODY_EXCERPT_BYTES + 2);
+        // A cut through a multi-byte character is not an error.
+        let mut wide = vec![b'y'; BODY_EXCERPT_BYTES - 1];
+        wide.extend("é".as_bytes());
+        assert!(excerpt(&wide).ends_with('\u{fffd}'));
+    }
 }
