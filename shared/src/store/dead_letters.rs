@@ -149,7 +149,7 @@ impl Store {
         let outbox: Vec<i64> = tx
             .query(
                 "INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', t)
+                 SELECT 'pages', pagefleet_page_message($1, t)
                    FROM unnest($2::uuid[]) AS t
                  RETURNING id",
                 &[&export_id, &tasks],

@@ -160,8 +160,8 @@ impl Store {
             .map_err(StoreError::from)?;
             let outbox: i64 = tx
                 .query_one(
-                    "INSERT INTO outbox (queue, body) VALUES ('pages',
-                         jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', $2::uuid))
+                    "INSERT INTO outbox (queue, body)
+                     VALUES ('pages', pagefleet_page_message($1, $2))
                      RETURNING id",
                     &[&id, &task_id],
                 )

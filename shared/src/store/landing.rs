@@ -287,7 +287,7 @@ impl Store {
                       WHERE state = 'queued' AND not_before IS NOT NULL AND not_before <= now()
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                 SELECT 'pages', pagefleet_page_message(export_id, id)
                    FROM due
                  RETURNING id",
                 &[],
@@ -457,7 +457,7 @@ impl Store {
                          ON CONFLICT (export_id, partition_no, page_no) DO NOTHING
                          RETURNING id)
                      INSERT INTO outbox (queue, body)
-                     SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', id)
+                     SELECT 'pages', pagefleet_page_message($1, id)
                        FROM inserted
                      RETURNING id",
                     &[&export_id, &tenant_id, &partition_no, &ids, &pages, &positions, &roles],
@@ -513,7 +513,7 @@ impl Store {
                 let id: i64 = tx
                     .query_one(
                         "INSERT INTO outbox (queue, body)
-                         VALUES ('finalize', jsonb_build_object('type', 'finalize', 'export_id', $1::uuid))
+                         VALUES ('finalize', pagefleet_finalize_message($1))
                          RETURNING id",
                         &[&export_id],
                     )
@@ -605,8 +605,7 @@ impl Store {
         let outbox: i64 = tx
             .query_one(
                 "INSERT INTO outbox (queue, body)
-                 VALUES ('dead', jsonb_build_object('type', 'dead_letter', 'export_id', $1::uuid,
-                                                    'task_id', $2::uuid, 'dead_letter_id', $3::uuid))
+                 VALUES ('dead', pagefleet_dead_letter_message($1, $2, $3))
                  RETURNING id",
                 &[&export_id, &input.task_id, &id],
             )

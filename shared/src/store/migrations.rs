@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/0001_core.sql")),
     (2, include_str!("../../migrations/0002_claims.sql")),
     (3, include_str!("../../migrations/0003_parking.sql")),
+    (4, include_str!("../../migrations/0004_task_messages.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

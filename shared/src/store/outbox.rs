@@ -119,7 +119,7 @@ impl Store {
                         AND lease_until < now() - make_interval(secs => $1)
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                 SELECT 'pages', pagefleet_page_message(export_id, id)
                    FROM stale",
                 &[&grace.as_secs_f64()],
             )
@@ -145,7 +145,7 @@ impl Store {
                         AND updated_at < now() - make_interval(secs => $1)
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                 SELECT 'pages', pagefleet_page_message(export_id, id)
                    FROM idle",
                 &[&idle.as_secs_f64()],
             )
@@ -165,7 +165,7 @@ impl Store {
                         AND updated_at < now() - make_interval(secs => $1)
                       RETURNING id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'finalize', jsonb_build_object('type', 'finalize', 'export_id', id)
+                 SELECT 'finalize', pagefleet_finalize_message(id)
                    FROM idle",
                 &[&idle.as_secs_f64()],
             )
