@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -82,58 +83,20 @@ impl Store {
         let spec_hash = spec.hash();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
-        let id = new_id();
-        let partitions: Vec<serde_json::Value> = if spec.partitions.is_empty() {
-            vec![serde_json::json!({})]
-        } else {
-            spec.partitions
-                .iter()
-                .map(|p| serde_json::json!(p.params))
-                .collect()
+        let partitions = partition_params(spec);
+        let export = NewExport {
+            id: new_id(),
+            tenant_id,
+            idempotency_key,
+            name: &spec.name,
+            spec: &spec_json,
+            spec_hash: &spec_hash,
+            partitions: partitions.len(),
         };
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO exports (id, tenant_id, idempotency_key, name, spec, spec_hash, state,
-                                      partitions, pages_planned, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
-                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-                 RETURNING id",
-                &[
-                    &id,
-                    &tenant_id,
-                    &idempotency_key,
-                    &spec.name,
-                    &spec_json,
-                    &spec_hash,
-                    &ExportState::Running.as_str(),
-                    &(partitions.len() as i32),
-                    &(partitions.len() as i64),
-                ],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        if inserted.is_none() {
-            let row = tx
-                .query_one(
-                    "SELECT id, spec_hash FROM exports WHERE tenant_id = $1 AND idempotency_key = $2",
-                    &[&tenant_id, &idempotency_key],
-                )
-                .await
-                .map_err(StoreError::from)?;
-            let existing: Uuid = row.get(0);
-            let existing_hash: String = row.get(1);
-            if existing_hash != spec_hash {
-                return Err(SubmitError::IdempotencyConflict {
-                    key: idempotency_key.unwrap_or_default().to_string(),
-                    existing,
-                });
-            }
-            return Ok(Submitted {
-                id: existing,
-                created: false,
-                outbox_ids: Vec::new(),
-            });
+        if !insert_export(&tx, &export).await? {
+            return submitted_before(&tx, tenant_id, idempotency_key, &spec_hash).await;
         }
+        let id = export.id;
         let first = serde_json::to_value(first_position(&spec.pagination)).map_err(|e| {
             StoreError::Corrupt {
                 what: "position",
@@ -143,32 +106,10 @@ impl Store {
         })?;
         let mut outbox_ids = Vec::with_capacity(partitions.len());
         for (no, params) in partitions.iter().enumerate() {
-            let task_id = new_id();
-            tx.execute(
-                "INSERT INTO partitions (export_id, partition_no, params, next_position)
-                 VALUES ($1, $2, $3, $4)",
-                &[&id, &(no as i32), params, &first],
-            )
-            .await
-            .map_err(StoreError::from)?;
-            tx.execute(
-                "INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
-                 VALUES ($1, $2, $3, $4, 0, $5, $6)",
-                &[&task_id, &tenant_id, &id, &(no as i32), &first, &role_text(Role::Chain)],
-            )
-            .await
-            .map_err(StoreError::from)?;
-            let outbox: i64 = tx
-                .query_one(
-                    "INSERT INTO outbox (queue, body)
-                     VALUES ('pages', pagefleet_page_message($1, $2))
-                     RETURNING id",
-                    &[&id, &task_id],
-                )
-                .await
-                .map_err(StoreError::from)?
-                .get(0);
-            outbox_ids.push(outbox);
+            let no = no as i32;
+            insert_partition(&tx, id, no, params, &first).await?;
+            let task_id = insert_first_task(&tx, id, tenant_id, no, &first).await?;
+            outbox_ids.push(write_page_message(&tx, id, task_id).await?);
         }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(Submitted {
@@ -276,4 +217,155 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
         created_at: r.get(23),
         finished_at: r.get(24),
     })
+}
+
+// The submission transaction, one function per statement, in the order
+// `Store::submit_export` runs them.
+
+/// The parameters of each partition: one empty set for a plain export.
+fn partition_params(spec: &ExportSpec) -> Vec<serde_json::Value> {
+    if spec.partitions.is_empty() {
+        vec![serde_json::json!({})]
+    } else {
+        spec.partitions
+            .iter()
+            .map(|p| serde_json::json!(p.params))
+            .collect()
+    }
+}
+
+/// The export row a submission creates.
+struct NewExport<'a> {
+    id: Uuid,
+    tenant_id: &'a str,
+    idempotency_key: Option<&'a str>,
+    name: &'a str,
+    spec: &'a serde_json::Value,
+    spec_hash: &'a str,
+    partitions: usize,
+}
+
+/// Inserts the export, running, with one planned page per partition.
+/// False when its tenant already used the idempotency key.
+async fn insert_export(tx: &Transaction<'_>, export: &NewExport<'_>) -> Result<bool, StoreError> {
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO exports (id, tenant_id, idempotency_key, name, spec, spec_hash, state,
+                                  partitions, pages_planned, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+             RETURNING id",
+            &[
+                &export.id,
+                &export.tenant_id,
+                &export.idempotency_key,
+                &export.name,
+                export.spec,
+                &export.spec_hash,
+                &ExportState::Running.as_str(),
+                &(export.partitions as i32),
+                &(export.partitions as i64),
+            ],
+        )
+        .await?;
+    Ok(inserted.is_some())
+}
+
+/// The export an earlier submission with the same idempotency key created,
+/// if its spec is the same.
+async fn submitted_before(
+    tx: &Transaction<'_>,
+    tenant_id: &str,
+    idempotency_key: Option<&str>,
+    spec_hash: &str,
+) -> Result<Submitted, SubmitError> {
+    // Only the (tenant_id, idempotency_key) constraint is let conflict, and
+    // a NULL key never conflicts.
+    let Some(key) = idempotency_key else {
+        return Err(StoreError::Missing {
+            table: "exports",
+            column: "idempotency_key",
+            whose: format!("a submission of tenant {tenant_id} that conflicted"),
+        }
+        .into());
+    };
+    let row = tx
+        .query_one(
+            "SELECT id, spec_hash FROM exports WHERE tenant_id = $1 AND idempotency_key = $2",
+            &[&tenant_id, &key],
+        )
+        .await
+        .map_err(StoreError::from)?;
+    let existing: Uuid = row.try_get("id").map_err(StoreError::from)?;
+    let existing_hash: String = row.try_get("spec_hash").map_err(StoreError::from)?;
+    if existing_hash != spec_hash {
+        return Err(SubmitError::IdempotencyConflict {
+            key: key.to_string(),
+            existing,
+        });
+    }
+    Ok(Submitted {
+        id: existing,
+        created: false,
+        outbox_ids: Vec::new(),
+    })
+}
+
+/// A partition with its checkpoint at the first page.
+async fn insert_partition(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    partition_no: i32,
+    params: &serde_json::Value,
+    first: &serde_json::Value,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO partitions (export_id, partition_no, params, next_position)
+         VALUES ($1, $2, $3, $4)",
+        &[&export_id, &partition_no, params, first],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The first page task of a partition: the head of its chain.
+async fn insert_first_task(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    tenant_id: &str,
+    partition_no: i32,
+    first: &serde_json::Value,
+) -> Result<Uuid, StoreError> {
+    let task_id = new_id();
+    tx.execute(
+        "INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
+         VALUES ($1, $2, $3, $4, 0, $5, $6)",
+        &[
+            &task_id,
+            &tenant_id,
+            &export_id,
+            &partition_no,
+            first,
+            &role_text(Role::Chain),
+        ],
+    )
+    .await?;
+    Ok(task_id)
+}
+
+/// The page message of a task. Returns its outbox id.
+async fn write_page_message(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    task_id: Uuid,
+) -> Result<i64, StoreError> {
+    let row = tx
+        .query_one(
+            "INSERT INTO outbox (queue, body)
+             VALUES ('pages', pagefleet_page_message($1, $2))
+             RETURNING id",
+            &[&export_id, &task_id],
+        )
+        .await?;
+    Ok(row.try_get("id")?)
 }

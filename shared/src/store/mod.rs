@@ -46,6 +46,14 @@ pub enum StoreError {
         export_id: uuid::Uuid,
         message: String,
     },
+    /// A value the schema or the statement guarantees was not there: the
+    /// code and the database disagree.
+    #[error("{table}.{column} is missing for {whose}")]
+    Missing {
+        table: &'static str,
+        column: &'static str,
+        whose: String,
+    },
     #[error("{0}")]
     State(#[from] crate::model::UnknownState),
 }
