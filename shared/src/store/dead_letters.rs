@@ -98,7 +98,8 @@ impl Store {
                     &[&id, &tenant_id],
                 )
                 .await?
-                .map(|r| r.get(0)),
+                .map(|r| r.try_get("export_id"))
+                .transpose()?,
         };
         let Some(export_id) = export_id else {
             return Ok((Vec::new(), Vec::new()));
@@ -128,8 +129,8 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         if tasks.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -156,8 +157,8 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         tx.commit().await?;
         Ok((tasks, outbox))
     }

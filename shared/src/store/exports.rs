@@ -149,7 +149,7 @@ impl Store {
         let row = client
             .query_opt("SELECT spec FROM exports WHERE id = $1", &[&id])
             .await?;
-        row.map(|r| parse_spec(id, r.get(0))).transpose()
+        row.map(|r| parse_spec(id, r.try_get("spec")?)).transpose()
     }
 }
 
@@ -178,44 +178,49 @@ impl ExportStatus {
 
 const STATUS_SELECT: &str = "
     SELECT e.id, e.tenant_id, e.name, e.state, e.partitions, e.pages_planned, e.pages_landed,
-           NOT EXISTS (SELECT 1 FROM partitions p WHERE p.export_id = e.id AND NOT p.planned_all),
+           NOT EXISTS (SELECT 1 FROM partitions p WHERE p.export_id = e.id AND NOT p.planned_all)
+               AS pages_total_known,
            e.rows_staged, e.rows_replaced, e.requests, e.retries, e.rate_limited,
            e.duplicate_deliveries,
-           (SELECT count(*) FROM dead_letters d WHERE d.export_id = e.id AND d.resolved_at IS NULL),
-           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'dead'),
-           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight')),
+           (SELECT count(*) FROM dead_letters d WHERE d.export_id = e.id AND d.resolved_at IS NULL)
+               AS dead_letters_open,
+           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'dead')
+               AS pages_dead,
+           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight'))
+               AS pages_open,
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error,
            e.created_at, e.finished_at
     FROM exports e";
 
+/// A row of `STATUS_SELECT`, read by column name.
 fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> {
-    let state: String = r.get(3);
+    let state: String = r.try_get("state")?;
     Ok(ExportStatus {
-        id: r.get(0),
-        tenant_id: r.get(1),
-        name: r.get(2),
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        name: r.try_get("name")?,
         state: state.parse()?,
-        partitions: r.get(4),
-        pages_planned: r.get(5),
-        pages_landed: r.get(6),
-        pages_total_known: r.get(7),
-        rows_staged: r.get(8),
-        rows_replaced: r.get(9),
-        requests: r.get(10),
-        retries: r.get(11),
-        rate_limited: r.get(12),
-        duplicate_deliveries: r.get(13),
-        dead_letters_open: r.get(14),
-        pages_dead: r.get(15),
-        pages_open: r.get(16),
-        output_path: r.get(17),
-        manifest_path: r.get(18),
-        csv_rows: r.get(19),
-        csv_bytes: r.get(20),
-        csv_sha256: r.get(21),
-        error: r.get(22),
-        created_at: r.get(23),
-        finished_at: r.get(24),
+        partitions: r.try_get("partitions")?,
+        pages_planned: r.try_get("pages_planned")?,
+        pages_landed: r.try_get("pages_landed")?,
+        pages_total_known: r.try_get("pages_total_known")?,
+        rows_staged: r.try_get("rows_staged")?,
+        rows_replaced: r.try_get("rows_replaced")?,
+        requests: r.try_get("requests")?,
+        retries: r.try_get("retries")?,
+        rate_limited: r.try_get("rate_limited")?,
+        duplicate_deliveries: r.try_get("duplicate_deliveries")?,
+        dead_letters_open: r.try_get("dead_letters_open")?,
+        pages_dead: r.try_get("pages_dead")?,
+        pages_open: r.try_get("pages_open")?,
+        output_path: r.try_get("output_path")?,
+        manifest_path: r.try_get("manifest_path")?,
+        csv_rows: r.try_get("csv_rows")?,
+        csv_bytes: r.try_get("csv_bytes")?,
+        csv_sha256: r.try_get("csv_sha256")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
     })
 }
 

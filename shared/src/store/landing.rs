@@ -128,23 +128,31 @@ impl Store {
                     AND e.state NOT IN ('completed', 'failed', 'cancelled')
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
-                        t.deliveries, p.params, e.spec, e.state, t.failures,
-                        COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8",
+                        t.deliveries, p.params, e.spec, e.state AS export_state, t.failures,
+                        COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8
+                            AS failing_for_secs",
                 &[&task_id, &lease.as_secs_f64(), &worker],
             )
             .await?;
         let Some(row) = row else {
             let current = client
                 .query_opt(
-                    "SELECT t.state, GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8,
-                            e.state IN ('completed', 'failed', 'cancelled')
+                    "SELECT t.state,
+                            GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8
+                                AS lease_remaining_secs,
+                            e.state IN ('completed', 'failed', 'cancelled') AS export_finished
                        FROM page_tasks t JOIN exports e ON e.id = t.export_id
                       WHERE t.id = $1",
                     &[&task_id],
                 )
                 .await?;
-            return match current {
-                Some(r) if r.get::<_, String>(0) == "done" => {
+            let Some(current) = current else {
+                return Ok(Claim::Gone);
+            };
+            let task_state: String = current.try_get("state")?;
+            let export_finished: bool = current.try_get("export_finished")?;
+            return match task_state.as_str() {
+                "done" => {
                     // A duplicate delivery of a landed page. Count it; fetch nothing.
                     client
                         .execute(
@@ -157,40 +165,44 @@ impl Store {
                 }
                 // Nothing more will happen to a finished export's tasks,
                 // whatever lease a dead holder left on them.
-                Some(r) if r.get::<_, bool>(2) => Ok(Claim::Gone),
-                Some(r) if r.get::<_, String>(0) == "in_flight" => Ok(Claim::Held {
-                    remaining: Duration::from_secs_f64(r.get::<_, Option<f64>>(1).unwrap_or(0.0)),
+                _ if export_finished => Ok(Claim::Gone),
+                "in_flight" => Ok(Claim::Held {
+                    // GREATEST skips a NULL lease: never NULL, 0 at least.
+                    remaining: Duration::from_secs_f64(current.try_get("lease_remaining_secs")?),
                 }),
                 _ => Ok(Claim::Gone),
             };
         };
-        let export_id: Uuid = row.get(0);
+        let export_id: Uuid = row.try_get("export_id")?;
         let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
             what,
             export_id,
             message: e.to_string(),
         };
-        let role: String = row.get(5);
-        let state: String = row.get(9);
+        let role: String = row.try_get("role")?;
+        let state: String = row.try_get("export_state")?;
         Ok(Claim::Claimed(Box::new(PageWork {
             task_id,
             export_id,
-            tenant_id: row.get(1),
-            partition_no: row.get(2),
-            page_no: row.get(3),
-            position: serde_json::from_value(row.get(4)).map_err(|e| corrupt("position", e))?,
+            tenant_id: row.try_get("tenant_id")?,
+            partition_no: row.try_get("partition_no")?,
+            page_no: row.try_get("page_no")?,
+            position: serde_json::from_value(row.try_get("position")?)
+                .map_err(|e| corrupt("position", e))?,
             role: if role == "leaf" {
                 Role::Leaf
             } else {
                 Role::Chain
             },
-            deliveries: row.get(6),
-            partition_params: serde_json::from_value(row.get(7))
+            deliveries: row.try_get("deliveries")?,
+            partition_params: serde_json::from_value(row.try_get("params")?)
                 .map_err(|e| corrupt("partition params", e))?,
-            spec: parse_spec(export_id, row.get(8))?,
+            spec: parse_spec(export_id, row.try_get("spec")?)?,
             export_state: state.parse()?,
-            failures: row.get::<_, i32>(10).max(0) as u32,
-            failing_for: Duration::from_secs_f64(row.get::<_, f64>(11).max(0.0)),
+            failures: row.try_get::<_, i32>("failures")?.max(0) as u32,
+            failing_for: Duration::from_secs_f64(
+                row.try_get::<_, f64>("failing_for_secs")?.max(0.0),
+            ),
         })))
     }
 
@@ -256,7 +268,7 @@ impl Store {
             )
             .await?;
         let Some(row) = row else { return Ok(false) };
-        let export_id: Uuid = row.get(0);
+        let export_id: Uuid = row.try_get("export_id")?;
         let RequestCounts {
             requests,
             retries,
@@ -294,19 +306,20 @@ impl Store {
                 &[],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
     /// Tasks parked right now.
     pub async fn parked_count(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        Ok(client
+        let row = client
             .query_one(
-                "SELECT count(*) FROM page_tasks WHERE state = 'queued' AND not_before IS NOT NULL",
+                "SELECT count(*) AS parked FROM page_tasks
+                  WHERE state = 'queued' AND not_before IS NOT NULL",
                 &[],
             )
-            .await?
-            .get(0))
+            .await?;
+        Ok(row.try_get("parked")?)
     }
 
     /// Lands a page in one transaction: task done (only if it was not),
@@ -366,8 +379,8 @@ impl Store {
         else {
             return Ok(None);
         };
-        let export_id: Uuid = task.get(0);
-        let tenant_id: String = task.get(1);
+        let export_id: Uuid = task.try_get("export_id")?;
+        let tenant_id: String = task.try_get("tenant_id")?;
         // Task row first, export row last: the same order as a landing, so
         // the two cannot deadlock.
         let marked = tx
@@ -427,7 +440,7 @@ impl Store {
                 &[&export_id, &input.task_id, &id],
             )
             .await?
-            .get(0);
+            .try_get("id")?;
         tx.commit().await?;
         Ok(Some(outbox))
     }

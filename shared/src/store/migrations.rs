@@ -34,8 +34,8 @@ impl Store {
             .query("SELECT version FROM schema_migrations", &[])
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("version"))
+            .collect::<Result<_, _>>()?;
         let mut newly = Vec::new();
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {

@@ -67,17 +67,19 @@ impl Store {
                 .await?
             }
         };
-        let messages: Vec<OutboxMessage> = rows
-            .iter()
-            .filter_map(|r| {
-                let queue: String = r.get(1);
-                Some(OutboxMessage {
-                    id: r.get(0),
-                    queue: QueueRole::parse(&queue)?,
-                    body: r.get(2),
-                })
-            })
-            .collect();
+        let mut messages = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let queue: String = r.try_get("queue")?;
+            // The table's CHECK admits only the known queues.
+            let Some(queue) = QueueRole::parse(&queue) else {
+                continue;
+            };
+            messages.push(OutboxMessage {
+                id: r.try_get("id")?,
+                queue,
+                body: r.try_get("body")?,
+            });
+        }
         if messages.is_empty() {
             return Ok((0, None));
         }
@@ -96,13 +98,13 @@ impl Store {
     /// Whether any message waits to be published.
     pub async fn outbox_has_unsent(&self) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        Ok(client
+        let row = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL)",
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL) AS unsent",
                 &[],
             )
-            .await?
-            .get(0))
+            .await?;
+        Ok(row.try_get("unsent")?)
     }
 
     /// Re-publishes page tasks whose worker vanished: in flight, with a lease
