@@ -1,5 +1,6 @@
-//! A page task's life in Postgres: claimed by a worker, then landed in one
-//! transaction, or dead-lettered.
+//! A page task's life in Postgres: claimed by a worker (its lease extended,
+//! released, or parked until later), then landed in one transaction, or
+//! dead-lettered.
 //!
 //! Landing updates the export row last, just before it commits. That row
 //! lock serializes the end of the landings of one export, so exactly one

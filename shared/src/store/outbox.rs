@@ -1,6 +1,10 @@
 //! The outbox: messages written in the transaction that caused them, then
 //! published with confirms and marked sent. A message is never lost (it stays
 //! until marked) and may be published twice (consumers are idempotent).
+//!
+//! Also the reconciler's statements that write messages again for tasks
+//! whose message was lost: expired leases, idle queued tasks, idle
+//! finalizing exports.
 
 use std::time::Duration;
 
