@@ -136,43 +136,7 @@ impl Store {
             )
             .await?;
         let Some(row) = row else {
-            let current = client
-                .query_opt(
-                    "SELECT t.state,
-                            GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8
-                                AS lease_remaining_secs,
-                            e.state IN ('completed', 'failed', 'cancelled') AS export_finished
-                       FROM page_tasks t JOIN exports e ON e.id = t.export_id
-                      WHERE t.id = $1",
-                    &[&task_id],
-                )
-                .await?;
-            let Some(current) = current else {
-                return Ok(Claim::Gone);
-            };
-            let task_state: String = current.try_get("state")?;
-            let export_finished: bool = current.try_get("export_finished")?;
-            return match task_state.as_str() {
-                "done" => {
-                    // A duplicate delivery of a landed page. Count it; fetch nothing.
-                    client
-                        .execute(
-                            "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
-                               FROM page_tasks t WHERE t.id = $1 AND e.id = t.export_id",
-                            &[&task_id],
-                        )
-                        .await?;
-                    Ok(Claim::Gone)
-                }
-                // Nothing more will happen to a finished export's tasks,
-                // whatever lease a dead holder left on them.
-                _ if export_finished => Ok(Claim::Gone),
-                "in_flight" => Ok(Claim::Held {
-                    // GREATEST skips a NULL lease: never NULL, 0 at least.
-                    remaining: Duration::from_secs_f64(current.try_get("lease_remaining_secs")?),
-                }),
-                _ => Ok(Claim::Gone),
-            };
+            return unclaimed(&client, task_id).await;
         };
         let export_id: Uuid = row.try_get("export_id")?;
         let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
@@ -444,6 +408,48 @@ impl Store {
             .try_get("id")?;
         tx.commit().await?;
         Ok(Some(outbox))
+    }
+}
+
+/// Why a task could not be claimed: a duplicate delivery of a landed page
+/// (counted), a live lease held by another worker, or nothing to do.
+async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<Claim, StoreError> {
+    let current = client
+        .query_opt(
+            "SELECT t.state,
+                    GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8
+                        AS lease_remaining_secs,
+                    e.state IN ('completed', 'failed', 'cancelled') AS export_finished
+               FROM page_tasks t JOIN exports e ON e.id = t.export_id
+              WHERE t.id = $1",
+            &[&task_id],
+        )
+        .await?;
+    let Some(current) = current else {
+        return Ok(Claim::Gone);
+    };
+    let task_state: String = current.try_get("state")?;
+    let export_finished: bool = current.try_get("export_finished")?;
+    match task_state.as_str() {
+        "done" => {
+            // A duplicate delivery of a landed page. Count it; fetch nothing.
+            client
+                .execute(
+                    "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
+                       FROM page_tasks t WHERE t.id = $1 AND e.id = t.export_id",
+                    &[&task_id],
+                )
+                .await?;
+            Ok(Claim::Gone)
+        }
+        // Nothing more will happen to a finished export's tasks,
+        // whatever lease a dead holder left on them.
+        _ if export_finished => Ok(Claim::Gone),
+        "in_flight" => Ok(Claim::Held {
+            // GREATEST skips a NULL lease: never NULL, 0 at least.
+            remaining: Duration::from_secs_f64(current.try_get("lease_remaining_secs")?),
+        }),
+        _ => Ok(Claim::Gone),
     }
 }
 
