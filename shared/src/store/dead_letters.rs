@@ -98,7 +98,8 @@ impl Store {
                     &[&id, &tenant_id],
                 )
                 .await?
-                .map(|r| r.get(0)),
+                .map(|r| r.try_get("export_id"))
+                .transpose()?,
         };
         let Some(export_id) = export_id else {
             return Ok((Vec::new(), Vec::new()));
@@ -128,8 +129,8 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         if tasks.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -149,15 +150,15 @@ impl Store {
         let outbox: Vec<i64> = tx
             .query(
                 "INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', t)
+                 SELECT 'pages', pagefleet_page_message($1, t)
                    FROM unnest($2::uuid[]) AS t
                  RETURNING id",
                 &[&export_id, &tasks],
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         tx.commit().await?;
         Ok((tasks, outbox))
     }

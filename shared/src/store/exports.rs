@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -82,58 +83,20 @@ impl Store {
         let spec_hash = spec.hash();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
-        let id = new_id();
-        let partitions: Vec<serde_json::Value> = if spec.partitions.is_empty() {
-            vec![serde_json::json!({})]
-        } else {
-            spec.partitions
-                .iter()
-                .map(|p| serde_json::json!(p.params))
-                .collect()
+        let partitions = partition_params(spec);
+        let export = NewExport {
+            id: new_id(),
+            tenant_id,
+            idempotency_key,
+            name: &spec.name,
+            spec: &spec_json,
+            spec_hash: &spec_hash,
+            partitions: partitions.len(),
         };
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO exports (id, tenant_id, idempotency_key, name, spec, spec_hash, state,
-                                      partitions, pages_planned, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
-                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-                 RETURNING id",
-                &[
-                    &id,
-                    &tenant_id,
-                    &idempotency_key,
-                    &spec.name,
-                    &spec_json,
-                    &spec_hash,
-                    &ExportState::Running.as_str(),
-                    &(partitions.len() as i32),
-                    &(partitions.len() as i64),
-                ],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        if inserted.is_none() {
-            let row = tx
-                .query_one(
-                    "SELECT id, spec_hash FROM exports WHERE tenant_id = $1 AND idempotency_key = $2",
-                    &[&tenant_id, &idempotency_key],
-                )
-                .await
-                .map_err(StoreError::from)?;
-            let existing: Uuid = row.get(0);
-            let existing_hash: String = row.get(1);
-            if existing_hash != spec_hash {
-                return Err(SubmitError::IdempotencyConflict {
-                    key: idempotency_key.unwrap_or_default().to_string(),
-                    existing,
-                });
-            }
-            return Ok(Submitted {
-                id: existing,
-                created: false,
-                outbox_ids: Vec::new(),
-            });
+        if !insert_export(&tx, &export).await? {
+            return submitted_before(&tx, tenant_id, idempotency_key, &spec_hash).await;
         }
+        let id = export.id;
         let first = serde_json::to_value(first_position(&spec.pagination)).map_err(|e| {
             StoreError::Corrupt {
                 what: "position",
@@ -143,32 +106,10 @@ impl Store {
         })?;
         let mut outbox_ids = Vec::with_capacity(partitions.len());
         for (no, params) in partitions.iter().enumerate() {
-            let task_id = new_id();
-            tx.execute(
-                "INSERT INTO partitions (export_id, partition_no, params, next_position)
-                 VALUES ($1, $2, $3, $4)",
-                &[&id, &(no as i32), params, &first],
-            )
-            .await
-            .map_err(StoreError::from)?;
-            tx.execute(
-                "INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
-                 VALUES ($1, $2, $3, $4, 0, $5, $6)",
-                &[&task_id, &tenant_id, &id, &(no as i32), &first, &role_text(Role::Chain)],
-            )
-            .await
-            .map_err(StoreError::from)?;
-            let outbox: i64 = tx
-                .query_one(
-                    "INSERT INTO outbox (queue, body) VALUES ('pages',
-                         jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', $2::uuid))
-                     RETURNING id",
-                    &[&id, &task_id],
-                )
-                .await
-                .map_err(StoreError::from)?
-                .get(0);
-            outbox_ids.push(outbox);
+            let no = no as i32;
+            insert_partition(&tx, id, no, params, &first).await?;
+            let task_id = insert_first_task(&tx, id, tenant_id, no, &first).await?;
+            outbox_ids.push(write_page_message(&tx, id, task_id).await?);
         }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(Submitted {
@@ -208,7 +149,7 @@ impl Store {
         let row = client
             .query_opt("SELECT spec FROM exports WHERE id = $1", &[&id])
             .await?;
-        row.map(|r| parse_spec(id, r.get(0))).transpose()
+        row.map(|r| parse_spec(id, r.try_get("spec")?)).transpose()
     }
 }
 
@@ -237,43 +178,199 @@ impl ExportStatus {
 
 const STATUS_SELECT: &str = "
     SELECT e.id, e.tenant_id, e.name, e.state, e.partitions, e.pages_planned, e.pages_landed,
-           NOT EXISTS (SELECT 1 FROM partitions p WHERE p.export_id = e.id AND NOT p.planned_all),
+           NOT EXISTS (SELECT 1 FROM partitions p WHERE p.export_id = e.id AND NOT p.planned_all)
+               AS pages_total_known,
            e.rows_staged, e.rows_replaced, e.requests, e.retries, e.rate_limited,
            e.duplicate_deliveries,
-           (SELECT count(*) FROM dead_letters d WHERE d.export_id = e.id AND d.resolved_at IS NULL),
-           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'dead'),
-           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight')),
+           (SELECT count(*) FROM dead_letters d WHERE d.export_id = e.id AND d.resolved_at IS NULL)
+               AS dead_letters_open,
+           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'dead')
+               AS pages_dead,
+           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight'))
+               AS pages_open,
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error,
            e.created_at, e.finished_at
     FROM exports e";
 
+/// A row of `STATUS_SELECT`, read by column name.
 fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> {
-    let state: String = r.get(3);
+    let state: String = r.try_get("state")?;
     Ok(ExportStatus {
-        id: r.get(0),
-        tenant_id: r.get(1),
-        name: r.get(2),
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        name: r.try_get("name")?,
         state: state.parse()?,
-        partitions: r.get(4),
-        pages_planned: r.get(5),
-        pages_landed: r.get(6),
-        pages_total_known: r.get(7),
-        rows_staged: r.get(8),
-        rows_replaced: r.get(9),
-        requests: r.get(10),
-        retries: r.get(11),
-        rate_limited: r.get(12),
-        duplicate_deliveries: r.get(13),
-        dead_letters_open: r.get(14),
-        pages_dead: r.get(15),
-        pages_open: r.get(16),
-        output_path: r.get(17),
-        manifest_path: r.get(18),
-        csv_rows: r.get(19),
-        csv_bytes: r.get(20),
-        csv_sha256: r.get(21),
-        error: r.get(22),
-        created_at: r.get(23),
-        finished_at: r.get(24),
+        partitions: r.try_get("partitions")?,
+        pages_planned: r.try_get("pages_planned")?,
+        pages_landed: r.try_get("pages_landed")?,
+        pages_total_known: r.try_get("pages_total_known")?,
+        rows_staged: r.try_get("rows_staged")?,
+        rows_replaced: r.try_get("rows_replaced")?,
+        requests: r.try_get("requests")?,
+        retries: r.try_get("retries")?,
+        rate_limited: r.try_get("rate_limited")?,
+        duplicate_deliveries: r.try_get("duplicate_deliveries")?,
+        dead_letters_open: r.try_get("dead_letters_open")?,
+        pages_dead: r.try_get("pages_dead")?,
+        pages_open: r.try_get("pages_open")?,
+        output_path: r.try_get("output_path")?,
+        manifest_path: r.try_get("manifest_path")?,
+        csv_rows: r.try_get("csv_rows")?,
+        csv_bytes: r.try_get("csv_bytes")?,
+        csv_sha256: r.try_get("csv_sha256")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
     })
+}
+
+// The submission transaction, one function per statement, in the order
+// `Store::submit_export` runs them.
+
+/// The parameters of each partition: one empty set for a plain export.
+fn partition_params(spec: &ExportSpec) -> Vec<serde_json::Value> {
+    if spec.partitions.is_empty() {
+        vec![serde_json::json!({})]
+    } else {
+        spec.partitions
+            .iter()
+            .map(|p| serde_json::json!(p.params))
+            .collect()
+    }
+}
+
+/// The export row a submission creates.
+struct NewExport<'a> {
+    id: Uuid,
+    tenant_id: &'a str,
+    idempotency_key: Option<&'a str>,
+    name: &'a str,
+    spec: &'a serde_json::Value,
+    spec_hash: &'a str,
+    partitions: usize,
+}
+
+/// Inserts the export, running, with one planned page per partition.
+/// False when its tenant already used the idempotency key.
+async fn insert_export(tx: &Transaction<'_>, export: &NewExport<'_>) -> Result<bool, StoreError> {
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO exports (id, tenant_id, idempotency_key, name, spec, spec_hash, state,
+                                  partitions, pages_planned, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+             RETURNING id",
+            &[
+                &export.id,
+                &export.tenant_id,
+                &export.idempotency_key,
+                &export.name,
+                export.spec,
+                &export.spec_hash,
+                &ExportState::Running.as_str(),
+                &(export.partitions as i32),
+                &(export.partitions as i64),
+            ],
+        )
+        .await?;
+    Ok(inserted.is_some())
+}
+
+/// The export an earlier submission with the same idempotency key created,
+/// if its spec is the same.
+async fn submitted_before(
+    tx: &Transaction<'_>,
+    tenant_id: &str,
+    idempotency_key: Option<&str>,
+    spec_hash: &str,
+) -> Result<Submitted, SubmitError> {
+    // Only the (tenant_id, idempotency_key) constraint is let conflict, and
+    // a NULL key never conflicts.
+    let Some(key) = idempotency_key else {
+        return Err(StoreError::Missing {
+            table: "exports",
+            column: "idempotency_key",
+            whose: format!("a submission of tenant {tenant_id} that conflicted"),
+        }
+        .into());
+    };
+    let row = tx
+        .query_one(
+            "SELECT id, spec_hash FROM exports WHERE tenant_id = $1 AND idempotency_key = $2",
+            &[&tenant_id, &key],
+        )
+        .await
+        .map_err(StoreError::from)?;
+    let existing: Uuid = row.try_get("id").map_err(StoreError::from)?;
+    let existing_hash: String = row.try_get("spec_hash").map_err(StoreError::from)?;
+    if existing_hash != spec_hash {
+        return Err(SubmitError::IdempotencyConflict {
+            key: key.to_string(),
+            existing,
+        });
+    }
+    Ok(Submitted {
+        id: existing,
+        created: false,
+        outbox_ids: Vec::new(),
+    })
+}
+
+/// A partition with its checkpoint at the first page.
+async fn insert_partition(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    partition_no: i32,
+    params: &serde_json::Value,
+    first: &serde_json::Value,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO partitions (export_id, partition_no, params, next_position)
+         VALUES ($1, $2, $3, $4)",
+        &[&export_id, &partition_no, params, first],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The first page task of a partition: the head of its chain.
+async fn insert_first_task(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    tenant_id: &str,
+    partition_no: i32,
+    first: &serde_json::Value,
+) -> Result<Uuid, StoreError> {
+    let task_id = new_id();
+    tx.execute(
+        "INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
+         VALUES ($1, $2, $3, $4, 0, $5, $6)",
+        &[
+            &task_id,
+            &tenant_id,
+            &export_id,
+            &partition_no,
+            first,
+            &role_text(Role::Chain),
+        ],
+    )
+    .await?;
+    Ok(task_id)
+}
+
+/// The page message of a task. Returns its outbox id.
+async fn write_page_message(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    task_id: Uuid,
+) -> Result<i64, StoreError> {
+    let row = tx
+        .query_one(
+            "INSERT INTO outbox (queue, body)
+             VALUES ('pages', pagefleet_page_message($1, $2))
+             RETURNING id",
+            &[&export_id, &task_id],
+        )
+        .await?;
+    Ok(row.try_get("id")?)
 }

@@ -41,28 +41,29 @@ impl Store {
         let row = client
             .query_opt(
                 "SELECT state, spec, spec_hash, pages_landed, requests, retries, rate_limited,
-                        rows_replaced, duplicate_deliveries, COALESCE(started_at, created_at), output_path,
+                        rows_replaced, duplicate_deliveries, COALESCE(started_at, created_at) AS started_at,
+                        output_path,
                         tenant_id
                    FROM exports WHERE id = $1",
                 &[&export_id],
             )
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let state: String = row.get(0);
+        let state: String = row.try_get("state")?;
         Ok(Some(FinalizeWork {
             export_id,
             state: state.parse()?,
-            spec: parse_spec(export_id, row.get(1))?,
-            spec_hash: row.get(2),
-            pages: row.get(3),
-            requests: row.get(4),
-            retries: row.get(5),
-            rate_limited: row.get(6),
-            rows_replaced: row.get(7),
-            duplicate_deliveries: row.get(8),
-            started_at: row.get(9),
-            output_path: row.get(10),
-            tenant_id: row.get(11),
+            spec: parse_spec(export_id, row.try_get("spec")?)?,
+            spec_hash: row.try_get("spec_hash")?,
+            pages: row.try_get("pages_landed")?,
+            requests: row.try_get("requests")?,
+            retries: row.try_get("retries")?,
+            rate_limited: row.try_get("rate_limited")?,
+            rows_replaced: row.try_get("rows_replaced")?,
+            duplicate_deliveries: row.try_get("duplicate_deliveries")?,
+            started_at: row.try_get("started_at")?,
+            output_path: row.try_get("output_path")?,
+            tenant_id: row.try_get("tenant_id")?,
         }))
     }
 
@@ -75,18 +76,18 @@ impl Store {
                 &[&export_id],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
     }
 
     pub async fn staged_count(&self, export_id: Uuid) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        Ok(client
+        let row = client
             .query_one(
-                "SELECT count(*) FROM staged_rows WHERE export_id = $1",
+                "SELECT count(*) AS staged FROM staged_rows WHERE export_id = $1",
                 &[&export_id],
             )
-            .await?
-            .get(0))
+            .await?;
+        Ok(row.try_get("staged")?)
     }
 
     /// The next batch of staged rows (key, row JSON) after `after`, in key
@@ -107,7 +108,9 @@ impl Store {
                 &[&export_id, &after, &limit],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter()
+            .map(|r| Ok((r.try_get("row_key")?, r.try_get("data")?)))
+            .collect()
     }
 
     /// Records the published file and completes the export. False when the
@@ -199,9 +202,9 @@ impl Store {
         let client = self.client().await?;
         let key = finalize_key(export_id);
         let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .query_one("SELECT pg_try_advisory_lock($1) AS locked", &[&key])
             .await?
-            .get(0);
+            .try_get("locked")?;
         Ok(locked.then_some(FinalizeLock {
             client: Some(client),
             key,

@@ -1,5 +1,6 @@
-//! A page task's life in Postgres: claimed by a worker, then landed in one
-//! transaction, or dead-lettered.
+//! A page task's life in Postgres: claimed by a worker (its lease extended,
+//! released, or parked until later), then landed in one transaction, or
+//! dead-lettered.
 //!
 //! Landing updates the export row last, just before it commits. That row
 //! lock serializes the end of the landings of one export, so exactly one
@@ -7,10 +8,11 @@
 //! the counters never lose an update, while the expensive part (merging
 //! rows) runs in parallel.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::exports::{parse_spec, role_text};
@@ -127,69 +129,45 @@ impl Store {
                     AND e.state NOT IN ('completed', 'failed', 'cancelled')
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
-                        t.deliveries, p.params, e.spec, e.state, t.failures,
-                        COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8",
+                        t.deliveries, p.params, e.spec, e.state AS export_state, t.failures,
+                        COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8
+                            AS failing_for_secs",
                 &[&task_id, &lease.as_secs_f64(), &worker],
             )
             .await?;
         let Some(row) = row else {
-            let current = client
-                .query_opt(
-                    "SELECT t.state, GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8,
-                            e.state IN ('completed', 'failed', 'cancelled')
-                       FROM page_tasks t JOIN exports e ON e.id = t.export_id
-                      WHERE t.id = $1",
-                    &[&task_id],
-                )
-                .await?;
-            return match current {
-                Some(r) if r.get::<_, String>(0) == "done" => {
-                    // A duplicate delivery of a landed page. Count it; fetch nothing.
-                    client
-                        .execute(
-                            "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
-                               FROM page_tasks t WHERE t.id = $1 AND e.id = t.export_id",
-                            &[&task_id],
-                        )
-                        .await?;
-                    Ok(Claim::Gone)
-                }
-                // Nothing more will happen to a finished export's tasks,
-                // whatever lease a dead holder left on them.
-                Some(r) if r.get::<_, bool>(2) => Ok(Claim::Gone),
-                Some(r) if r.get::<_, String>(0) == "in_flight" => Ok(Claim::Held {
-                    remaining: Duration::from_secs_f64(r.get::<_, Option<f64>>(1).unwrap_or(0.0)),
-                }),
-                _ => Ok(Claim::Gone),
-            };
+            return unclaimed(&client, task_id).await;
         };
-        let export_id: Uuid = row.get(0);
+        let export_id: Uuid = row.try_get("export_id")?;
         let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
             what,
             export_id,
             message: e.to_string(),
         };
-        let role: String = row.get(5);
-        let state: String = row.get(9);
+        let role: String = row.try_get("role")?;
+        let state: String = row.try_get("export_state")?;
         Ok(Claim::Claimed(Box::new(PageWork {
             task_id,
             export_id,
-            tenant_id: row.get(1),
-            partition_no: row.get(2),
-            page_no: row.get(3),
-            position: serde_json::from_value(row.get(4)).map_err(|e| corrupt("position", e))?,
+            tenant_id: row.try_get("tenant_id")?,
+            partition_no: row.try_get("partition_no")?,
+            page_no: row.try_get("page_no")?,
+            position: serde_json::from_value(row.try_get("position")?)
+                .map_err(|e| corrupt("position", e))?,
             role: if role == "leaf" {
                 Role::Leaf
             } else {
                 Role::Chain
             },
-            deliveries: row.get(6),
-            partition_params: serde_json::from_value(row.get(7))
+            deliveries: row.try_get("deliveries")?,
+            partition_params: serde_json::from_value(row.try_get("params")?)
                 .map_err(|e| corrupt("partition params", e))?,
-            spec: parse_spec(export_id, row.get(8))?,
+            spec: parse_spec(export_id, row.try_get("spec")?)?,
             export_state: state.parse()?,
-            failures: row.get::<_, i32>(10).max(0) as u32,
-            failing_for: Duration::from_secs_f64(row.get::<_, f64>(11).max(0.0)),
+            failures: row.try_get::<_, i32>("failures")?.max(0) as u32,
+            failing_for: Duration::from_secs_f64(
+                row.try_get::<_, f64>("failing_for_secs")?.max(0.0),
+            ),
         })))
     }
 
@@ -255,7 +233,7 @@ impl Store {
             )
             .await?;
         let Some(row) = row else { return Ok(false) };
-        let export_id: Uuid = row.get(0);
+        let export_id: Uuid = row.try_get("export_id")?;
         let RequestCounts {
             requests,
             retries,
@@ -287,250 +265,67 @@ impl Store {
                       WHERE state = 'queued' AND not_before IS NOT NULL AND not_before <= now()
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                 SELECT 'pages', pagefleet_page_message(export_id, id)
                    FROM due
                  RETURNING id",
                 &[],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
     /// Tasks parked right now.
     pub async fn parked_count(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        Ok(client
+        let row = client
             .query_one(
-                "SELECT count(*) FROM page_tasks WHERE state = 'queued' AND not_before IS NOT NULL",
+                "SELECT count(*) AS parked FROM page_tasks
+                  WHERE state = 'queued' AND not_before IS NOT NULL",
                 &[],
             )
-            .await?
-            .get(0))
+            .await?;
+        Ok(row.try_get("parked")?)
     }
 
     /// Lands a page in one transaction: task done (only if it was not),
     /// rows merged by key, checkpoint advanced, next tasks and outbox written,
     /// counters updated, and the finalize message when this was the last page.
+    ///
+    /// Locks are taken in this order: the task row, the staged rows (in key
+    /// order), the partition row, the new task rows, and the export row last,
+    /// so landings of one export run in parallel until their commit.
     pub async fn land_page(&self, landing: &Landing) -> Result<Landed, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(task) = tx
-            .query_opt(
-                "SELECT t.export_id, t.tenant_id, t.partition_no, t.page_no, t.role, e.state
-                   FROM page_tasks t JOIN exports e ON e.id = t.export_id
-                  WHERE t.id = $1",
-                &[&landing.task_id],
-            )
-            .await?
-        else {
+        let Some(task) = read_task(&tx, landing.task_id).await? else {
             return Ok(Landed::Duplicate);
         };
-        let export_id: Uuid = task.get(0);
-        let tenant_id: String = task.get(1);
-        let partition_no: i32 = task.get(2);
-        let page_no: i64 = task.get(3);
-        let is_leaf = task.get::<_, String>(4) == "leaf";
-        let state: ExportState = task.get::<_, String>(5).parse()?;
-        if state == ExportState::Cancelled {
+        if task.state == ExportState::Cancelled {
             return Ok(Landed::Duplicate);
         }
-
-        let marked = tx
-            .execute(
-                "UPDATE page_tasks SET state = 'done', lease_until = NULL, last_error = NULL,
-                        updated_at = now()
-                  WHERE id = $1 AND state IN ('queued', 'in_flight')",
-                &[&landing.task_id],
-            )
-            .await?;
-        if marked == 0 {
+        if !mark_done_if_not(&tx, landing.task_id).await? {
             // Already done (or dead): count the duplicate, change nothing else.
-            tx.execute(
-                "UPDATE exports SET duplicate_deliveries = duplicate_deliveries + 1,
-                        requests = requests + $2
-                  WHERE id = $1",
-                &[&export_id, &(landing.counts.requests as i64)],
-            )
-            .await?;
+            count_duplicate(&tx, task.export_id, landing.counts).await?;
             tx.commit().await?;
             return Ok(Landed::Duplicate);
         }
-
-        // Merge rows. ON CONFLICT cannot touch one key twice in a statement,
-        // so keep the last occurrence of a key within the page.
-        // Keys in sorted order, so two landings that overlap lock their rows
-        // in the same order and cannot deadlock.
-        let mut by_key = std::collections::BTreeMap::new();
-        for (key, row) in &landing.rows {
-            by_key.insert(key.as_str(), row.as_str());
+        let merged = merge_rows(&tx, task.export_id, &last_row_per_key(&landing.rows)).await?;
+        record_columns(&tx, task.export_id, &landing.columns).await?;
+        let plan = plan_next(&landing.next, task.page_no, task.is_leaf);
+        if plan.touches_partition {
+            advance_checkpoint(&tx, &task, &plan).await?;
         }
-        let in_page_duplicates = (landing.rows.len() - by_key.len()) as u64;
-        let keys: Vec<&str> = by_key.keys().copied().collect();
-        let data: Vec<&str> = by_key.values().copied().collect();
-        let merged = tx
-            .query(
-                "INSERT INTO staged_rows (export_id, row_key, data)
-                 SELECT $1, k, d FROM unnest($2::text[], $3::text[]) AS t(k, d)
-                 ON CONFLICT (export_id, row_key) DO UPDATE SET data = EXCLUDED.data
-                 RETURNING (xmax = 0)",
-                &[&export_id, &keys, &data],
-            )
-            .await?;
-        let rows_inserted = merged.iter().filter(|r| r.get::<_, bool>(0)).count() as u64;
-        let rows_replaced = merged.len() as u64 - rows_inserted + in_page_duplicates;
-
-        if !landing.columns.is_empty() {
-            let columns: Vec<&str> = landing.columns.iter().map(String::as_str).collect();
-            tx.execute(
-                "INSERT INTO export_columns (export_id, name)
-                 SELECT $1, c FROM unnest($2::text[]) AS c
-                 ON CONFLICT DO NOTHING",
-                &[&export_id, &columns],
-            )
-            .await?;
-        }
-
-        // Plan what follows and advance the checkpoint.
-        let mut new_tasks: Vec<(Uuid, i64, serde_json::Value, Role)> = Vec::new();
-        let to_json = |p: &Position| {
-            serde_json::to_value(p).map_err(|e| StoreError::Corrupt {
-                what: "position",
-                export_id,
-                message: e.to_string(),
-            })
-        };
-        let planned_all = match &landing.next {
-            Next::Done => true,
-            Next::Chain(position) => {
-                new_tasks.push((new_id(), page_no + 1, to_json(position)?, Role::Chain));
-                false
-            }
-            Next::FanOut(positions) => {
-                for (i, position) in positions.iter().enumerate() {
-                    new_tasks.push((
-                        new_id(),
-                        page_no + 1 + i as i64,
-                        to_json(position)?,
-                        Role::Leaf,
-                    ));
-                }
-                true
-            }
-        };
-        let next_position = match &landing.next {
-            Next::Chain(position) => Some(to_json(position)?),
-            _ => None,
-        };
-        // A fan-out leaf changes nothing in its partition; not touching the
-        // row keeps leaves from serializing on it.
-        if !(is_leaf && matches!(landing.next, Next::Done)) {
-            tx.execute(
-                "UPDATE partitions
-                SET pages_landed = pages_landed + 1,
-                    planned_all = planned_all OR $3,
-                    checkpoint_page = GREATEST(checkpoint_page, $4),
-                    next_position = CASE WHEN $4 > checkpoint_page THEN $5 ELSE next_position END
-              WHERE export_id = $1 AND partition_no = $2",
-                &[
-                    &export_id,
-                    &partition_no,
-                    &planned_all,
-                    &page_no,
-                    &next_position,
-                ],
-            )
-            .await?;
-        }
-
-        let mut outbox_ids = Vec::new();
-        if !new_tasks.is_empty() {
-            let ids: Vec<Uuid> = new_tasks.iter().map(|t| t.0).collect();
-            let pages: Vec<i64> = new_tasks.iter().map(|t| t.1).collect();
-            let positions: Vec<String> = new_tasks.iter().map(|t| t.2.to_string()).collect();
-            let roles: Vec<&str> = new_tasks.iter().map(|t| role_text(t.3)).collect();
-            let rows = tx
-                .query(
-                    "WITH inserted AS (
-                         INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
-                         SELECT i, $2, $1, $3, p, pos::jsonb, r
-                           FROM unnest($4::uuid[], $5::int8[], $6::text[], $7::text[]) AS t(i, p, pos, r)
-                         ON CONFLICT (export_id, partition_no, page_no) DO NOTHING
-                         RETURNING id)
-                     INSERT INTO outbox (queue, body)
-                     SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', $1::uuid, 'task_id', id)
-                       FROM inserted
-                     RETURNING id",
-                    &[&export_id, &tenant_id, &partition_no, &ids, &pages, &positions, &roles],
-                )
-                .await?;
-            outbox_ids.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
-        }
+        let mut outbox_ids = insert_next_tasks(&tx, &task, &plan.tasks).await?;
         let planned = outbox_ids.len() as i64;
-
-        // The export row is the one lock all landings of an export share, so
-        // it is taken last, right before the commit. Every task is counted in
-        // pages_planned when it is created and in pages_landed once when it
-        // is marked done; under this row lock exactly one landing sees the two
-        // meet, and it writes the finalize message.
-        let counted = tx
-            .query_one(
-                "UPDATE exports
-                SET pages_landed = pages_landed + 1, pages_planned = pages_planned + $2,
-                    rows_staged = rows_staged + $3, rows_replaced = rows_replaced + $4,
-                    requests = requests + $5, retries = retries + $6,
-                    rate_limited = rate_limited + $7, updated_at = now()
-              WHERE id = $1
-          RETURNING pages_landed >= pages_planned, state",
-                &[
-                    &export_id,
-                    &planned,
-                    &(rows_inserted as i64),
-                    &(rows_replaced as i64),
-                    &(landing.counts.requests as i64),
-                    &(landing.counts.retries as i64),
-                    &(landing.counts.rate_limited as i64),
-                ],
-            )
-            .await?;
-        let all_landed: bool = counted.get(0);
-        let state: ExportState = counted.get::<_, String>(1).parse()?;
-
-        let finalize = if all_landed && matches!(state, ExportState::Running | ExportState::Blocked)
-        {
-            let last: bool = tx
-                .query_one(
-                    "SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)",
-                    &[&export_id],
-                )
-                .await?
-                .get(0);
-            if last {
-                tx.execute(
-                    "UPDATE exports SET state = 'finalizing' WHERE id = $1",
-                    &[&export_id],
-                )
-                .await?;
-                let id: i64 = tx
-                    .query_one(
-                        "INSERT INTO outbox (queue, body)
-                         VALUES ('finalize', jsonb_build_object('type', 'finalize', 'export_id', $1::uuid))
-                         RETURNING id",
-                        &[&export_id],
-                    )
-                    .await?
-                    .get(0);
-                outbox_ids.push(id);
-            }
-            last
-        } else {
-            false
-        };
+        let counted = bump_counters(&tx, task.export_id, planned, merged, landing.counts).await?;
+        let finalize_id = finalize_if_last(&tx, task.export_id, counted).await?;
+        outbox_ids.extend(finalize_id);
         tx.commit().await?;
         Ok(Landed::Page {
-            rows_inserted,
-            rows_replaced,
+            rows_inserted: merged.inserted,
+            rows_replaced: merged.replaced,
             outbox_ids,
-            finalize,
+            finalize: finalize_id.is_some(),
         })
     }
 
@@ -549,8 +344,8 @@ impl Store {
         else {
             return Ok(None);
         };
-        let export_id: Uuid = task.get(0);
-        let tenant_id: String = task.get(1);
+        let export_id: Uuid = task.try_get("export_id")?;
+        let tenant_id: String = task.try_get("tenant_id")?;
         // Task row first, export row last: the same order as a landing, so
         // the two cannot deadlock.
         let marked = tx
@@ -605,14 +400,551 @@ impl Store {
         let outbox: i64 = tx
             .query_one(
                 "INSERT INTO outbox (queue, body)
-                 VALUES ('dead', jsonb_build_object('type', 'dead_letter', 'export_id', $1::uuid,
-                                                    'task_id', $2::uuid, 'dead_letter_id', $3::uuid))
+                 VALUES ('dead', pagefleet_dead_letter_message($1, $2, $3))
                  RETURNING id",
                 &[&export_id, &input.task_id, &id],
             )
             .await?
-            .get(0);
+            .try_get("id")?;
         tx.commit().await?;
         Ok(Some(outbox))
+    }
+}
+
+/// Why a task could not be claimed: a duplicate delivery of a landed page
+/// (counted), a live lease held by another worker, or nothing to do.
+async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<Claim, StoreError> {
+    let current = client
+        .query_opt(
+            "SELECT t.state,
+                    GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8
+                        AS lease_remaining_secs,
+                    e.state IN ('completed', 'failed', 'cancelled') AS export_finished
+               FROM page_tasks t JOIN exports e ON e.id = t.export_id
+              WHERE t.id = $1",
+            &[&task_id],
+        )
+        .await?;
+    let Some(current) = current else {
+        return Ok(Claim::Gone);
+    };
+    let task_state: String = current.try_get("state")?;
+    let export_finished: bool = current.try_get("export_finished")?;
+    match task_state.as_str() {
+        "done" => {
+            // A duplicate delivery of a landed page. Count it; fetch nothing.
+            client
+                .execute(
+                    "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
+                       FROM page_tasks t WHERE t.id = $1 AND e.id = t.export_id",
+                    &[&task_id],
+                )
+                .await?;
+            Ok(Claim::Gone)
+        }
+        // Nothing more will happen to a finished export's tasks,
+        // whatever lease a dead holder left on them.
+        _ if export_finished => Ok(Claim::Gone),
+        "in_flight" => Ok(Claim::Held {
+            // GREATEST skips a NULL lease: never NULL, 0 at least.
+            remaining: Duration::from_secs_f64(current.try_get("lease_remaining_secs")?),
+        }),
+        _ => Ok(Claim::Gone),
+    }
+}
+
+// The landing transaction, one function per statement, in the order
+// `Store::land_page` runs them.
+
+/// The task being landed, as the landing transaction first reads it.
+struct LandingTask {
+    export_id: Uuid,
+    tenant_id: String,
+    partition_no: i32,
+    page_no: i64,
+    is_leaf: bool,
+    /// The export's state when the landing began.
+    state: ExportState,
+}
+
+/// The task and its export's state; `None` when the task is unknown.
+async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<LandingTask>, StoreError> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT t.export_id, t.tenant_id, t.partition_no, t.page_no, t.role,
+                    e.state AS export_state
+               FROM page_tasks t JOIN exports e ON e.id = t.export_id
+              WHERE t.id = $1",
+            &[&task_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let role: String = row.try_get("role")?;
+    let state: String = row.try_get("export_state")?;
+    Ok(Some(LandingTask {
+        export_id: row.try_get("export_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        partition_no: row.try_get("partition_no")?,
+        page_no: row.try_get("page_no")?,
+        is_leaf: role == "leaf",
+        state: state.parse()?,
+    }))
+}
+
+/// Marks the task done unless it already is (or is dead). False means a
+/// duplicate delivery: the landing must change nothing else.
+async fn mark_done_if_not(tx: &Transaction<'_>, task_id: Uuid) -> Result<bool, StoreError> {
+    let marked = tx
+        .execute(
+            "UPDATE page_tasks SET state = 'done', lease_until = NULL, last_error = NULL,
+                    updated_at = now()
+              WHERE id = $1 AND state IN ('queued', 'in_flight')",
+            &[&task_id],
+        )
+        .await?;
+    Ok(marked > 0)
+}
+
+/// Counts a duplicate delivery (and the requests it made) on its export.
+async fn count_duplicate(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    counts: RequestCounts,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE exports SET duplicate_deliveries = duplicate_deliveries + 1,
+                requests = requests + $2
+          WHERE id = $1",
+        &[&export_id, &(counts.requests as i64)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A page's rows ready to merge: one per key, in key order.
+#[derive(Debug, PartialEq)]
+struct PageRows<'a> {
+    keys: Vec<&'a str>,
+    data: Vec<&'a str>,
+    /// Earlier occurrences of a key within the page, dropped (and counted
+    /// as replaced).
+    in_page_duplicates: u64,
+}
+
+/// ON CONFLICT cannot touch one key twice in a statement, so the last
+/// occurrence of a key within the page wins. Keys come out sorted, so two
+/// landings that overlap lock their rows in the same order and cannot
+/// deadlock.
+fn last_row_per_key(rows: &[(String, String)]) -> PageRows<'_> {
+    let mut by_key = BTreeMap::new();
+    for (key, row) in rows {
+        by_key.insert(key.as_str(), row.as_str());
+    }
+    PageRows {
+        in_page_duplicates: (rows.len() - by_key.len()) as u64,
+        keys: by_key.keys().copied().collect(),
+        data: by_key.values().copied().collect(),
+    }
+}
+
+/// What merging a page did to staging.
+#[derive(Debug, Clone, Copy)]
+struct Merged {
+    inserted: u64,
+    replaced: u64,
+}
+
+/// Merges the rows into staging by key: a re-fetched row replaces the
+/// staged one and is counted as replaced.
+async fn merge_rows(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    rows: &PageRows<'_>,
+) -> Result<Merged, StoreError> {
+    let merged = tx
+        .query(
+            "INSERT INTO staged_rows (export_id, row_key, data)
+             SELECT $1, k, d FROM unnest($2::text[], $3::text[]) AS t(k, d)
+             ON CONFLICT (export_id, row_key) DO UPDATE SET data = EXCLUDED.data
+             RETURNING (xmax = 0) AS inserted",
+            &[&export_id, &rows.keys, &rows.data],
+        )
+        .await?;
+    let mut inserted = 0;
+    for row in &merged {
+        if row.try_get::<_, bool>("inserted")? {
+            inserted += 1;
+        }
+    }
+    Ok(Merged {
+        inserted,
+        replaced: merged.len() as u64 - inserted + rows.in_page_duplicates,
+    })
+}
+
+/// Adds the page's columns to the export's inferred columns.
+async fn record_columns(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    columns: &BTreeSet<String>,
+) -> Result<(), StoreError> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    tx.execute(
+        "INSERT INTO export_columns (export_id, name)
+         SELECT $1, c FROM unnest($2::text[]) AS c
+         ON CONFLICT DO NOTHING",
+        &[&export_id, &columns],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A page task a landing creates.
+#[derive(Debug, PartialEq)]
+struct PlannedTask<'a> {
+    page_no: i64,
+    position: &'a Position,
+    role: Role,
+}
+
+/// What a landing plans from its page's `Next`.
+#[derive(Debug, PartialEq)]
+struct Plan<'a> {
+    /// The tasks to create, in page order.
+    tasks: Vec<PlannedTask<'a>>,
+    /// Every page of the partition has a task once these exist.
+    planned_all: bool,
+    /// Where the chain goes on, for the checkpoint.
+    next_position: Option<&'a Position>,
+    /// Whether the partition row changes at all.
+    touches_partition: bool,
+}
+
+/// A chain page plans the next page of its chain; a fan-out plans every
+/// remaining page of the partition as leaves; the end of a chain plans
+/// nothing. A fan-out leaf changes nothing in its partition; not touching
+/// the row keeps leaves from serializing on it.
+fn plan_next(next: &Next, page_no: i64, is_leaf: bool) -> Plan<'_> {
+    match next {
+        Next::Done => Plan {
+            tasks: Vec::new(),
+            planned_all: true,
+            next_position: None,
+            touches_partition: !is_leaf,
+        },
+        Next::Chain(position) => Plan {
+            tasks: vec![PlannedTask {
+                page_no: page_no + 1,
+                position,
+                role: Role::Chain,
+            }],
+            planned_all: false,
+            next_position: Some(position),
+            touches_partition: true,
+        },
+        Next::FanOut(positions) => Plan {
+            tasks: positions
+                .iter()
+                .enumerate()
+                .map(|(i, position)| PlannedTask {
+                    page_no: page_no + 1 + i as i64,
+                    position,
+                    role: Role::Leaf,
+                })
+                .collect(),
+            planned_all: true,
+            next_position: None,
+            touches_partition: true,
+        },
+    }
+}
+
+fn position_json(export_id: Uuid, position: &Position) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(position).map_err(|e| StoreError::Corrupt {
+        what: "position",
+        export_id,
+        message: e.to_string(),
+    })
+}
+
+/// Counts the landed page in its partition and moves the checkpoint
+/// forward (never back: an older page landing late leaves it).
+async fn advance_checkpoint(
+    tx: &Transaction<'_>,
+    task: &LandingTask,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
+    let next_position = plan
+        .next_position
+        .map(|p| position_json(task.export_id, p))
+        .transpose()?;
+    tx.execute(
+        "UPDATE partitions
+            SET pages_landed = pages_landed + 1,
+                planned_all = planned_all OR $3,
+                checkpoint_page = GREATEST(checkpoint_page, $4),
+                next_position = CASE WHEN $4 > checkpoint_page THEN $5 ELSE next_position END
+          WHERE export_id = $1 AND partition_no = $2",
+        &[
+            &task.export_id,
+            &task.partition_no,
+            &plan.planned_all,
+            &task.page_no,
+            &next_position,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates the planned tasks and their page messages. A task that already
+/// exists (a landing before a crash created it) is left alone and gets no
+/// message. Returns the outbox ids: one per task created.
+async fn insert_next_tasks(
+    tx: &Transaction<'_>,
+    task: &LandingTask,
+    tasks: &[PlannedTask<'_>],
+) -> Result<Vec<i64>, StoreError> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = tasks.iter().map(|_| new_id()).collect();
+    let pages: Vec<i64> = tasks.iter().map(|t| t.page_no).collect();
+    let positions = tasks
+        .iter()
+        .map(|t| Ok(position_json(task.export_id, t.position)?.to_string()))
+        .collect::<Result<Vec<String>, StoreError>>()?;
+    let roles: Vec<&str> = tasks.iter().map(|t| role_text(t.role)).collect();
+    let rows = tx
+        .query(
+            "WITH inserted AS (
+                 INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
+                 SELECT i, $2, $1, $3, p, pos::jsonb, r
+                   FROM unnest($4::uuid[], $5::int8[], $6::text[], $7::text[]) AS t(i, p, pos, r)
+                 ON CONFLICT (export_id, partition_no, page_no) DO NOTHING
+                 RETURNING id)
+             INSERT INTO outbox (queue, body)
+             SELECT 'pages', pagefleet_page_message($1, id)
+               FROM inserted
+             RETURNING id",
+            &[
+                &task.export_id,
+                &task.tenant_id,
+                &task.partition_no,
+                &ids,
+                &pages,
+                &positions,
+                &roles,
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<_, i64>("id")?))
+        .collect()
+}
+
+/// The export's counters after a landing, read under its row lock.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    /// Every page planned so far has landed.
+    all_landed: bool,
+    state: ExportState,
+}
+
+/// Adds the landing to the export's counters. The export row is the one
+/// lock all landings of an export share, so it is taken last, right before
+/// the commit. Every task is counted in pages_planned when it is created
+/// and in pages_landed once when it is marked done; under this row lock
+/// exactly one landing sees the two meet, and it writes the finalize
+/// message.
+async fn bump_counters(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    planned: i64,
+    merged: Merged,
+    counts: RequestCounts,
+) -> Result<Counted, StoreError> {
+    let row = tx
+        .query_one(
+            "UPDATE exports
+                SET pages_landed = pages_landed + 1, pages_planned = pages_planned + $2,
+                    rows_staged = rows_staged + $3, rows_replaced = rows_replaced + $4,
+                    requests = requests + $5, retries = retries + $6,
+                    rate_limited = rate_limited + $7, updated_at = now()
+              WHERE id = $1
+          RETURNING pages_landed >= pages_planned AS all_landed, state",
+            &[
+                &export_id,
+                &planned,
+                &(merged.inserted as i64),
+                &(merged.replaced as i64),
+                &(counts.requests as i64),
+                &(counts.retries as i64),
+                &(counts.rate_limited as i64),
+            ],
+        )
+        .await?;
+    let state: String = row.try_get("state")?;
+    Ok(Counted {
+        all_landed: row.try_get("all_landed")?,
+        state: state.parse()?,
+    })
+}
+
+/// Whether this landing may be the export's last: every page planned so
+/// far has landed, and the export still waits for pages (a blocked export
+/// whose dead pages were all replayed and landed counts too). It is the
+/// last when, besides, every partition has planned all its pages.
+fn may_be_last(counted: Counted) -> bool {
+    counted.all_landed && matches!(counted.state, ExportState::Running | ExportState::Blocked)
+}
+
+/// When this was the last page, moves the export to finalizing and writes
+/// the finalize message. Returns its outbox id.
+async fn finalize_if_last(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    counted: Counted,
+) -> Result<Option<i64>, StoreError> {
+    if !may_be_last(counted) || !all_partitions_planned(tx, export_id).await? {
+        return Ok(None);
+    }
+    mark_finalizing(tx, export_id).await?;
+    Ok(Some(write_finalize_message(tx, export_id).await?))
+}
+
+/// Every partition knows its last page (no page is left to plan).
+async fn all_partitions_planned(tx: &Transaction<'_>, export_id: Uuid) -> Result<bool, StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)
+                    AS all_planned",
+            &[&export_id],
+        )
+        .await?;
+    Ok(row.try_get("all_planned")?)
+}
+
+async fn mark_finalizing(tx: &Transaction<'_>, export_id: Uuid) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE exports SET state = 'finalizing' WHERE id = $1",
+        &[&export_id],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_finalize_message(tx: &Transaction<'_>, export_id: Uuid) -> Result<i64, StoreError> {
+    let row = tx
+        .query_one(
+            "INSERT INTO outbox (queue, body)
+             VALUES ('finalize', pagefleet_finalize_message($1))
+             RETURNING id",
+            &[&export_id],
+        )
+        .await?;
+    Ok(row.try_get("id")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(offset: u64) -> Position {
+        Position::Offset { offset }
+    }
+
+    #[test]
+    fn a_chain_page_plans_the_next_page_of_its_chain() {
+        let next = Next::Chain(offset(20));
+        let plan = plan_next(&next, 3, false);
+        assert_eq!(
+            plan,
+            Plan {
+                tasks: vec![PlannedTask {
+                    page_no: 4,
+                    position: &offset(20),
+                    role: Role::Chain,
+                }],
+                planned_all: false,
+                next_position: Some(&offset(20)),
+                touches_partition: true,
+            }
+        );
+    }
+
+    #[test]
+    fn a_fan_out_plans_every_remaining_page_as_leaves() {
+        let next = Next::FanOut(vec![offset(10), offset(20), offset(30)]);
+        let plan = plan_next(&next, 0, false);
+        let pages: Vec<(i64, &Position, Role)> = plan
+            .tasks
+            .iter()
+            .map(|t| (t.page_no, t.position, t.role))
+            .collect();
+        assert_eq!(
+            pages,
+            vec![
+                (1, &offset(10), Role::Leaf),
+                (2, &offset(20), Role::Leaf),
+                (3, &offset(30), Role::Leaf),
+            ]
+        );
+        assert!(plan.planned_all);
+        assert_eq!(plan.next_position, None);
+        assert!(plan.touches_partition);
+    }
+
+    #[test]
+    fn the_end_of_a_chain_plans_nothing_and_closes_the_partition() {
+        let plan = plan_next(&Next::Done, 7, false);
+        assert!(plan.tasks.is_empty());
+        assert!(plan.planned_all);
+        assert_eq!(plan.next_position, None);
+        assert!(plan.touches_partition, "the chain's last page is counted");
+    }
+
+    #[test]
+    fn a_landed_leaf_leaves_its_partition_alone() {
+        let plan = plan_next(&Next::Done, 5, true);
+        assert!(plan.tasks.is_empty());
+        assert!(!plan.touches_partition);
+    }
+
+    #[test]
+    fn the_last_occurrence_of_a_key_wins_and_keys_come_sorted() {
+        let row = |k: &str, d: &str| (k.to_string(), d.to_string());
+        let rows = [row("b", "1"), row("a", "2"), row("b", "3"), row("b", "4")];
+        assert_eq!(
+            last_row_per_key(&rows),
+            PageRows {
+                keys: vec!["a", "b"],
+                data: vec!["2", "4"],
+                in_page_duplicates: 2,
+            }
+        );
+        assert_eq!(last_row_per_key(&[]).in_page_duplicates, 0);
+    }
+
+    #[test]
+    fn only_a_landing_that_sees_every_page_landed_of_a_waiting_export_may_be_last() {
+        let counted = |all_landed, state| Counted { all_landed, state };
+        assert!(may_be_last(counted(true, ExportState::Running)));
+        assert!(may_be_last(counted(true, ExportState::Blocked)));
+        assert!(!may_be_last(counted(false, ExportState::Running)));
+        for state in [
+            ExportState::Planning,
+            ExportState::Finalizing,
+            ExportState::Completed,
+            ExportState::Failed,
+            ExportState::Cancelled,
+        ] {
+            assert!(!may_be_last(counted(true, state)), "{state}");
+        }
     }
 }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/0001_core.sql")),
     (2, include_str!("../../migrations/0002_claims.sql")),
     (3, include_str!("../../migrations/0003_parking.sql")),
+    (4, include_str!("../../migrations/0004_task_messages.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.
@@ -33,8 +34,8 @@ impl Store {
             .query("SELECT version FROM schema_migrations", &[])
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("version"))
+            .collect::<Result<_, _>>()?;
         let mut newly = Vec::new();
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {

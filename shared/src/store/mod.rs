@@ -6,6 +6,9 @@
 //! dead-letter it), [`finalize`] (stream staged rows, mark the CSV published),
 //! [`outbox`] (messages waiting to be published), [`dead_letters`] (list and
 //! replay).
+//!
+//! Outbox bodies are `model::TaskMessage` as JSON, built in SQL by the
+//! `pagefleet_*_message` functions of migration 4 and nowhere else.
 
 mod dead_letters;
 mod exports;
@@ -42,6 +45,14 @@ pub enum StoreError {
         what: &'static str,
         export_id: uuid::Uuid,
         message: String,
+    },
+    /// A value the schema or the statement guarantees was not there: the
+    /// code and the database disagree.
+    #[error("{table}.{column} is missing for {whose}")]
+    Missing {
+        table: &'static str,
+        column: &'static str,
+        whose: String,
     },
     #[error("{0}")]
     State(#[from] crate::model::UnknownState),
@@ -135,5 +146,31 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every outbox body is built by the SQL functions of migration 4,
+    /// which tests/tests/messages.rs ties to `TaskMessage`; a statement
+    /// spelling a message out by hand would escape that test.
+    #[test]
+    fn no_statement_spells_out_a_task_message() {
+        let sources = [
+            ("dead_letters.rs", include_str!("dead_letters.rs")),
+            ("exports.rs", include_str!("exports.rs")),
+            ("finalize.rs", include_str!("finalize.rs")),
+            ("landing.rs", include_str!("landing.rs")),
+            ("migrations.rs", include_str!("migrations.rs")),
+            ("outbox.rs", include_str!("outbox.rs")),
+        ];
+        for (file, source) in sources {
+            for hand_built in [concat!("jsonb_build", "_object"), concat!("'type", "'")] {
+                assert!(
+                    !source.contains(hand_built),
+                    "store/{file} builds a message with {hand_built}; use a pagefleet_*_message function"
+                );
+            }
+        }
     }
 }

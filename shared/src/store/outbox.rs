@@ -1,6 +1,10 @@
 //! The outbox: messages written in the transaction that caused them, then
 //! published with confirms and marked sent. A message is never lost (it stays
 //! until marked) and may be published twice (consumers are idempotent).
+//!
+//! Also the reconciler's statements that write messages again for tasks
+//! whose message was lost: expired leases, idle queued tasks, idle
+//! finalizing exports.
 
 use std::time::Duration;
 
@@ -67,17 +71,19 @@ impl Store {
                 .await?
             }
         };
-        let messages: Vec<OutboxMessage> = rows
-            .iter()
-            .filter_map(|r| {
-                let queue: String = r.get(1);
-                Some(OutboxMessage {
-                    id: r.get(0),
-                    queue: QueueRole::parse(&queue)?,
-                    body: r.get(2),
-                })
-            })
-            .collect();
+        let mut messages = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let queue: String = r.try_get("queue")?;
+            // The table's CHECK admits only the known queues.
+            let Some(queue) = QueueRole::parse(&queue) else {
+                continue;
+            };
+            messages.push(OutboxMessage {
+                id: r.try_get("id")?,
+                queue,
+                body: r.try_get("body")?,
+            });
+        }
         if messages.is_empty() {
             return Ok((0, None));
         }
@@ -96,13 +102,13 @@ impl Store {
     /// Whether any message waits to be published.
     pub async fn outbox_has_unsent(&self) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        Ok(client
+        let row = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL)",
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL) AS unsent",
                 &[],
             )
-            .await?
-            .get(0))
+            .await?;
+        Ok(row.try_get("unsent")?)
     }
 
     /// Re-publishes page tasks whose worker vanished: in flight, with a lease
@@ -119,7 +125,7 @@ impl Store {
                         AND lease_until < now() - make_interval(secs => $1)
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                 SELECT 'pages', pagefleet_page_message(export_id, id)
                    FROM stale",
                 &[&grace.as_secs_f64()],
             )
@@ -145,7 +151,7 @@ impl Store {
                         AND updated_at < now() - make_interval(secs => $1)
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'pages', jsonb_build_object('type', 'page', 'export_id', export_id, 'task_id', id)
+                 SELECT 'pages', pagefleet_page_message(export_id, id)
                    FROM idle",
                 &[&idle.as_secs_f64()],
             )
@@ -165,7 +171,7 @@ impl Store {
                         AND updated_at < now() - make_interval(secs => $1)
                       RETURNING id)
                  INSERT INTO outbox (queue, body)
-                 SELECT 'finalize', jsonb_build_object('type', 'finalize', 'export_id', id)
+                 SELECT 'finalize', pagefleet_finalize_message(id)
                    FROM idle",
                 &[&idle.as_secs_f64()],
             )
