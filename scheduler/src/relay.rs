@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::dispatch::{DispatchError, Dispatcher};
 use pagefleet_shared::model::QueueRole;
-use pagefleet_shared::queue::Broker;
-use pagefleet_shared::store::{OutboxFilter, Store};
+use pagefleet_shared::queue::{Broker, QueueError};
+use pagefleet_shared::store::{OutboxFilter, Store, StoreError};
 
 /// Messages younger than this are left to the process that wrote them.
 const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
@@ -100,66 +100,46 @@ pub async fn run_reconciler(store: Store, broker: Arc<Broker>, shutdown: Cancell
     }
 }
 
-async fn reconcile_once(store: &Store, broker: &Broker) -> Result<(), String> {
-    let expired = store
-        .requeue_expired(LEASE_GRACE)
-        .await
-        .map_err(|e| e.to_string())?;
-    if expired > 0 {
-        tracing::info!(
-            requeued = expired,
-            "re-queued page tasks with expired leases"
-        );
-    }
+/// Why a reconciler pass stopped early; the next pass tries again.
+#[derive(Debug, thiserror::Error)]
+enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+async fn reconcile_once(store: &Store, broker: &Broker) -> Result<(), ReconcileError> {
+    let expired = store.requeue_expired(LEASE_GRACE).await?;
+    log_requeued(expired, "re-queued page tasks with expired leases");
     // A queued task untouched for very long has lost its message whatever
     // the queues look like (a busy fleet never shows them empty).
-    let stale = store
-        .requeue_idle_queued(STALE_QUEUED)
-        .await
-        .map_err(|e| e.to_string())?;
-    if stale > 0 {
-        tracing::warn!(
-            requeued = stale,
-            "re-published queued page tasks idle for {:?}",
-            STALE_QUEUED
-        );
-    }
-    if store.outbox_has_unsent().await.map_err(|e| e.to_string())? {
+    let stale = store.requeue_idle_queued(STALE_QUEUED).await?;
+    log_requeued(
+        stale,
+        &format!("re-published queued page tasks idle for {STALE_QUEUED:?}"),
+    );
+    if store.outbox_has_unsent().await? {
+        // The relay has not caught up: an empty queue proves nothing yet.
         return Ok(());
     }
-    if broker
-        .ready_count(QueueRole::Pages)
-        .await
-        .map_err(|e| e.to_string())?
-        == 0
-    {
-        let n = store
-            .requeue_idle_queued(IDLE_GRACE)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n > 0 {
-            tracing::warn!(
-                requeued = n,
-                "re-published queued page tasks that had lost their message"
-            );
-        }
+    if broker.ready_count(QueueRole::Pages).await? == 0 {
+        let n = store.requeue_idle_queued(IDLE_GRACE).await?;
+        log_requeued(
+            n,
+            "re-published queued page tasks that had lost their message",
+        );
     }
-    if broker
-        .ready_count(QueueRole::Finalize)
-        .await
-        .map_err(|e| e.to_string())?
-        == 0
-    {
-        let n = store
-            .requeue_idle_finalize(IDLE_GRACE)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n > 0 {
-            tracing::warn!(
-                requeued = n,
-                "re-published finalize tasks that had lost their message"
-            );
-        }
+    if broker.ready_count(QueueRole::Finalize).await? == 0 {
+        let n = store.requeue_idle_finalize(IDLE_GRACE).await?;
+        log_requeued(n, "re-published finalize tasks that had lost their message");
     }
     Ok(())
+}
+
+/// One line per sweep that found something; silence when it found nothing.
+fn log_requeued(count: u64, what: &str) {
+    if count > 0 {
+        tracing::warn!(requeued = count, "{what}");
+    }
 }

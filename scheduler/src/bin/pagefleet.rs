@@ -291,10 +291,11 @@ fn parse_id(text: &str) -> Result<Uuid, Failure> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        // The API's own types always serialize; say so loudly if one did not.
+        Err(e) => eprintln!("pagefleet: cannot print the answer as JSON: {e}"),
+    }
 }
 
 /// Polls the export until it stops moving, with a progress bar on a
@@ -377,14 +378,16 @@ async fn report_final(
         ExportState::Blocked => {
             if !json {
                 print_status(status);
-                let letters = client
-                    .dead_letters(Some(status.id), false)
-                    .await
-                    .unwrap_or_default();
+                let letters = match client.dead_letters(Some(status.id), false).await {
+                    Ok(letters) => letters,
+                    Err(e) => {
+                        eprintln!("pagefleet: cannot list the dead letters: {e}");
+                        Vec::new()
+                    }
+                };
                 eprintln!(
                     "export {} is blocked on {} dead letter(s):",
-                    status.id,
-                    letters.len()
+                    status.id, status.dead_letters_open
                 );
                 for d in letters {
                     eprintln!(
