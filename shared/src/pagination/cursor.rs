@@ -20,17 +20,13 @@ pub struct Cursor {
     pub cursor_path: Option<String>,
     #[serde(default)]
     pub cursor_header: Option<String>,
-    #[serde(default = "size_param")]
+    #[serde(default = "super::limit_param")]
     pub size_param: String,
 }
 
 fn cursor_param() -> String {
     "cursor".into()
 }
-fn size_param() -> String {
-    "limit".into()
-}
-
 impl Cursor {
     pub const NAME: &'static str = "cursor";
 
@@ -57,11 +53,12 @@ impl PaginationStyle for Cursor {
         let Position::Cursor { cursor } = position else {
             return Err(self.wrong_position(position));
         };
-        let mut query = vec![(self.size_param.clone(), page_size.to_string())];
-        if let Some(c) = cursor {
-            query.push((self.cursor_param.clone(), c.clone()));
-        }
-        Ok(Target::Query(query))
+Ok(Target::keyed(
+            &self.size_param,
+            page_size,
+            &self.cursor_param,
+            cursor,
+        ))
     }
 
     fn next(

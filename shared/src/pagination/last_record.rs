@@ -19,7 +19,7 @@ pub struct LastRecord {
     pub field: String,
     #[serde(default = "has_more_path")]
     pub has_more_path: String,
-    #[serde(default = "size_param")]
+    #[serde(default = "super::limit_param")]
     pub size_param: String,
 }
 
@@ -32,10 +32,6 @@ fn field() -> String {
 fn has_more_path() -> String {
     "has_more".into()
 }
-fn size_param() -> String {
-    "limit".into()
-}
-
 impl LastRecord {
     pub const NAME: &'static str = "last_record";
 }
@@ -53,11 +49,12 @@ impl PaginationStyle for LastRecord {
         let Position::After { after } = position else {
             return Err(self.wrong_position(position));
         };
-        let mut query = vec![(self.size_param.clone(), page_size.to_string())];
-        if let Some(a) = after {
-            query.push((self.param.clone(), a.clone()));
-        }
-        Ok(Target::Query(query))
+Ok(Target::keyed(
+            &self.size_param,
+            page_size,
+            &self.param,
+            after,
+        ))
     }
 
     fn next(

@@ -10,12 +10,8 @@ use crate::spec::SpecError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkHeader {
-    #[serde(default = "size_param")]
+    #[serde(default = "super::limit_param")]
     pub size_param: String,
-}
-
-fn size_param() -> String {
-    "limit".into()
 }
 
 impl LinkHeader {

@@ -76,6 +76,30 @@ pub enum Target {
     Url(String),
 }
 
+impl Target {
+    /// The page size, and the key that says where to continue when there
+    /// is one (a cursor, the last record's key): the request of the styles
+    /// that carry their position in one query parameter.
+    pub(crate) fn keyed(
+        size_param: &str,
+        page_size: u32,
+        key_param: &str,
+        key: &Option<String>,
+    ) -> Target {
+        let mut query = vec![(size_param.to_string(), page_size.to_string())];
+        if let Some(key) = key {
+            query.push((key_param.to_string(), key.clone()));
+        }
+        Target::Query(query)
+    }
+}
+
+/// The page-size parameter most APIs name, the default of every style
+/// that does not say otherwise.
+pub(crate) fn limit_param() -> String {
+    "limit".into()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
     Done,

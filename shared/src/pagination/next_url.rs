@@ -15,12 +15,8 @@ pub struct NextUrl {
     pub next_path: String,
     #[serde(default)]
     pub done_path: Option<String>,
-    #[serde(default = "size_param")]
+    #[serde(default = "super::limit_param")]
     pub size_param: String,
-}
-
-fn size_param() -> String {
-    "limit".into()
 }
 
 impl NextUrl {
