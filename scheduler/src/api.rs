@@ -154,6 +154,7 @@ fn anchor_output_dir(state: &ApiState, mut spec: ExportSpec) -> Result<ExportSpe
         )
     })?;
     spec.output.dir = base.join(&spec.output.dir).display().to_string();
+    tracing::info!(dir = %spec.output.dir, "relative output.dir resolved against the scheduler's working directory");
     Ok(spec)
 }
 

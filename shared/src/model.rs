@@ -42,7 +42,8 @@ macro_rules! text_enum {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, not `write_str`: tables align these with `{:<12}`.
+                f.pad(self.as_str())
             }
         }
 
@@ -51,7 +52,10 @@ macro_rules! text_enum {
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(UnknownState(other.to_string())),
+                    other => Err(UnknownState {
+                        kind: stringify!($name),
+                        value: other.to_string(),
+                    }),
                 }
             }
         }
@@ -59,8 +63,12 @@ macro_rules! text_enum {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown state {0:?} in the database")]
-pub struct UnknownState(pub String);
+#[error("unknown {kind} {value:?} in the database")]
+pub struct UnknownState {
+    /// The enum the text should have named (`ExportState`, `DeadLetterClass`…).
+    pub kind: &'static str,
+    pub value: String,
+}
 
 text_enum!(
     /// Where an export is in its life.
@@ -211,7 +219,16 @@ mod tests {
                 format!("\"{text}\"")
             );
         }
-        assert!("transient".parse::<DeadLetterClass>().is_err());
+        let unknown = "transient".parse::<DeadLetterClass>().unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "unknown DeadLetterClass \"transient\" in the database"
+        );
+        // Tables pad these to a width.
+        assert_eq!(
+            format!("[{:<12}]", DeadLetterClass::BadPage),
+            "[bad_page    ]"
+        );
     }
 
     #[test]

@@ -649,6 +649,12 @@ dir = "out"
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(spec.hash(), expected);
+        // Pinned: the hash is stored with every export and published in
+        // manifests, so a change to the spec's JSON shape must be deliberate.
+        assert_eq!(
+            spec.hash(),
+            "67d4150acaff8f83712452cfa1077f88ae0f9b04499681a0c3435f296a0d2028"
+        );
         // Any change to what is exported changes it.
         let mut other = spec.clone();
         other.page_size += 1;

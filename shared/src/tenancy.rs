@@ -65,8 +65,9 @@ pub fn check_secret(
 
 /// A tenant id that is safe as one path component, in a secret prefix and
 /// in logs: 1-64 characters of `[A-Za-z0-9_.-]`, not starting with `.`,
-/// without `__`. Parsed once where a request enters; whatever holds one
-/// need not check again.
+/// without `__`. The API parses it once, where a request enters; the store
+/// and the workers still take the id as text (it comes back from the
+/// database), and the workers check it again before touching files.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TenantId(String);
 

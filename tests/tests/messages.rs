@@ -17,7 +17,9 @@ use common::{connect, create_db, drop_db};
 use pagefleet_shared::model::{DeadLetterClass, QueueRole, RequestCounts, TaskMessage};
 use pagefleet_shared::pagination::{Next, Position};
 use pagefleet_shared::spec::ExportSpec;
-use pagefleet_shared::store::{Claim, DeadLetterInput, Landed, Landing, ReplayTarget, Store};
+use pagefleet_shared::store::{
+    Claim, DeadLetterInput, Landed, Landing, ReplayTarget, Store, StoreError,
+};
 
 const SPEC: &str = r#"
 name = "messages"
@@ -235,4 +237,23 @@ async fn every_outbox_body_the_store_writes_is_a_task_message() {
 
     drop(store);
     drop_db(&db).await;
+}
+
+/// A row that lacks a column is about the code, not the connection: the
+/// task must not be handed back and redelivered for it. A refused
+/// connection is worth trying again.
+#[tokio::test]
+async fn a_missing_column_is_not_retried_and_a_refused_connection_is() {
+    let db = connect(common::ADMIN_DB).await;
+    let row = db.query_one("SELECT 1 AS one", &[]).await.unwrap();
+    let missing = row.try_get::<_, i32>("two").unwrap_err();
+    assert!(!StoreError::from(missing).is_retryable());
+    let wrong_type = row.try_get::<_, String>("one").unwrap_err();
+    assert!(!StoreError::from(wrong_type).is_retryable());
+    let refused =
+        tokio_postgres::connect("postgres://postgres@127.0.0.1:1/x", tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+    assert!(StoreError::from(refused).is_retryable());
 }

@@ -544,7 +544,10 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if is_stale_temp(&name, prefix) {
-            let _ = fs::remove_file(entry.path());
+            if let Err(e) = fs::remove_file(entry.path()) {
+                // Harmless: the next attempt writes a temporary file of its own.
+                tracing::debug!(error = %e, file = ?entry.file_name(), "cannot remove a stale temporary CSV");
+            }
         }
     }
 }

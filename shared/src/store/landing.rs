@@ -292,7 +292,7 @@ impl Store {
     /// counters updated, and the finalize message when this was the last page.
     ///
     /// Locks are taken in this order: the task row, the staged rows (in key
-    /// order), the partition row, the new task rows, and the export row last,
+    /// order), the export's column set, the partition row, the new task rows, and the export row last,
     /// so landings of one export run in parallel until their commit.
     pub async fn land_page(&self, landing: &Landing) -> Result<Landed, StoreError> {
         let mut client = self.client().await?;

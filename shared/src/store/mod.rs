@@ -66,7 +66,7 @@ impl StoreError {
         match self {
             StoreError::Pool(_) => true,
             StoreError::Postgres(e) => match e.code() {
-                None => true,
+                None => !is_about_the_data(e),
                 Some(code) => {
                     let c = code.code();
                     c.starts_with("08")
@@ -78,6 +78,20 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// A client-side error without SQLSTATE that no retry can fix: a column
+/// missing from a row or of another type, a parameter that cannot be sent.
+/// tokio-postgres exposes its error kind only through these messages.
+fn is_about_the_data(e: &tokio_postgres::Error) -> bool {
+    let text = e.to_string();
+    [
+        "error deserializing column",
+        "invalid column",
+        "error serializing parameter",
+    ]
+    .iter()
+    .any(|start| text.starts_with(start))
 }
 
 /// tokio-postgres prints "db error" for every server error; the server's

@@ -344,6 +344,16 @@ pub fn assert_manifest(csv_path: &Path, bytes: &[u8], rows: usize) -> serde_json
     manifest
 }
 
+/// `--release` when the tests themselves are a release build: `bin_dir`
+/// finds the binaries beside the running test, in the same profile.
+fn release_flag() -> &'static [&'static str] {
+    if cfg!(debug_assertions) {
+        &[]
+    } else {
+        &["--release"]
+    }
+}
+
 /// The scheduler and worker binaries that process-level tests spawn,
 /// built (or found up to date) once per test process.
 pub fn build_fleet_binaries() {
@@ -351,6 +361,7 @@ pub fn build_fleet_binaries() {
     BUILT.get_or_init(|| {
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "-q", "--workspace", "--bins"])
+            .args(release_flag())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo build");
@@ -373,6 +384,7 @@ pub fn cli_bin() -> PathBuf {
                     "--bin",
                     "pagefleet",
                 ])
+                .args(release_flag())
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("cargo build");
