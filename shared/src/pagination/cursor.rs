@@ -135,13 +135,11 @@ mod tests {
             target(&spec, 10, &first).unwrap(),
             Target::Query(vec![("limit".into(), "10".into())])
         );
-        let n = run(
+        let n = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": items(10), "next_cursor": "abc"}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         let pos = Position::Cursor {
@@ -165,13 +163,11 @@ mod tests {
                 Next::Done
             );
         }
-        let looped = run(
+        let looped = run_data(
             &spec,
             &pos,
             Role::Chain,
             json!({"data": items(3), "next_cursor": "abc"}),
-            &[],
-            Some("data"),
         );
         assert_eq!(looped, Err(PaginationError::CursorLoop));
     }
@@ -225,13 +221,11 @@ mod tests {
 
     #[test]
     fn a_numeric_body_cursor_is_its_text() {
-        let n = run(
+        let n = run_data(
             &cursor_body(),
             &Position::Cursor { cursor: None },
             Role::Chain,
             json!({"data": items(1), "next_cursor": 42}),
-            &[],
-            Some("data"),
         );
         assert_eq!(
             n,

@@ -116,13 +116,11 @@ mod tests {
             size_param: "limit".into(),
         });
         let first = first_position(&spec);
-        let n = run(
+        let n = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": items(10), "has_more": true}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         let pos = Position::After {
@@ -136,23 +134,19 @@ mod tests {
                 ("starting_after".into(), "10".into())
             ])
         );
-        let end = run(
+        let end = run_data(
             &spec,
             &pos,
             Role::Chain,
             json!({"data": items(2), "has_more": false}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(end, Next::Done);
-        let bad = run(
+        let bad = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": [{"x": 1}], "has_more": true}),
-            &[],
-            Some("data"),
         )
         .unwrap_err();
         assert!(matches!(bad, PaginationError::BadField { .. }), "{bad}");

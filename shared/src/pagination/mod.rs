@@ -309,13 +309,11 @@ mod tests {
     #[test]
     fn leaves_end_without_asking_the_style() {
         // Even a position of the wrong kind: a leaf is the end, whatever it holds.
-        let next = run(
+        let next = run_data(
             &cursor_body(),
             &Position::Offset { offset: 10 },
             Role::Leaf,
             json!({"data": items(10), "next_cursor": "abc"}),
-            &[],
-            Some("data"),
         );
         assert_eq!(next, Ok(Next::Done));
     }

@@ -83,13 +83,11 @@ mod tests {
             size_param: "limit".into(),
         });
         let first = first_position(&spec);
-        let abs = run(
+        let abs = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": [], "next": "http://api.test:8080/v1/items?after=5"}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(
@@ -98,13 +96,11 @@ mod tests {
                 url: Some("http://api.test:8080/v1/items?after=5".into())
             })
         );
-        let rel = run(
+        let rel = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": [], "next": "/v1/items?after=9", "done": false}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(
@@ -113,23 +109,19 @@ mod tests {
                 url: Some("http://api.test:8080/v1/items?after=9".into())
             })
         );
-        let done = run(
+        let done = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": [], "next": "/v1/items?after=9", "done": true}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(done, Next::Done);
-        let none = run(
+        let none = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": [], "next": null}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(none, Next::Done);
@@ -154,13 +146,11 @@ mod tests {
             "https://api.test:8080/v1/items",
             "//evil.test/x",
         ] {
-            let err = run(
+            let err = run_data(
                 &spec,
                 &Position::Url { url: None },
                 Role::Chain,
                 json!({"data": [], "next": evil}),
-                &[],
-                Some("data"),
             )
             .unwrap_err();
             assert!(
@@ -174,22 +164,18 @@ mod tests {
     fn an_empty_next_url_ends_and_a_broken_done_flag_is_named() {
         let spec = next_url(Some("done"));
         let first = spec.style().first();
-        let empty = run(
+        let empty = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": [], "next": ""}),
-            &[],
-            Some("data"),
         );
         assert_eq!(empty, Ok(Next::Done));
-        let err = run(
+        let err = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": [], "next": "/v1/items?after=1", "done": "no"}),
-            &[],
-            Some("data"),
         );
         assert!(
             matches!(err, Err(PaginationError::BadField { ref path, expected: "a boolean", .. }) if path == "done"),

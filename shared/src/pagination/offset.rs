@@ -138,13 +138,11 @@ mod tests {
                 ("limit".into(), "10".into())
             ])
         );
-        let next = run(
+        let next = run_data(
             &spec,
             &first,
             Role::Chain,
             json!({"data": items(10), "total": 35}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(
@@ -156,13 +154,11 @@ mod tests {
             ])
         );
         // Leaves never lead anywhere.
-        let leaf = run(
+        let leaf = run_data(
             &spec,
             &Position::Offset { offset: 10 },
             Role::Leaf,
             json!({"data": items(10), "total": 35}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(leaf, Next::Done);
@@ -170,13 +166,11 @@ mod tests {
 
     #[test]
     fn offset_fan_out_follows_a_clamped_page_size() {
-        let next = run(
+        let next = run_data(
             &offset(true),
             &Position::Offset { offset: 0 },
             Role::Chain,
             json!({"data": items(4), "total": 10}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(
@@ -190,23 +184,19 @@ mod tests {
 
     #[test]
     fn offset_exact_and_empty_totals() {
-        let one_page = run(
+        let one_page = run_data(
             &offset(true),
             &Position::Offset { offset: 0 },
             Role::Chain,
             json!({"data": items(10), "total": 10}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(one_page, Next::FanOut(vec![]));
-        let empty = run(
+        let empty = run_data(
             &offset(true),
             &Position::Offset { offset: 0 },
             Role::Chain,
             json!({"data": [], "total": 0}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(empty, Next::Done);
@@ -215,23 +205,19 @@ mod tests {
     #[test]
     fn offset_without_total_stops_on_a_short_page() {
         let spec = offset(false);
-        let full = run(
+        let full = run_data(
             &spec,
             &Position::Offset { offset: 20 },
             Role::Chain,
             json!({"data": items(10)}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(full, Next::Chain(Position::Offset { offset: 30 }));
-        let short = run(
+        let short = run_data(
             &spec,
             &Position::Offset { offset: 30 },
             Role::Chain,
             json!({"data": items(3)}),
-            &[],
-            Some("data"),
         )
         .unwrap();
         assert_eq!(short, Next::Done);
@@ -239,13 +225,11 @@ mod tests {
 
     #[test]
     fn offset_total_of_wrong_type_is_an_error() {
-        let err = run(
+        let err = run_data(
             &offset(true),
             &Position::Offset { offset: 0 },
             Role::Chain,
             json!({"data": items(10), "total": "many"}),
-            &[],
-            Some("data"),
         )
         .unwrap_err();
         assert!(
@@ -256,13 +240,11 @@ mod tests {
 
     #[test]
     fn absurd_totals_are_refused() {
-        let err = run(
+        let err = run_data(
             &offset(true),
             &Position::Offset { offset: 0 },
             Role::Chain,
             json!({"data": items(1), "total": u64::MAX}),
-            &[],
-            Some("data"),
         )
         .unwrap_err();
         assert!(matches!(err, PaginationError::TooManyPages { .. }));

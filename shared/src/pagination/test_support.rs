@@ -13,6 +13,16 @@ pub fn origin() -> Url {
 
 /// `next` for a page of `body` (records at `records_path`) and `headers`,
 /// requested from [`origin`] with a page size of 10.
+/// `run` for the common case: records under `data`, no headers.
+pub fn run_data(
+    spec: &PaginationSpec,
+    position: &Position,
+    role: Role,
+    body: Value,
+) -> Result<Next, PaginationError> {
+    run(spec, position, role, body, &[], Some("data"))
+}
+
 pub fn run(
     spec: &PaginationSpec,
     position: &Position,
