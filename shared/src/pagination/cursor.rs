@@ -28,8 +28,6 @@ fn cursor_param() -> String {
     "cursor".into()
 }
 impl Cursor {
-    pub const NAME: &'static str = "cursor";
-
     /// The cursor the response gives for the next page, if any.
     fn found(&self, page: &Page<'_>) -> Result<Option<String>, PaginationError> {
         match (&self.cursor_path, &self.cursor_header) {
@@ -41,10 +39,6 @@ impl Cursor {
 }
 
 impl PaginationStyle for Cursor {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn first(&self) -> Position {
         Position::Cursor { cursor: None }
     }

@@ -32,15 +32,7 @@ fn field() -> String {
 fn has_more_path() -> String {
     "has_more".into()
 }
-impl LastRecord {
-    pub const NAME: &'static str = "last_record";
-}
-
 impl PaginationStyle for LastRecord {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn first(&self) -> Position {
         Position::After { after: None }
     }

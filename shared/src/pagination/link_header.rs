@@ -14,15 +14,7 @@ pub struct LinkHeader {
     pub size_param: String,
 }
 
-impl LinkHeader {
-    pub const NAME: &'static str = "link_header";
-}
-
 impl PaginationStyle for LinkHeader {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn first(&self) -> Position {
         Position::Url { url: None }
     }

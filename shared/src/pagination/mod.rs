@@ -159,10 +159,7 @@ pub struct Page<'a> {
 /// [`PaginationStyle::wrong_position`].
 ///
 /// [`first`]: PaginationStyle::first
-pub trait PaginationStyle {
-    /// The name a spec selects the style by (`style = "offset"`).
-    fn name(&self) -> &'static str;
-
+pub trait PaginationStyle: StyleName {
     /// The position of the first page of a partition.
     fn first(&self) -> Position;
 
@@ -190,15 +187,31 @@ pub trait PaginationStyle {
     }
 }
 
-/// Declares the styles: each `file::Type` line is the module of a style, its
+/// The name a spec selects a style by (`style = "offset"`); implemented
+/// for every style by `styles!` from its line there.
+pub trait StyleName {
+    fn name(&self) -> &'static str;
+}
+
+/// Declares the styles: each `file::Type => "name"` line is the module of a style, its
 /// struct, and the variant of [`PaginationSpec`] that holds it. The variant's
 /// snake-case name is the `style` a spec selects it by, and must equal the
 /// style's `NAME` (a test checks every style).
 macro_rules! styles {
-    ($($file:ident :: $style:ident),+ $(,)?) => {
+    ($($file:ident :: $style:ident => $name:literal),+ $(,)?) => {
         $(
             mod $file;
             pub use self::$file::$style;
+
+            impl $style {
+                pub const NAME: &'static str = $name;
+            }
+
+            impl StyleName for $style {
+                fn name(&self) -> &'static str {
+                    $name
+                }
+            }
         )+
 
         /// One pagination style and its parameters, tagged by `style` in the
@@ -225,12 +238,12 @@ macro_rules! styles {
 }
 
 styles! {
-    offset::Offset,
-    page_number::PageNumber,
-    cursor::Cursor,
-    last_record::LastRecord,
-    next_url::NextUrl,
-    link_header::LinkHeader,
+    offset::Offset => "offset",
+    page_number::PageNumber => "page_number",
+    cursor::Cursor => "cursor",
+    last_record::LastRecord => "last_record",
+    next_url::NextUrl => "next_url",
+    link_header::LinkHeader => "link_header",
 }
 
 impl PaginationSpec {

@@ -19,15 +19,7 @@ pub struct NextUrl {
     pub size_param: String,
 }
 
-impl NextUrl {
-    pub const NAME: &'static str = "next_url";
-}
-
 impl PaginationStyle for NextUrl {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn first(&self) -> Position {
         Position::Url { url: None }
     }

@@ -29,15 +29,7 @@ fn limit_param() -> String {
     "limit".into()
 }
 
-impl Offset {
-    pub const NAME: &'static str = "offset";
-}
-
 impl PaginationStyle for Offset {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn first(&self) -> Position {
         Position::Offset { offset: 0 }
     }

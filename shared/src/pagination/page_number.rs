@@ -34,15 +34,7 @@ fn one() -> u64 {
     1
 }
 
-impl PageNumber {
-    pub const NAME: &'static str = "page_number";
-}
-
 impl PaginationStyle for PageNumber {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn first(&self) -> Position {
         Position::Page {
             page: self.first_page,
