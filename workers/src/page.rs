@@ -98,8 +98,8 @@ async fn claim_and_run(
     claim: &str,
 ) -> Result<PageResult, PageError> {
     let work = match wait_for_claim(ctx, task_id, claim).await? {
-        Ok(work) => work,
-        Err(result) => return Ok(result),
+        Claimed::Work(work) => work,
+        Claimed::Nothing(result) => return Ok(result),
     };
     if work.export_state.is_terminal() {
         return Ok(PageResult::Skipped);
@@ -112,19 +112,26 @@ async fn claim_and_run(
     }
 }
 
-/// Claims the task, waiting while another worker holds it; the result
-/// instead when there is nothing to run.
+/// What claiming a task came to.
+enum Claimed {
+    /// This worker holds the task now.
+    Work(Box<PageWork>),
+    /// Nothing to run: the delivery's result as it stands.
+    Nothing(PageResult),
+}
+
+/// Claims the task, waiting while another worker holds it.
 async fn wait_for_claim(
     ctx: &WorkerContext,
     task_id: Uuid,
     claim: &str,
-) -> Result<Result<Box<PageWork>, PageResult>, PageError> {
+) -> Result<Claimed, PageError> {
     let waiting_since = std::time::Instant::now();
     loop {
         let claimed = ctx.store.claim_page(task_id, LEASE, claim).await;
         match claimed.map_err(|source| PageError::Store { task_id, source })? {
-            Claim::Claimed(work) => return Ok(Ok(work)),
-            Claim::Gone => return Ok(Err(PageResult::Skipped)),
+            Claim::Claimed(work) => return Ok(Claimed::Work(work)),
+            Claim::Gone => return Ok(Claimed::Nothing(PageResult::Skipped)),
             // Another worker holds the task. Keep this delivery, unacked,
             // until the holder lands it (then it is gone) or dies (then its
             // lease runs out within LEASE and this one takes over). Acking
@@ -139,10 +146,10 @@ async fn wait_for_claim(
                     _ = tokio::time::sleep(remaining.min(LEASE) + Duration::from_millis(500)) => {}
                     // Nothing claimed, nothing to finish: a draining worker
                     // hands such a delivery back at once.
-                    _ = ctx.draining.cancelled() => return Ok(Err(PageResult::HandedBack)),
+                    _ = ctx.draining.cancelled() => return Ok(Claimed::Nothing(PageResult::HandedBack)),
                 }
             }
-            Claim::Held { .. } => return Ok(Err(PageResult::Skipped)),
+            Claim::Held { .. } => return Ok(Claimed::Nothing(PageResult::Skipped)),
         }
     }
 }
@@ -549,8 +556,8 @@ async fn land(
     request: &Request,
 ) -> Result<PageResult, PageError> {
     let landed = match stage(ctx, work, tally, response, body, request).await? {
-        Ok(landed) => landed,
-        Err(reason) => {
+        Staged::Landed(landed) => landed,
+        Staged::Unusable(reason) => {
             let class = DeadLetterClass::BadPage;
             return dead_letter(ctx, work, tally, class, reason, Some(response)).await;
         }
@@ -579,9 +586,15 @@ async fn land(
     }
 }
 
-/// Stores the page in Postgres. The inner `Err` is why the page cannot be
-/// used (a dead letter); the outer one a Postgres that did not answer
-/// (hand the delivery back).
+/// What staging a page came to; a Postgres that did not answer is the
+/// error instead (hand the delivery back).
+enum Staged {
+    Landed(Landed),
+    /// Why the page's data cannot be used: it is dead-lettered.
+    Unusable(String),
+}
+
+/// Stores the page in Postgres.
 async fn stage(
     ctx: &WorkerContext,
     work: &PageWork,
@@ -589,20 +602,20 @@ async fn stage(
     response: &Fetched,
     body: &Value,
     request: &Request,
-) -> Result<Result<Landed, String>, PageError> {
+) -> Result<Staged, PageError> {
     let landing = match prepare(work, tally, response, body, request) {
         Ok(landing) => landing,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Ok(Staged::Unusable(reason)),
     };
     match ctx.store.land_page(&landing).await {
-        Ok(landed) => Ok(Ok(landed)),
+        Ok(landed) => Ok(Staged::Landed(landed)),
         Err(source) if source.is_retryable() => Err(PageError::Store {
             task_id: work.task_id,
             source,
         }),
         // The page's data cannot be stored (say, text Postgres
         // refuses): fetching it again would fail the same way.
-        Err(e) => Ok(Err(format!(
+        Err(e) => Ok(Staged::Unusable(format!(
             "page {} of partition {} cannot be stored: {e}",
             work.page_no, work.partition_no
         ))),
