@@ -7,7 +7,7 @@ use std::process::Command;
 
 use std::time::Duration;
 
-use common::{assert_csv_matches_source, cli_bin, spec_toml, unique, Fleet};
+use common::{assert_csv_matches_source, cli_bin, isolated_fleet, spec_toml, unique, Fleet};
 use pagefleet_tests::mock::{MockConfig, MockServer, Style};
 
 const GOOD: &str = r#"
@@ -174,12 +174,7 @@ async fn the_cli_submits_a_relative_output_dir_to_a_fleet_with_an_output_root() 
     let mock = MockServer::start(MockConfig::new(seed, records))
         .await
         .unwrap();
-    let token = format!("PAGEFLEET_SECRET_acme__{}", unique("T"));
-    std::env::set_var(&token, &mock.config().token);
-    let fleet = Fleet::start_with(1, |config, out| {
-        config.output_root = Some(out.join("root").display().to_string());
-    })
-    .await;
+    let (fleet, token) = isolated_fleet(1, &mock).await;
     let toml = spec_toml("orders", &mock, Style::Offset, &fleet.out_dir, 50, &token).replace(
         &format!("dir = \"{}\"", fleet.out_dir.display()),
         "dir = \"nightly\"",

@@ -13,27 +13,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use common::{connect, create_db, drop_db};
+use common::{connect, create_db, drop_db, store_spec};
 use pagefleet_shared::model::{DeadLetterClass, QueueRole, RequestCounts, TaskMessage};
 use pagefleet_shared::pagination::{Next, Position};
-use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{
     Claim, DeadLetterInput, Landed, Landing, ReplayTarget, Store, StoreError,
 };
-
-const SPEC: &str = r#"
-name = "messages"
-primary_key = ["id"]
-[source]
-base_url = "http://127.0.0.1:9"
-path = "/items"
-[pagination]
-style = "offset"
-[rate_limit]
-rate = 5
-[output]
-dir = "/tmp"
-"#;
 
 /// Reads the outbox rows written since the last call, as (queue, message).
 struct Outbox {
@@ -111,7 +96,7 @@ async fn every_outbox_body_the_store_writes_is_a_task_message() {
     let tick = || tokio::time::sleep(Duration::from_millis(20));
 
     // 1. Submit: the first page task of the partition.
-    let spec = ExportSpec::from_toml(SPEC).unwrap();
+    let spec = store_spec("messages");
     let submitted = store.submit_export("default", None, &spec).await.unwrap();
     let export = submitted.id;
     let first: Uuid = client

@@ -6,31 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, create_db, drop_db};
+use common::{connect, create_db, drop_db, store_spec};
 use pagefleet_shared::model::RequestCounts;
-use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{Claim, Store};
-
-const SPEC: &str = r#"
-name = "parked"
-primary_key = ["id"]
-[source]
-base_url = "http://127.0.0.1:9"
-path = "/items"
-[pagination]
-style = "offset"
-[rate_limit]
-rate = 5
-[output]
-dir = "/tmp"
-"#;
 
 #[tokio::test]
 async fn a_parked_task_comes_back_after_its_not_before_time() {
     let (db, url) = create_db("pft_park_").await;
     let store = Store::connect(&url, 4).unwrap();
     store.migrate().await.unwrap();
-    let spec = ExportSpec::from_toml(SPEC).unwrap();
+    let spec = store_spec("parked");
     let export = store.submit_export("default", None, &spec).await.unwrap();
     let client = connect(&url).await;
     let task: uuid::Uuid = client

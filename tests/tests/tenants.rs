@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_csv_matches_source, spec_toml, unique, wait_settled, Fleet};
+use common::{assert_csv_matches_source, isolated_fleet, spec_toml, wait_settled};
 use pagefleet_scheduler::client::ApiClient;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
@@ -20,13 +20,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
     let mock = MockServer::start(MockConfig::new(seed, records))
         .await
         .unwrap();
-    // Under isolation a spec reads only `PAGEFLEET_SECRET_<tenant>__*`.
-    let token = format!("PAGEFLEET_SECRET_acme__{}", unique("T"));
-    std::env::set_var(&token, &mock.config().token);
-    let fleet = Fleet::start_with(1, |config, out| {
-        config.output_root = Some(out.join("root").display().to_string());
-    })
-    .await;
+    let (fleet, token) = isolated_fleet(1, &mock).await;
     let root = fleet.out_dir.join("root");
     let acme = ApiClient::new(&fleet.api_url, Some("acme".into())).unwrap();
     let spec_in = |name: &str, dir: &str| {

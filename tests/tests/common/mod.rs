@@ -18,6 +18,7 @@ use pagefleet_shared::config::ServiceConfig;
 use pagefleet_shared::flatten::{flatten_record, Cell};
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
+use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
 use pagefleet_tests::mock::{all_records, MockServer, Style};
 use pagefleet_workers::WorkerOptions;
@@ -173,6 +174,40 @@ pub async fn wait_settled(api: &ApiClient, id: Uuid, limit: Duration) -> ExportS
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A spec for tests of the store alone: it is never fetched.
+pub fn store_spec(name: &str) -> ExportSpec {
+    let toml = format!(
+        r#"
+name = "{name}"
+primary_key = ["id"]
+[source]
+base_url = "http://127.0.0.1:9"
+path = "/items"
+[pagination]
+style = "offset"
+[rate_limit]
+rate = 5
+[output]
+dir = "/tmp"
+"#
+    );
+    ExportSpec::from_toml(&toml).expect("the store tests' spec")
+}
+
+/// A fleet that isolates tenants (an output root under its `out_dir`),
+/// with tenant `acme`'s secret variable set to the mock's token; returns
+/// the variable's name for the spec to name.
+pub async fn isolated_fleet(workers: usize, mock: &MockServer) -> (Fleet, String) {
+    // Under isolation a spec reads only `PAGEFLEET_SECRET_<tenant>__*`.
+    let token = format!("PAGEFLEET_SECRET_acme__{}", unique("T"));
+    std::env::set_var(&token, &mock.config().token);
+    let fleet = Fleet::start_with(workers, |config, out| {
+        config.output_root = Some(out.join("root").display().to_string());
+    })
+    .await;
+    (fleet, token)
 }
 
 /// A private database for a test of the store alone; `drop_db` removes it.
