@@ -6,12 +6,11 @@
 //! restarts the scheduler instead of leaving it serving without a relay.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -107,17 +106,15 @@ async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), Scheduler
 /// The background loops, each meant to run until shutdown.
 #[derive(Default)]
 struct Loops {
-    set: JoinSet<(&'static str, Result<(), String>)>,
+    set: JoinSet<()>,
+    /// Each task's loop name: a panicked task reports only its id.
+    names: HashMap<tokio::task::Id, &'static str>,
 }
 
 impl Loops {
-    /// Runs `body` as the loop `name`; a panic in it is caught and kept
-    /// with the name.
     fn spawn(&mut self, name: &'static str, body: impl Future<Output = ()> + Send + 'static) {
-        self.set.spawn(async move {
-            let ran = AssertUnwindSafe(body).catch_unwind().await;
-            (name, ran.map_err(|payload| panic_text(payload.as_ref())))
-        });
+        let handle = self.set.spawn(body);
+        self.names.insert(handle.id(), name);
     }
 
     /// Waits for every loop to end. One that ends before `shutdown` or
@@ -125,10 +122,19 @@ impl Loops {
     /// first such failure is the error.
     async fn watch(mut self, shutdown: &CancellationToken) -> Result<(), SchedulerError> {
         let mut first = None;
-        while let Some(joined) = self.set.join_next().await {
-            let Some((name, how)) = loop_failure(joined, shutdown.is_cancelled()) else {
+        while let Some(joined) = self.set.join_next_with_id().await {
+            let (id, end) = match joined {
+                Ok((id, ())) => (id, LoopEnd::Returned),
+                Err(e) if e.is_panic() => (
+                    e.id(),
+                    LoopEnd::Panicked(panic_text(e.into_panic().as_ref())),
+                ),
+                Err(e) => (e.id(), LoopEnd::Cancelled(e.to_string())),
+            };
+            let Some(how) = loop_failure(end, shutdown.is_cancelled()) else {
                 continue;
             };
+            let name = self.names.get(&id).copied().unwrap_or("background loop");
             tracing::error!(task = name, %how, "background loop stopped; shutting down");
             shutdown.cancel();
             first.get_or_insert(SchedulerError::LoopStopped { name, how });
@@ -137,19 +143,23 @@ impl Loops {
     }
 }
 
+/// How a background loop's task ended.
+#[derive(Debug)]
+enum LoopEnd {
+    Returned,
+    Panicked(String),
+    /// Nothing aborts the set: only a runtime shutting down ends a task so.
+    Cancelled(String),
+}
+
 /// How a loop's end is a failure, if it is one: a panic, or an end before
 /// shutdown was asked for.
-fn loop_failure(
-    joined: Result<(&'static str, Result<(), String>), tokio::task::JoinError>,
-    shutting_down: bool,
-) -> Option<(&'static str, String)> {
-    match joined {
-        Ok((name, Err(panic))) => Some((name, format!("loop panicked: {panic}"))),
-        Ok((_, Ok(()))) if shutting_down => None,
-        Ok((name, Ok(()))) => Some((name, "loop ended before shutdown".to_string())),
-        // Panics are caught inside the task, and nothing aborts the set:
-        // only a runtime shutting down ends a task this way.
-        Err(e) => Some(("background", format!("loop did not finish: {e}"))),
+fn loop_failure(end: LoopEnd, shutting_down: bool) -> Option<String> {
+    match end {
+        LoopEnd::Panicked(panic) => Some(format!("loop panicked: {panic}")),
+        LoopEnd::Returned if shutting_down => None,
+        LoopEnd::Returned => Some("loop ended before shutdown".to_string()),
+        LoopEnd::Cancelled(e) => Some(format!("loop did not finish: {e}")),
     }
 }
 
@@ -171,23 +181,22 @@ mod tests {
 
     #[test]
     fn a_loop_ending_at_shutdown_is_no_failure() {
-        assert_eq!(loop_failure(Ok(("relay", Ok(()))), true), None);
+        assert_eq!(loop_failure(LoopEnd::Returned, true), None);
     }
 
     #[test]
     fn a_loop_ending_early_is_named() {
         assert_eq!(
-            loop_failure(Ok(("relay", Ok(()))), false),
-            Some(("relay", "loop ended before shutdown".to_string()))
+            loop_failure(LoopEnd::Returned, false),
+            Some("loop ended before shutdown".to_string())
         );
     }
 
     #[test]
     fn a_panic_is_a_failure_even_during_shutdown() {
-        let failed = Ok(("reconciler", Err("boom".to_string())));
         assert_eq!(
-            loop_failure(failed, true),
-            Some(("reconciler", "loop panicked: boom".to_string()))
+            loop_failure(LoopEnd::Panicked("boom".to_string()), true),
+            Some("loop panicked: boom".to_string())
         );
     }
 
