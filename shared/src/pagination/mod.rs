@@ -29,10 +29,12 @@ mod fan_out;
 mod follow;
 #[cfg(test)]
 mod test_support;
+pub mod totals;
 
 pub use body::{lookup, records};
 pub use fan_out::MAX_PAGES_PER_PARTITION;
 pub use link_header::next_link;
+pub use totals::{Counts, Statement};
 
 /// Where a page is. Stored in Postgres with each page task, so a task can be
 /// retried or replayed without any other context.
@@ -175,6 +177,12 @@ pub trait PaginationStyle: StyleName {
         page: &Page<'_>,
     ) -> Result<Next, PaginationError>;
 
+    /// The counts the page states about its partition (see [`totals`]):
+    /// by default, the record counts in conventional headers.
+    fn stated(&self, page: &Page<'_>) -> Result<Vec<Statement>, PaginationError> {
+        Ok(totals::header_records(page.headers))
+    }
+
     /// Checks what serde's types cannot; errors name `pagination.<field>`.
     fn validate(&self) -> Result<(), SpecError>;
 
@@ -264,6 +272,11 @@ pub fn target(
     position: &Position,
 ) -> Result<Target, PaginationError> {
     spec.style().target(page_size, position)
+}
+
+/// The counts a page states about its partition, whatever its role.
+pub fn stated(spec: &PaginationSpec, page: &Page<'_>) -> Result<Vec<Statement>, PaginationError> {
+    spec.style().stated(page)
 }
 
 /// What follows the page at `position`. A leaf (a fanned-out page) is

@@ -1,12 +1,16 @@
 //! Offset style: `?offset=N&limit=M`.
 //!
-//! With `total_path` in the body, the first page fans out every remaining
-//! page at once; without it, the chain stops on a short or empty page.
+//! With a total (at `total_path` in the body, or in a header such as
+//! `X-Total-Count`), the first page fans out every remaining page at once,
+//! plus one page past the total (the sentinel: records there mean the total
+//! was wrong). Without one, the chain goes on until an empty page — a short
+//! page is not the end, since many sources cap the page size — stepping by
+//! what the source really served.
 
 use serde::{Deserialize, Serialize};
 
-use super::body::optional_u64;
 use super::fan_out::fan_out;
+use super::totals::{self, first_of, Counts, Statement};
 use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
 use crate::spec::{check_path, SpecError};
 
@@ -57,11 +61,19 @@ impl PaginationStyle for Offset {
         if served == 0 {
             return Ok(Next::Done);
         }
-        let total = match &self.total_path {
-            Some(path) => optional_u64(page.body, path)?,
+        let total = first_of(&self.stated(page)?, Counts::Records);
+        after_page(*offset, served, page_size, total)
+    }
+
+    fn stated(&self, page: &Page<'_>) -> Result<Vec<Statement>, PaginationError> {
+        let body = match &self.total_path {
+            Some(path) => totals::body_count(page.body, path, Counts::Records)?,
             None => None,
         };
-        after_page(*offset, served, page_size, total)
+        Ok(body
+            .into_iter()
+            .chain(totals::header_records(page.headers))
+            .collect())
     }
 
     fn validate(&self) -> Result<(), SpecError> {
@@ -86,17 +98,16 @@ fn after_page(
         // Only the first page fans out.
         Some(total) if offset == 0 => fan_out_all(total, served, page_size),
         Some(total) if reached >= total => Ok(Next::Done),
-        Some(_) => chain(offset, served),
-        None if served < u64::from(page_size) => Ok(Next::Done),
-        None => chain(offset, served),
+        _ => chain(offset, served),
     }
 }
 
-/// Every page after the first, `total` records in all. The step is what the
-/// source really served, in case it clamps the page size.
+/// Every page after the first, `total` records in all, and the sentinel
+/// page past them. The step is what the source really served, in case it
+/// clamps the page size.
 fn fan_out_all(total: u64, served: u64, page_size: u32) -> Result<Next, PaginationError> {
     let step = served.min(u64::from(page_size)).max(1);
-    let pages = total.div_ceil(step).saturating_sub(1);
+    let pages = total.div_ceil(step);
     fan_out(&Position::Offset { offset: 0 }, pages, |i| {
         i.checked_mul(step).map(|offset| Position::Offset { offset })
     })
@@ -143,6 +154,7 @@ mod tests {
                 Position::Offset { offset: 10 },
                 Position::Offset { offset: 20 },
                 Position::Offset { offset: 30 },
+                Position::Offset { offset: 40 },
             ])
         );
         // Leaves never lead anywhere.
@@ -169,7 +181,8 @@ mod tests {
             next,
             Next::FanOut(vec![
                 Position::Offset { offset: 4 },
-                Position::Offset { offset: 8 }
+                Position::Offset { offset: 8 },
+                Position::Offset { offset: 12 },
             ])
         );
     }
@@ -183,7 +196,8 @@ mod tests {
             json!({"data": items(10), "total": 10}),
         )
         .unwrap();
-        assert_eq!(one_page, Next::FanOut(vec![]));
+        // Only the sentinel page, which must come back empty.
+        assert_eq!(one_page, Next::FanOut(vec![Position::Offset { offset: 10 }]));
         let empty = run_data(
             &offset(true),
             &Position::Offset { offset: 0 },
@@ -195,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn offset_without_total_stops_on_a_short_page() {
+    fn offset_without_total_stops_on_an_empty_page() {
         let spec = offset(false);
         let full = run_data(
             &spec,
@@ -212,7 +226,37 @@ mod tests {
             json!({"data": items(3)}),
         )
         .unwrap();
-        assert_eq!(short, Next::Done);
+        // A source capping its page size serves short pages all along.
+        assert_eq!(short, Next::Chain(Position::Offset { offset: 33 }));
+        let empty = run_data(
+            &spec,
+            &Position::Offset { offset: 33 },
+            Role::Chain,
+            json!({"data": []}),
+        )
+        .unwrap();
+        assert_eq!(empty, Next::Done);
+    }
+
+    #[test]
+    fn a_header_total_fans_out_too() {
+        let next = run(
+            &offset(false),
+            &Position::Offset { offset: 0 },
+            Role::Chain,
+            json!({"data": items(10)}),
+            &[("x-total-count", "25")],
+            Some("data"),
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            Next::FanOut(vec![
+                Position::Offset { offset: 10 },
+                Position::Offset { offset: 20 },
+                Position::Offset { offset: 30 },
+            ])
+        );
     }
 
     #[test]
@@ -264,7 +308,10 @@ mod tests {
             after_page(0, 12, 10, None),
             Ok(Next::Chain(Position::Offset { offset: 12 }))
         );
-        assert_eq!(after_page(0, 9, 10, None), Ok(Next::Done));
+        assert_eq!(
+            after_page(0, 9, 10, None),
+            Ok(Next::Chain(Position::Offset { offset: 9 }))
+        );
     }
 
     #[test]
@@ -273,7 +320,8 @@ mod tests {
             fan_out_all(25, 10, 10),
             Ok(Next::FanOut(vec![
                 Position::Offset { offset: 10 },
-                Position::Offset { offset: 20 }
+                Position::Offset { offset: 20 },
+                Position::Offset { offset: 30 },
             ]))
         );
         // A source serving more than the page size still steps by page size.
@@ -281,7 +329,8 @@ mod tests {
             fan_out_all(25, 20, 10),
             Ok(Next::FanOut(vec![
                 Position::Offset { offset: 10 },
-                Position::Offset { offset: 20 }
+                Position::Offset { offset: 20 },
+                Position::Offset { offset: 30 },
             ]))
         );
         assert_eq!(fan_out_all(0, 10, 10), Ok(Next::FanOut(vec![])));

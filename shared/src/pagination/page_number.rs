@@ -1,12 +1,15 @@
 //! Page-number style: `?page=N&per_page=M`, counting from `first_page`.
 //!
-//! With `total_pages_path` in the body, the first page fans out every
-//! remaining page at once; without it, the chain stops on an empty page.
+//! With a page count (at `total_pages_path` in the body, from `Link
+//! rel="last"`, or derived from a record count in a header such as
+//! `X-Total-Count`), the first page fans out every remaining page at once,
+//! plus the sentinel page past the last (records there mean the count was
+//! wrong); without one, the chain stops on an empty page.
 
 use serde::{Deserialize, Serialize};
 
-use super::body::optional_u64;
 use super::fan_out::fan_out;
+use super::totals::{self, first_of, Counts, Statement};
 use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
 use crate::spec::{check_path, SpecError};
 
@@ -63,11 +66,24 @@ impl PaginationStyle for PageNumber {
         if page.records.is_empty() {
             return Ok(Next::Done);
         }
-        let total = match &self.total_pages_path {
-            Some(path) => optional_u64(page.body, path)?,
+        let stated = self.stated(page)?;
+        let served = page.records.len() as u64;
+        let total = first_of(&stated, Counts::Pages)
+            .or_else(|| first_of(&stated, Counts::Records).map(|n| n.div_ceil(served)));
+        after_page(self.first_page, *number, total)
+    }
+
+    fn stated(&self, page: &Page<'_>) -> Result<Vec<Statement>, PaginationError> {
+        let body = match &self.total_pages_path {
+            Some(path) => totals::body_count(page.body, path, Counts::Pages)?,
             None => None,
         };
-        after_page(self.first_page, *number, total)
+        let link = totals::link_last_page(page, &self.page_param, self.first_page);
+        Ok(body
+            .into_iter()
+            .chain(link)
+            .chain(totals::header_records(page.headers))
+            .collect())
     }
 
     fn validate(&self) -> Result<(), SpecError> {
@@ -82,9 +98,10 @@ impl PaginationStyle for PageNumber {
 /// body reported (if any).
 fn after_page(first_page: u64, number: u64, total: Option<u64>) -> Result<Next, PaginationError> {
     match total {
-        // Only the first page fans out.
+        // Only the first page fans out: up to the last page, and the
+        // sentinel page past it.
         Some(total) if number == first_page => {
-            fan_out(&Position::Page { page: number }, total.saturating_sub(1), |i| {
+            fan_out(&Position::Page { page: number }, total, |i| {
                 first_page.checked_add(i).map(|page| Position::Page { page })
             })
         }
@@ -143,7 +160,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             next,
-            Next::FanOut(vec![Position::Page { page: 2 }, Position::Page { page: 3 }])
+            Next::FanOut(vec![
+                Position::Page { page: 2 },
+                Position::Page { page: 3 },
+                Position::Page { page: 4 }
+            ])
         );
 
         let chain = PaginationSpec::PageNumber(PageNumber {
@@ -194,7 +215,10 @@ mod tests {
         );
         assert_eq!(after_page(1, 3, Some(3)), Ok(Next::Done));
         assert_eq!(after_page(0, 2, Some(3)), Ok(Next::Done));
-        assert_eq!(after_page(1, 1, Some(1)), Ok(Next::FanOut(vec![])));
+        assert_eq!(
+            after_page(1, 1, Some(1)),
+            Ok(Next::FanOut(vec![Position::Page { page: 2 }]))
+        );
         assert_eq!(after_page(1, 1, Some(0)), Ok(Next::FanOut(vec![])));
     }
 
@@ -230,10 +254,28 @@ mod tests {
             matches!(err, PaginationError::OutOfRange { ref position, .. } if *position == first),
             "{err}"
         );
-        // A single page fits.
+        // Even a single page has a sentinel page after it, which does not fit.
         let body = json!({"items": items(10), "total_pages": 1});
         let one = run(&with_total, &first, Role::Chain, body, &[], Some("items"));
-        assert_eq!(one, Ok(Next::FanOut(vec![])));
+        assert!(matches!(one, Err(PaginationError::OutOfRange { .. })), "{one:?}");
+    }
+
+    #[test]
+    fn page_counts_come_from_links_and_record_counts_too() {
+        let spec = page_number(1, None);
+        let link = r#"</v1/items?page=2&per_page=10>; rel="next", </v1/items?page=3&per_page=10>; rel="last""#;
+        let from_link = run(&spec, &Position::Page { page: 1 }, Role::Chain, json!(items(10)), &[("link", link)], None);
+        assert_eq!(
+            from_link,
+            Ok(Next::FanOut(vec![
+                Position::Page { page: 2 },
+                Position::Page { page: 3 },
+                Position::Page { page: 4 }
+            ]))
+        );
+        // 25 records at the 10 a page the source served: 3 pages.
+        let from_count = run(&spec, &Position::Page { page: 1 }, Role::Chain, json!(items(10)), &[("x-total-count", "25")], None);
+        assert_eq!(from_link, from_count);
     }
 
     #[test]

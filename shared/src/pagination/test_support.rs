@@ -105,5 +105,7 @@ pub fn next_url(done_path: Option<&str>) -> PaginationSpec {
 pub fn link_header() -> PaginationSpec {
     PaginationSpec::LinkHeader(LinkHeader {
         size_param: "limit".into(),
+        page_param: None,
+        first_page: None,
     })
 }
