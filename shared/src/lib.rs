@@ -1,7 +1,7 @@
 //! pagefleet-shared: the domain and the adapters every pagefleet process uses.
 //!
 //! Pure logic (no I/O): [`spec`], [`pagination`], [`retry`], [`flatten`],
-//! [`csv_out`], [`model`].
+//! [`csv_out`], [`model`], [`verification`] (the counts an export is held to).
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment;
@@ -24,3 +24,4 @@ pub mod spec;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;
+pub mod verification;

@@ -78,6 +78,9 @@ text_enum!(
         Blocked => "blocked",
         Finalizing => "finalizing",
         Completed => "completed",
+        /// Every page landed but the counts disagree with what the source
+        /// stated: the CSV is held beside the final path, unpublished.
+        Unverified => "unverified",
         Failed => "failed",
         Cancelled => "cancelled",
     }
@@ -88,7 +91,10 @@ impl ExportState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            ExportState::Completed | ExportState::Failed | ExportState::Cancelled
+            ExportState::Completed
+                | ExportState::Unverified
+                | ExportState::Failed
+                | ExportState::Cancelled
         )
     }
 }
@@ -191,6 +197,7 @@ mod tests {
             ExportState::Blocked,
             ExportState::Finalizing,
             ExportState::Completed,
+            ExportState::Unverified,
             ExportState::Failed,
             ExportState::Cancelled,
         ] {

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::fan_out::fan_out;
 use super::follow::{follow, url_target};
-use super::totals::{links, query_value};
+use super::totals::{self, links, query_value, Statement};
 use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
 use crate::spec::{invalid, SpecError};
 
@@ -70,6 +70,15 @@ impl PaginationStyle for LinkHeader {
             }
         }
         follow(page, &next)
+    }
+
+    fn stated(&self, page: &Page<'_>) -> Result<Vec<Statement>, PaginationError> {
+        let mut stated = totals::header_records(page.headers);
+        if let Some(param) = &self.page_param {
+            let first = self.first_page.unwrap_or(1);
+            stated.extend(totals::link_last_page(page, param, first));
+        }
+        Ok(stated)
     }
 
     fn validate(&self) -> Result<(), SpecError> {

@@ -27,6 +27,7 @@ use crate::spec::SpecError;
 mod body;
 mod fan_out;
 mod follow;
+mod marks;
 #[cfg(test)]
 mod test_support;
 pub mod totals;
@@ -34,6 +35,7 @@ pub mod totals;
 pub use body::{lookup, records};
 pub use fan_out::MAX_PAGES_PER_PARTITION;
 pub use link_header::next_link;
+pub use marks::{chain_marks, repeat_reason};
 pub use totals::{Counts, Statement};
 
 /// Where a page is. Stored in Postgres with each page task, so a task can be

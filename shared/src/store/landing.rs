@@ -126,7 +126,7 @@ impl Store {
                          OR (t.state = 'in_flight'
                              AND (t.lease_until IS NULL OR t.lease_until < now() OR t.claimed_by = $3)))
                     AND e.id = t.export_id
-                    AND e.state NOT IN ('completed', 'failed', 'cancelled')
+                    AND e.state NOT IN ('completed', 'unverified', 'failed', 'cancelled')
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
                         t.deliveries, p.params, e.spec, e.state AS export_state, t.failures,
@@ -419,7 +419,7 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
             "SELECT t.state,
                     GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8
                         AS lease_remaining_secs,
-                    e.state IN ('completed', 'failed', 'cancelled') AS export_finished
+                    e.state IN ('completed', 'unverified', 'failed', 'cancelled') AS export_finished
                FROM page_tasks t JOIN exports e ON e.id = t.export_id
               WHERE t.id = $1",
             &[&task_id],

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../../migrations/0002_claims.sql")),
     (3, include_str!("../../migrations/0003_parking.sql")),
     (4, include_str!("../../migrations/0004_task_messages.sql")),
+    (5, include_str!("../../migrations/0005_ledger.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

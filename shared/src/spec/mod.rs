@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod verify;
+
+pub use verify::{OnMismatch, VerifySpec};
+
 /// The pagination styles live with their behaviour, one file each.
 pub use crate::pagination::PaginationSpec;
 
@@ -46,6 +50,8 @@ pub struct ExportSpec {
     #[serde(default)]
     pub csv: CsvOptions,
     pub output: OutputSpec,
+    #[serde(default, skip_serializing_if = "VerifySpec::is_default")]
+    pub verify: VerifySpec,
 }
 
 fn default_page_size() -> u32 {
@@ -306,6 +312,7 @@ impl ExportSpec {
             check_columns(columns)?;
         }
         self.csv.validate()?;
+        self.verify.validate()?;
         self.validate_output()
     }
 

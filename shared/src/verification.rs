@@ -1,0 +1,385 @@
+//! Reconciliation: what the source said it holds against what its pages
+//! delivered, decided before a CSV may take its final path.
+//!
+//! The ledger of each partition ([`PartitionLedger`]) is what Postgres
+//! recorded as pages landed: records and pages delivered, and every count
+//! the source stated, by origin, with the values it took. [`reconcile`]
+//! turns the ledgers into a [`Verification`]: every check made, whether it
+//! held, and in words what disagreed. An export whose checks all hold is
+//! complete as far as the source can tell; one with no count to check
+//! against says so (`none_stated`) rather than claiming anything.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pagination::Counts;
+
+/// What one partition's landed pages add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLedger {
+    pub partition_no: i32,
+    pub pages_landed: u64,
+    /// Landed pages that held at least one record.
+    pub pages_with_records: u64,
+    pub records_delivered: u64,
+    pub stated: Vec<StatedRange>,
+}
+
+/// The values one origin stated for one count across a partition's pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatedRange {
+    pub counts: Counts,
+    pub origin: String,
+    /// On the partition's first page that stated it, and on its latest.
+    pub first: u64,
+    pub last: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+/// The outcome of a reconciliation, as manifests and statuses show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub status: VerificationStatus,
+    /// The records the source stated, over every partition (when each
+    /// partition stated a count).
+    pub source_total: Option<u64>,
+    /// Rows in the file.
+    pub rows: u64,
+    pub checks: Vec<Check>,
+    /// What disagreed, in one sentence, when anything did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationStatus {
+    /// Every count the source stated agrees with what was delivered.
+    Agreed,
+    /// At least one does not.
+    Mismatch,
+    /// The source stated no count: nothing could be checked.
+    NoneStated,
+}
+
+/// One comparison of a stated count with a delivered one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// `None` for a check over the whole export.
+    pub partition: Option<i32>,
+    pub check: CheckKind,
+    pub origin: String,
+    pub stated: u64,
+    pub observed: u64,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// Records stated against records the partition's pages delivered.
+    Records,
+    /// Pages stated against the partition's pages that held records.
+    Pages,
+    /// The stated count did not change while the partition was read.
+    Stable,
+    /// Rows in the file against the records stated over all partitions.
+    Rows,
+}
+
+impl Verification {
+    pub fn agreed(&self) -> bool {
+        self.status != VerificationStatus::Mismatch
+    }
+}
+
+/// Checks every stated count against what was delivered, and the file's
+/// `rows` against the total over all partitions.
+pub fn reconcile(ledgers: &[PartitionLedger], rows: u64) -> Verification {
+    let mut checks: Vec<Check> = ledgers.iter().flat_map(partition_checks).collect();
+    let source_total = source_total(ledgers);
+    if let Some(total) = source_total {
+        checks.push(rows_check(total, rows));
+    }
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+    let status = match (checks.is_empty(), failed.is_empty()) {
+        (true, _) => VerificationStatus::NoneStated,
+        (false, true) => VerificationStatus::Agreed,
+        (false, false) => VerificationStatus::Mismatch,
+    };
+    let shortfall = failed.first().map(|first| match failed.len() {
+        1 => first.detail.clone(),
+        n => format!("{} (and {} more failed checks)", first.detail, n - 1),
+    });
+    Verification {
+        status,
+        source_total,
+        rows,
+        checks,
+        shortfall,
+    }
+}
+
+fn partition_checks(ledger: &PartitionLedger) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for stated in &ledger.stated {
+        if stated.min != stated.max {
+            checks.push(stable_check(ledger.partition_no, stated));
+        }
+        checks.push(match stated.counts {
+            Counts::Records => records_check(ledger, stated),
+            Counts::Pages => pages_check(ledger, stated),
+        });
+    }
+    checks
+}
+
+fn stable_check(partition: i32, stated: &StatedRange) -> Check {
+    Check {
+        partition: Some(partition),
+        check: CheckKind::Stable,
+        origin: stated.origin.clone(),
+        stated: stated.first,
+        observed: stated.last,
+        ok: false,
+        detail: format!(
+            "partition {partition}: the {} count in {} changed while it was read \
+             (first {}, last {}, between {} and {}): the data moved during the export",
+            stated.counts.as_str(),
+            stated.origin,
+            stated.first,
+            stated.last,
+            stated.min,
+            stated.max
+        ),
+    }
+}
+
+fn records_check(ledger: &PartitionLedger, stated: &StatedRange) -> Check {
+    let (partition, delivered) = (ledger.partition_no, ledger.records_delivered);
+    let ok = delivered == stated.last;
+    let why = if delivered < stated.last {
+        "; records are missing (did the first request need a page parameter, \
+         or did the source stop early?)"
+    } else if delivered > stated.last {
+        "; the source served more than it stated"
+    } else {
+        ""
+    };
+    Check {
+        partition: Some(partition),
+        check: CheckKind::Records,
+        origin: stated.origin.clone(),
+        stated: stated.last,
+        observed: delivered,
+        ok,
+        detail: format!(
+            "partition {partition}: {} stated {} records, its pages delivered {delivered}{why}",
+            stated.origin, stated.last
+        ),
+    }
+}
+
+fn pages_check(ledger: &PartitionLedger, stated: &StatedRange) -> Check {
+    let (partition, delivered) = (ledger.partition_no, ledger.pages_with_records);
+    // An empty partition may be stated as one (empty) page.
+    let ok = delivered == stated.last || (delivered == 0 && stated.last <= 1);
+    Check {
+        partition: Some(partition),
+        check: CheckKind::Pages,
+        origin: stated.origin.clone(),
+        stated: stated.last,
+        observed: delivered,
+        ok,
+        detail: format!(
+            "partition {partition}: {} stated {} pages, {delivered} pages held records",
+            stated.origin, stated.last
+        ),
+    }
+}
+
+fn rows_check(total: u64, rows: u64) -> Check {
+    Check {
+        partition: None,
+        check: CheckKind::Rows,
+        origin: "all partitions".into(),
+        stated: total,
+        observed: rows,
+        ok: total == rows,
+        detail: format!(
+            "the source stated {total} records over all partitions; the file holds {rows} rows"
+        ),
+    }
+}
+
+/// The records stated over every partition, when each stated a count:
+/// the latest value of the first origin (the body's before headers).
+fn source_total(ledgers: &[PartitionLedger]) -> Option<u64> {
+    ledgers
+        .iter()
+        .map(|l| {
+            let records = || l.stated.iter().filter(|s| s.counts == Counts::Records);
+            records()
+                .find(|s| s.origin.starts_with("body "))
+                .or_else(|| records().next())
+                .map(|s| s.last)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stated(counts: Counts, origin: &str, values: (u64, u64, u64, u64)) -> StatedRange {
+        let (first, last, min, max) = values;
+        StatedRange {
+            counts,
+            origin: origin.into(),
+            first,
+            last,
+            min,
+            max,
+        }
+    }
+
+    fn steady(counts: Counts, origin: &str, value: u64) -> StatedRange {
+        stated(counts, origin, (value, value, value, value))
+    }
+
+    fn ledger(records: u64, pages: u64, stated: Vec<StatedRange>) -> PartitionLedger {
+        PartitionLedger {
+            partition_no: 0,
+            pages_landed: pages + 1,
+            pages_with_records: pages,
+            records_delivered: records,
+            stated,
+        }
+    }
+
+    #[test]
+    fn agreeing_counts_are_agreed_and_every_check_is_listed() {
+        let l = ledger(
+            1000,
+            10,
+            vec![
+                steady(Counts::Records, "body total", 1000),
+                steady(Counts::Records, "header X-Total-Count", 1000),
+                steady(Counts::Pages, "body total_pages", 10),
+            ],
+        );
+        let v = reconcile(&[l], 1000);
+        assert_eq!(v.status, VerificationStatus::Agreed);
+        assert_eq!(v.source_total, Some(1000));
+        let kinds: Vec<CheckKind> = v.checks.iter().map(|c| c.check).collect();
+        use CheckKind::*;
+        assert_eq!(kinds, [Records, Records, Pages, Rows]);
+        assert!(v.checks.iter().all(|c| c.ok));
+        assert_eq!(v.shortfall, None);
+        assert!(v.agreed());
+    }
+
+    #[test]
+    fn a_shortfall_is_named_with_its_origin() {
+        // json-server without a page parameter: one page of 500, and
+        // X-Total-Count says 336776.
+        let l = ledger(
+            500,
+            1,
+            vec![steady(Counts::Records, "header X-Total-Count", 336776)],
+        );
+        let v = reconcile(&[l], 500);
+        assert_eq!(v.status, VerificationStatus::Mismatch);
+        assert!(!v.agreed());
+        let shortfall = v.shortfall.unwrap();
+        assert!(
+            shortfall.starts_with(
+                "partition 0: header X-Total-Count stated 336776 records, its pages delivered 500; records are missing"
+            ),
+            "{shortfall}"
+        );
+        assert!(
+            shortfall.ends_with("(and 1 more failed checks)"),
+            "{shortfall}"
+        );
+    }
+
+    #[test]
+    fn more_records_than_stated_is_a_mismatch_too() {
+        // The sentinel page past a total that was too low held records.
+        let l = ledger(1010, 11, vec![steady(Counts::Records, "body total", 1000)]);
+        let v = reconcile(&[l], 1010);
+        assert_eq!(v.status, VerificationStatus::Mismatch);
+        assert!(v.checks[0].detail.contains("served more than it stated"));
+    }
+
+    #[test]
+    fn a_count_that_moved_fails_the_stable_check() {
+        let l = ledger(
+            20003,
+            201,
+            vec![stated(
+                Counts::Records,
+                "body total",
+                (20000, 20003, 19999, 20004),
+            )],
+        );
+        let v = reconcile(&[l], 20003);
+        assert_eq!(v.status, VerificationStatus::Mismatch);
+        let stable = &v.checks[0];
+        assert_eq!(stable.check, CheckKind::Stable);
+        assert!(!stable.ok);
+        assert!(
+            stable.detail.contains("changed while it was read"),
+            "{}",
+            stable.detail
+        );
+        // The latest count is what the deliveries are held to.
+        assert!(v.checks[1].ok);
+    }
+
+    #[test]
+    fn duplicates_across_pages_show_in_the_rows_check() {
+        let l = ledger(100, 1, vec![steady(Counts::Records, "body total", 100)]);
+        let v = reconcile(&[l], 98);
+        assert_eq!(v.status, VerificationStatus::Mismatch);
+        let rows = v.checks.last().unwrap();
+        assert_eq!(
+            (rows.check, rows.partition, rows.ok),
+            (CheckKind::Rows, None, false)
+        );
+    }
+
+    #[test]
+    fn nothing_stated_is_said_so() {
+        let v = reconcile(&[ledger(42, 1, vec![])], 42);
+        assert_eq!(v.status, VerificationStatus::NoneStated);
+        assert!(v.checks.is_empty());
+        assert_eq!(v.source_total, None);
+        assert!(v.agreed(), "nothing disagrees, though nothing was proven");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["status"], "none_stated");
+    }
+
+    #[test]
+    fn a_total_over_partitions_needs_every_partition() {
+        let mut second = ledger(5, 1, vec![]);
+        second.partition_no = 1;
+        let first = ledger(10, 1, vec![steady(Counts::Records, "body total", 10)]);
+        let v = reconcile(&[first.clone(), second], 15);
+        assert_eq!(v.source_total, None, "partition 1 stated nothing");
+        assert_eq!(v.status, VerificationStatus::Agreed);
+        let mut stated_too = ledger(5, 1, vec![steady(Counts::Records, "body total", 5)]);
+        stated_too.partition_no = 1;
+        assert_eq!(reconcile(&[first, stated_too], 15).source_total, Some(15));
+    }
+
+    #[test]
+    fn an_empty_partition_may_be_one_stated_page() {
+        let l = ledger(0, 0, vec![steady(Counts::Pages, "body total_pages", 1)]);
+        assert_eq!(reconcile(&[l], 0).status, VerificationStatus::Agreed);
+        let l = ledger(0, 0, vec![steady(Counts::Pages, "body total_pages", 2)]);
+        assert_eq!(reconcile(&[l], 0).status, VerificationStatus::Mismatch);
+    }
+}
