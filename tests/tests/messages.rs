@@ -70,6 +70,9 @@ fn landing(task_id: Uuid, next: Next) -> Landing {
         columns: BTreeSet::new(),
         next,
         counts: RequestCounts::default(),
+        stated: Vec::new(),
+        marks: Vec::new(),
+        max_pages: 1_000_000,
     }
 }
 

@@ -21,9 +21,11 @@ use pagefleet_shared::csv_out::{CsvSink, CsvSummary};
 use pagefleet_shared::flatten::Row;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::source;
+use pagefleet_shared::spec::OnMismatch;
 use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
 use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy::{self, CreateDirError};
+use pagefleet_shared::verification::{reconcile, Verification};
 
 use crate::clock;
 use crate::context::WorkerContext;
@@ -89,6 +91,8 @@ pub struct Manifest {
     pub duplicate_deliveries: i64,
     pub started_at: String,
     pub finished_at: String,
+    /// What the counts were checked against, and what disagreed.
+    pub verification: Verification,
 }
 
 /// What the finalizer did.
@@ -212,13 +216,30 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
         bytes: summary.bytes,
         sha256: summary.sha256,
     };
+    let ledgers = ctx.store.ledger(export_id).await.map_err(store_err)?;
+    let verification = reconcile(&ledgers, written.rows);
+    let held = held_because(&verification, work.spec.verify.on_mismatch);
+    report_verification(export_id, &verification, held.is_some());
+    // A file whose counts disagree never takes the final path (unless the
+    // spec says to publish anyway): it is kept beside it, named so.
+    let published_name = match held {
+        Some(_) => held_file_name(&file_name),
+        None => file_name.clone(),
+    };
     let file = (summary.inner.into_inner()).map_err(|e| out.io_err(&temp_path, e.into_error()))?;
-    let final_path = out.dir.join(&file_name);
+    let final_path = out.dir.join(&published_name);
     out.commit(file, temp_path, final_path.clone()).await?;
 
     let finished_at = time::OffsetDateTime::now_utc();
-    let manifest = manifest(work, &file_name, columns, &written, finished_at);
-    let manifest_path = out.dir.join(manifest_file_name(&file_name));
+    let manifest = manifest(
+        work,
+        &published_name,
+        columns,
+        &written,
+        verification.clone(),
+        finished_at,
+    );
+    let manifest_path = out.dir.join(manifest_file_name(&published_name));
     let manifest_temp = out
         .dir
         .join(names.manifest(pagefleet_shared::model::new_id()));
@@ -230,7 +251,42 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
         rows: written.rows as i64,
         bytes: written.bytes as i64,
         sha256: written.sha256,
+        verification: serde_json::to_value(&verification)
+            .map_err(|e| out.io_err(&manifest_path, e.into()))?,
+        held,
     })
+}
+
+/// The shortfall that holds the file back, when the counts disagree and
+/// the spec does not say to publish anyway.
+fn held_because(verification: &Verification, on_mismatch: OnMismatch) -> Option<String> {
+    if verification.agreed() || on_mismatch == OnMismatch::Publish {
+        return None;
+    }
+    Some(
+        verification
+            .shortfall
+            .clone()
+            .unwrap_or_else(|| "the counts disagree with the source's".to_string()),
+    )
+}
+
+/// Says loudly when the counts disagree, whatever becomes of the file.
+fn report_verification(export_id: Uuid, verification: &Verification, held: bool) {
+    let Some(shortfall) = &verification.shortfall else {
+        return;
+    };
+    if held {
+        tracing::error!(export = %export_id, %shortfall, "counts disagree; the CSV is held, not published");
+    } else {
+        tracing::warn!(export = %export_id, %shortfall, "counts disagree; publishing anyway (verify.on_mismatch = \"publish\")");
+    }
+}
+
+/// Where a file whose counts disagree is kept: beside the final path, under
+/// a name no `*.csv` glob picks up.
+fn held_file_name(file_name: &str) -> String {
+    format!("{file_name}.unverified")
 }
 
 /// The export's directory, resolved, and how errors name paths in it.
@@ -395,6 +451,7 @@ fn manifest(
     file_name: &str,
     columns: Vec<String>,
     written: &Written,
+    verification: Verification,
     finished_at: time::OffsetDateTime,
 ) -> Manifest {
     let spec = &work.spec;
@@ -432,6 +489,7 @@ fn manifest(
         duplicate_deliveries: work.duplicate_deliveries,
         started_at: clock::rfc3339(work.started_at),
         finished_at: clock::rfc3339(finished_at),
+        verification,
     }
 }
 
@@ -615,7 +673,14 @@ params = { region = "us" }
     fn the_manifest_describes_the_file_and_the_export() {
         let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
         let columns = vec!["id".to_string(), "total".to_string()];
-        let m = manifest(&work(), "orders.csv", columns.clone(), &written(), finished);
+        let m = manifest(
+            &work(),
+            "orders.csv",
+            columns.clone(),
+            &written(),
+            reconcile(&[], 3),
+            finished,
+        );
         assert_eq!(m.export_id, Uuid::from_u128(7));
         assert_eq!(m.name, "orders");
         assert_eq!(m.file, "orders.csv");
@@ -636,7 +701,14 @@ params = { region = "us" }
     #[test]
     fn the_manifest_hides_secret_query_parameters() {
         let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
-        let m = manifest(&work(), "orders.csv", vec![], &written(), finished);
+        let m = manifest(
+            &work(),
+            "orders.csv",
+            vec![],
+            &written(),
+            reconcile(&[], 3),
+            finished,
+        );
         assert_eq!(
             m.filters,
             serde_json::json!({

@@ -16,11 +16,12 @@ use uuid::Uuid;
 use pagefleet_shared::flatten::{flatten_record, row_key};
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
-use pagefleet_shared::pagination::{self, Page};
+use pagefleet_shared::pagination::{self, Counts, Page, PaginationError, Role, Statement};
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
 use pagefleet_shared::retry::{Outcome, RetryBudget};
 use pagefleet_shared::source::{self, Credential, Fetched};
+use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{
     Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
 };
@@ -537,13 +538,34 @@ fn prepare(
         &page,
     )
     .map_err(|e| format!("{at}: {e}"))?;
+    let stated = stated(spec, &page).map_err(|e| format!("{at}: {e}"))?;
+    let marks = match work.role {
+        Role::Chain => pagination::chain_marks(&next, rows.iter().map(|(key, _)| key.as_str())),
+        Role::Leaf => Vec::new(),
+    };
     Ok(Landing {
         task_id: work.task_id,
         rows,
         columns,
         next,
         counts: tally.counts,
+        stated,
+        marks,
+        max_pages: spec.verify.max_pages_per_partition,
     })
+}
+
+/// The counts a page states: the style's, and the spec's `verify.total_path`.
+fn stated(spec: &ExportSpec, page: &Page<'_>) -> Result<Vec<Statement>, PaginationError> {
+    let mut stated = pagination::stated(&spec.pagination, page)?;
+    if let Some(path) = &spec.verify.total_path {
+        let body = pagination::totals::body_count(page.body, path, Counts::Records)?;
+        // A path the style reads already (offset's `total_path`) is one statement.
+        if let Some(body) = body.filter(|b| !stated.contains(b)) {
+            stated.push(body);
+        }
+    }
+    Ok(stated)
 }
 
 /// Lands a 2xx page, or dead-letters it when its data cannot be used.
@@ -563,6 +585,10 @@ async fn land(
         }
     };
     match landed {
+        Landed::Refused { reason } => {
+            let class = DeadLetterClass::BadPage;
+            dead_letter(ctx, work, tally, class, reason, Some(response)).await
+        }
         Landed::Duplicate => {
             metrics().duplicate_deliveries.inc();
             Ok(PageResult::Duplicate)

@@ -50,7 +50,12 @@ pub struct ExportStatus {
     pub csv_rows: Option<i64>,
     pub csv_bytes: Option<i64>,
     pub csv_sha256: Option<String>,
+    /// Why the export failed, or (when `unverified`) what disagreed.
     pub error: Option<String>,
+    /// What the finalizer checked against the source's counts (the
+    /// manifest's `verification`); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::verification::Verification>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -188,7 +193,7 @@ const STATUS_SELECT: &str = "
                AS pages_dead,
            (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight'))
                AS pages_open,
-           e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error,
+           e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error, e.verification,
            e.created_at, e.finished_at
     FROM exports e";
 
@@ -219,6 +224,7 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
         csv_bytes: r.try_get("csv_bytes")?,
         csv_sha256: r.try_get("csv_sha256")?,
         error: r.try_get("error")?,
+        verification: verification(r)?,
         created_at: r.try_get("created_at")?,
         finished_at: r.try_get("finished_at")?,
     })
@@ -373,4 +379,21 @@ async fn write_page_message(
         )
         .await?;
     Ok(row.try_get("id")?)
+}
+
+/// The stored verification, read back as the type that wrote it.
+fn verification(
+    row: &tokio_postgres::Row,
+) -> Result<Option<crate::verification::Verification>, StoreError> {
+    let Some(value) = row.try_get::<_, Option<serde_json::Value>>("verification")? else {
+        return Ok(None);
+    };
+    let export_id: Uuid = row.try_get("id")?;
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            what: "verification",
+            export_id,
+            message: e.to_string(),
+        })
 }

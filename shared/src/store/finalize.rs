@@ -33,6 +33,11 @@ pub struct Published {
     pub rows: i64,
     pub bytes: i64,
     pub sha256: String,
+    /// The reconciliation, as the manifest shows it.
+    pub verification: serde_json::Value,
+    /// `Some(shortfall)` when the counts disagree and the file is held
+    /// beside its final path: the export ends `unverified`, not `completed`.
+    pub held: Option<String>,
 }
 
 impl Store {
@@ -113,8 +118,9 @@ impl Store {
             .collect()
     }
 
-    /// Records the published file and completes the export. False when the
-    /// export was no longer finalizing (another finalizer won).
+    /// Records the published (or held) file and ends the export:
+    /// `completed`, or `unverified` with the shortfall as its error. False
+    /// when the export was no longer finalizing (another finalizer won).
     pub async fn complete_export(
         &self,
         export_id: Uuid,
@@ -124,8 +130,10 @@ impl Store {
         let n = client
             .execute(
                 "UPDATE exports
-                    SET state = 'completed', output_path = $2, manifest_path = $3, csv_rows = $4,
-                        csv_bytes = $5, csv_sha256 = $6, finished_at = now(), updated_at = now()
+                    SET state = CASE WHEN $8::text IS NULL THEN 'completed' ELSE 'unverified' END,
+                        error = $8, output_path = $2, manifest_path = $3, csv_rows = $4,
+                        csv_bytes = $5, csv_sha256 = $6, verification = $7,
+                        finished_at = now(), updated_at = now()
                   WHERE id = $1 AND state = 'finalizing'",
                 &[
                     &export_id,
@@ -134,6 +142,8 @@ impl Store {
                     &published.rows,
                     &published.bytes,
                     &published.sha256,
+                    &published.verification,
+                    &published.held,
                 ],
             )
             .await?;

@@ -16,9 +16,10 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::exports::{parse_spec, role_text};
+use super::ledger::{leave_marks, record_statements};
 use super::{Store, StoreError};
 use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts};
-use crate::pagination::{Next, Position, Role};
+use crate::pagination::{repeat_reason, Next, Position, Role, Statement};
 use crate::spec::ExportSpec;
 
 /// Everything a worker needs to fetch one page.
@@ -62,6 +63,12 @@ pub struct Landing {
     pub columns: BTreeSet<String>,
     pub next: Next,
     pub counts: RequestCounts,
+    /// The counts the page stated about its partition.
+    pub stated: Vec<Statement>,
+    /// A chain page's marks (see `pagination::chain_marks`); empty for leaves.
+    pub marks: Vec<String>,
+    /// The spec's `verify.max_pages_per_partition`.
+    pub max_pages: u64,
 }
 
 /// What a landing did.
@@ -69,6 +76,9 @@ pub struct Landing {
 pub enum Landed {
     /// The task was already done (a duplicate delivery): nothing committed.
     Duplicate,
+    /// The page must not land (its chain loops, or runs past the page cap):
+    /// nothing committed; the reason is for the dead letter.
+    Refused { reason: String },
     Page {
         rows_inserted: u64,
         rows_replaced: u64,
@@ -303,15 +313,22 @@ impl Store {
         if task.state == ExportState::Cancelled {
             return Ok(Landed::Duplicate);
         }
-        if !mark_done_if_not(&tx, landing.task_id).await? {
+        let records = i32::try_from(landing.rows.len()).unwrap_or(i32::MAX);
+        if !mark_done_if_not(&tx, landing.task_id, records).await? {
             // Already done (or dead): count the duplicate, change nothing else.
             count_duplicate(&tx, task.export_id, landing.counts).await?;
             tx.commit().await?;
             return Ok(Landed::Duplicate);
         }
+        let plan = plan_next(&landing.next, task.page_no, task.is_leaf);
+        if let Some(reason) = refusal(&tx, &task, landing, &plan).await? {
+            // Dropping the transaction rolls the task's `done` back.
+            return Ok(Landed::Refused { reason });
+        }
+        let (export_id, partition_no) = (task.export_id, task.partition_no);
+        record_statements(&tx, export_id, partition_no, task.page_no, &landing.stated).await?;
         let merged = merge_rows(&tx, task.export_id, &last_row_per_key(&landing.rows)).await?;
         record_columns(&tx, task.export_id, &landing.columns).await?;
-        let plan = plan_next(&landing.next, task.page_no, task.is_leaf);
         if plan.touches_partition {
             advance_checkpoint(&tx, &task, &plan).await?;
         }
@@ -493,18 +510,51 @@ async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<Landing
     }))
 }
 
-/// Marks the task done unless it already is (or is dead). False means a
-/// duplicate delivery: the landing must change nothing else.
-async fn mark_done_if_not(tx: &Transaction<'_>, task_id: Uuid) -> Result<bool, StoreError> {
+/// Marks the task done, with the records it delivered, unless it already
+/// is (or is dead). False means a duplicate delivery: the landing must
+/// change nothing else.
+async fn mark_done_if_not(
+    tx: &Transaction<'_>,
+    task_id: Uuid,
+    records: i32,
+) -> Result<bool, StoreError> {
     let marked = tx
         .execute(
             "UPDATE page_tasks SET state = 'done', lease_until = NULL, last_error = NULL,
-                    updated_at = now()
+                    records = $2, updated_at = now()
               WHERE id = $1 AND state IN ('queued', 'in_flight')",
-            &[&task_id],
+            &[&task_id, &records],
         )
         .await?;
     Ok(marked > 0)
+}
+
+/// Why the page must not land, if it must not: what it plans runs past the
+/// partition's page cap, or its chain repeats itself.
+async fn refusal(
+    tx: &Transaction<'_>,
+    task: &LandingTask,
+    landing: &Landing,
+    plan: &Plan<'_>,
+) -> Result<Option<String>, StoreError> {
+    if let Some(reason) = past_the_cap(plan, task.partition_no, landing.max_pages) {
+        return Ok(Some(reason));
+    }
+    let (export_id, partition_no, page_no) = (task.export_id, task.partition_no, task.page_no);
+    let repeat = leave_marks(tx, export_id, partition_no, page_no, &landing.marks).await?;
+    Ok(repeat.map(|r| repeat_reason(&r.mark, page_no, r.earlier_page, partition_no)))
+}
+
+/// A plan whose last page would be past `max_pages` pages in its partition.
+fn past_the_cap(plan: &Plan<'_>, partition_no: i32, max_pages: u64) -> Option<String> {
+    let last = plan.tasks.last()?.page_no;
+    let pages = u64::try_from(last).ok()?.saturating_add(1);
+    (pages > max_pages).then(|| {
+        format!(
+            "partition {partition_no} would have {pages} pages, more than \
+             verify.max_pages_per_partition = {max_pages}; stopping instead of running on"
+        )
+    })
 }
 
 /// Counts a duplicate delivery (and the requests it made) on its export.
@@ -857,6 +907,23 @@ mod tests {
 
     fn offset(offset: u64) -> Position {
         Position::Offset { offset }
+    }
+
+    #[test]
+    fn plans_past_the_page_cap_are_refused() {
+        let next = Next::FanOut(vec![offset(10), offset(20), offset(30)]);
+        let plan = plan_next(&next, 0, false);
+        assert_eq!(past_the_cap(&plan, 0, 4), None);
+        let reason = past_the_cap(&plan, 2, 3).unwrap();
+        assert!(
+            reason.starts_with(
+                "partition 2 would have 4 pages, more than verify.max_pages_per_partition = 3"
+            ),
+            "{reason}"
+        );
+        assert_eq!(past_the_cap(&plan_next(&Next::Done, 9, false), 0, 1), None);
+        let chain = Next::Chain(offset(5));
+        assert!(past_the_cap(&plan_next(&chain, 9, false), 0, 10).is_some());
     }
 
     #[test]

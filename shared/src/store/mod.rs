@@ -3,7 +3,8 @@
 //! Owns the schema (see `migrations/`) and every statement the fleet runs.
 //! Each submodule is one part of an export's life: [`exports`] (submit and
 //! status), [`landing`] (claim a page task, land it in one transaction, or
-//! dead-letter it), [`finalize`] (stream staged rows, mark the CSV published),
+//! dead-letter it), [`ledger`] (the counts pages stated, the marks chains
+//! left, and what partitions add up to), [`finalize`] (stream staged rows, mark the CSV published),
 //! [`outbox`] (messages waiting to be published), [`dead_letters`] (list and
 //! replay).
 //!
@@ -14,6 +15,7 @@ mod dead_letters;
 mod exports;
 mod finalize;
 mod landing;
+mod ledger;
 mod migrations;
 mod outbox;
 

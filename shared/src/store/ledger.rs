@@ -1,0 +1,172 @@
+//! The ledger in Postgres: the counts each page stated and the marks each
+//! chain page left (both written in the landing transaction), and, for the
+//! finalizer, what each partition's pages add up to.
+//!
+//! The records a page delivered are kept on its task row (`page_tasks.records`),
+//! so fanned-out leaves landing in parallel never share a row to lock.
+
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::pagination::{Counts, Statement};
+use crate::verification::{PartitionLedger, StatedRange};
+
+/// A mark a chain page made that an earlier page of its partition had
+/// already made.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Repeat {
+    pub mark: String,
+    pub earlier_page: i64,
+}
+
+/// Records the counts a page stated.
+pub(super) async fn record_statements(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    partition_no: i32,
+    page_no: i64,
+    stated: &[Statement],
+) -> Result<(), StoreError> {
+    if stated.is_empty() {
+        return Ok(());
+    }
+    let counts: Vec<&str> = stated.iter().map(|s| s.counts.as_str()).collect();
+    let origins: Vec<&str> = stated.iter().map(|s| s.origin.as_str()).collect();
+    // A count past i64::MAX is saturated: it disagrees with any delivery
+    // just the same.
+    let values: Vec<i64> = stated
+        .iter()
+        .map(|s| i64::try_from(s.value).unwrap_or(i64::MAX))
+        .collect();
+    tx.execute(
+        "INSERT INTO stated_counts (export_id, partition_no, page_no, counts, origin, value)
+         SELECT $1, $2, $3, c, o, v FROM unnest($4::text[], $5::text[], $6::int8[]) AS t(c, o, v)
+         ON CONFLICT DO NOTHING",
+        &[
+            &export_id,
+            &partition_no,
+            &page_no,
+            &counts,
+            &origins,
+            &values,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Leaves a chain page's marks; the first one an earlier page of the
+/// partition already left, if any (then the caller rolls back).
+pub(super) async fn leave_marks(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    partition_no: i32,
+    page_no: i64,
+    marks: &[String],
+) -> Result<Option<Repeat>, StoreError> {
+    if marks.is_empty() {
+        return Ok(None);
+    }
+    let repeated = tx
+        .query_opt(
+            "SELECT mark, page_no FROM chain_marks
+              WHERE export_id = $1 AND partition_no = $2 AND mark = ANY($3) AND page_no <> $4
+              ORDER BY page_no LIMIT 1",
+            &[&export_id, &partition_no, &marks, &page_no],
+        )
+        .await?;
+    if let Some(row) = repeated {
+        return Ok(Some(Repeat {
+            mark: row.try_get("mark")?,
+            earlier_page: row.try_get("page_no")?,
+        }));
+    }
+    tx.execute(
+        "INSERT INTO chain_marks (export_id, partition_no, mark, page_no)
+         SELECT $1, $2, m, $3 FROM unnest($4::text[]) AS m
+         ON CONFLICT DO NOTHING",
+        &[&export_id, &partition_no, &page_no, &marks],
+    )
+    .await?;
+    Ok(None)
+}
+
+impl Store {
+    /// What each partition's landed pages add up to, and what the source
+    /// stated along the way, in partition order.
+    pub async fn ledger(&self, export_id: Uuid) -> Result<Vec<PartitionLedger>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT p.partition_no,
+                        count(t.id) AS pages_landed,
+                        count(t.id) FILTER (WHERE t.records > 0) AS pages_with_records,
+                        COALESCE(sum(t.records), 0)::int8 AS records_delivered
+                   FROM partitions p
+                   LEFT JOIN page_tasks t ON t.export_id = p.export_id
+                        AND t.partition_no = p.partition_no AND t.state = 'done'
+                  WHERE p.export_id = $1
+                  GROUP BY p.partition_no ORDER BY p.partition_no",
+                &[&export_id],
+            )
+            .await?;
+        let mut ledgers = Vec::with_capacity(rows.len());
+        for row in rows {
+            ledgers.push(PartitionLedger {
+                partition_no: row.try_get("partition_no")?,
+                pages_landed: count(row.try_get("pages_landed")?),
+                pages_with_records: count(row.try_get("pages_with_records")?),
+                records_delivered: count(row.try_get("records_delivered")?),
+                stated: Vec::new(),
+            });
+        }
+        for (partition_no, range) in self.stated_ranges(export_id).await? {
+            if let Some(l) = ledgers.iter_mut().find(|l| l.partition_no == partition_no) {
+                l.stated.push(range);
+            }
+        }
+        Ok(ledgers)
+    }
+
+    /// Every (partition, count, origin) the source stated, with the values
+    /// on its first and latest page and the range between.
+    async fn stated_ranges(&self, export_id: Uuid) -> Result<Vec<(i32, StatedRange)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT partition_no, counts, origin,
+                        (array_agg(value ORDER BY page_no))[1] AS first,
+                        (array_agg(value ORDER BY page_no DESC))[1] AS last,
+                        min(value) AS min, max(value) AS max
+                   FROM stated_counts WHERE export_id = $1
+                  GROUP BY partition_no, counts, origin
+                  ORDER BY partition_no, counts DESC, min(page_no), origin",
+                &[&export_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let counts: String = row.try_get("counts")?;
+                let counts = Counts::parse(&counts).ok_or_else(|| crate::model::UnknownState {
+                    kind: "Counts",
+                    value: counts.clone(),
+                })?;
+                let range = StatedRange {
+                    counts,
+                    origin: row.try_get("origin")?,
+                    first: count(row.try_get("first")?),
+                    last: count(row.try_get("last")?),
+                    min: count(row.try_get("min")?),
+                    max: count(row.try_get("max")?),
+                };
+                Ok((row.try_get("partition_no")?, range))
+            })
+            .collect()
+    }
+}
+
+/// A count Postgres returns as `int8`; never negative here.
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
