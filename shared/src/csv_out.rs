@@ -18,6 +18,7 @@
 //!
 //! Pure over [`std::io::Write`]: the caller chooses the file.
 
+use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
 
 use sha2::{Digest, Sha256};
@@ -141,14 +142,8 @@ impl<W: Write> CsvSink<W> {
 
     /// A text cell: guarded, and quoted when empty so it is not read as null.
     fn push_text(&mut self, text: &str) {
-        if self.formula_guard && starts_like_formula(text) {
-            let mut guarded = String::with_capacity(text.len() + 1);
-            guarded.push('\'');
-            guarded.push_str(text);
-            self.push_field(&guarded);
-        } else {
-            self.push_field(text);
-        }
+        let shown = guarded_text(text, self.formula_guard);
+        self.push_field(&shown);
     }
 
     /// Any non-null field: quoted when it must be, or when it is empty (an
@@ -196,6 +191,17 @@ impl<W: Write> CsvSink<W> {
             ));
         }
         Ok(())
+    }
+}
+
+/// A text cell (or header cell) as the file holds it once unquoted: with a
+/// leading `'` when the guard is on and the text starts like a formula.
+/// Public because a reader checking the file must expect exactly this.
+pub fn guarded_text(text: &str, formula_guard: bool) -> Cow<'_, str> {
+    if formula_guard && starts_like_formula(text) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
     }
 }
 

@@ -1,13 +1,15 @@
 //! pagefleet-shared: the domain and the adapters every pagefleet process uses.
 //!
 //! Pure logic (no I/O): [`spec`], [`pagination`], [`retry`], [`flatten`],
-//! [`csv_out`], [`model`], [`verification`] (the counts an export is held to).
+//! [`csv_out`] (writing the file), [`csv_check`] (reading it back, strictly),
+//! [`model`], [`verification`] (the counts an export is held to).
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment;
 //! [`tenancy`] says what a tenant's spec may reach on a worker.
 
 pub mod config;
+pub mod csv_check;
 pub mod csv_out;
 pub mod dispatch;
 pub mod flatten;

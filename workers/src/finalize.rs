@@ -2,12 +2,14 @@
 //!
 //! Rows stream from Postgres in key order, in batches, into a temporary file
 //! beside the target, counted and hashed as they are written. The count is
-//! checked against staging, the file fsynced and renamed into place, and the
-//! directory fsynced, so the final path holds either nothing or the whole
-//! file. The manifest is written the same way, then the export completes.
-//! The decisions in between are plain functions: the manifest from what
-//! was written and the export's counters ([`manifest`]), the count check,
-//! and the names of the temporary files.
+//! checked against staging, the file read back with a strict CSV reader and
+//! compared with what was written ([`crate::file_check`]), then fsynced and
+//! renamed into place, and the directory fsynced, so the final path holds
+//! either nothing or the whole, checked file. The manifest is written the
+//! same way, then the export completes. The decisions in between are plain
+//! functions: the manifest from what was written, what was read back and
+//! the export's counters ([`manifest`]), the count check, and the names of
+//! the temporary files.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use uuid::Uuid;
 
+use pagefleet_shared::csv_check::CsvCheck;
 use pagefleet_shared::csv_out::{CsvSink, CsvSummary};
 use pagefleet_shared::flatten::Row;
 use pagefleet_shared::model::ExportState;
@@ -29,6 +32,7 @@ use pagefleet_shared::verification::{reconcile, Verification};
 
 use crate::clock;
 use crate::context::WorkerContext;
+use crate::file_check::{self, ExpectedFile, FileCheckReport, FileMismatch};
 
 /// Rows fetched from Postgres per batch.
 const BATCH: i64 = 5_000;
@@ -60,6 +64,11 @@ pub enum FinalizeError {
         written: u64,
         staged: i64,
     },
+    #[error("finalize export {export_id}: the file read back is not the file written: {detail}")]
+    FileCheck {
+        export_id: Uuid,
+        detail: FileMismatch,
+    },
 }
 
 impl FinalizeError {
@@ -83,6 +92,8 @@ pub struct Manifest {
     pub rows: u64,
     pub bytes: u64,
     pub sha256: String,
+    /// What reading the file back before publishing it found.
+    pub file_check: FileCheckReport,
     pub pages: i64,
     pub requests: i64,
     pub retries: i64,
@@ -184,9 +195,10 @@ async fn finalize_locked(
 
 /// Writes the CSV and its manifest. The order is what makes it crash-safe:
 /// rows go to a temporary file, the count is checked against staging, the
-/// file is fsynced and renamed into place and the directory fsynced; only
-/// then is the manifest written (the same way). A crash at any point leaves
-/// the final path empty or whole, and the temporary files to the next try.
+/// file is read back and compared with what was written, fsynced and
+/// renamed into place and the directory fsynced; only then is the manifest
+/// written (the same way). A crash at any point leaves the final path empty
+/// or whole, and the temporary files to the next try.
 async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, FinalizeError> {
     let export_id = work.export_id;
     let store_err = |source| FinalizeError::Store { export_id, source };
@@ -227,6 +239,17 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
         None => file_name.clone(),
     };
     let file = (summary.inner.into_inner()).map_err(|e| out.io_err(&temp_path, e.into_error()))?;
+    // Read back before the rename, too: a file that is not exactly what was
+    // written never takes the final path.
+    let expected = ExpectedFile {
+        rows_written: written.rows,
+        rows_staged: staged,
+        columns: columns.len(),
+        header: work.spec.csv.header,
+        bytes: written.bytes,
+        sha256: &written.sha256,
+    };
+    let check = verify_temp(work, &columns, &out, &temp_path, &expected).await?;
     let final_path = out.dir.join(&published_name);
     out.commit(file, temp_path, final_path.clone()).await?;
 
@@ -236,6 +259,7 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
         &published_name,
         columns,
         &written,
+        &check,
         verification.clone(),
         finished_at,
     );
@@ -422,6 +446,49 @@ async fn write_csv(
     summary
 }
 
+/// Reads the flushed temporary file back with the strict reader (on a
+/// blocking thread: it is file I/O over the whole file) and compares it
+/// with what the writer and staging say it holds; removes the file when
+/// that fails.
+async fn verify_temp(
+    work: &FinalizeWork,
+    columns: &[String],
+    out: &OutputDir,
+    temp_path: &Path,
+    expected: &ExpectedFile<'_>,
+) -> Result<CsvCheck, FinalizeError> {
+    let checked = read_back_and_compare(work, columns, out, temp_path, expected).await;
+    if checked.is_err() {
+        discard_temp(temp_path);
+    }
+    checked
+}
+
+async fn read_back_and_compare(
+    work: &FinalizeWork,
+    columns: &[String],
+    out: &OutputDir,
+    temp_path: &Path,
+    expected: &ExpectedFile<'_>,
+) -> Result<CsvCheck, FinalizeError> {
+    let export_id = work.export_id;
+    let limit = file_check::record_limit(work.spec.source.max_body_bytes, columns);
+    let (path, options, cols) = (
+        temp_path.to_path_buf(),
+        work.spec.csv.clone(),
+        columns.to_vec(),
+    );
+    let read =
+        tokio::task::spawn_blocking(move || file_check::read_file(&path, &options, &cols, limit))
+            .await
+            .map_err(|e| out.io_err(temp_path, std::io::Error::other(e)))?
+            .map_err(|e| out.io_err(temp_path, e))?;
+    let file_err = |detail| FinalizeError::FileCheck { export_id, detail };
+    let check = read.map_err(|e| file_err(e.into()))?;
+    file_check::compare(&check, expected).map_err(file_err)?;
+    Ok(check)
+}
+
 /// What the CSV file came to.
 #[derive(Debug, Clone, PartialEq)]
 struct Written {
@@ -445,12 +512,14 @@ fn check_count(export_id: Uuid, written: u64, staged: i64) -> Result<(), Finaliz
 }
 
 /// The manifest of a written file: the spec's identity, what the file
-/// holds, and the export's counters. Secret query parameters show as `***`.
+/// holds, what reading it back found, and the export's counters. Secret
+/// query parameters show as `***`.
 fn manifest(
     work: &FinalizeWork,
     file_name: &str,
     columns: Vec<String>,
     written: &Written,
+    check: &CsvCheck,
     verification: Verification,
     finished_at: time::OffsetDateTime,
 ) -> Manifest {
@@ -481,6 +550,7 @@ fn manifest(
         rows: written.rows,
         bytes: written.bytes,
         sha256: written.sha256.clone(),
+        file_check: FileCheckReport::from(check),
         pages: work.pages,
         requests: work.requests,
         retries: work.retries,
@@ -669,6 +739,16 @@ params = { region = "us" }
         }
     }
 
+    fn checked() -> CsvCheck {
+        CsvCheck {
+            records: 1180,
+            fields_per_row: 2,
+            header: true,
+            bytes: 54321,
+            sha256: "f00d".into(),
+        }
+    }
+
     #[test]
     fn the_manifest_describes_the_file_and_the_export() {
         let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
@@ -678,6 +758,7 @@ params = { region = "us" }
             "orders.csv",
             columns.clone(),
             &written(),
+            &checked(),
             reconcile(&[], 3),
             finished,
         );
@@ -699,6 +780,36 @@ params = { region = "us" }
     }
 
     #[test]
+    fn the_manifest_records_what_reading_the_file_back_found() {
+        let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
+        let m = manifest(
+            &work(),
+            "orders.csv",
+            vec![],
+            &written(),
+            &checked(),
+            reconcile(&[], 3),
+            finished,
+        );
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            json["file_check"],
+            serde_json::json!({
+                "reader": "rfc4180-strict",
+                "records": 1180,
+                "fields_per_row": 2,
+                "header": true,
+                "bytes": 54321,
+                "sha256": "f00d",
+            })
+        );
+        // The fields that were there before are still there.
+        for field in ["rows", "bytes", "sha256", "columns", "spec_hash"] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
+    }
+
+    #[test]
     fn the_manifest_hides_secret_query_parameters() {
         let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
         let m = manifest(
@@ -706,6 +817,7 @@ params = { region = "us" }
             "orders.csv",
             vec![],
             &written(),
+            &checked(),
             reconcile(&[], 3),
             finished,
         );
@@ -746,6 +858,100 @@ params = { region = "us" }
             source: std::io::Error::other("disk full"),
         };
         assert!(!io.is_retryable());
+        let check = FinalizeError::FileCheck {
+            export_id: id,
+            detail: FileMismatch::Bytes {
+                read: 1,
+                written: 2,
+            },
+        };
+        assert!(!check.is_retryable());
+    }
+
+    /// A temporary CSV of `rows` one-column rows in a directory of its own.
+    fn temp_csv(rows: u64) -> (OutputDir, PathBuf, Written) {
+        let dir = std::env::temp_dir().join(format!("pagefleet-verify-{}", Uuid::now_v7()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".orders.csv.tmp");
+        let mut sink = CsvSink::new(Vec::new(), &work().spec.csv);
+        let columns = vec!["id".to_string()];
+        sink.write_header(&columns).unwrap();
+        for i in 0..rows {
+            let cell = pagefleet_shared::flatten::Cell::Text(format!("v,{i}"));
+            let row = Row::from([("id".to_string(), cell)]);
+            sink.write_row(&columns, &row).unwrap();
+        }
+        let summary = sink.finish().unwrap();
+        fs::write(&path, &summary.inner).unwrap();
+        let out = OutputDir {
+            export_id: work().export_id,
+            dir,
+            tenant_roots: vec![],
+        };
+        let written = Written {
+            rows: summary.rows,
+            bytes: summary.bytes,
+            sha256: summary.sha256,
+        };
+        (out, path, written)
+    }
+
+    fn expect(written: &Written) -> ExpectedFile<'_> {
+        ExpectedFile {
+            rows_written: written.rows,
+            rows_staged: written.rows as i64,
+            columns: 1,
+            header: true,
+            bytes: written.bytes,
+            sha256: &written.sha256,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_that_reads_back_as_written_is_kept() {
+        let (out, path, written) = temp_csv(3);
+        let columns = vec!["id".to_string()];
+        let check = verify_temp(&work(), &columns, &out, &path, &expect(&written))
+            .await
+            .unwrap();
+        assert_eq!((check.records, check.bytes), (3, written.bytes));
+        assert!(path.exists());
+        fs::remove_dir_all(&out.dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_that_does_not_read_back_as_written_is_removed() {
+        let columns = vec!["id".to_string()];
+        // Damaged after it was written: a bare LF where a CRLF was.
+        let (out, path, written) = temp_csv(3);
+        let mut bytes = fs::read(&path).unwrap();
+        let crlf = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+        bytes.remove(crlf);
+        fs::write(&path, &bytes).unwrap();
+        match verify_temp(&work(), &columns, &out, &path, &expect(&written)).await {
+            Err(e @ FinalizeError::FileCheck { .. }) => {
+                assert!(e.to_string().contains("line feed"), "{e}");
+                assert!(!e.is_retryable());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!path.exists());
+        fs::remove_dir_all(&out.dir).unwrap();
+
+        // Well formed, but not what was written: one row short.
+        let (out, path, written) = temp_csv(3);
+        let (_, short, _) = temp_csv(2);
+        fs::copy(&short, &path).unwrap();
+        fs::remove_dir_all(short.parent().unwrap()).unwrap();
+        match verify_temp(&work(), &columns, &out, &path, &expect(&written)).await {
+            Err(FinalizeError::FileCheck {
+                detail: FileMismatch::Records { read: 2, .. },
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!path.exists());
+        fs::remove_dir_all(&out.dir).unwrap();
     }
 
     #[test]
