@@ -2,7 +2,9 @@
 //!
 //! Exit codes: 0 success; 1 the API or a service failed; 2 bad input (a
 //! spec, an id, an argument); 3 the export is blocked on dead letters;
-//! 4 the export failed or was cancelled; 5 not found.
+//! 4 the export failed or was cancelled; 5 not found; 6 every page landed
+//! but the counts disagree with the source's (`unverified`: the CSV is held
+//! beside its final path).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use pagefleet_scheduler::client::{ApiClient, ClientError};
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
+use pagefleet_shared::verification::{Verification, VerificationStatus};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -402,6 +405,20 @@ async fn report_final(
             }
             Ok(3)
         }
+        ExportState::Unverified => {
+            if !json {
+                print_status(status);
+                eprintln!(
+                    "export {} is unverified: {}",
+                    status.id,
+                    status.error.as_deref().unwrap_or("the counts disagree")
+                );
+                eprintln!(
+                    "the CSV is held beside its final path; set verify.on_mismatch = \"publish\" to publish such a file anyway"
+                );
+            }
+            Ok(6)
+        }
         _ => {
             if !json {
                 print_status(status);
@@ -441,5 +458,22 @@ fn print_status(s: &ExportStatus) {
     }
     if let Some(p) = &s.manifest_path {
         println!("manifest  {p}");
+    }
+    if let Some(v) = &s.verification {
+        println!("verified  {}", verified_line(v));
+    }
+}
+
+/// What the finalizer checked, in one line.
+fn verified_line(v: &Verification) -> String {
+    let total = v
+        .source_total
+        .map_or(String::new(), |t| format!(", source total {t}"));
+    match (v.status, &v.shortfall) {
+        (VerificationStatus::NoneStated, _) => {
+            "none stated: the source gave no count to check against".to_string()
+        }
+        (_, Some(shortfall)) => format!("MISMATCH{total}: {shortfall}"),
+        (_, None) => format!("{} checks agree{total}", v.checks.len()),
     }
 }

@@ -1,0 +1,146 @@
+//! "Completed" means complete: every export is held to what the source
+//! says it holds. Against a source that caps its page size, states totals
+//! in headers, needs a page parameter on its first request (json-server),
+//! lies about its total, or leads its chain in a circle, an export either
+//! comes out complete and `completed`, or it is not `completed` and says
+//! why. Never a silent shortfall.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{assert_csv_matches_source, assert_manifest, spec_toml, unique, Fleet};
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::spec::ExportSpec;
+use pagefleet_shared::store::ExportStatus;
+use pagefleet_shared::verification::{CheckKind, VerificationStatus};
+use pagefleet_tests::mock::{MockConfig, MockServer, Style};
+
+const SEED: u64 = 31;
+
+/// One export of `style` from `mock`, with `extra` TOML appended to the
+/// spec (sections such as `[verify]`) and `pagination` lines replacing the
+/// style's own when given. Returns the settled status and the CSV's path.
+async fn export(
+    fleet: &Fleet,
+    mock: &MockServer,
+    style: Style,
+    page_size: usize,
+    edit: impl FnOnce(String) -> String,
+) -> (ExportStatus, PathBuf) {
+    let name = unique("complete-");
+    let token = unique("PFT_TOKEN_").to_uppercase();
+    std::env::set_var(&token, &mock.config().token);
+    let toml = edit(spec_toml(
+        &name,
+        mock,
+        style,
+        &fleet.out_dir,
+        page_size,
+        &token,
+    ));
+    let spec = ExportSpec::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let id = fleet.api.submit(&spec, None).await.expect("submit").id;
+    let status = fleet.wait(id, Duration::from_secs(180)).await;
+    (status, fleet.out_dir.join(format!("{name}.csv")))
+}
+
+/// The spec with its `[pagination]` section replaced.
+fn with_pagination(toml: String, pagination: &str) -> String {
+    let start = toml.find("[pagination]").expect("a pagination section");
+    let end = start + toml[start..].find("\n\n").expect("the end of the section");
+    format!("{}[pagination]\n{pagination}{}", &toml[..start], &toml[end..])
+}
+
+fn held_path(csv: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.unverified", csv.display()))
+}
+
+fn assert_completed(status: &ExportStatus) {
+    assert_eq!(status.state, ExportState::Completed, "{status:#?}");
+}
+
+fn assert_unverified(status: &ExportStatus, csv: &Path, why: &str) {
+    assert_eq!(status.state, ExportState::Unverified, "{status:#?}");
+    let error = status.error.as_deref().unwrap_or("");
+    assert!(error.contains(why), "{why:?} not in {error:?}");
+    let verification = status.verification.as_ref().expect("a verification");
+    assert_eq!(verification.status, VerificationStatus::Mismatch);
+    assert!(!csv.exists(), "nothing may take the final path");
+    let held = held_path(csv);
+    assert!(held.exists(), "the held file {}", held.display());
+    assert_eq!(status.output_path.as_deref(), held.to_str());
+    let manifest = format!("{}.manifest.json", held.display());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).expect("the held file's manifest"))
+            .expect("manifest JSON");
+    assert_eq!(manifest["verification"]["status"], "mismatch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_capped_page_size_without_a_total_still_exports_everything() {
+    // Asked for 100 a page, the source serves 30: every page is short.
+    const RECORDS: usize = 500;
+    let mut config = MockConfig::new(SEED, RECORDS);
+    config.max_page_size = 30;
+    let mock = MockServer::start(config).await.unwrap();
+    let fleet = Fleet::start(1).await;
+    let (status, csv) = export(&fleet, &mock, Style::OffsetNoTotal, 100, |t| t).await;
+    assert_completed(&status);
+    let bytes = assert_csv_matches_source(&csv, SEED, RECORDS);
+    let manifest = assert_manifest(&csv, &bytes, RECORDS);
+    // Nothing was stated, and the manifest says so rather than claiming more.
+    assert_eq!(manifest["verification"]["status"], "none_stated");
+    // 17 pages of 30 (the last holds 20), then the empty page that ends it.
+    assert_eq!(status.pages_landed, 18);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn totals_are_checked_and_the_checks_are_in_the_manifest() {
+    const RECORDS: usize = 1_000;
+    let mock = MockServer::start(MockConfig::new(SEED, RECORDS)).await.unwrap();
+    let fleet = Fleet::start(1).await;
+    let (status, csv) = export(&fleet, &mock, Style::Offset, 100, |t| t).await;
+    assert_completed(&status);
+    let bytes = assert_csv_matches_source(&csv, SEED, RECORDS);
+    let manifest = assert_manifest(&csv, &bytes, RECORDS);
+    let verification = status.verification.expect("a verification");
+    assert_eq!(verification.status, VerificationStatus::Agreed);
+    assert_eq!(manifest["verification"]["status"], "agreed");
+    let checks: Vec<(CheckKind, &str, u64)> = verification
+        .checks
+        .iter()
+        .map(|c| (c.check, c.origin.as_str(), c.observed))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            (CheckKind::Records, "body total", RECORDS as u64),
+            (CheckKind::Rows, "all partitions", RECORDS as u64),
+        ]
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_past_the_page_cap_stops_with_the_reason() {
+    let mock = MockServer::start(MockConfig::new(SEED, 1_000)).await.unwrap();
+    let fleet = Fleet::start(1).await;
+    let (status, _) = export(&fleet, &mock, Style::Cursor, 100, |t| {
+        format!("{t}\n[verify]\nmax_pages_per_partition = 3\n")
+    })
+    .await;
+    assert_eq!(status.state, ExportState::Blocked, "{status:#?}");
+    let letters = fleet.api.dead_letters(Some(status.id), false).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0]
+            .reason
+            .contains("would have 4 pages, more than verify.max_pages_per_partition = 3"),
+        "{}",
+        letters[0].reason
+    );
+    fleet.stop().await;
+}
