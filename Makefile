@@ -1,13 +1,19 @@
 # pagefleet: `make demo` runs a real export; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: demo test chaos bench up build lint clean
+.PHONY: demo test chaos bench up build lint clean peers
 
 demo: up build
 	deploy/demo.sh
 
-test: up build
+test: up build peers
 	$(CARGO) test --workspace --no-fail-fast
+
+# Real sources some tests export from (json-server), where Node is installed.
+peers:
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix tests/peers/json-server --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the json-server peer test will be skipped"; fi
 
 # Kills workers (and stops some with SIGTERM) and the scheduler and restarts
 # RabbitMQ, Postgres and Redis under a 2,000-page export, once per seed;

@@ -50,7 +50,11 @@ async fn export(
 fn with_pagination(toml: String, pagination: &str) -> String {
     let start = toml.find("[pagination]").expect("a pagination section");
     let end = start + toml[start..].find("\n\n").expect("the end of the section");
-    format!("{}[pagination]\n{pagination}{}", &toml[..start], &toml[end..])
+    format!(
+        "{}[pagination]\n{pagination}{}",
+        &toml[..start],
+        &toml[end..]
+    )
 }
 
 fn held_path(csv: &Path) -> PathBuf {
@@ -100,7 +104,9 @@ async fn a_capped_page_size_without_a_total_still_exports_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn totals_are_checked_and_the_checks_are_in_the_manifest() {
     const RECORDS: usize = 1_000;
-    let mock = MockServer::start(MockConfig::new(SEED, RECORDS)).await.unwrap();
+    let mock = MockServer::start(MockConfig::new(SEED, RECORDS))
+        .await
+        .unwrap();
     let fleet = Fleet::start(1).await;
     let (status, csv) = export(&fleet, &mock, Style::Offset, 100, |t| t).await;
     assert_completed(&status);
@@ -126,14 +132,20 @@ async fn totals_are_checked_and_the_checks_are_in_the_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chain_past_the_page_cap_stops_with_the_reason() {
-    let mock = MockServer::start(MockConfig::new(SEED, 1_000)).await.unwrap();
+    let mock = MockServer::start(MockConfig::new(SEED, 1_000))
+        .await
+        .unwrap();
     let fleet = Fleet::start(1).await;
     let (status, _) = export(&fleet, &mock, Style::Cursor, 100, |t| {
         format!("{t}\n[verify]\nmax_pages_per_partition = 3\n")
     })
     .await;
     assert_eq!(status.state, ExportState::Blocked, "{status:#?}");
-    let letters = fleet.api.dead_letters(Some(status.id), false).await.unwrap();
+    let letters = fleet
+        .api
+        .dead_letters(Some(status.id), false)
+        .await
+        .unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert!(
         letters[0]
