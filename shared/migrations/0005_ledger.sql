@@ -34,3 +34,21 @@ CREATE TABLE chain_marks (
     page_no       bigint NOT NULL,
     PRIMARY KEY (export_id, partition_no, mark)
 );
+
+-- The backward pass: a partition of a shifting style (offset, page number)
+-- whose stated counts moved while it was read is read again, last page
+-- first, one page at a time. A record can only move towards the start when
+-- others are deleted, so a backward walk cannot miss one that existed
+-- throughout. The pass's pages are planned whole, keyed by the page number
+-- each will have; a landing of one queues the next.
+ALTER TABLE page_tasks DROP CONSTRAINT page_tasks_role_check;
+ALTER TABLE page_tasks ADD CONSTRAINT page_tasks_role_check
+    CHECK (role IN ('chain','leaf','backward'));
+ALTER TABLE partitions ADD COLUMN backward_pass boolean NOT NULL DEFAULT false;
+CREATE TABLE backward_passes (
+    export_id     uuid NOT NULL REFERENCES exports (id) ON DELETE CASCADE,
+    partition_no  int NOT NULL,
+    page_no       bigint NOT NULL,
+    position      jsonb NOT NULL,
+    PRIMARY KEY (export_id, partition_no, page_no)
+);

@@ -8,10 +8,18 @@
 //! held, and in words what disagreed. An export whose checks all hold is
 //! complete as far as the source can tell; one with no count to check
 //! against says so (`none_stated`) rather than claiming anything.
+//!
+//! Data that moves while it is read shows as a stated count that changed.
+//! Under a style whose positions are keys that costs nothing; under one
+//! whose positions count records (offset, page number) a delete shifts
+//! records into pages already read, so the partition is read again
+//! backwards ([`to_reread`]): a record can only move towards the start, and
+//! a walk from the last page to the first cannot be outrun by it. A count
+//! that moved is then held to the band it moved in, not to one value.
 
 use serde::{Deserialize, Serialize};
 
-use crate::pagination::Counts;
+use crate::pagination::{Counts, UnderDrift};
 
 /// What one partition's landed pages add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +29,9 @@ pub struct PartitionLedger {
     /// Landed pages that held at least one record.
     pub pages_with_records: u64,
     pub records_delivered: u64,
+    /// Pages the backward pass re-read, once one was planned (the
+    /// delivered counts above are the first pass's alone).
+    pub reread_pages: Option<u64>,
     pub stated: Vec<StatedRange>,
 }
 
@@ -84,6 +95,9 @@ pub enum CheckKind {
     Pages,
     /// The stated count did not change while the partition was read.
     Stable,
+    /// It changed, and that was made good (a backward pass) or cannot
+    /// harm this style.
+    Drift,
     /// Rows in the file against the records stated over all partitions.
     Rows,
 }
@@ -94,12 +108,43 @@ impl Verification {
     }
 }
 
+/// The partitions to read again backwards: their stated counts moved, the
+/// style's positions shift, and no backward pass ran yet.
+pub fn to_reread(ledgers: &[PartitionLedger], under_drift: UnderDrift) -> Vec<i32> {
+    if under_drift != UnderDrift::Shifts {
+        return Vec::new();
+    }
+    ledgers
+        .iter()
+        .filter(|l| l.reread_pages.is_none() && l.stated.iter().any(StatedRange::moved))
+        .map(|l| l.partition_no)
+        .collect()
+}
+
+impl StatedRange {
+    fn moved(&self) -> bool {
+        self.min != self.max
+    }
+
+    /// Whether `n` is within what this count may mean: its one value, or,
+    /// when it moved, the band it moved in widened by as much again (a
+    /// delete and an insert in the same place leave the count alone).
+    fn admits(&self, n: u64) -> bool {
+        let spread = self.max - self.min;
+        (self.min.saturating_sub(spread)..=self.max.saturating_add(spread)).contains(&n)
+            && (self.moved() || n == self.last)
+    }
+}
+
 /// Checks every stated count against what was delivered, and the file's
 /// `rows` against the total over all partitions.
-pub fn reconcile(ledgers: &[PartitionLedger], rows: u64) -> Verification {
-    let mut checks: Vec<Check> = ledgers.iter().flat_map(partition_checks).collect();
-    let source_total = source_total(ledgers);
-    if let Some(total) = source_total {
+pub fn reconcile(ledgers: &[PartitionLedger], rows: u64, under_drift: UnderDrift) -> Verification {
+    let mut checks: Vec<Check> = ledgers
+        .iter()
+        .flat_map(|l| partition_checks(l, under_drift))
+        .collect();
+    let total = source_total(ledgers);
+    if let Some(total) = &total {
         checks.push(rows_check(total, rows));
     }
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
@@ -114,18 +159,18 @@ pub fn reconcile(ledgers: &[PartitionLedger], rows: u64) -> Verification {
     });
     Verification {
         status,
-        source_total,
+        source_total: total.map(|t| t.last),
         rows,
         checks,
         shortfall,
     }
 }
 
-fn partition_checks(ledger: &PartitionLedger) -> Vec<Check> {
+fn partition_checks(ledger: &PartitionLedger, under_drift: UnderDrift) -> Vec<Check> {
     let mut checks = Vec::new();
     for stated in &ledger.stated {
-        if stated.min != stated.max {
-            checks.push(stable_check(ledger.partition_no, stated));
+        if stated.moved() {
+            checks.push(drift_check(ledger, stated, under_drift));
         }
         checks.push(match stated.counts {
             Counts::Records => records_check(ledger, stated),
@@ -135,30 +180,55 @@ fn partition_checks(ledger: &PartitionLedger) -> Vec<Check> {
     checks
 }
 
-fn stable_check(partition: i32, stated: &StatedRange) -> Check {
+/// A count that moved: made good by a backward pass, harmless to keys, or
+/// a failure.
+fn drift_check(ledger: &PartitionLedger, stated: &StatedRange, under_drift: UnderDrift) -> Check {
+    let partition = ledger.partition_no;
+    let moved = format!(
+        "partition {partition}: the {} count in {} changed while it was read \
+         (first {}, last {}, between {} and {})",
+        stated.counts.as_str(),
+        stated.origin,
+        stated.first,
+        stated.last,
+        stated.min,
+        stated.max
+    );
+    let (check, ok, outcome) = match (ledger.reread_pages, under_drift) {
+        (Some(pages), _) => (
+            CheckKind::Drift,
+            true,
+            format!(
+                "; {pages} pages were read again, last first, so no record that \
+                 existed throughout was missed"
+            ),
+        ),
+        (None, UnderDrift::Immune) => (
+            CheckKind::Drift,
+            true,
+            "; this style's positions are keys, which moving data does not shift".to_string(),
+        ),
+        (None, _) => (
+            CheckKind::Stable,
+            false,
+            ": the data moved during the export, and records may have shifted past a page"
+                .to_string(),
+        ),
+    };
     Check {
         partition: Some(partition),
-        check: CheckKind::Stable,
+        check,
         origin: stated.origin.clone(),
         stated: stated.first,
         observed: stated.last,
-        ok: false,
-        detail: format!(
-            "partition {partition}: the {} count in {} changed while it was read \
-             (first {}, last {}, between {} and {}): the data moved during the export",
-            stated.counts.as_str(),
-            stated.origin,
-            stated.first,
-            stated.last,
-            stated.min,
-            stated.max
-        ),
+        ok,
+        detail: format!("{moved}{outcome}"),
     }
 }
 
 fn records_check(ledger: &PartitionLedger, stated: &StatedRange) -> Check {
     let (partition, delivered) = (ledger.partition_no, ledger.records_delivered);
-    let ok = delivered == stated.last;
+    let ok = stated.admits(delivered);
     let why = if delivered < stated.last {
         "; records are missing (did the first request need a page parameter, \
          or did the source stop early?)"
@@ -184,7 +254,7 @@ fn records_check(ledger: &PartitionLedger, stated: &StatedRange) -> Check {
 fn pages_check(ledger: &PartitionLedger, stated: &StatedRange) -> Check {
     let (partition, delivered) = (ledger.partition_no, ledger.pages_with_records);
     // An empty partition may be stated as one (empty) page.
-    let ok = delivered == stated.last || (delivered == 0 && stated.last <= 1);
+    let ok = stated.admits(delivered) || (delivered == 0 && stated.last <= 1);
     Check {
         partition: Some(partition),
         check: CheckKind::Pages,
@@ -199,33 +269,43 @@ fn pages_check(ledger: &PartitionLedger, stated: &StatedRange) -> Check {
     }
 }
 
-fn rows_check(total: u64, rows: u64) -> Check {
+fn rows_check(total: &StatedRange, rows: u64) -> Check {
+    let stated = total.last;
     Check {
         partition: None,
         check: CheckKind::Rows,
         origin: "all partitions".into(),
-        stated: total,
+        stated,
         observed: rows,
-        ok: total == rows,
+        ok: total.admits(rows),
         detail: format!(
-            "the source stated {total} records over all partitions; the file holds {rows} rows"
+            "the source stated {stated} records over all partitions; the file holds {rows} rows"
         ),
     }
 }
 
 /// The records stated over every partition, when each stated a count:
-/// the latest value of the first origin (the body's before headers).
-fn source_total(ledgers: &[PartitionLedger]) -> Option<u64> {
-    ledgers
-        .iter()
-        .map(|l| {
-            let records = || l.stated.iter().filter(|s| s.counts == Counts::Records);
-            records()
-                .find(|s| s.origin.starts_with("body "))
-                .or_else(|| records().next())
-                .map(|s| s.last)
-        })
-        .sum()
+/// the first origin's values (the body's before headers), summed.
+fn source_total(ledgers: &[PartitionLedger]) -> Option<StatedRange> {
+    let mut sum = StatedRange {
+        counts: Counts::Records,
+        origin: "all partitions".into(),
+        first: 0,
+        last: 0,
+        min: 0,
+        max: 0,
+    };
+    for ledger in ledgers {
+        let records = || ledger.stated.iter().filter(|s| s.counts == Counts::Records);
+        let one = records()
+            .find(|s| s.origin.starts_with("body "))
+            .or_else(|| records().next())?;
+        sum.first = sum.first.saturating_add(one.first);
+        sum.last = sum.last.saturating_add(one.last);
+        sum.min = sum.min.saturating_add(one.min);
+        sum.max = sum.max.saturating_add(one.max);
+    }
+    (!ledgers.is_empty()).then_some(sum)
 }
 
 #[cfg(test)]
@@ -254,6 +334,7 @@ mod tests {
             pages_landed: pages + 1,
             pages_with_records: pages,
             records_delivered: records,
+            reread_pages: None,
             stated,
         }
     }
@@ -269,7 +350,7 @@ mod tests {
                 steady(Counts::Pages, "body total_pages", 10),
             ],
         );
-        let v = reconcile(&[l], 1000);
+        let v = reconcile(&[l], 1000, UnderDrift::Shifts);
         assert_eq!(v.status, VerificationStatus::Agreed);
         assert_eq!(v.source_total, Some(1000));
         let kinds: Vec<CheckKind> = v.checks.iter().map(|c| c.check).collect();
@@ -289,7 +370,7 @@ mod tests {
             1,
             vec![steady(Counts::Records, "header X-Total-Count", 336776)],
         );
-        let v = reconcile(&[l], 500);
+        let v = reconcile(&[l], 500, UnderDrift::Unknown);
         assert_eq!(v.status, VerificationStatus::Mismatch);
         assert!(!v.agreed());
         let shortfall = v.shortfall.unwrap();
@@ -309,7 +390,7 @@ mod tests {
     fn more_records_than_stated_is_a_mismatch_too() {
         // The sentinel page past a total that was too low held records.
         let l = ledger(1010, 11, vec![steady(Counts::Records, "body total", 1000)]);
-        let v = reconcile(&[l], 1010);
+        let v = reconcile(&[l], 1010, UnderDrift::Shifts);
         assert_eq!(v.status, VerificationStatus::Mismatch);
         assert!(v.checks[0].detail.contains("served more than it stated"));
     }
@@ -325,7 +406,7 @@ mod tests {
                 (20000, 20003, 19999, 20004),
             )],
         );
-        let v = reconcile(&[l], 20003);
+        let v = reconcile(&[l], 20003, UnderDrift::Shifts);
         assert_eq!(v.status, VerificationStatus::Mismatch);
         let stable = &v.checks[0];
         assert_eq!(stable.check, CheckKind::Stable);
@@ -342,7 +423,7 @@ mod tests {
     #[test]
     fn duplicates_across_pages_show_in_the_rows_check() {
         let l = ledger(100, 1, vec![steady(Counts::Records, "body total", 100)]);
-        let v = reconcile(&[l], 98);
+        let v = reconcile(&[l], 98, UnderDrift::Shifts);
         assert_eq!(v.status, VerificationStatus::Mismatch);
         let rows = v.checks.last().unwrap();
         assert_eq!(
@@ -353,7 +434,7 @@ mod tests {
 
     #[test]
     fn nothing_stated_is_said_so() {
-        let v = reconcile(&[ledger(42, 1, vec![])], 42);
+        let v = reconcile(&[ledger(42, 1, vec![])], 42, UnderDrift::Shifts);
         assert_eq!(v.status, VerificationStatus::NoneStated);
         assert!(v.checks.is_empty());
         assert_eq!(v.source_total, None);
@@ -367,19 +448,87 @@ mod tests {
         let mut second = ledger(5, 1, vec![]);
         second.partition_no = 1;
         let first = ledger(10, 1, vec![steady(Counts::Records, "body total", 10)]);
-        let v = reconcile(&[first.clone(), second], 15);
+        let v = reconcile(&[first.clone(), second], 15, UnderDrift::Shifts);
         assert_eq!(v.source_total, None, "partition 1 stated nothing");
         assert_eq!(v.status, VerificationStatus::Agreed);
         let mut stated_too = ledger(5, 1, vec![steady(Counts::Records, "body total", 5)]);
         stated_too.partition_no = 1;
-        assert_eq!(reconcile(&[first, stated_too], 15).source_total, Some(15));
+        assert_eq!(
+            reconcile(&[first, stated_too], 15, UnderDrift::Shifts).source_total,
+            Some(15)
+        );
     }
 
     #[test]
     fn an_empty_partition_may_be_one_stated_page() {
         let l = ledger(0, 0, vec![steady(Counts::Pages, "body total_pages", 1)]);
-        assert_eq!(reconcile(&[l], 0).status, VerificationStatus::Agreed);
+        assert_eq!(
+            reconcile(&[l], 0, UnderDrift::Shifts).status,
+            VerificationStatus::Agreed
+        );
         let l = ledger(0, 0, vec![steady(Counts::Pages, "body total_pages", 2)]);
-        assert_eq!(reconcile(&[l], 0).status, VerificationStatus::Mismatch);
+        assert_eq!(
+            reconcile(&[l], 0, UnderDrift::Shifts).status,
+            VerificationStatus::Mismatch
+        );
+    }
+
+    fn moving(records: u64) -> PartitionLedger {
+        ledger(
+            records,
+            201,
+            vec![stated(
+                Counts::Records,
+                "body total",
+                (20000, 20003, 19999, 20004),
+            )],
+        )
+    }
+
+    #[test]
+    fn a_moving_count_under_a_shifting_style_asks_for_a_backward_pass() {
+        assert_eq!(to_reread(&[moving(20003)], UnderDrift::Shifts), vec![0]);
+        assert_eq!(
+            to_reread(&[moving(20003)], UnderDrift::Immune),
+            Vec::<i32>::new()
+        );
+        assert_eq!(
+            to_reread(&[moving(20003)], UnderDrift::Unknown),
+            Vec::<i32>::new()
+        );
+        let steady_one = ledger(10, 1, vec![steady(Counts::Records, "body total", 10)]);
+        assert_eq!(
+            to_reread(&[steady_one], UnderDrift::Shifts),
+            Vec::<i32>::new()
+        );
+        let mut reread = moving(20003);
+        reread.reread_pages = Some(201);
+        assert_eq!(
+            to_reread(&[reread], UnderDrift::Shifts),
+            Vec::<i32>::new(),
+            "once only"
+        );
+    }
+
+    #[test]
+    fn a_moving_count_made_good_is_held_to_its_band() {
+        let mut reread = moving(20003);
+        reread.reread_pages = Some(201);
+        let v = reconcile(&[reread.clone()], 20002, UnderDrift::Shifts);
+        assert_eq!(v.status, VerificationStatus::Agreed, "{v:#?}");
+        assert_eq!(v.checks[0].check, CheckKind::Drift);
+        assert!(v.checks[0]
+            .detail
+            .contains("201 pages were read again, last first"));
+        // The band is 19999..=20004 widened by its spread of 5.
+        assert!(reconcile(&[reread.clone()], 19994, UnderDrift::Shifts).agreed());
+        assert!(!reconcile(&[reread.clone()], 19993, UnderDrift::Shifts).agreed());
+        reread.records_delivered = 500;
+        let short = reconcile(&[reread], 500, UnderDrift::Shifts);
+        assert!(!short.agreed(), "a real shortfall is outside any band");
+        // Keys do not shift: a moving count is harmless to a cursor.
+        let keyed = reconcile(&[moving(20003)], 20003, UnderDrift::Immune);
+        assert_eq!(keyed.status, VerificationStatus::Agreed);
+        assert!(keyed.checks[0].detail.contains("positions are keys"));
     }
 }

@@ -28,7 +28,7 @@ use pagefleet_shared::spec::OnMismatch;
 use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
 use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy::{self, CreateDirError};
-use pagefleet_shared::verification::{reconcile, Verification};
+use pagefleet_shared::verification::{reconcile, to_reread, Verification};
 
 use crate::clock;
 use crate::context::WorkerContext;
@@ -115,6 +115,11 @@ pub enum FinalizeResult {
     },
     /// Already completed, or not ready: nothing to do.
     Skipped,
+    /// The data moved while it was read: these partitions are being read
+    /// again (backwards) before the export is finalized.
+    Rereading {
+        partitions: Vec<i32>,
+    },
 }
 
 pub async fn handle_finalize(
@@ -164,6 +169,9 @@ async fn finalize_locked(
         Some(w) if w.state == ExportState::Finalizing => {}
         _ => return Ok(FinalizeResult::Skipped),
     }
+    if let Some(reread) = reread_if_moved(ctx, work).await? {
+        return Ok(reread);
+    }
     match publish(ctx, work).await {
         Ok(published) => {
             let rows = published.rows as u64;
@@ -191,6 +199,32 @@ async fn finalize_locked(
             Err(e)
         }
     }
+}
+
+/// Sends the partitions whose data moved under a shifting style back for a
+/// backward pass instead of publishing; the pass's last page finalizes the
+/// export again. `None` when there is nothing to re-read.
+async fn reread_if_moved(
+    ctx: &WorkerContext,
+    work: &FinalizeWork,
+) -> Result<Option<FinalizeResult>, FinalizeError> {
+    let export_id = work.export_id;
+    let store_err = |source| FinalizeError::Store { export_id, source };
+    let ledgers = ctx.store.ledger(export_id).await.map_err(store_err)?;
+    let under_drift = work.spec.pagination.style().under_drift();
+    let partitions = to_reread(&ledgers, under_drift);
+    if partitions.is_empty() {
+        return Ok(None);
+    }
+    let outbox_ids = ctx
+        .store
+        .plan_backward_pass(export_id, &partitions)
+        .await
+        .map_err(store_err)?;
+    tracing::info!(export = %export_id, ?partitions, pages = outbox_ids.len(),
+        "the source's counts moved while it was read; reading again, last page first");
+    ctx.publish_outbox(&outbox_ids).await;
+    Ok(Some(FinalizeResult::Rereading { partitions }))
 }
 
 /// Writes the CSV and its manifest. The order is what makes it crash-safe:
@@ -229,7 +263,8 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
         sha256: summary.sha256,
     };
     let ledgers = ctx.store.ledger(export_id).await.map_err(store_err)?;
-    let verification = reconcile(&ledgers, written.rows);
+    let under_drift = work.spec.pagination.style().under_drift();
+    let verification = reconcile(&ledgers, written.rows, under_drift);
     let held = held_because(&verification, work.spec.verify.on_mismatch);
     report_verification(export_id, &verification, held.is_some());
     // A file whose counts disagree never takes the final path (unless the
@@ -683,6 +718,7 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pagefleet_shared::pagination::UnderDrift;
     use pagefleet_shared::spec::ExportSpec;
 
     const SPEC: &str = r#"
@@ -759,7 +795,7 @@ params = { region = "us" }
             columns.clone(),
             &written(),
             &checked(),
-            reconcile(&[], 3),
+            reconcile(&[], 3, UnderDrift::Shifts),
             finished,
         );
         assert_eq!(m.export_id, Uuid::from_u128(7));
@@ -788,7 +824,7 @@ params = { region = "us" }
             vec![],
             &written(),
             &checked(),
-            reconcile(&[], 3),
+            reconcile(&[], 3, UnderDrift::Shifts),
             finished,
         );
         let json = serde_json::to_value(&m).unwrap();
@@ -818,7 +854,7 @@ params = { region = "us" }
             vec![],
             &written(),
             &checked(),
-            reconcile(&[], 3),
+            reconcile(&[], 3, UnderDrift::Shifts),
             finished,
         );
         assert_eq!(

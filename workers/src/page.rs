@@ -541,7 +541,7 @@ fn prepare(
     let stated = stated(spec, &page).map_err(|e| format!("{at}: {e}"))?;
     let marks = match work.role {
         Role::Chain => pagination::chain_marks(&next, rows.iter().map(|(key, _)| key.as_str())),
-        Role::Leaf => Vec::new(),
+        Role::Leaf | Role::Backward => Vec::new(),
     };
     Ok(Landing {
         task_id: work.task_id,

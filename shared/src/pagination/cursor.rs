@@ -8,7 +8,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::body::optional_string;
-use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
+use super::{Next, Page, PaginationError, PaginationStyle, Position, Target, UnderDrift};
 use crate::spec::{check_path, invalid, SpecError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +66,10 @@ Ok(Target::keyed(
         };
         let found = self.found(page)?;
         after_page(cursor.as_deref(), found, page.records.len())
+    }
+
+    fn under_drift(&self) -> UnderDrift {
+        UnderDrift::Immune
     }
 
     fn validate(&self) -> Result<(), SpecError> {

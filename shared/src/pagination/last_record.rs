@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::body::{flag, lookup};
-use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
+use super::{Next, Page, PaginationError, PaginationStyle, Position, Target, UnderDrift};
 use crate::flatten::kind;
 use crate::spec::{check_path, SpecError};
 
@@ -71,6 +71,10 @@ Ok(Target::keyed(
             return Err(PaginationError::CursorLoop);
         }
         Ok(Next::Chain(Position::After { after: Some(key) }))
+    }
+
+    fn under_drift(&self) -> UnderDrift {
+        UnderDrift::Immune
     }
 
     fn validate(&self) -> Result<(), SpecError> {

@@ -65,11 +65,34 @@ pub enum Position {
 
 /// Whether a page may lead to more pages. The first page of a partition can
 /// fan out; a fanned-out page is a leaf; chain styles walk one page at a time.
+/// A backward page re-reads a partition whose data moved, last page first
+/// (see `verification`); what it leads to was planned with the pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Chain,
     Leaf,
+    Backward,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Chain => "chain",
+            Role::Leaf => "leaf",
+            Role::Backward => "backward",
+        }
+    }
+
+    /// The role stored as `text`; anything unknown is a chain page (the
+    /// schema allows no other value).
+    pub fn from_text(text: &str) -> Role {
+        match text {
+            "leaf" => Role::Leaf,
+            "backward" => Role::Backward,
+            _ => Role::Chain,
+        }
+    }
 }
 
 /// What to request for a position: query parameters added to the base
@@ -185,6 +208,13 @@ pub trait PaginationStyle: StyleName {
         Ok(totals::header_records(page.headers))
     }
 
+    /// What records that move while the partition is read (inserts and
+    /// deletes before them) do to this style's positions. By default the
+    /// style cannot tell (a source's URLs may hold offsets or keys).
+    fn under_drift(&self) -> UnderDrift {
+        UnderDrift::Unknown
+    }
+
     /// Checks what serde's types cannot; errors name `pagination.<field>`.
     fn validate(&self) -> Result<(), SpecError>;
 
@@ -195,6 +225,20 @@ pub trait PaginationStyle: StyleName {
             style: self.name(),
         }
     }
+}
+
+/// What moving data does to a style's positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderDrift {
+    /// Positions are keys (a cursor, the last record's id): a delete or an
+    /// insert elsewhere moves nothing a later page depends on.
+    Immune,
+    /// Positions count records (an offset, a page number): a delete before
+    /// a page shifts records into pages already read. A backward pass
+    /// (last page first) re-reads what may have been missed.
+    Shifts,
+    /// Positions are the source's own URLs: they may count or key.
+    Unknown,
 }
 
 /// The name a spec selects a style by (`style = "offset"`); implemented
@@ -282,7 +326,8 @@ pub fn stated(spec: &PaginationSpec, page: &Page<'_>) -> Result<Vec<Statement>, 
 }
 
 /// What follows the page at `position`. A leaf (a fanned-out page) is
-/// always the end: the page that fanned it out already listed its siblings.
+/// always the end: the page that fanned it out already listed its siblings;
+/// so is a backward page, whose pass was planned whole.
 pub fn next(
     spec: &PaginationSpec,
     page_size: u32,
@@ -291,7 +336,7 @@ pub fn next(
     page: &Page<'_>,
 ) -> Result<Next, PaginationError> {
     match role {
-        Role::Leaf => Ok(Next::Done),
+        Role::Leaf | Role::Backward => Ok(Next::Done),
         Role::Chain => spec.style().next(page_size, position, page),
     }
 }

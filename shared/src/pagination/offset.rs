@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fan_out::fan_out;
 use super::totals::{self, first_of, Counts, Statement};
-use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
+use super::{Next, Page, PaginationError, PaginationStyle, Position, Target, UnderDrift};
 use crate::spec::{check_path, SpecError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +74,10 @@ impl PaginationStyle for Offset {
             .into_iter()
             .chain(totals::header_records(page.headers))
             .collect())
+    }
+
+    fn under_drift(&self) -> UnderDrift {
+        UnderDrift::Shifts
     }
 
     fn validate(&self) -> Result<(), SpecError> {

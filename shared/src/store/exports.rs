@@ -167,10 +167,7 @@ pub(super) fn parse_spec(id: Uuid, value: serde_json::Value) -> Result<ExportSpe
 }
 
 pub(super) fn role_text(role: Role) -> &'static str {
-    match role {
-        Role::Chain => "chain",
-        Role::Leaf => "leaf",
-    }
+    role.as_str()
 }
 
 impl ExportStatus {

@@ -164,11 +164,7 @@ impl Store {
             page_no: row.try_get("page_no")?,
             position: serde_json::from_value(row.try_get("position")?)
                 .map_err(|e| corrupt("position", e))?,
-            role: if role == "leaf" {
-                Role::Leaf
-            } else {
-                Role::Chain
-            },
+            role: Role::from_text(&role),
             deliveries: row.try_get("deliveries")?,
             partition_params: serde_json::from_value(row.try_get("params")?)
                 .map_err(|e| corrupt("partition params", e))?,
@@ -320,7 +316,14 @@ impl Store {
             tx.commit().await?;
             return Ok(Landed::Duplicate);
         }
-        let plan = plan_next(&landing.next, task.page_no, task.is_leaf);
+        let backward_next = match task.role {
+            Role::Backward => next_backward_position(&tx, &task).await?,
+            _ => None,
+        };
+        let plan = match task.role {
+            Role::Backward => plan_backward(backward_next.as_ref(), task.page_no),
+            role => plan_next(&landing.next, task.page_no, role == Role::Leaf),
+        };
         if let Some(reason) = refusal(&tx, &task, landing, &plan).await? {
             // Dropping the transaction rolls the task's `done` back.
             return Ok(Landed::Refused { reason });
@@ -479,7 +482,7 @@ struct LandingTask {
     tenant_id: String,
     partition_no: i32,
     page_no: i64,
-    is_leaf: bool,
+    role: Role,
     /// The export's state when the landing began.
     state: ExportState,
 }
@@ -505,7 +508,7 @@ async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<Landing
         tenant_id: row.try_get("tenant_id")?,
         partition_no: row.try_get("partition_no")?,
         page_no: row.try_get("page_no")?,
-        is_leaf: role == "leaf",
+        role: Role::from_text(&role),
         state: state.parse()?,
     }))
 }
@@ -714,6 +717,46 @@ fn plan_next(next: &Next, page_no: i64, is_leaf: bool) -> Plan<'_> {
     }
 }
 
+/// A backward page plans the next page of its pass, which was planned with
+/// it; after the pass's last page the partition is planned again.
+fn plan_backward(next: Option<&Position>, page_no: i64) -> Plan<'_> {
+    Plan {
+        tasks: next
+            .map(|position| PlannedTask {
+                page_no: page_no + 1,
+                position,
+                role: Role::Backward,
+            })
+            .into_iter()
+            .collect(),
+        planned_all: next.is_none(),
+        next_position: next,
+        touches_partition: true,
+    }
+}
+
+/// The position of the backward pass's page after this one, if any.
+async fn next_backward_position(
+    tx: &Transaction<'_>,
+    task: &LandingTask,
+) -> Result<Option<Position>, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT position FROM backward_passes
+              WHERE export_id = $1 AND partition_no = $2 AND page_no = $3",
+            &[&task.export_id, &task.partition_no, &(task.page_no + 1)],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    serde_json::from_value(row.try_get("position")?)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            what: "backward pass position",
+            export_id: task.export_id,
+            message: e.to_string(),
+        })
+}
+
 fn position_json(export_id: Uuid, position: &Position) -> Result<serde_json::Value, StoreError> {
     serde_json::to_value(position).map_err(|e| StoreError::Corrupt {
         what: "position",
@@ -907,6 +950,24 @@ mod tests {
 
     fn offset(offset: u64) -> Position {
         Position::Offset { offset }
+    }
+
+    #[test]
+    fn a_backward_page_plans_the_next_of_its_pass_and_the_last_ends_it() {
+        let next = offset(100);
+        let plan = plan_backward(Some(&next), 41);
+        assert_eq!(
+            plan.tasks,
+            vec![PlannedTask {
+                page_no: 42,
+                position: &next,
+                role: Role::Backward,
+            }]
+        );
+        assert!(!plan.planned_all);
+        let last = plan_backward(None, 60);
+        assert!(last.tasks.is_empty());
+        assert!(last.planned_all && last.touches_partition);
     }
 
     #[test]

@@ -99,15 +99,18 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT p.partition_no,
-                        count(t.id) AS pages_landed,
-                        count(t.id) FILTER (WHERE t.records > 0) AS pages_with_records,
-                        COALESCE(sum(t.records), 0)::int8 AS records_delivered
+                "SELECT p.partition_no, p.backward_pass,
+                        count(t.id) FILTER (WHERE t.role <> 'backward') AS pages_landed,
+                        count(t.id) FILTER (WHERE t.role <> 'backward' AND t.records > 0)
+                            AS pages_with_records,
+                        COALESCE(sum(t.records) FILTER (WHERE t.role <> 'backward'), 0)::int8
+                            AS records_delivered,
+                        count(t.id) FILTER (WHERE t.role = 'backward') AS pages_reread
                    FROM partitions p
                    LEFT JOIN page_tasks t ON t.export_id = p.export_id
                         AND t.partition_no = p.partition_no AND t.state = 'done'
                   WHERE p.export_id = $1
-                  GROUP BY p.partition_no ORDER BY p.partition_no",
+                  GROUP BY p.partition_no, p.backward_pass ORDER BY p.partition_no",
                 &[&export_id],
             )
             .await?;
@@ -118,6 +121,10 @@ impl Store {
                 pages_landed: count(row.try_get("pages_landed")?),
                 pages_with_records: count(row.try_get("pages_with_records")?),
                 records_delivered: count(row.try_get("records_delivered")?),
+                reread_pages: row
+                    .try_get::<_, bool>("backward_pass")?
+                    .then(|| row.try_get("pages_reread").map(count))
+                    .transpose()?,
                 stated: Vec::new(),
             });
         }
@@ -163,6 +170,102 @@ impl Store {
                 Ok((row.try_get("partition_no")?, range))
             })
             .collect()
+    }
+}
+
+impl Store {
+    /// Sends the partitions whose data moved under a shifting style back
+    /// for a backward pass: every page that held records, read again last
+    /// first, one at a time (see migration 5). The export goes back to
+    /// `running`; the pass's last landing finalizes it again. Returns the
+    /// outbox ids of the passes' first pages; empty when the export was no
+    /// longer finalizing.
+    pub async fn plan_backward_pass(
+        &self,
+        export_id: Uuid,
+        partitions: &[i32],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let reopened = tx
+            .execute(
+                "UPDATE exports SET state = 'running', updated_at = now()
+                  WHERE id = $1 AND state = 'finalizing'",
+                &[&export_id],
+            )
+            .await?;
+        if reopened == 0 {
+            return Ok(Vec::new());
+        }
+        let mut outbox_ids = Vec::new();
+        for &partition_no in partitions {
+            outbox_ids.extend(plan_partition_pass(&tx, export_id, partition_no).await?);
+        }
+        tx.execute(
+            "UPDATE exports SET pages_planned = pages_planned + $2 WHERE id = $1",
+            &[&export_id, &(outbox_ids.len() as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(outbox_ids)
+    }
+}
+
+/// Plans one partition's backward pass and queues its first page.
+async fn plan_partition_pass(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    partition_no: i32,
+) -> Result<Option<i64>, StoreError> {
+    // The pass's pages are numbered on from the partition's last page, in
+    // the order they run: the highest position first.
+    tx.execute(
+        "INSERT INTO backward_passes (export_id, partition_no, page_no, position)
+         SELECT export_id, partition_no,
+                (SELECT max(page_no) FROM page_tasks
+                  WHERE export_id = $1 AND partition_no = $2)
+                + row_number() OVER (ORDER BY (position->>'offset')::numeric DESC NULLS LAST,
+                                              (position->>'page')::numeric DESC NULLS LAST),
+                position
+           FROM page_tasks
+          WHERE export_id = $1 AND partition_no = $2 AND state = 'done'
+            AND role <> 'backward' AND records > 0",
+        &[&export_id, &partition_no],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE partitions SET planned_all = false, backward_pass = true
+          WHERE export_id = $1 AND partition_no = $2",
+        &[&export_id, &partition_no],
+    )
+    .await?;
+    let first = tx
+        .query_opt(
+            "WITH first AS (
+                 INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
+                 SELECT $3, e.tenant_id, b.export_id, b.partition_no, b.page_no, b.position, 'backward'
+                   FROM backward_passes b JOIN exports e ON e.id = b.export_id
+                  WHERE b.export_id = $1 AND b.partition_no = $2
+                  ORDER BY b.page_no LIMIT 1
+                 RETURNING id)
+             INSERT INTO outbox (queue, body)
+             SELECT 'pages', pagefleet_page_message($1, id) FROM first
+             RETURNING id",
+            &[&export_id, &partition_no, &crate::model::new_id()],
+        )
+        .await?;
+    match first {
+        Some(row) => Ok(Some(row.try_get("id")?)),
+        None => {
+            // Nothing held records: nothing to re-read.
+            tx.execute(
+                "UPDATE partitions SET planned_all = true
+                  WHERE export_id = $1 AND partition_no = $2",
+                &[&export_id, &partition_no],
+            )
+            .await?;
+            Ok(None)
+        }
     }
 }
 
