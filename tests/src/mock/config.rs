@@ -1,5 +1,5 @@
 //! What a mock server is told to be: the data set, the credentials it accepts,
-//! its rate limit and the faults it injects.
+//! its rate limit, the faults it injects and the lies it tells.
 
 /// Configuration of one mock server.
 #[derive(Debug, Clone)]
@@ -18,8 +18,19 @@ pub struct MockConfig {
     pub faults: Faults,
     /// Any page whose records include this id answers 404 until cleared.
     pub fail_record: Option<usize>,
-    /// Larger page-size parameters are clamped to this.
+    /// Larger page-size parameters are clamped to this, in every style.
     pub max_page_size: usize,
+    /// Every data page of every style also states the total in headers:
+    /// `X-Total-Count: N` and `Content-Range: items FIRST-LAST/N` (0-based
+    /// inclusive positions of the page's records in the ordered data set;
+    /// `items */N` for an empty page). For exporters that read totals from
+    /// headers rather than bodies.
+    pub header_totals: bool,
+    /// A lie: every total the server states (the `total` and `total_pages`
+    /// of the bodies, `X-Total-Count`, `Content-Range`) says this instead of
+    /// the real size, while the records served stay the real ones. For
+    /// proving that an exporter finishes by the data, not by the total.
+    pub stated_total: Option<usize>,
 }
 
 impl MockConfig {
@@ -35,6 +46,8 @@ impl MockConfig {
             faults: Faults::default(),
             fail_record: None,
             max_page_size: 1000,
+            header_totals: false,
+            stated_total: None,
         }
     }
 }

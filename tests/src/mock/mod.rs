@@ -11,6 +11,7 @@ mod bucket;
 mod config;
 mod cursor;
 mod faults;
+mod pages;
 mod records;
 mod respond;
 mod server;

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
+mod totals;
+
 const TOKEN: &str = "test-token";
 
 async fn start(config: MockConfig) -> MockServer {
