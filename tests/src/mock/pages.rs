@@ -8,6 +8,9 @@ use std::ops::Range;
 use super::cursor;
 use super::styles::{Style, DEFAULT_PAGE_SIZE};
 
+/// json-server's page size when `_page` comes without `_limit`.
+pub const JSON_SERVER_PAGE_SIZE: usize = 10;
+
 /// Where a page starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Start {
@@ -44,6 +47,10 @@ pub(crate) fn parse(
     let max = max_page_size.max(1);
     let (size_name, default) = match style {
         Style::Page | Style::PageNoTotal => ("per_page", DEFAULT_PAGE_SIZE),
+        // json-server pages by 10 under `_page` and otherwise returns the
+        // whole collection, which the cap then cuts.
+        Style::JsonServer if number.is_some() => ("_limit", JSON_SERVER_PAGE_SIZE),
+        Style::JsonServer => ("_limit", max),
         _ => ("limit", DEFAULT_PAGE_SIZE),
     };
     let limit = params.number(size_name)?.unwrap_or(default).clamp(1, max);
@@ -51,7 +58,7 @@ pub(crate) fn parse(
         Style::Offset | Style::OffsetNoTotal => {
             Start::Position(params.number("offset")?.unwrap_or(0))
         }
-        Style::Page | Style::PageNoTotal => {
+        Style::Page | Style::PageNoTotal | Style::JsonServer => {
             let page = number.unwrap_or(1);
             Start::Position((page - 1).saturating_mul(limit))
         }
@@ -79,6 +86,7 @@ pub(crate) fn parse(
 fn page_number(style: Style, params: &Params) -> Result<Option<usize>, String> {
     let (name, default) = match style {
         Style::Page | Style::PageNoTotal => ("page", Some(1)),
+        Style::JsonServer => ("_page", None),
         _ => return Ok(None),
     };
     match params.number(name)?.or(default) {
@@ -251,5 +259,24 @@ mod tests {
         assert_eq!((p.ids.clone(), p.records, p.last()), (1..1, 0, 0));
         assert!(cut(Style::Offset, "", 57).contains(57));
         assert!(!cut(Style::Offset, "limit=5", 57).contains(6));
+    }
+
+    #[test]
+    fn json_server_sizes() {
+        let ask = |q: &str| parse(Style::JsonServer, Some(q), 1000, 1).unwrap();
+        let a = ask("_page=2");
+        assert_eq!((a.limit, a.number), (10, Some(2)));
+        assert_eq!(a.start, Start::Position(10));
+        let a = ask("_limit=25");
+        assert_eq!((a.limit, a.number, a.start), (25, None, Start::Position(0)));
+        // Neither: the whole collection, as json-server does, cut by the cap.
+        let a = parse(Style::JsonServer, None, 300, 1).unwrap();
+        assert_eq!(a.limit, 300);
+        let a = parse(Style::JsonServer, Some("_page=1&_limit=5000"), 300, 1).unwrap();
+        assert_eq!(a.limit, 300);
+        assert_eq!(ask("_page=1&_limit=0").limit, 1);
+        for q in ["_page=0", "_page=x", "_limit=-1", "_page=1&_limit=1.5"] {
+            assert!(parse(Style::JsonServer, Some(q), 1000, 1).is_err(), "{q}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
 use super::cursor;
+use super::json_server;
 use super::pages::Plan;
 
 /// Page size when the request names none.
@@ -39,10 +40,16 @@ pub enum Style {
     NextUrlRelative,
     /// Bare array; RFC 8288 `Link` header with `rel="first"` and `rel="next"`.
     Link,
+    /// json-server's list endpoint: `?_page=P&_limit=L` (P from 1; `_limit`
+    /// alone gives the first L records) → bare array, `X-Total-Count`, and a
+    /// `Link` of first/prev/next/last when `_page` was given. See the
+    /// `json_server` module for the exact header and how it differs from
+    /// json-server's own.
+    JsonServer,
 }
 
 impl Style {
-    pub const ALL: [Style; 10] = [
+    pub const ALL: [Style; 11] = [
         Style::Offset,
         Style::OffsetNoTotal,
         Style::Page,
@@ -53,6 +60,7 @@ impl Style {
         Style::NextUrl,
         Style::NextUrlRelative,
         Style::Link,
+        Style::JsonServer,
     ];
 
     /// The path the style is served at.
@@ -68,6 +76,7 @@ impl Style {
             Style::NextUrl => "/next-url/items",
             Style::NextUrlRelative => "/next-url-relative/items",
             Style::Link => "/link/items",
+            Style::JsonServer => "/json-server/items",
         }
     }
 }
@@ -132,23 +141,25 @@ pub(crate) fn render_page(plan: &Plan, data: Vec<Value>, dress: &Dress<'_>) -> R
     let total = dress.stated_total.unwrap_or(plan.records);
     let mut headers = Vec::new();
     let body = body(plan, Value::Array(data), dress, total, &mut headers);
+    // json-server always counts; the other styles only when asked to.
+    if dress.header_totals || plan.style == Style::JsonServer {
+        headers.push((X_TOTAL_COUNT, HeaderValue::from(total)));
+    }
     if dress.header_totals {
-        headers.extend(total_headers(plan, total));
+        headers.extend(content_range(plan, total));
     }
     Rendered { body, headers }
 }
 
-/// `X-Total-Count: TOTAL` and `Content-Range: items FIRST-LAST/TOTAL`, with
-/// the 0-based inclusive positions of the page's records in the ordered data
-/// set, or `items */TOTAL` for an empty page.
-fn total_headers(plan: &Plan, total: usize) -> Vec<(HeaderName, HeaderValue)> {
+/// `Content-Range: items FIRST-LAST/TOTAL`, with the 0-based inclusive
+/// positions of the page's records in the ordered data set, or
+/// `items */TOTAL` for an empty page.
+fn content_range(plan: &Plan, total: usize) -> Option<(HeaderName, HeaderValue)> {
     let range = match positions(plan) {
         p if p.is_empty() => format!("items */{total}"),
         p => format!("items {}-{}/{total}", p.start, p.end - 1),
     };
-    let mut headers = vec![(X_TOTAL_COUNT, HeaderValue::from(total))];
-    headers.extend(header_value(range).map(|v| (header::CONTENT_RANGE, v)));
-    headers
+    header_value(range).map(|v| (header::CONTENT_RANGE, v))
 }
 
 /// The positions of the page's records in the ordered data set.
@@ -211,6 +222,10 @@ fn body(
         }
         Style::Link => {
             headers.extend(link_header(plan, host));
+            data
+        }
+        Style::JsonServer => {
+            headers.extend(json_server::link(plan, host, total));
             data
         }
     }
@@ -366,5 +381,27 @@ mod tests {
         assert_eq!(dressed(&p, false, None).body["total_pages"], 3);
         assert_eq!(dressed(&p, false, Some(990)).body["total_pages"], 50);
         assert_eq!(dressed(&p, false, Some(0)).body["total_pages"], 0);
+    }
+
+    #[test]
+    fn json_server_always_counts_and_its_last_link_follows_the_stated_total() {
+        let p = plan(Style::JsonServer, Some("_page=2&_limit=10"), 57, 1000, 1).unwrap();
+        let r = dressed(&p, false, None);
+        assert_eq!(header(&r, "x-total-count"), Some("57"));
+        assert_eq!(header(&r, "content-range"), None);
+        assert!(header(&r, "link").is_some_and(|l| l.ends_with("_page=6&_limit=10>; rel=\"last\"")));
+        let r = dressed(&p, true, Some(990));
+        assert_eq!(header(&r, "x-total-count"), Some("990"));
+        assert_eq!(header(&r, "content-range"), Some("items 10-19/990"));
+        assert!(
+            header(&r, "link").is_some_and(|l| l.ends_with("_page=99&_limit=10>; rel=\"last\""))
+        );
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|(k, _)| k == "x-total-count")
+                .count(),
+            1
+        );
     }
 }
