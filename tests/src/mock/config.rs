@@ -31,6 +31,18 @@ pub struct MockConfig {
     /// the real size, while the records served stay the real ones. For
     /// proving that an exporter finishes by the data, not by the total.
     pub stated_total: Option<usize>,
+    /// A trap: in the cursor styles (`Cursor`, `CursorHeader`) the third page
+    /// returns the cursor the first page returned, which leads to the second
+    /// page again. A client that follows cursors sees pages 1, 2, 3, 2, 3, 2,
+    /// … and the cursors A, B, A, B, … (A: after the first page, returned by
+    /// pages 1 and 3; B: after the second page, returned by page 2) forever.
+    /// For proving that an exporter notices a cursor it has followed before.
+    ///
+    /// "The third page" is the page that starts at position `2 × limit`, with
+    /// whatever limit the request names; it cycles even when it is the last
+    /// page, and there is no cycle when there are at most `2 × limit`
+    /// records. Every page is otherwise normal.
+    pub cursor_cycle: bool,
 }
 
 impl MockConfig {
@@ -48,6 +60,7 @@ impl MockConfig {
             max_page_size: 1000,
             header_totals: false,
             stated_total: None,
+            cursor_cycle: false,
         }
     }
 }

@@ -50,7 +50,7 @@ mod tests {
 
     fn link_of(q: &str, total: usize) -> Option<String> {
         let ask = parse(Style::JsonServer, Some(q), 1000, 1).unwrap();
-        let plan = resolve(&ask, Ids::Fixed(335));
+        let plan = resolve(&ask, Ids::Fixed(335), false);
         link(&plan, "h:1", total).map(|(_, v)| v.to_str().unwrap().to_string())
     }
 

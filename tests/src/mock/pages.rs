@@ -147,6 +147,13 @@ impl Ids {
         }
     }
 
+    /// The id at a 0-based position.
+    fn at(&self, position: usize) -> Option<usize> {
+        match self {
+            Ids::Fixed(n) => (position < *n).then(|| position + 1),
+        }
+    }
+
     /// The ids at these positions, which must lie within the set.
     fn window(&self, positions: Range<usize>) -> Vec<usize> {
         match self {
@@ -202,8 +209,10 @@ impl Plan {
     }
 }
 
-/// Cuts the page `ask` names from `ids`.
-pub(crate) fn resolve(ask: &Ask, ids: Ids) -> Plan {
+/// Cuts the page `ask` names from `ids`. With `cursor_cycle`, the third page
+/// of the cursor styles sends its client back to the second (see
+/// [`MockConfig::cursor_cycle`](super::MockConfig::cursor_cycle)).
+pub(crate) fn resolve(ask: &Ask, ids: Ids, cursor_cycle: bool) -> Plan {
     let len = ids.len();
     let first = match ask.start {
         Start::Position(p) => p.min(len),
@@ -222,7 +231,11 @@ pub(crate) fn resolve(ask: &Ask, ids: Ids) -> Plan {
             lo..lo
         }
     };
-    let next_after = (end < len).then(|| span.end.saturating_sub(1));
+    let next_after = if cursor_cycle && is_third_cursor_page(ask, first, &page) {
+        ids.at(ask.limit.saturating_sub(1))
+    } else {
+        (end < len).then(|| span.end.saturating_sub(1))
+    };
     Plan {
         style: ask.style,
         ids: span,
@@ -235,6 +248,14 @@ pub(crate) fn resolve(ask: &Ask, ids: Ids) -> Plan {
     }
 }
 
+/// Whether this is the page a cursor client reaches third: the one starting
+/// at position `2 × limit`, if it holds anything.
+fn is_third_cursor_page(ask: &Ask, first: usize, page: &[usize]) -> bool {
+    matches!(ask.style, Style::Cursor | Style::CursorHeader)
+        && !page.is_empty()
+        && Some(first) == ask.limit.checked_mul(2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +264,7 @@ mod tests {
         resolve(
             &parse(style, Some(q), 1000, 1).unwrap(),
             Ids::Fixed(records),
+            false,
         )
     }
 
@@ -278,5 +300,30 @@ mod tests {
         for q in ["_page=0", "_page=x", "_limit=-1", "_page=1&_limit=1.5"] {
             assert!(parse(Style::JsonServer, Some(q), 1000, 1).is_err(), "{q}");
         }
+    }
+
+    #[test]
+    fn the_third_cursor_page_points_back_at_the_second() {
+        let after = |id: usize| format!("cursor={}&limit=10", cursor::encode(1, id));
+        let cycled = |style: Style, q: &str, records: usize| {
+            let ask = parse(style, Some(q), 1000, 1).unwrap();
+            resolve(&ask, Ids::Fixed(records), true)
+        };
+        for style in [Style::Cursor, Style::CursorHeader] {
+            assert_eq!(cycled(style, "limit=10", 100).next_after, Some(10));
+            assert_eq!(cycled(style, &after(10), 100).next_after, Some(20));
+            let third = cycled(style, &after(20), 100);
+            assert_eq!((third.page[0], third.next_after), (21, Some(10)));
+            // Even when the third page is the last one.
+            assert_eq!(cycled(style, &after(20), 25).next_after, Some(10));
+            // Without a third page there is no cycle.
+            assert_eq!(cycled(style, &after(20), 20).next_after, None);
+            // Other pages are left alone.
+            assert_eq!(cycled(style, &after(30), 100).next_after, Some(40));
+        }
+        assert_eq!(
+            cycled(Style::NextUrl, "after=20&limit=10", 100).next_after,
+            Some(30)
+        );
     }
 }

@@ -300,7 +300,7 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
     // Malformed parameters are the client's bug, answered the same way every
     // time rather than hidden behind random faults.
     let plan = match pages::parse(style, uri.query(), config.max_page_size, config.seed) {
-        Ok(ask) => pages::resolve(&ask, Ids::Fixed(config.records)),
+        Ok(ask) => pages::resolve(&ask, Ids::Fixed(config.records), config.cursor_cycle),
         Err(message) => {
             shared.stats().bad_request();
             return json_error(StatusCode::BAD_REQUEST, &message);

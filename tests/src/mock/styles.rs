@@ -95,6 +95,7 @@ pub(crate) fn plan(
     Ok(super::pages::resolve(
         &ask,
         super::pages::Ids::Fixed(records),
+        false,
     ))
 }
 
