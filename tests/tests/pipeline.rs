@@ -60,7 +60,9 @@ async fn every_style_exports_every_record_exactly_once_through_faults() {
     let fleet = Fleet::start(3).await;
 
     let mut exports = Vec::new();
-    for style in Style::ALL {
+    // The json-server style is left out so that this test's load (requests,
+    // faults, run time) stays what it was tuned for; spec_toml maps it.
+    for style in Style::ALL.into_iter().filter(|s| *s != Style::JsonServer) {
         let name = format!(
             "style-{}",
             style.path().trim_start_matches('/').replace("/items", "")

@@ -1,5 +1,5 @@
 //! What a mock server is told to be: the data set, the credentials it accepts,
-//! its rate limit and the faults it injects.
+//! its rate limit, the faults it injects and the lies it tells.
 
 /// Configuration of one mock server.
 #[derive(Debug, Clone)]
@@ -18,8 +18,31 @@ pub struct MockConfig {
     pub faults: Faults,
     /// Any page whose records include this id answers 404 until cleared.
     pub fail_record: Option<usize>,
-    /// Larger page-size parameters are clamped to this.
+    /// Larger page-size parameters are clamped to this, in every style.
     pub max_page_size: usize,
+    /// Every data page of every style also states the total in headers:
+    /// `X-Total-Count: N` and `Content-Range: items FIRST-LAST/N` (0-based
+    /// inclusive positions of the page's records in the ordered data set;
+    /// `items */N` for an empty page). For exporters that read totals from
+    /// headers rather than bodies.
+    pub header_totals: bool,
+    /// A lie: every total the server states (the `total` and `total_pages`
+    /// of the bodies, `X-Total-Count`, `Content-Range`) says this instead of
+    /// the real size, while the records served stay the real ones. For
+    /// proving that an exporter finishes by the data, not by the total.
+    pub stated_total: Option<usize>,
+    /// A trap: in the cursor styles (`Cursor`, `CursorHeader`) the third page
+    /// returns the cursor the first page returned, which leads to the second
+    /// page again. A client that follows cursors sees pages 1, 2, 3, 2, 3, 2,
+    /// … and the cursors A, B, A, B, … (A: after the first page, returned by
+    /// pages 1 and 3; B: after the second page, returned by page 2) forever.
+    /// For proving that an exporter notices a cursor it has followed before.
+    ///
+    /// "The third page" is the page that starts at position `2 × limit`, with
+    /// whatever limit the request names; it cycles even when it is the last
+    /// page, and there is no cycle when there are at most `2 × limit`
+    /// records. Every page is otherwise normal.
+    pub cursor_cycle: bool,
 }
 
 impl MockConfig {
@@ -35,6 +58,9 @@ impl MockConfig {
             faults: Faults::default(),
             fail_record: None,
             max_page_size: 1000,
+            header_totals: false,
+            stated_total: None,
+            cursor_cycle: false,
         }
     }
 }

@@ -11,6 +11,8 @@ mod bucket;
 mod config;
 mod cursor;
 mod faults;
+mod json_server;
+mod pages;
 mod records;
 mod respond;
 mod server;
@@ -21,6 +23,7 @@ mod styles;
 mod tests;
 
 pub use config::{Faults, MockConfig};
+pub use pages::JSON_SERVER_PAGE_SIZE;
 pub use records::{all_records, record};
 pub use server::MockServer;
 pub use stats::{peak_in_window, MockStats, FAULT_KEYS};

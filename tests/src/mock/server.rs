@@ -21,9 +21,11 @@ use tokio::task::JoinHandle;
 use super::bucket::{Admit, TokenBucket};
 use super::config::MockConfig;
 use super::faults::{self, Fault};
+use super::pages::{self, Ids, Plan};
+use super::records::record;
 use super::respond::{self, add_rate_headers, json_error};
 use super::stats::{MockStats, Recorder};
-use super::styles::{self, Style};
+use super::styles::{self, Dress, Rendered, Style};
 
 /// How long `shutdown` waits for in-flight requests (a hanging one may take
 /// `hang_ms`) before it stops waiting.
@@ -297,14 +299,8 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
     let config = &shared.config;
     // Malformed parameters are the client's bug, answered the same way every
     // time rather than hidden behind random faults.
-    let plan = match styles::plan(
-        style,
-        uri.query(),
-        config.records,
-        config.max_page_size,
-        config.seed,
-    ) {
-        Ok(plan) => plan,
+    let plan = match pages::parse(style, uri.query(), config.max_page_size, config.seed) {
+        Ok(ask) => pages::resolve(&ask, Ids::Fixed(config.records), config.cursor_cycle),
         Err(message) => {
             shared.stats().bad_request();
             return json_error(StatusCode::BAD_REQUEST, &message);
@@ -346,12 +342,12 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         shared.stats().not_found();
         return json_error(StatusCode::NOT_FOUND, "not found");
     }
-    let rendered = styles::render(&plan, config.seed, &host_of(headers, shared.addr));
+    let rendered = render(shared, &plan, headers);
     let bytes = match serde_json::to_vec(&rendered.body) {
         Ok(bytes) => Bytes::from(bytes),
         Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "could not encode page"),
     };
-    let count = plan.ids.len();
+    let count = plan.page.len();
     let mut resp = match draw.fault {
         Some(Fault::Reset) => {
             shared.stats().fault("reset");
@@ -377,6 +373,24 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         resp.headers_mut().insert(name, value);
     }
     resp
+}
+
+/// The page's answer, with the records on it and dressed as configured.
+fn render(shared: &Shared, plan: &Plan, headers: &HeaderMap) -> Rendered {
+    let config = &shared.config;
+    let data = plan
+        .page
+        .iter()
+        .map(|&id| record(config.seed, config.records, id))
+        .collect();
+    let host = host_of(headers, shared.addr);
+    let dress = Dress {
+        seed: config.seed,
+        host: &host,
+        header_totals: config.header_totals,
+        stated_total: config.stated_total,
+    };
+    styles::render_page(plan, data, &dress)
 }
 
 /// Gateways answer in HTML, applications in JSON: clients must not assume

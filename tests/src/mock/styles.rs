@@ -1,16 +1,21 @@
-//! The pagination styles: the path each one lives at, which records a request
-//! asks for, and how the answer (body and headers) is shaped.
+//! The pagination styles: the path each one lives at and how an answer (body
+//! and headers) is shaped, including the totals it states. Which records a
+//! request gets is `pages`' business.
 
 use std::ops::Range;
 
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
 use super::cursor;
-use super::records::record;
+use super::json_server;
+use super::pages::Plan;
 
 /// Page size when the request names none.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// The header that states the size of the data set.
+const X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 
 /// One pagination style, served at [`Style::path`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,10 +40,16 @@ pub enum Style {
     NextUrlRelative,
     /// Bare array; RFC 8288 `Link` header with `rel="first"` and `rel="next"`.
     Link,
+    /// json-server's list endpoint: `?_page=P&_limit=L` (P from 1; `_limit`
+    /// alone gives the first L records) → bare array, `X-Total-Count`, and a
+    /// `Link` of first/prev/next/last when `_page` was given. See the
+    /// `json_server` module for the exact header and how it differs from
+    /// json-server's own.
+    JsonServer,
 }
 
 impl Style {
-    pub const ALL: [Style; 10] = [
+    pub const ALL: [Style; 11] = [
         Style::Offset,
         Style::OffsetNoTotal,
         Style::Page,
@@ -49,6 +60,7 @@ impl Style {
         Style::NextUrl,
         Style::NextUrlRelative,
         Style::Link,
+        Style::JsonServer,
     ];
 
     /// The path the style is served at.
@@ -64,41 +76,14 @@ impl Style {
             Style::NextUrl => "/next-url/items",
             Style::NextUrlRelative => "/next-url-relative/items",
             Style::Link => "/link/items",
+            Style::JsonServer => "/json-server/items",
         }
     }
 }
 
-/// What one request asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub style: Style,
-    /// The ids on this page, ascending; empty past the end.
-    pub ids: Range<usize>,
-    /// The page size in effect after defaulting and clamping.
-    pub limit: usize,
-    /// The size of the data set.
-    pub records: usize,
-}
-
-impl Plan {
-    /// Whether records remain after this page.
-    fn more(&self) -> bool {
-        self.ids.end <= self.records
-    }
-
-    /// The last id this page covers (the id before it when the page is empty).
-    fn last(&self) -> usize {
-        self.ids.end.saturating_sub(1)
-    }
-
-    pub(crate) fn contains(&self, id: usize) -> bool {
-        self.ids.contains(&id)
-    }
-}
-
-/// Parses a request's query for `style`. Unknown parameters are ignored
-/// (clients add partition and fixed parameters); malformed known ones are an
-/// error message for a 400.
+/// Test shorthand for the fixed data set's page: `pages::parse`, then
+/// `pages::resolve` over ids `1..=records`.
+#[cfg(test)]
 pub(crate) fn plan(
     style: Style,
     query: Option<&str>,
@@ -106,57 +91,12 @@ pub(crate) fn plan(
     max_page_size: usize,
     seed: u64,
 ) -> Result<Plan, String> {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let number = |name: &str| -> Result<Option<usize>, String> {
-        match get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<usize>()
-                .map(Some)
-                .map_err(|_| format!("invalid {name}: {v:?}")),
-        }
-    };
-    let size_name = match style {
-        Style::Page | Style::PageNoTotal => "per_page",
-        _ => "limit",
-    };
-    let max = max_page_size.max(1);
-    let limit = number(size_name)?
-        .unwrap_or(DEFAULT_PAGE_SIZE)
-        .clamp(1, max);
-    let after = match style {
-        Style::Offset | Style::OffsetNoTotal => number("offset")?.unwrap_or(0),
-        Style::Page | Style::PageNoTotal => {
-            let page = number("page")?.unwrap_or(1);
-            if page == 0 {
-                return Err("invalid page: pages start at 1".to_string());
-            }
-            (page - 1).saturating_mul(limit)
-        }
-        Style::Cursor | Style::CursorHeader => match get("cursor") {
-            None | Some("") => 0,
-            Some(c) => cursor::decode(seed, c).ok_or_else(|| format!("invalid cursor: {c:?}"))?,
-        },
-        Style::LastRecord => number("starting_after")?.unwrap_or(0),
-        Style::NextUrl | Style::NextUrlRelative | Style::Link => number("after")?.unwrap_or(0),
-    };
-    let end_of_data = records.saturating_add(1);
-    let lo = after.saturating_add(1).min(end_of_data);
-    let hi = lo.saturating_add(limit).min(end_of_data);
-    Ok(Plan {
-        style,
-        ids: lo..hi,
-        limit,
-        records,
-    })
+    let ask = super::pages::parse(style, query, max_page_size, seed)?;
+    Ok(super::pages::resolve(
+        &ask,
+        super::pages::Ids::Fixed(records),
+        false,
+    ))
 }
 
 /// A rendered answer, before any fault is applied to it.
@@ -166,97 +106,160 @@ pub(crate) struct Rendered {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Builds the answer for `plan`. `host` is the request's Host (already
-/// checked to be safe to embed), used for absolute next links.
+/// What an answer says beyond the records on its page.
+#[derive(Debug, Clone)]
+pub(crate) struct Dress<'a> {
+    pub seed: u64,
+    /// The request's Host (already checked to be safe to embed), used for
+    /// absolute links.
+    pub host: &'a str,
+    /// See [`MockConfig::header_totals`](super::MockConfig::header_totals).
+    pub header_totals: bool,
+    /// See [`MockConfig::stated_total`](super::MockConfig::stated_total).
+    pub stated_total: Option<usize>,
+}
+
+/// Test shorthand for the answer from the fixed data set, dressed as by
+/// default.
+#[cfg(test)]
 pub(crate) fn render(plan: &Plan, seed: u64, host: &str) -> Rendered {
-    let data: Vec<Value> = plan
-        .ids
-        .clone()
-        .map(|id| record(seed, plan.records, id))
+    let data = plan
+        .page
+        .iter()
+        .map(|&id| super::records::record(seed, plan.records, id))
         .collect();
-    let more = plan.more();
-    let last = plan.last();
-    let limit = plan.limit;
-    let mut headers = Vec::new();
-    let wrap = |fields: Vec<(&str, Value)>| {
-        let mut obj = Map::new();
-        for (k, v) in fields {
-            obj.insert(k.to_string(), v);
-        }
-        Value::Object(obj)
+    let dress = Dress {
+        seed,
+        host,
+        header_totals: false,
+        stated_total: None,
     };
-    let body = match plan.style {
-        Style::Offset => wrap(vec![
-            ("data", Value::Array(data)),
-            ("total", json!(plan.records)),
-        ]),
-        Style::OffsetNoTotal => wrap(vec![("data", Value::Array(data))]),
+    render_page(plan, data, &dress)
+}
+
+/// Builds the answer for `plan` around `data`, the records on its page.
+pub(crate) fn render_page(plan: &Plan, data: Vec<Value>, dress: &Dress<'_>) -> Rendered {
+    let total = dress.stated_total.unwrap_or(plan.records);
+    let mut headers = Vec::new();
+    let body = body(plan, Value::Array(data), dress, total, &mut headers);
+    // json-server always counts; the other styles only when asked to.
+    if dress.header_totals || plan.style == Style::JsonServer {
+        headers.push((X_TOTAL_COUNT, HeaderValue::from(total)));
+    }
+    if dress.header_totals {
+        headers.extend(content_range(plan, total));
+    }
+    Rendered { body, headers }
+}
+
+/// `Content-Range: items FIRST-LAST/TOTAL`, with the 0-based inclusive
+/// positions of the page's records in the ordered data set, or
+/// `items */TOTAL` for an empty page.
+fn content_range(plan: &Plan, total: usize) -> Option<(HeaderName, HeaderValue)> {
+    let range = match positions(plan) {
+        p if p.is_empty() => format!("items */{total}"),
+        p => format!("items {}-{}/{total}", p.start, p.end - 1),
+    };
+    header_value(range).map(|v| (header::CONTENT_RANGE, v))
+}
+
+/// The positions of the page's records in the ordered data set.
+fn positions(plan: &Plan) -> Range<usize> {
+    plan.first..plan.first.saturating_add(plan.page.len())
+}
+
+/// The body of each style, stating `total`; headers that carry paging go
+/// into `headers`.
+fn body(
+    plan: &Plan,
+    data: Value,
+    dress: &Dress<'_>,
+    total: usize,
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+) -> Value {
+    let host = dress.host;
+    match plan.style {
+        Style::Offset => object([("data", data), ("total", json!(total))]),
+        Style::OffsetNoTotal => object([("data", data)]),
         Style::Page => {
-            let pages = plan.records.div_ceil(limit);
-            wrap(vec![
-                ("items", Value::Array(data)),
-                ("total_pages", json!(pages)),
-            ])
+            let pages = total.div_ceil(plan.limit.max(1));
+            object([("items", data), ("total_pages", json!(pages))])
         }
-        Style::PageNoTotal => wrap(vec![("items", Value::Array(data))]),
+        Style::PageNoTotal => object([("items", data)]),
         Style::Cursor => {
-            let next = if more {
-                Value::String(cursor::encode(seed, last))
-            } else {
-                Value::Null
-            };
-            wrap(vec![("data", Value::Array(data)), ("next_cursor", next)])
+            let next = next_cursor(plan, dress.seed).map_or(Value::Null, Value::String);
+            object([("data", data), ("next_cursor", next)])
         }
         Style::CursorHeader => {
-            if more {
-                if let Ok(v) = HeaderValue::from_str(&cursor::encode(seed, last)) {
-                    headers.push((HeaderName::from_static("x-next-cursor"), v));
-                }
+            if let Some(v) = next_cursor(plan, dress.seed).and_then(header_value) {
+                headers.push((HeaderName::from_static("x-next-cursor"), v));
             }
-            Value::Array(data)
+            data
         }
-        Style::LastRecord => wrap(vec![
-            ("data", Value::Array(data)),
-            ("has_more", json!(more)),
-        ]),
+        Style::LastRecord => object([("data", data), ("has_more", json!(plan.more()))]),
         Style::NextUrl => {
-            let next = if more {
+            let next = plan.next_after.map_or(Value::Null, |after| {
                 Value::String(format!(
-                    "http://{host}{}?after={last}&limit={limit}",
-                    Style::NextUrl.path()
+                    "http://{host}{}?after={after}&limit={}",
+                    Style::NextUrl.path(),
+                    plan.limit
                 ))
-            } else {
-                Value::Null
-            };
-            wrap(vec![("data", Value::Array(data)), ("next", next)])
+            });
+            object([("data", data), ("next", next)])
         }
         Style::NextUrlRelative => {
             // `next` is present even on the last page: clients must honour `done`.
             let next = format!(
-                "{}?after={last}&limit={limit}",
-                Style::NextUrlRelative.path()
+                "{}?after={}&limit={}",
+                Style::NextUrlRelative.path(),
+                plan.next_after.unwrap_or(plan.last()),
+                plan.limit
             );
-            wrap(vec![
-                ("data", Value::Array(data)),
+            object([
+                ("data", data),
                 ("next", Value::String(next)),
-                ("done", json!(!more)),
+                ("done", json!(!plan.more())),
             ])
         }
         Style::Link => {
-            let path = Style::Link.path();
-            let mut link = format!("<http://{host}{path}?limit={limit}>; rel=\"first\"");
-            if more {
-                link.push_str(&format!(
-                    ", <http://{host}{path}?after={last}&limit={limit}>; rel=\"next\""
-                ));
-            }
-            if let Ok(v) = HeaderValue::from_str(&link) {
-                headers.push((axum::http::header::LINK, v));
-            }
-            Value::Array(data)
+            headers.extend(link_header(plan, host));
+            data
         }
-    };
-    Rendered { body, headers }
+        Style::JsonServer => {
+            headers.extend(json_server::link(plan, host, total));
+            data
+        }
+    }
+}
+
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let mut obj = Map::new();
+    for (k, v) in fields {
+        obj.insert(k.to_string(), v);
+    }
+    Value::Object(obj)
+}
+
+fn next_cursor(plan: &Plan, seed: u64) -> Option<String> {
+    plan.next_after.map(|after| cursor::encode(seed, after))
+}
+
+fn header_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_str(&text).ok()
+}
+
+/// RFC 8288 `Link` with `rel="first"`, and `rel="next"` unless this is the
+/// last page.
+fn link_header(plan: &Plan, host: &str) -> Option<(HeaderName, HeaderValue)> {
+    let path = Style::Link.path();
+    let limit = plan.limit;
+    let mut link = format!("<http://{host}{path}?limit={limit}>; rel=\"first\"");
+    if let Some(after) = plan.next_after {
+        link.push_str(&format!(
+            ", <http://{host}{path}?after={after}&limit={limit}>; rel=\"next\""
+        ));
+    }
+    header_value(link).map(|v| (header::LINK, v))
 }
 
 #[cfg(test)]
@@ -323,5 +326,83 @@ mod tests {
         );
         let p = plan(Style::Page, Some("per_page=2"), 5, 1000, 1).unwrap();
         assert_eq!(render(&p, 1, "h").body["total_pages"], 3);
+    }
+
+    fn dressed(plan: &Plan, header_totals: bool, stated_total: Option<usize>) -> Rendered {
+        let dress = Dress {
+            seed: 1,
+            host: "h",
+            header_totals,
+            stated_total,
+        };
+        render_page(plan, Vec::new(), &dress)
+    }
+
+    fn header<'a>(r: &'a Rendered, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    #[test]
+    fn totals_in_headers_give_positions() {
+        let cases = [
+            (Style::Offset, "offset=100&limit=100", "items 100-199/1234"),
+            (Style::Page, "page=13&per_page=100", "items 1200-1233/1234"),
+            (
+                Style::LastRecord,
+                "starting_after=10&limit=5",
+                "items 10-14/1234",
+            ),
+            (Style::Link, "limit=1", "items 0-0/1234"),
+            (Style::Offset, "offset=1234", "items */1234"),
+            (Style::NextUrl, "after=5000", "items */1234"),
+        ];
+        for (style, q, range) in cases {
+            let p = plan(style, Some(q), 1234, 1000, 1).unwrap();
+            let r = dressed(&p, true, None);
+            assert_eq!(header(&r, "x-total-count"), Some("1234"), "{q}");
+            assert_eq!(header(&r, "content-range"), Some(range), "{q}");
+            let plain = dressed(&p, false, None);
+            assert_eq!(header(&plain, "x-total-count"), None, "{q}");
+            assert_eq!(header(&plain, "content-range"), None, "{q}");
+        }
+    }
+
+    #[test]
+    fn a_stated_total_replaces_every_total() {
+        let p = plan(Style::Offset, Some("offset=0&limit=10"), 57, 1000, 1).unwrap();
+        let r = dressed(&p, true, Some(990));
+        assert_eq!(r.body["total"], 990);
+        assert_eq!(header(&r, "x-total-count"), Some("990"));
+        assert_eq!(header(&r, "content-range"), Some("items 0-9/990"));
+        // total_pages follows the stated total and the clamped page size.
+        let p = plan(Style::Page, Some("per_page=5000"), 57, 20, 1).unwrap();
+        assert_eq!(dressed(&p, false, None).body["total_pages"], 3);
+        assert_eq!(dressed(&p, false, Some(990)).body["total_pages"], 50);
+        assert_eq!(dressed(&p, false, Some(0)).body["total_pages"], 0);
+    }
+
+    #[test]
+    fn json_server_always_counts_and_its_last_link_follows_the_stated_total() {
+        let p = plan(Style::JsonServer, Some("_page=2&_limit=10"), 57, 1000, 1).unwrap();
+        let r = dressed(&p, false, None);
+        assert_eq!(header(&r, "x-total-count"), Some("57"));
+        assert_eq!(header(&r, "content-range"), None);
+        assert!(header(&r, "link").is_some_and(|l| l.ends_with("_page=6&_limit=10>; rel=\"last\"")));
+        let r = dressed(&p, true, Some(990));
+        assert_eq!(header(&r, "x-total-count"), Some("990"));
+        assert_eq!(header(&r, "content-range"), Some("items 10-19/990"));
+        assert!(
+            header(&r, "link").is_some_and(|l| l.ends_with("_page=99&_limit=10>; rel=\"last\""))
+        );
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|(k, _)| k == "x-total-count")
+                .count(),
+            1
+        );
     }
 }

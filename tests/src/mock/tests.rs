@@ -11,6 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
+mod cycle;
+mod json_server;
+mod totals;
+
 const TOKEN: &str = "test-token";
 
 async fn start(config: MockConfig) -> MockServer {
@@ -54,6 +58,7 @@ async fn fetch_all(server: &MockServer, style: Style, limit: usize) -> (Vec<Valu
             format!("{base}{path}?offset=0&limit={limit}&part=a")
         }
         Style::Page | Style::PageNoTotal => format!("{base}{path}?page=1&per_page={limit}&part=a"),
+        Style::JsonServer => format!("{base}{path}?_page=1&_limit={limit}&part=a"),
         _ => format!("{base}{path}?limit={limit}&part=a"),
     });
     while let Some(current) = url.take() {
@@ -139,9 +144,25 @@ async fn fetch_all(server: &MockServer, style: Style, limit: usize) -> (Vec<Valu
                         part[start..end].to_string()
                     });
             }
+            Style::JsonServer => {
+                out.extend(list(&v));
+                assert!(headers.contains_key("x-total-count"));
+                url = rel_link(&headers, "next");
+            }
         }
     }
     (out, pages)
+}
+
+/// The URL of an RFC 8288 `Link` header's `rel` entry.
+fn rel_link(headers: &reqwest::header::HeaderMap, rel: &str) -> Option<String> {
+    let link = headers.get("link")?.to_str().ok()?;
+    let entry = link
+        .split(", ")
+        .find(|part| part.ends_with(&format!("rel=\"{rel}\"")))?;
+    let start = entry.find('<')? + 1;
+    let end = entry.find('>')?;
+    Some(entry[start..end].to_string())
 }
 
 #[tokio::test]

@@ -263,6 +263,10 @@ pub fn spec_toml(
             "style = \"next_url\"\nnext_path = \"next\"\ndone_path = \"done\"",
         ),
         Style::Link => ("", "style = \"link_header\""),
+        Style::JsonServer => (
+            "",
+            "style = \"page_number\"\npage_param = \"_page\"\nsize_param = \"_limit\"\nfirst_page = 1",
+        ),
     };
     let records_line = if records_path.is_empty() {
         String::new()
