@@ -156,3 +156,156 @@ async fn a_chain_past_the_page_cap_stops_with_the_reason() {
     );
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn header_totals_fan_out_and_are_checked() {
+    const RECORDS: usize = 1_000;
+    let mut config = MockConfig::new(SEED, RECORDS);
+    config.header_totals = true;
+    let mock = MockServer::start(config).await.unwrap();
+    let fleet = Fleet::start(1).await;
+    // No total in the body: only X-Total-Count and Content-Range say it.
+    let (status, csv) = export(&fleet, &mock, Style::OffsetNoTotal, 100, |t| t).await;
+    assert_completed(&status);
+    assert_csv_matches_source(&csv, SEED, RECORDS);
+    // The first page planned the other nine and the sentinel past them.
+    assert_eq!(status.pages_landed, 11);
+    let verification = status.verification.expect("a verification");
+    assert_eq!(verification.status, VerificationStatus::Agreed);
+    let origins: Vec<&str> = verification
+        .checks
+        .iter()
+        .map(|c| c.origin.as_str())
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            "header Content-Range",
+            "header X-Total-Count",
+            "all partitions"
+        ]
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_json_server_export_without_its_page_parameter_is_not_completed() {
+    const RECORDS: usize = 2_000;
+    let mock = MockServer::start(MockConfig::new(SEED, RECORDS))
+        .await
+        .unwrap();
+    let fleet = Fleet::start(1).await;
+    let link = "style = \"link_header\"\nsize_param = \"_limit\"\n";
+    let (status, csv) = export(&fleet, &mock, Style::JsonServer, 100, |t| {
+        with_pagination(t, link)
+    })
+    .await;
+    assert_unverified(
+        &status,
+        &csv,
+        "header X-Total-Count stated 2000 records, its pages delivered 100",
+    );
+    // Told to send `_page` first, the same export fans out from rel="last".
+    let paged = format!("{link}page_param = \"_page\"\nfirst_page = 1\n");
+    let (status, csv) = export(&fleet, &mock, Style::JsonServer, 100, |t| {
+        with_pagination(t, &paged)
+    })
+    .await;
+    assert_completed(&status);
+    assert_csv_matches_source(&csv, SEED, RECORDS);
+    assert_eq!(status.pages_landed, 21, "20 pages and the sentinel");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_total_that_lies_is_caught_either_way() {
+    const RECORDS: usize = 1_000;
+    let fleet = Fleet::start(1).await;
+
+    let mut high = MockConfig::new(SEED, RECORDS);
+    high.stated_total = Some(3 * RECORDS);
+    let mock = MockServer::start(high).await.unwrap();
+    let (status, csv) = export(&fleet, &mock, Style::Offset, 100, |t| t).await;
+    assert_unverified(
+        &status,
+        &csv,
+        "body total stated 3000 records, its pages delivered 1000; records are missing",
+    );
+
+    // Too low: the sentinel page past the stated end still held records.
+    let mut low = MockConfig::new(SEED, RECORDS);
+    low.stated_total = Some(RECORDS / 2);
+    let mock = MockServer::start(low).await.unwrap();
+    let (status, csv) = export(&fleet, &mock, Style::Offset, 100, |t| t).await;
+    assert_unverified(
+        &status,
+        &csv,
+        "body total stated 500 records, its pages delivered 600; the source served more than it stated",
+    );
+    // A spec that says to publish anyway gets the file, and the warning.
+    let (status, csv) = export(&fleet, &mock, Style::Offset, 100, |t| {
+        format!("{t}\n[verify]\non_mismatch = \"publish\"\n")
+    })
+    .await;
+    assert_completed(&status);
+    assert!(csv.exists());
+    let verification = status.verification.expect("a verification");
+    assert_eq!(verification.status, VerificationStatus::Mismatch);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", csv.display())).unwrap())
+            .unwrap();
+    assert_eq!(manifest["verification"]["status"], "mismatch");
+    assert!(manifest["verification"]["shortfall"]
+        .as_str()
+        .is_some_and(|s| s.contains("served more than it stated")));
+
+    // Absurd: more pages than a partition may have are never planned.
+    let mut absurd = MockConfig::new(SEED, RECORDS);
+    absurd.stated_total = Some(1_000_000_000);
+    let mock = MockServer::start(absurd).await.unwrap();
+    let (status, _) = export(&fleet, &mock, Style::Offset, 100, |t| t).await;
+    assert_eq!(status.state, ExportState::Blocked, "{status:#?}");
+    assert_eq!(status.pages_planned, 1, "nothing was fanned out");
+    let letters = fleet
+        .api
+        .dead_letters(Some(status.id), false)
+        .await
+        .unwrap();
+    assert!(
+        letters[0]
+            .reason
+            .contains("fan-out of 10000000 pages is more than the limit"),
+        "{}",
+        letters[0].reason
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cursor_that_cycles_is_stopped_with_the_reason() {
+    let mut config = MockConfig::new(SEED, 1_000);
+    config.cursor_cycle = true;
+    let mock = MockServer::start(config).await.unwrap();
+    let fleet = Fleet::start(1).await;
+    let (status, _) = export(&fleet, &mock, Style::Cursor, 100, |t| t).await;
+    assert_eq!(status.state, ExportState::Blocked, "{status:#?}");
+    // Pages 0, 1 and 2 were fetched; page 2 led back to where page 0 did.
+    assert_eq!(status.pages_landed, 2);
+    let letters = fleet
+        .api
+        .dead_letters(Some(status.id), false)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0]
+            .reason
+            .contains("page 2 of partition 0 leads to cursor")
+            && letters[0]
+                .reason
+                .contains("where page 0 already led: the source's chain loops"),
+        "{}",
+        letters[0].reason
+    );
+    fleet.stop().await;
+}
