@@ -40,9 +40,48 @@ impl Default for BenchConfig {
     }
 }
 
+/// How an export walks the source's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Offset pagination whose body states the total: every page at once.
+    OffsetFanOut,
+    /// `Link` headers numbering their pages (json-server): every page at
+    /// once, planned from `rel="last"`.
+    LinkFanOut,
+    /// `Link` headers with keyset `next` links: one page at a time.
+    LinkChain,
+}
+
+impl Walk {
+    fn label(self) -> &'static str {
+        match self {
+            Walk::OffsetFanOut => "offset, total in the body (fan-out)",
+            Walk::LinkFanOut => "Link rel=\"last\" with page numbers (fan-out)",
+            Walk::LinkChain => "Link rel=\"next\" only (chain)",
+        }
+    }
+
+    /// The bench spec's source path and pagination for this walk.
+    fn adapt(self, offset_toml: String) -> String {
+        let (path, pagination) = match self {
+            Walk::OffsetFanOut => return offset_toml,
+            Walk::LinkFanOut => (
+                "/json-server/items",
+                "style = \"link_header\"\nsize_param = \"_limit\"\npage_param = \"_page\"\nfirst_page = 1",
+            ),
+            Walk::LinkChain => ("/link/items", "style = \"link_header\""),
+        };
+        offset_toml
+            .replace("path = \"/offset/items\"", &format!("path = \"{path}\""))
+            .replace("records_path = \"data\"\n", "")
+            .replace("style = \"offset\"\ntotal_path = \"total\"", pagination)
+    }
+}
+
 /// One export's numbers.
 #[derive(Debug, Clone)]
 pub struct RunResult {
+    pub walk: Walk,
     pub rate: f64,
     pub workers: usize,
     pub shared: bool,
@@ -68,14 +107,16 @@ impl RunResult {
     }
 }
 
-/// The bench's export: the chaos spec with patient retries, at `rate`.
+/// The bench's export: the chaos spec with patient retries, at `rate`,
+/// walking the pages as `walk` says.
 fn bench_spec(
     config: &BenchConfig,
     rate: f64,
+    walk: Walk,
     mock: &MockServer,
     out: &Path,
 ) -> anyhow::Result<ExportSpec> {
-    Ok(ExportSpec::from_toml(&offset_spec(
+    Ok(ExportSpec::from_toml(&walk.adapt(offset_spec(
         "bench",
         config.page_size,
         rate,
@@ -83,7 +124,7 @@ fn bench_spec(
         &mock.base_url(),
         out,
         "max_attempts = 50\nmax_elapsed_ms = 900000\nbase_ms = 200\ncap_ms = 5000",
-    ))?)
+    )))?)
 }
 
 async fn start_mock(config: &BenchConfig, rate: f64, token: &str) -> anyhow::Result<MockServer> {
@@ -101,6 +142,7 @@ pub async fn run_export(
     rate: f64,
     workers: usize,
     shared: bool,
+    walk: Walk,
     work_dir: &Path,
 ) -> anyhow::Result<RunResult> {
     let token = format!("bench-{}", Uuid::now_v7().simple());
@@ -110,13 +152,15 @@ pub async fn run_export(
     } else {
         vec!["--no-shared-limiter".to_string()]
     };
+    // The label names a database too: lower case only.
     let label = format!(
-        "r{rate}-w{workers}-{}",
-        if shared { "shared" } else { "naive" }
+        "r{rate}-w{workers}-{}-{}",
+        if shared { "shared" } else { "naive" },
+        format!("{walk:?}").to_lowercase()
     );
     let mut fleet = ProcessFleet::start_with(&label, workers, work_dir, &token, args).await?;
     let out = work_dir.join(&label).join("out");
-    let spec = bench_spec(config, rate, &mock, &out)?;
+    let spec = bench_spec(config, rate, walk, &mock, &out)?;
     let started = Instant::now();
     let id = fleet.api.submit(&spec, None).await?.id;
     let status = fleet.wait_ended(id, Duration::from_secs(1800)).await?;
@@ -139,6 +183,7 @@ pub async fn run_export(
         .unwrap_or(0)
         .saturating_sub(stats.first_request_at_ms.unwrap_or(0));
     Ok(RunResult {
+        walk,
         rate,
         workers,
         shared,
@@ -170,7 +215,7 @@ pub async fn run_outage(
     let mock = start_mock(config, rate, &token).await?;
     let mut fleet = ProcessFleet::start("outage", workers, work_dir, &token).await?;
     let out = work_dir.join("outage-out");
-    let spec = bench_spec(config, rate, &mock, &out)?;
+    let spec = bench_spec(config, rate, Walk::OffsetFanOut, &mock, &out)?;
     let id = fleet.api.submit(&spec, None).await?.id;
     // Let it reach steady state, then measure 10 s before the outage.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -283,7 +328,8 @@ pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::R
                     "bench: R={rate}/s, {workers} worker(s), {} limiter...",
                     if shared { "shared" } else { "no shared" }
                 ));
-                let r = run_export(config, rate, workers, shared, &work_dir).await?;
+                let walk = Walk::OffsetFanOut;
+                let r = run_export(config, rate, workers, shared, walk, &work_dir).await?;
                 progress(&format!(
                     "  {:.1}% of R, {:.2}% 429s, peak {} in 1 s",
                     r.efficiency() * 100.0,
@@ -293,6 +339,19 @@ pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::R
                 runs.push(r);
             }
         }
+    }
+    let mut walks = Vec::new();
+    // At the highest rate, where one page at a time cannot keep up.
+    let walk_rate = config.rates.iter().copied().fold(0.0, f64::max);
+    let walk_workers = 4;
+    for walk in [Walk::LinkFanOut, Walk::LinkChain] {
+        progress(&format!(
+            "bench: {} at R={walk_rate}/s, {walk_workers} workers...",
+            walk.label()
+        ));
+        let r = run_export(config, walk_rate, walk_workers, true, walk, &work_dir).await?;
+        progress(&format!("  {:.1}% of R", r.efficiency() * 100.0));
+        walks.push(r);
     }
     let outage_rate = config.rates[0];
     let outage_workers = *config.workers.last().unwrap_or(&1);
@@ -307,6 +366,7 @@ pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::R
     Ok(render(
         config,
         &runs,
+        &walks,
         &outage,
         outage_rate,
         outage_workers,
@@ -317,6 +377,7 @@ pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::R
 fn render(
     config: &BenchConfig,
     runs: &[RunResult],
+    walks: &[RunResult],
     outage: &OutageResult,
     outage_rate: f64,
     outage_workers: usize,
@@ -348,6 +409,30 @@ fn render(
             r.rate as u64 + config.burst as u64,
             r.per_page(),
             r.rss_kib as f64 / 1024.0
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| pagination | R/s | workers | wall s | useful/(R*busy) | requests | 429 share |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
+    let same_load = |r: &&RunResult| {
+        walks
+            .first()
+            .is_some_and(|w| r.shared && r.rate == w.rate && r.workers == w.workers)
+    };
+    for r in runs.iter().filter(same_load).chain(walks) {
+        let _ = writeln!(
+            t,
+            "| {} | {:.0} | {} | {:.1} | {:.1} % | {} | {:.2} % |",
+            r.walk.label(),
+            r.rate,
+            r.workers,
+            r.wall.as_secs_f64(),
+            r.efficiency() * 100.0,
+            r.requests,
+            r.share_429() * 100.0
         );
     }
     let _ = writeln!(t);
