@@ -57,6 +57,10 @@ pub struct Verification {
     /// Rows in the file.
     pub rows: u64,
     pub checks: Vec<Check>,
+    /// Pages read a second time by backward passes: the extra requests
+    /// moving data cost.
+    #[serde(default)]
+    pub reread_pages: u64,
     /// What disagreed, in one sentence, when anything did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortfall: Option<String>,
@@ -162,6 +166,7 @@ pub fn reconcile(ledgers: &[PartitionLedger], rows: u64, under_drift: UnderDrift
         source_total: total.map(|t| t.last),
         rows,
         checks,
+        reread_pages: ledgers.iter().filter_map(|l| l.reread_pages).sum(),
         shortfall,
     }
 }
@@ -517,6 +522,7 @@ mod tests {
         let v = reconcile(&[reread.clone()], 20002, UnderDrift::Shifts);
         assert_eq!(v.status, VerificationStatus::Agreed, "{v:#?}");
         assert_eq!(v.checks[0].check, CheckKind::Drift);
+        assert_eq!(v.reread_pages, 201);
         assert!(v.checks[0]
             .detail
             .contains("201 pages were read again, last first"));

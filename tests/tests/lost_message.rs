@@ -23,7 +23,8 @@ use common::{assert_csv_matches_source, build_fleet_binaries, connect};
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// One single-page export submitted to a fleet with no worker yet, so its
-/// task's message waits in the queue.
+/// task's message waits in the queue. (Its first page also plans the
+/// sentinel page past the stated total; the checks are about the first.)
 struct OnePage {
     seed: u64,
     mock: MockServer,
@@ -91,7 +92,7 @@ impl OnePage {
         let claimed_by: String = self
             .db
             .query_one(
-                "SELECT claimed_by FROM page_tasks WHERE export_id = $1",
+                "SELECT claimed_by FROM page_tasks WHERE export_id = $1 AND page_no = 0",
                 &[&self.id],
             )
             .await
@@ -104,7 +105,11 @@ impl OnePage {
         );
         let written: i64 = self
             .db
-            .query_one("SELECT count(*) FROM outbox WHERE queue = 'pages'", &[])
+            .query_one(
+                "SELECT count(*) FROM outbox o JOIN page_tasks t ON t.id::text = o.body->>'task_id'
+                  WHERE o.queue = 'pages' AND t.page_no = 0",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
