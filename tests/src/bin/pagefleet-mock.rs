@@ -1,13 +1,16 @@
 //! `pagefleet-mock`: the mock source API as a standalone server, for
 //! `make demo` and for poking at by hand. Prints one ready line, serves until
-//! Ctrl-C or SIGTERM, then prints its final stats as JSON.
+//! Ctrl-C or SIGTERM, then prints its final stats as JSON. Flags (or their
+//! `MOCK_*` variables) turn on its lies and drift; `GET /_mock/truth` then
+//! tells what the data set really held.
 
 use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
-use pagefleet_tests::mock::{Faults, MockConfig, MockServer};
+use pagefleet_tests::mock::{Drift, Faults, MockConfig, MockServer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FaultPreset {
@@ -59,6 +62,35 @@ struct Args {
     /// Largest page size served; larger requests are clamped.
     #[arg(long, env = "MOCK_MAX_PAGE_SIZE", default_value_t = 1000)]
     max_page_size: usize,
+    /// Also state totals in headers (X-Total-Count, Content-Range) in every
+    /// style.
+    #[arg(long, env = "MOCK_HEADER_TOTALS", value_parser = BoolishValueParser::new())]
+    header_totals: bool,
+    /// State this total everywhere instead of the real one (a lie).
+    #[arg(long, env = "MOCK_STATED_TOTAL")]
+    stated_total: Option<usize>,
+    /// The cursor styles' third page points back at the second, forever.
+    #[arg(long, env = "MOCK_CURSOR_CYCLE", value_parser = BoolishValueParser::new())]
+    cursor_cycle: bool,
+    /// Drift: records inserted per second, from the first page served on.
+    #[arg(long, env = "MOCK_DRIFT_INSERTS_PER_SEC", default_value_t = 0.0, value_parser = rate)]
+    drift_inserts_per_sec: f64,
+    /// Drift: records updated per second (their `rev` goes up).
+    #[arg(long, env = "MOCK_DRIFT_UPDATES_PER_SEC", default_value_t = 0.0, value_parser = rate)]
+    drift_updates_per_sec: f64,
+    /// Drift: records deleted per second (0.2 is one every five seconds).
+    #[arg(long, env = "MOCK_DRIFT_DELETES_PER_SEC", default_value_t = 0.0, value_parser = rate)]
+    drift_deletes_per_sec: f64,
+}
+
+/// A drift rate: a finite number of mutations per second, at least 0.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{text:?} is not a rate (a number of mutations per second, at least 0)"
+        )),
+    }
 }
 
 impl Args {
@@ -80,8 +112,23 @@ impl Args {
             faults,
             fail_record: self.fail_record,
             max_page_size: self.max_page_size,
+            header_totals: self.header_totals,
+            stated_total: self.stated_total,
+            cursor_cycle: self.cursor_cycle,
+            drift: self.drift(),
             ..MockConfig::new(self.seed, self.records)
         }
+    }
+
+    /// Drift only when some rate is above 0, so that the records keep their
+    /// fixed shape (no `rev`) otherwise.
+    fn drift(&self) -> Option<Drift> {
+        let drift = Drift {
+            inserts_per_sec: self.drift_inserts_per_sec,
+            updates_per_sec: self.drift_updates_per_sec,
+            deletes_per_sec: self.drift_deletes_per_sec,
+        };
+        (drift != Drift::default()).then_some(drift)
     }
 }
 

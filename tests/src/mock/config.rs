@@ -1,6 +1,8 @@
 //! What a mock server is told to be: the data set, the credentials it accepts,
 //! its rate limit, the faults it injects and the lies it tells.
 
+use super::drift::Drift;
+
 /// Configuration of one mock server.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
@@ -43,6 +45,17 @@ pub struct MockConfig {
     /// page, and there is no cycle when there are at most `2 × limit`
     /// records. Every page is otherwise normal.
     pub cursor_cycle: bool,
+    /// Data that moves while it is read: when set, the data set starts as
+    /// ids `1..=records` and, from the first page served on, records are
+    /// inserted, updated and deleted at these rates (see [`Drift`]). Offset
+    /// and page-number styles serve positions of the live set, keyset styles
+    /// the live ids after the one given, and totals count the live set
+    /// (unless `stated_total` says otherwise). Every record then carries
+    /// `rev`, its number of updates. [`MockServer::truth`] and
+    /// `GET /_mock/truth` tell what really happened.
+    ///
+    /// [`MockServer::truth`]: super::MockServer::truth
+    pub drift: Option<Drift>,
 }
 
 impl MockConfig {
@@ -61,6 +74,7 @@ impl MockConfig {
             header_totals: false,
             stated_total: None,
             cursor_cycle: false,
+            drift: None,
         }
     }
 }

@@ -3,13 +3,20 @@
 //! rate limit, with seeded, reproducible faults, and counts everything it does
 //! so tests can assert on it.
 //!
+//! On request it also lies and moves: totals in headers or a stated total that
+//! is wrong, a cursor cycle, and data that drifts (inserts, updates and
+//! deletes) while it is read; see [`MockConfig`].
+//!
 //! Control endpoints on the same server, neither authenticated, rate limited
-//! nor counted: `GET /_mock/stats` (a [`MockStats`] as JSON) and
+//! nor counted: `GET /_mock/stats` (a [`MockStats`] as JSON),
+//! `GET /_mock/truth` (a [`Truth`] as JSON: what the data set really held) and
 //! `POST /_mock/fail_record` with `{"id": 123}` or `{"id": null}`.
 
 mod bucket;
 mod config;
 mod cursor;
+mod dataset;
+mod drift;
 mod faults;
 mod json_server;
 mod pages;
@@ -23,6 +30,7 @@ mod styles;
 mod tests;
 
 pub use config::{Faults, MockConfig};
+pub use drift::{record_revision, Drift, Truth};
 pub use pages::JSON_SERVER_PAGE_SIZE;
 pub use records::{all_records, record};
 pub use server::MockServer;

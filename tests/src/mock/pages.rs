@@ -127,15 +127,18 @@ impl Params {
 
 /// The ordered ids a page is cut from.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Ids {
+pub(crate) enum Ids<'a> {
     /// `1..=n`: the data set without drift, where position `p` holds id `p + 1`.
     Fixed(usize),
+    /// A drifting data set's live ids, ascending.
+    Live(&'a [usize]),
 }
 
-impl Ids {
+impl Ids<'_> {
     pub(crate) fn len(&self) -> usize {
         match self {
             Ids::Fixed(n) => *n,
+            Ids::Live(ids) => ids.len(),
         }
     }
 
@@ -144,6 +147,7 @@ impl Ids {
     fn rank(&self, id: usize) -> usize {
         match self {
             Ids::Fixed(n) => id.min(*n),
+            Ids::Live(ids) => ids.partition_point(|&x| x <= id),
         }
     }
 
@@ -151,6 +155,7 @@ impl Ids {
     fn at(&self, position: usize) -> Option<usize> {
         match self {
             Ids::Fixed(n) => (position < *n).then(|| position + 1),
+            Ids::Live(ids) => ids.get(position).copied(),
         }
     }
 
@@ -158,6 +163,7 @@ impl Ids {
     fn window(&self, positions: Range<usize>) -> Vec<usize> {
         match self {
             Ids::Fixed(_) => positions.map(|p| p + 1).collect(),
+            Ids::Live(ids) => ids.get(positions).unwrap_or_default().to_vec(),
         }
     }
 
@@ -165,6 +171,7 @@ impl Ids {
     fn max(&self) -> usize {
         match self {
             Ids::Fixed(n) => *n,
+            Ids::Live(ids) => ids.last().copied().unwrap_or(0),
         }
     }
 }
@@ -212,7 +219,7 @@ impl Plan {
 /// Cuts the page `ask` names from `ids`. With `cursor_cycle`, the third page
 /// of the cursor styles sends its client back to the second (see
 /// [`MockConfig::cursor_cycle`](super::MockConfig::cursor_cycle)).
-pub(crate) fn resolve(ask: &Ask, ids: Ids, cursor_cycle: bool) -> Plan {
+pub(crate) fn resolve(ask: &Ask, ids: Ids<'_>, cursor_cycle: bool) -> Plan {
     let len = ids.len();
     let first = match ask.start {
         Start::Position(p) => p.min(len),
@@ -325,5 +332,69 @@ mod tests {
             cycled(Style::NextUrl, "after=20&limit=10", 100).next_after,
             Some(30)
         );
+    }
+
+    fn live_cut(style: Style, q: &str, live: &[usize]) -> Plan {
+        resolve(
+            &parse(style, Some(q), 1000, 1).unwrap(),
+            Ids::Live(live),
+            false,
+        )
+    }
+
+    #[test]
+    fn live_sets_are_cut_by_position_or_by_id() {
+        let live = [2, 3, 5, 8, 13, 21, 34];
+        let p = live_cut(Style::Offset, "offset=2&limit=3", &live);
+        assert_eq!(
+            (p.page.clone(), p.ids.clone(), p.first),
+            (vec![5, 8, 13], 5..14, 2)
+        );
+        assert_eq!((p.records, p.next_after), (7, Some(13)));
+        let p = live_cut(Style::Page, "page=3&per_page=3", &live);
+        assert_eq!((p.page.clone(), p.next_after), (vec![34], None));
+        // Keyset styles continue after an id, deleted or not.
+        let p = live_cut(Style::LastRecord, "starting_after=4&limit=2", &live);
+        assert_eq!(
+            (p.page.clone(), p.first, p.next_after),
+            (vec![5, 8], 2, Some(8))
+        );
+        let p = live_cut(Style::Link, "after=34", &live);
+        assert_eq!(
+            (p.page.clone(), p.ids.clone(), p.first),
+            (vec![], 35..35, 7)
+        );
+        let p = live_cut(Style::Offset, "offset=50", &live);
+        assert_eq!((p.ids.clone(), p.first, p.more()), (35..35, 7, false));
+        let p = live_cut(Style::NextUrl, "after=0", &[]);
+        assert_eq!((p.ids.clone(), p.records, p.last()), (1..1, 0, 0));
+        assert!(live_cut(Style::Offset, "", &live).contains(21));
+        assert!(!live_cut(Style::Offset, "", &live).contains(4));
+    }
+
+    #[test]
+    fn fixed_and_live_cuts_agree_on_the_same_ids() {
+        let live: Vec<usize> = (1..=57).collect();
+        for (style, q) in [
+            (Style::Offset, "offset=50&limit=10"),
+            (Style::Page, "page=2&per_page=20"),
+            (Style::JsonServer, "_page=6&_limit=10"),
+            (Style::NextUrl, "after=56&limit=10"),
+            (Style::NextUrlRelative, "after=99"),
+            (Style::Cursor, "limit=7"),
+            (
+                Style::Cursor,
+                &format!("cursor={}&limit=7", cursor::encode(1, 14)),
+            ),
+        ] {
+            let a = parse(style, Some(q), 1000, 1).unwrap();
+            for cycle in [false, true] {
+                assert_eq!(
+                    resolve(&a, Ids::Fixed(57), cycle),
+                    resolve(&a, Ids::Live(&live), cycle),
+                    "{q}"
+                );
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP server: lifecycle, routing, the per-request pipeline (auth, rate
-//! limit, injected faults, poison pages, answer) and the control endpoints.
+//! limit, the page from the data set, injected faults, poison pages, answer)
+//! and the control endpoints.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,16 +14,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::bucket::{Admit, TokenBucket};
 use super::config::MockConfig;
+use super::dataset::Dataset;
+use super::drift::Truth;
 use super::faults::{self, Fault};
-use super::pages::{self, Ids, Plan};
-use super::records::record;
+use super::pages::{self, Plan};
 use super::respond::{self, add_rate_headers, json_error};
 use super::stats::{MockStats, Recorder};
 use super::styles::{self, Dress, Rendered, Style};
@@ -43,6 +45,7 @@ pub struct MockServer {
 /// statements and never across an await.
 struct Shared {
     config: MockConfig,
+    data: Dataset,
     addr: SocketAddr,
     fail_records: Mutex<Vec<usize>>,
     buckets: Mutex<HashMap<String, TokenBucket>>,
@@ -63,7 +66,7 @@ impl Shared {
 
 /// A poisoned lock only means another request panicked mid-update; the
 /// counters are still worth serving, so recover instead of panicking too.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -78,6 +81,7 @@ impl MockServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            data: Dataset::new(&config),
             fail_records: Mutex::new(config.fail_record.into_iter().collect()),
             config,
             addr,
@@ -126,6 +130,25 @@ impl MockServer {
 
     pub fn stats(&self) -> MockStats {
         self.shared.stats().snapshot()
+    }
+
+    /// What the data set really held, up to now: with [`MockConfig::drift`],
+    /// the initial records never deleted, every id that ever existed and how
+    /// many mutations there were; without it, all ids `1..=records` twice.
+    pub fn truth(&self) -> Truth {
+        self.shared.data.truth(Instant::now())
+    }
+
+    /// The record with this id as the server would serve it now, or `None`
+    /// if it does not exist (never did, or was deleted).
+    pub fn record_now(&self, id: usize) -> Option<Value> {
+        self.shared.data.record_now(id, Instant::now())
+    }
+
+    /// Whether `record` is exactly a version that its id had at some time,
+    /// deleted or not: what an exporter may legitimately have read.
+    pub fn was_version(&self, record: &Value) -> bool {
+        self.shared.data.was_version(record, Instant::now())
     }
 
     /// Makes every page containing `id` answer 404, or clears that with `None`.
@@ -205,6 +228,7 @@ fn router(shared: Arc<Shared>) -> Router {
         );
     }
     app.route("/_mock/stats", get(get_stats))
+        .route("/_mock/truth", get(get_truth))
         .route("/_mock/fail_record", post(post_fail_record))
         .fallback(unknown_path)
         .with_state(shared)
@@ -212,6 +236,10 @@ fn router(shared: Arc<Shared>) -> Router {
 
 async fn get_stats(State(shared): State<Arc<Shared>>) -> Json<MockStats> {
     Json(shared.stats().snapshot())
+}
+
+async fn get_truth(State(shared): State<Arc<Shared>>) -> Json<Truth> {
+    Json(shared.data.truth(Instant::now()))
 }
 
 #[derive(Deserialize)]
@@ -293,14 +321,14 @@ async fn serve_data(shared: Arc<Shared>, style: Style, uri: Uri, headers: Header
     resp
 }
 
-/// Everything after admission: parameters, injected faults, poison pages and
-/// the page itself.
+/// Everything after admission: parameters, the page (cut from the data set
+/// as it stands on arrival), injected faults, poison pages and the answer.
 async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderMap) -> Response {
     let config = &shared.config;
     // Malformed parameters are the client's bug, answered the same way every
     // time rather than hidden behind random faults.
-    let plan = match pages::parse(style, uri.query(), config.max_page_size, config.seed) {
-        Ok(ask) => pages::resolve(&ask, Ids::Fixed(config.records), config.cursor_cycle),
+    let (plan, data) = match pages::parse(style, uri.query(), config.max_page_size, config.seed) {
+        Ok(ask) => shared.data.page(&ask, Instant::now()),
         Err(message) => {
             shared.stats().bad_request();
             return json_error(StatusCode::BAD_REQUEST, &message);
@@ -342,7 +370,7 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         shared.stats().not_found();
         return json_error(StatusCode::NOT_FOUND, "not found");
     }
-    let rendered = render(shared, &plan, headers);
+    let rendered = render(shared, &plan, data, headers);
     let bytes = match serde_json::to_vec(&rendered.body) {
         Ok(bytes) => Bytes::from(bytes),
         Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "could not encode page"),
@@ -375,14 +403,10 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
     resp
 }
 
-/// The page's answer, with the records on it and dressed as configured.
-fn render(shared: &Shared, plan: &Plan, headers: &HeaderMap) -> Rendered {
+/// The page's answer around `data`, the records on it, dressed as
+/// configured.
+fn render(shared: &Shared, plan: &Plan, data: Vec<Value>, headers: &HeaderMap) -> Rendered {
     let config = &shared.config;
-    let data = plan
-        .page
-        .iter()
-        .map(|&id| record(config.seed, config.records, id))
-        .collect();
     let host = host_of(headers, shared.addr);
     let dress = Dress {
         seed: config.seed,

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::*;
 
 mod cycle;
+mod drift;
 mod json_server;
 mod totals;
 
