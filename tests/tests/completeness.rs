@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
 use pagefleet_shared::verification::{CheckKind, VerificationStatus};
-use pagefleet_tests::mock::{MockConfig, MockServer, Style};
+use pagefleet_tests::mock::{Drift, MockConfig, MockServer, Style, Truth};
 
 const SEED: u64 = 31;
 
@@ -307,5 +308,118 @@ async fn a_cursor_that_cycles_is_stopped_with_the_reason() {
         "{}",
         letters[0].reason
     );
+    fleet.stop().await;
+}
+
+/// The drift the issue asks for: one insert a second, five updates a
+/// second, one delete every five seconds, from the first page served.
+fn moving_source(records: usize) -> MockConfig {
+    let mut config = MockConfig::new(SEED, records);
+    config.rate = 50.0;
+    config.burst = 10;
+    config.header_totals = true;
+    config.drift = Some(Drift {
+        inserts_per_sec: 1.0,
+        updates_per_sec: 5.0,
+        deletes_per_sec: 0.2,
+    });
+    config
+}
+
+/// The ids in a published CSV, in file order.
+fn csv_ids(csv: &Path) -> Vec<usize> {
+    let mut reader = csv::Reader::from_path(csv).expect("the CSV");
+    let id = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "id")
+        .expect("an id column");
+    reader
+        .records()
+        .map(|r| r.unwrap()[id].parse().unwrap())
+        .collect()
+}
+
+/// Every record that existed for the whole export is in the file exactly
+/// once, and nothing is there that never existed.
+fn assert_holds_the_survivors(csv: &Path, truth: &Truth) {
+    let ids = csv_ids(csv);
+    let unique: BTreeSet<usize> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "a record is in the file twice");
+    let missing: Vec<&usize> = truth
+        .survivors
+        .iter()
+        .filter(|id| !unique.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "survivors missing from the file: {missing:?}"
+    );
+    let ever: BTreeSet<usize> = truth.ever.iter().copied().collect();
+    assert!(
+        unique.is_subset(&ever),
+        "the file holds ids that never existed"
+    );
+}
+
+async fn export_moving_data(style: Style) {
+    const RECORDS: usize = 20_000;
+    let mock = MockServer::start(moving_source(RECORDS)).await.unwrap();
+    let fleet = Fleet::start(2).await;
+    let (status, csv) = export(&fleet, &mock, style, 100, |t| t).await;
+    let truth = mock.truth();
+    println!(
+        "{style:?}: {} inserted, {} updated, {} deleted; {} requests for {} pages, {} re-read",
+        truth.inserted,
+        truth.updated,
+        truth.deleted,
+        status.requests,
+        status.pages_landed,
+        status.verification.as_ref().map_or(0, |v| v.reread_pages)
+    );
+    assert!(
+        truth.deleted > 0 && truth.inserted > 0,
+        "the data did move: {truth:?}"
+    );
+    assert_completed(&status);
+    assert_holds_the_survivors(&csv, &truth);
+    let verification = status.verification.expect("a verification");
+    assert_eq!(
+        verification.status,
+        VerificationStatus::Agreed,
+        "{verification:#?}"
+    );
+    assert!(
+        verification
+            .checks
+            .iter()
+            .any(|c| c.check == CheckKind::Drift),
+        "the drift is recorded: {verification:#?}"
+    );
+    // The backward pass re-read every page that held records, once.
+    assert!(verification.reread_pages >= (RECORDS / 100) as u64);
+    assert!(verification.reread_pages <= (RECORDS / 100 + 2) as u64);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offset_export_of_moving_data_comes_out_complete() {
+    export_moving_data(Style::Offset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_number_export_of_moving_data_comes_out_complete() {
+    export_moving_data(Style::Page).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moving_data_under_links_that_may_count_is_not_called_complete() {
+    // 100 pages, one at a time: long enough for inserts to move the total.
+    let mock = MockServer::start(moving_source(10_000)).await.unwrap();
+    let fleet = Fleet::start(1).await;
+    let (status, csv) = export(&fleet, &mock, Style::Link, 100, |t| t).await;
+    assert!(mock.truth().inserted > 0, "the data did move");
+    assert_unverified(&status, &csv, "changed while it was read");
     fleet.stop().await;
 }
