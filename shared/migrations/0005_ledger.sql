@@ -35,6 +35,8 @@ CREATE TABLE chain_marks (
     PRIMARY KEY (export_id, partition_no, mark)
 );
 
+-- A sentinel page is the fanned-out page just past the stated end: records
+-- there mean the stated count was too low.
 -- The backward pass: a partition of a shifting style (offset, page number)
 -- whose stated counts moved while it was read is read again, last page
 -- first, one page at a time. A record can only move towards the start when
@@ -43,7 +45,7 @@ CREATE TABLE chain_marks (
 -- each will have; a landing of one queues the next.
 ALTER TABLE page_tasks DROP CONSTRAINT page_tasks_role_check;
 ALTER TABLE page_tasks ADD CONSTRAINT page_tasks_role_check
-    CHECK (role IN ('chain','leaf','backward'));
+    CHECK (role IN ('chain','leaf','sentinel','backward'));
 ALTER TABLE partitions ADD COLUMN backward_pass boolean NOT NULL DEFAULT false;
 CREATE TABLE backward_passes (
     export_id     uuid NOT NULL REFERENCES exports (id) ON DELETE CASCADE,

@@ -29,10 +29,23 @@ pub struct PartitionLedger {
     /// Landed pages that held at least one record.
     pub pages_with_records: u64,
     pub records_delivered: u64,
+    /// Landed pages whose records were not recorded (landed before the
+    /// ledger existed): such a partition cannot be checked.
+    pub unrecorded_pages: u64,
+    /// The sentinel page past the stated end, when there was a fan-out.
+    pub sentinel: Sentinel,
     /// Pages the backward pass re-read, once one was planned (the
     /// delivered counts above are the first pass's alone).
     pub reread_pages: Option<u64>,
     pub stated: Vec<StatedRange>,
+}
+
+/// The sentinel pages of a partition (one per fan-out) and the records
+/// they held, which should be none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sentinel {
+    pub pages: u64,
+    pub records: u64,
 }
 
 /// The values one origin stated for one count across a partition's pages.
@@ -57,6 +70,9 @@ pub struct Verification {
     /// Rows in the file.
     pub rows: u64,
     pub checks: Vec<Check>,
+    /// Partitions nothing could be checked in, when others were checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchecked_partitions: Vec<i32>,
     /// Pages read a second time by backward passes: the extra requests
     /// moving data cost.
     #[serde(default)]
@@ -104,6 +120,8 @@ pub enum CheckKind {
     Drift,
     /// Rows in the file against the records stated over all partitions.
     Rows,
+    /// The page past the stated end came back empty.
+    Sentinel,
 }
 
 impl Verification {
@@ -130,11 +148,15 @@ impl StatedRange {
         self.min != self.max
     }
 
+    fn spread(&self) -> u64 {
+        self.max - self.min
+    }
+
     /// Whether `n` is within what this count may mean: its one value, or,
     /// when it moved, the band it moved in widened by as much again (a
     /// delete and an insert in the same place leave the count alone).
     fn admits(&self, n: u64) -> bool {
-        let spread = self.max - self.min;
+        let spread = self.spread();
         (self.min.saturating_sub(spread)..=self.max.saturating_add(spread)).contains(&n)
             && (self.moved() || n == self.last)
     }
@@ -151,6 +173,14 @@ pub fn reconcile(ledgers: &[PartitionLedger], rows: u64, under_drift: UnderDrift
     if let Some(total) = &total {
         checks.push(rows_check(total, rows));
     }
+    let unchecked_partitions = if checks.is_empty() {
+        Vec::new()
+    } else {
+        let checked = |p: i32| checks.iter().any(|c| c.partition == Some(p));
+        (ledgers.iter().map(|l| l.partition_no))
+            .filter(|&p| !checked(p))
+            .collect()
+    };
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
     let status = match (checks.is_empty(), failed.is_empty()) {
         (true, _) => VerificationStatus::NoneStated,
@@ -166,6 +196,7 @@ pub fn reconcile(ledgers: &[PartitionLedger], rows: u64, under_drift: UnderDrift
         source_total: total.map(|t| t.last),
         rows,
         checks,
+        unchecked_partitions,
         reread_pages: ledgers.iter().filter_map(|l| l.reread_pages).sum(),
         shortfall,
     }
@@ -173,6 +204,9 @@ pub fn reconcile(ledgers: &[PartitionLedger], rows: u64, under_drift: UnderDrift
 
 fn partition_checks(ledger: &PartitionLedger, under_drift: UnderDrift) -> Vec<Check> {
     let mut checks = Vec::new();
+    if ledger.unrecorded_pages > 0 {
+        return checks;
+    }
     for stated in &ledger.stated {
         if stated.moved() {
             checks.push(drift_check(ledger, stated, under_drift));
@@ -182,7 +216,34 @@ fn partition_checks(ledger: &PartitionLedger, under_drift: UnderDrift) -> Vec<Ch
             Counts::Pages => pages_check(ledger, stated),
         });
     }
+    if ledger.sentinel.pages > 0 {
+        checks.push(sentinel_check(ledger));
+    }
     checks
+}
+
+/// Records past the stated end mean the count was too low, unless the
+/// count moved (records inserted at the end while it was read).
+fn sentinel_check(ledger: &PartitionLedger) -> Check {
+    let partition = ledger.partition_no;
+    let held = ledger.sentinel.records;
+    let moved = ledger.stated.iter().any(StatedRange::moved);
+    Check {
+        partition: Some(partition),
+        check: CheckKind::Sentinel,
+        origin: "the page past the stated end".into(),
+        stated: 0,
+        observed: held,
+        ok: held == 0 || moved,
+        detail: format!(
+            "partition {partition}: the page past the stated end held {held} records{}",
+            if held > 0 && !moved {
+                "; the stated count is too low"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// A count that moved: made good by a backward pass, harmless to keys, or
@@ -199,8 +260,16 @@ fn drift_check(ledger: &PartitionLedger, stated: &StatedRange, under_drift: Unde
         stated.min,
         stated.max
     );
+    let plausible = stated.spread().saturating_mul(10) <= stated.max;
     let (check, ok, outcome) = match (ledger.reread_pages, under_drift) {
-        (Some(pages), _) => (
+        _ if !plausible => (
+            CheckKind::Stable,
+            false,
+            ": it moved by more than a tenth, which is not data moving but a count \
+             that cannot be trusted"
+                .to_string(),
+        ),
+        (Some(pages), _) if pages > 0 => (
             CheckKind::Drift,
             true,
             format!(
@@ -208,12 +277,12 @@ fn drift_check(ledger: &PartitionLedger, stated: &StatedRange, under_drift: Unde
                  existed throughout was missed"
             ),
         ),
-        (None, UnderDrift::Immune) => (
+        (_, UnderDrift::Immune) => (
             CheckKind::Drift,
             true,
             "; this style's positions are keys, which moving data does not shift".to_string(),
         ),
-        (None, _) => (
+        _ => (
             CheckKind::Stable,
             false,
             ": the data moved during the export, and records may have shifted past a page"
@@ -339,6 +408,8 @@ mod tests {
             pages_landed: pages + 1,
             pages_with_records: pages,
             records_delivered: records,
+            unrecorded_pages: 0,
+            sentinel: Sentinel::default(),
             reread_pages: None,
             stated,
         }
@@ -536,5 +607,65 @@ mod tests {
         let keyed = reconcile(&[moving(20003)], 20003, UnderDrift::Immune);
         assert_eq!(keyed.status, VerificationStatus::Agreed);
         assert!(keyed.checks[0].detail.contains("positions are keys"));
+    }
+
+    #[test]
+    fn a_sentinel_page_with_records_means_the_count_was_low() {
+        let mut l = ledger(600, 6, vec![steady(Counts::Records, "body total", 500)]);
+        l.sentinel = Sentinel {
+            pages: 1,
+            records: 100,
+        };
+        let v = reconcile(&[l.clone()], 600, UnderDrift::Shifts);
+        let sentinel = v
+            .checks
+            .iter()
+            .find(|c| c.check == CheckKind::Sentinel)
+            .unwrap();
+        assert!(!sentinel.ok);
+        assert!(sentinel.detail.ends_with("the stated count is too low"));
+        l.sentinel.records = 0;
+        l.records_delivered = 500;
+        let v = reconcile(&[l], 500, UnderDrift::Shifts);
+        assert_eq!(v.status, VerificationStatus::Agreed);
+        assert!(v
+            .checks
+            .iter()
+            .any(|c| c.check == CheckKind::Sentinel && c.ok));
+    }
+
+    #[test]
+    fn a_count_that_jumps_is_no_drift() {
+        // A source stating 0 on some page: not data moving.
+        let mut l = ledger(
+            1000,
+            10,
+            vec![stated(Counts::Records, "body total", (1000, 0, 0, 1000))],
+        );
+        l.reread_pages = Some(10);
+        let v = reconcile(&[l], 1000, UnderDrift::Shifts);
+        assert_eq!(v.status, VerificationStatus::Mismatch);
+        assert_eq!(v.checks[0].check, CheckKind::Stable);
+        assert!(v.checks[0].detail.contains("cannot be trusted"));
+    }
+
+    #[test]
+    fn partitions_that_cannot_be_checked_are_named() {
+        let first = ledger(10, 1, vec![steady(Counts::Records, "body total", 10)]);
+        let mut unrecorded = ledger(10, 1, vec![steady(Counts::Records, "body total", 99)]);
+        unrecorded.partition_no = 1;
+        unrecorded.unrecorded_pages = 1;
+        let mut silent = ledger(5, 1, vec![]);
+        silent.partition_no = 2;
+        let v = reconcile(&[first, unrecorded, silent], 25, UnderDrift::Shifts);
+        assert_eq!(v.unchecked_partitions, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_backward_pass_that_read_nothing_repairs_nothing() {
+        let mut l = moving(20003);
+        l.reread_pages = Some(0);
+        let v = reconcile(&[l], 20003, UnderDrift::Shifts);
+        assert_eq!(v.status, VerificationStatus::Mismatch);
     }
 }

@@ -125,6 +125,7 @@ async fn totals_are_checked_and_the_checks_are_in_the_manifest() {
         checks,
         [
             (CheckKind::Records, "body total", RECORDS as u64),
+            (CheckKind::Sentinel, "the page past the stated end", 0),
             (CheckKind::Rows, "all partitions", RECORDS as u64),
         ]
     );
@@ -183,6 +184,7 @@ async fn header_totals_fan_out_and_are_checked() {
         [
             "header Content-Range",
             "header X-Total-Count",
+            "the page past the stated end",
             "all partitions"
         ]
     );
@@ -299,12 +301,10 @@ async fn a_cursor_that_cycles_is_stopped_with_the_reason() {
         .unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert!(
-        letters[0]
-            .reason
-            .contains("page 2 of partition 0 leads to cursor")
-            && letters[0]
-                .reason
-                .contains("where page 0 already led: the source's chain loops"),
+        letters[0].reason.contains(
+            "page 2 of partition 0 leads where page 0 already led (the same next position): \
+             the source's chain loops"
+        ),
         "{}",
         letters[0].reason
     );

@@ -259,6 +259,9 @@ async fn run_task(
                 return land(ctx, work, &mut tally, &response, &body, &request).await;
             }
             Attempted::Failed { outcome, response } => {
+                if decide::past_the_end(work.role, response.as_ref().map(|r| r.status)) {
+                    return land_past_the_end(ctx, work, &tally).await;
+                }
                 last = response.or(last);
                 outcome
             }
@@ -538,10 +541,19 @@ fn prepare(
         &page,
     )
     .map_err(|e| format!("{at}: {e}"))?;
-    let stated = stated(spec, &page).map_err(|e| format!("{at}: {e}"))?;
+    let stated = match stated(spec, &page) {
+        Ok(stated) => stated,
+        // A chain page steers by its counts, so a broken one is an error
+        // there (as `next` said already); any other page states nothing.
+        Err(e) if work.role != Role::Chain => {
+            tracing::debug!(task = %work.task_id, error = %e, "a count on the page is not readable");
+            Vec::new()
+        }
+        Err(e) => return Err(format!("{at}: {e}")),
+    };
     let marks = match work.role {
         Role::Chain => pagination::chain_marks(&next, rows.iter().map(|(key, _)| key.as_str())),
-        Role::Leaf | Role::Backward => Vec::new(),
+        Role::Leaf | Role::Sentinel | Role::Backward => Vec::new(),
     };
     Ok(Landing {
         task_id: work.task_id,
@@ -589,9 +601,47 @@ async fn land(
             let class = DeadLetterClass::BadPage;
             dead_letter(ctx, work, tally, class, reason, Some(response)).await
         }
+        landed => Ok(landed_result(ctx, work, landed).await),
+    }
+}
+
+/// A sentinel page the source answered 404 or 416: the end, as an empty
+/// page would have said. It lands with no records.
+async fn land_past_the_end(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    tally: &Tally,
+) -> Result<PageResult, PageError> {
+    let landing = Landing {
+        task_id: work.task_id,
+        rows: Vec::new(),
+        columns: BTreeSet::new(),
+        next: pagination::Next::Done,
+        counts: tally.counts,
+        stated: Vec::new(),
+        marks: Vec::new(),
+        max_pages: work.spec.verify.max_pages_per_partition,
+    };
+    let landed = ctx
+        .store
+        .land_page(&landing)
+        .await
+        .map_err(|source| PageError::Store {
+            task_id: work.task_id,
+            source,
+        })?;
+    Ok(landed_result(ctx, work, landed).await)
+}
+
+/// Counts and publishes what a landing did.
+async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> PageResult {
+    match landed {
+        // Only a page with marks or a plan can be refused, and the callers
+        // that can meet one handle it first.
+        Landed::Refused { .. } => PageResult::Skipped,
         Landed::Duplicate => {
             metrics().duplicate_deliveries.inc();
-            Ok(PageResult::Duplicate)
+            PageResult::Duplicate
         }
         Landed::Page {
             rows_inserted,
@@ -604,10 +654,10 @@ async fn land(
             metrics().rows_replaced.inc_by(rows_replaced);
             ctx.publish_outbox(&outbox_ids).await;
             tracing::debug!(export = %work.export_id, page = work.page_no, rows = rows_inserted, "page landed");
-            Ok(PageResult::Landed {
+            PageResult::Landed {
                 rows: rows_inserted + rows_replaced,
                 finalize,
-            })
+            }
         }
     }
 }

@@ -19,6 +19,11 @@ use super::totals::{self, links, query_value, Statement};
 use super::{Next, Page, PaginationError, PaginationStyle, Position, Target};
 use crate::spec::{invalid, SpecError};
 
+/// The most pages a `Link` header fans out to, and the longest last URL it
+/// fans out from (each page's position is a copy of it).
+const MAX_LINK_FAN_OUT: u64 = 100_000;
+const MAX_LINK_URL: usize = 2_048;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkHeader {
@@ -74,9 +79,11 @@ impl PaginationStyle for LinkHeader {
 
     fn stated(&self, page: &Page<'_>) -> Result<Vec<Statement>, PaginationError> {
         let mut stated = totals::header_records(page.headers);
-        if let Some(param) = &self.page_param {
-            let first = self.first_page.unwrap_or(1);
-            stated.extend(totals::link_last_page(page, param, first));
+        // Pages count from `first_page`, or from 1 as the sources that
+        // number their links do (GitHub, GitLab, json-server).
+        let first = self.first_page.unwrap_or(1);
+        if let Some(param) = self.page_param.clone().or_else(|| detected_param(page)) {
+            stated.extend(totals::link_last_page(page, &param, first));
         }
         Ok(stated)
     }
@@ -112,6 +119,11 @@ impl LinkHeader {
         let first = Position::Url { url: None };
         // Up to `last`, and one past it.
         let pages = (numbered.last.saturating_sub(numbered.next)).saturating_add(2);
+        // Every position is a copy of the last URL: bound what that costs,
+        // and walk the chain past the bound.
+        if pages > MAX_LINK_FAN_OUT || last.as_str().len() > MAX_LINK_URL {
+            return Ok(None);
+        }
         fan_out(&first, pages, |i| {
             let number = numbered.next.checked_add(i - 1)?;
             Some(Position::Url {
@@ -147,6 +159,13 @@ impl Numbered {
             last: l,
         })
     }
+}
+
+/// The page parameter the page's `next` and `last` links differ in.
+fn detected_param(page: &Page<'_>) -> Option<String> {
+    let next = page.url.join(&links(page.headers, "next").next()?).ok()?;
+    let last = page.url.join(&links(page.headers, "last").next()?).ok()?;
+    Numbered::find(&next, &last, None).map(|n| n.param)
 }
 
 fn the_one_difference(a: &Url, b: &Url) -> Option<String> {
@@ -409,5 +428,12 @@ mod tests {
             with_query(&u("a=1&page=2&b=3"), "page", "7").as_str(),
             "http://a/items?a=1&page=7&b=3"
         );
+    }
+
+    #[test]
+    fn a_fan_out_too_large_to_hold_walks_the_chain_instead() {
+        let links = json_server_links(1, MAX_LINK_FAN_OUT + 5);
+        let next = run(&link_header(), &Position::Url { url: None }, Role::Chain, json!(items(10)), &[("link", &links)], None).unwrap();
+        assert!(matches!(next, Next::Chain(_)), "{next:?}");
     }
 }

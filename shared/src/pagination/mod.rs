@@ -65,6 +65,8 @@ pub enum Position {
 
 /// Whether a page may lead to more pages. The first page of a partition can
 /// fan out; a fanned-out page is a leaf; chain styles walk one page at a time.
+/// The sentinel is the fanned-out page just past the stated end: it should
+/// come back empty, and a source that answers it 404 or 416 means the same.
 /// A backward page re-reads a partition whose data moved, last page first
 /// (see `verification`); what it leads to was planned with the pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +74,7 @@ pub enum Position {
 pub enum Role {
     Chain,
     Leaf,
+    Sentinel,
     Backward,
 }
 
@@ -80,17 +83,22 @@ impl Role {
         match self {
             Role::Chain => "chain",
             Role::Leaf => "leaf",
+            Role::Sentinel => "sentinel",
             Role::Backward => "backward",
         }
     }
 
-    /// The role stored as `text`; anything unknown is a chain page (the
-    /// schema allows no other value).
-    pub fn from_text(text: &str) -> Role {
+    /// The role stored as `text`.
+    pub fn from_text(text: &str) -> Result<Role, crate::model::UnknownState> {
         match text {
-            "leaf" => Role::Leaf,
-            "backward" => Role::Backward,
-            _ => Role::Chain,
+            "chain" => Ok(Role::Chain),
+            "leaf" => Ok(Role::Leaf),
+            "sentinel" => Ok(Role::Sentinel),
+            "backward" => Ok(Role::Backward),
+            other => Err(crate::model::UnknownState {
+                kind: "Role",
+                value: other.to_string(),
+            }),
         }
     }
 }
@@ -131,7 +139,8 @@ pub(crate) fn limit_param() -> String {
 pub enum Next {
     Done,
     Chain(Position),
-    /// Every remaining page of the partition (the first page is not included).
+    /// Every remaining page of the partition (the first page is not
+    /// included); the last is always the sentinel page past the stated end.
     FanOut(Vec<Position>),
 }
 
@@ -336,7 +345,7 @@ pub fn next(
     page: &Page<'_>,
 ) -> Result<Next, PaginationError> {
     match role {
-        Role::Leaf | Role::Backward => Ok(Next::Done),
+        Role::Leaf | Role::Sentinel | Role::Backward => Ok(Next::Done),
         Role::Chain => spec.style().next(page_size, position, page),
     }
 }

@@ -144,10 +144,14 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The complete length of `Content-Range: items 0-99/1234` (any unit, RFC
-/// 9110 syntax); `*` (unknown) states nothing.
+/// The complete length of `Content-Range: items 0-99/1234` (RFC 9110
+/// syntax, any unit but `bytes`, which counts the body, not records); `*`
+/// (unknown) states nothing.
 fn content_range_total(value: &str) -> Option<u64> {
-    let (_unit, range) = value.trim().split_once(' ')?;
+    let (unit, range) = value.trim().split_once(' ')?;
+    if unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
     let (_, total) = range.trim().rsplit_once('/')?;
     total.trim().parse().ok()
 }
@@ -194,6 +198,7 @@ mod tests {
             ("content-range", "items 0-99/*"),
             ("content-range", "items */"),
             ("content-range", "garbage"),
+            ("content-range", "bytes 0-99/1234"),
         ] {
             assert_eq!(header_records(&headers(&[(k, v)])), vec![], "{k}: {v}");
         }

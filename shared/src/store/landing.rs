@@ -164,7 +164,7 @@ impl Store {
             page_no: row.try_get("page_no")?,
             position: serde_json::from_value(row.try_get("position")?)
                 .map_err(|e| corrupt("position", e))?,
-            role: Role::from_text(&role),
+            role: Role::from_text(&role)?,
             deliveries: row.try_get("deliveries")?,
             partition_params: serde_json::from_value(row.try_get("params")?)
                 .map_err(|e| corrupt("partition params", e))?,
@@ -322,7 +322,8 @@ impl Store {
         };
         let plan = match task.role {
             Role::Backward => plan_backward(backward_next.as_ref(), task.page_no),
-            role => plan_next(&landing.next, task.page_no, role == Role::Leaf),
+            Role::Chain => plan_next(&landing.next, task.page_no, false),
+            Role::Leaf | Role::Sentinel => plan_next(&landing.next, task.page_no, true),
         };
         if let Some(reason) = refusal(&tx, &task, landing, &plan).await? {
             // Dropping the transaction rolls the task's `done` back.
@@ -508,7 +509,7 @@ async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<Landing
         tenant_id: row.try_get("tenant_id")?,
         partition_no: row.try_get("partition_no")?,
         page_no: row.try_get("page_no")?,
-        role: Role::from_text(&role),
+        role: Role::from_text(&role)?,
         state: state.parse()?,
     }))
 }
@@ -549,8 +550,12 @@ async fn refusal(
 }
 
 /// A plan whose last page would be past `max_pages` pages in its partition.
+/// The sentinel page and a backward pass's pages are not the source's
+/// pages: they do not count.
 fn past_the_cap(plan: &Plan<'_>, partition_no: i32, max_pages: u64) -> Option<String> {
-    let last = plan.tasks.last()?.page_no;
+    let last = (plan.tasks.iter())
+        .rfind(|t| matches!(t.role, Role::Chain | Role::Leaf))?
+        .page_no;
     let pages = u64::try_from(last).ok()?.saturating_add(1);
     (pages > max_pages).then(|| {
         format!(
@@ -707,7 +712,11 @@ fn plan_next(next: &Next, page_no: i64, is_leaf: bool) -> Plan<'_> {
                 .map(|(i, position)| PlannedTask {
                     page_no: page_no + 1 + i as i64,
                     position,
-                    role: Role::Leaf,
+                    role: if i + 1 == positions.len() {
+                        Role::Sentinel
+                    } else {
+                        Role::Leaf
+                    },
                 })
                 .collect(),
             planned_all: true,
@@ -974,13 +983,20 @@ mod tests {
     fn plans_past_the_page_cap_are_refused() {
         let next = Next::FanOut(vec![offset(10), offset(20), offset(30)]);
         let plan = plan_next(&next, 0, false);
-        assert_eq!(past_the_cap(&plan, 0, 4), None);
-        let reason = past_the_cap(&plan, 2, 3).unwrap();
+        // Pages 0, 1 and 2, and the sentinel page 3, which does not count.
+        assert_eq!(past_the_cap(&plan, 0, 3), None);
+        let reason = past_the_cap(&plan, 2, 2).unwrap();
         assert!(
             reason.starts_with(
-                "partition 2 would have 4 pages, more than verify.max_pages_per_partition = 3"
+                "partition 2 would have 3 pages, more than verify.max_pages_per_partition = 2"
             ),
             "{reason}"
+        );
+        // A backward pass is not the source's pages either.
+        let backward = offset(0);
+        assert_eq!(
+            past_the_cap(&plan_backward(Some(&backward), 50), 0, 3),
+            None
         );
         assert_eq!(past_the_cap(&plan_next(&Next::Done, 9, false), 0, 1), None);
         let chain = Next::Chain(offset(5));
@@ -1020,7 +1036,7 @@ mod tests {
             vec![
                 (1, &offset(10), Role::Leaf),
                 (2, &offset(20), Role::Leaf),
-                (3, &offset(30), Role::Leaf),
+                (3, &offset(30), Role::Sentinel),
             ]
         );
         assert!(plan.planned_all);

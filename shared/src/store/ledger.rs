@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError};
 use crate::pagination::{Counts, Statement};
-use crate::verification::{PartitionLedger, StatedRange};
+use crate::verification::{PartitionLedger, Sentinel, StatedRange};
 
 /// A mark a chain page made that an earlier page of its partition had
 /// already made.
@@ -101,6 +101,10 @@ impl Store {
             .query(
                 "SELECT p.partition_no, p.backward_pass,
                         count(t.id) FILTER (WHERE t.role <> 'backward') AS pages_landed,
+                        count(t.id) FILTER (WHERE t.records IS NULL) AS pages_unrecorded,
+                        count(t.id) FILTER (WHERE t.role = 'sentinel') AS sentinel_pages,
+                        COALESCE(sum(t.records) FILTER (WHERE t.role = 'sentinel'), 0)::int8
+                            AS sentinel_records,
                         count(t.id) FILTER (WHERE t.role <> 'backward' AND t.records > 0)
                             AS pages_with_records,
                         COALESCE(sum(t.records) FILTER (WHERE t.role <> 'backward'), 0)::int8
@@ -121,6 +125,11 @@ impl Store {
                 pages_landed: count(row.try_get("pages_landed")?),
                 pages_with_records: count(row.try_get("pages_with_records")?),
                 records_delivered: count(row.try_get("records_delivered")?),
+                unrecorded_pages: count(row.try_get("pages_unrecorded")?),
+                sentinel: Sentinel {
+                    pages: count(row.try_get("sentinel_pages")?),
+                    records: count(row.try_get("sentinel_records")?),
+                },
                 reread_pages: row
                     .try_get::<_, bool>("backward_pass")?
                     .then(|| row.try_get("pages_reread").map(count))
@@ -137,18 +146,23 @@ impl Store {
     }
 
     /// Every (partition, count, origin) the source stated, with the values
-    /// on its first and latest page and the range between.
+    /// on its first and latest page and the range between. Counts stated by
+    /// empty pages past the first are left out: many sources state 0 past
+    /// their end, which is no statement about the data.
     async fn stated_ranges(&self, export_id: Uuid) -> Result<Vec<(i32, StatedRange)>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT partition_no, counts, origin,
-                        (array_agg(value ORDER BY page_no))[1] AS first,
-                        (array_agg(value ORDER BY page_no DESC))[1] AS last,
-                        min(value) AS min, max(value) AS max
-                   FROM stated_counts WHERE export_id = $1
-                  GROUP BY partition_no, counts, origin
-                  ORDER BY partition_no, counts DESC, min(page_no), origin",
+                "SELECT s.partition_no, s.counts, s.origin,
+                        (array_agg(s.value ORDER BY s.page_no))[1] AS first,
+                        (array_agg(s.value ORDER BY s.page_no DESC))[1] AS last,
+                        min(s.value) AS min, max(s.value) AS max
+                   FROM stated_counts s
+                   JOIN page_tasks t ON t.export_id = s.export_id
+                        AND t.partition_no = s.partition_no AND t.page_no = s.page_no
+                  WHERE s.export_id = $1 AND (t.records > 0 OR s.page_no = 0)
+                  GROUP BY s.partition_no, s.counts, s.origin
+                  ORDER BY s.partition_no, s.counts DESC, min(s.page_no), s.origin",
                 &[&export_id],
             )
             .await?;
@@ -178,8 +192,8 @@ impl Store {
     /// for a backward pass: every page that held records, read again last
     /// first, one at a time (see migration 5). The export goes back to
     /// `running`; the pass's last landing finalizes it again. Returns the
-    /// outbox ids of the passes' first pages; empty when the export was no
-    /// longer finalizing.
+    /// outbox ids of the passes' first pages; empty (and nothing changed)
+    /// when the export was no longer finalizing or no page held records.
     pub async fn plan_backward_pass(
         &self,
         export_id: Uuid,
@@ -201,6 +215,12 @@ impl Store {
         for &partition_no in partitions {
             outbox_ids.extend(plan_partition_pass(&tx, export_id, partition_no).await?);
         }
+        if outbox_ids.is_empty() {
+            // Nothing to read again (no page held records): leave the
+            // export finalizing, as it was; dropping the transaction
+            // rolls the reopening back.
+            return Ok(Vec::new());
+        }
         tx.execute(
             "UPDATE exports SET pages_planned = pages_planned + $2 WHERE id = $1",
             &[&export_id, &(outbox_ids.len() as i64)],
@@ -218,14 +238,14 @@ async fn plan_partition_pass(
     partition_no: i32,
 ) -> Result<Option<i64>, StoreError> {
     // The pass's pages are numbered on from the partition's last page, in
-    // the order they run: the highest position first.
+    // the order they run: the highest position first (page numbers rise
+    // with positions in the forward pass).
     tx.execute(
         "INSERT INTO backward_passes (export_id, partition_no, page_no, position)
          SELECT export_id, partition_no,
                 (SELECT max(page_no) FROM page_tasks
                   WHERE export_id = $1 AND partition_no = $2)
-                + row_number() OVER (ORDER BY (position->>'offset')::numeric DESC NULLS LAST,
-                                              (position->>'page')::numeric DESC NULLS LAST),
+                + row_number() OVER (ORDER BY page_no DESC),
                 position
            FROM page_tasks
           WHERE export_id = $1 AND partition_no = $2 AND state = 'done'

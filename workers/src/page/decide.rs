@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::model::DeadLetterClass;
+use pagefleet_shared::pagination::Role;
 use pagefleet_shared::retry::{
     classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass,
 };
@@ -66,6 +67,13 @@ pub fn judge(answer: &Answer<'_>, now: SystemTime) -> Verdict {
             reason: format!("HTTP {status} from {url}"),
         }),
     }
+}
+
+/// Whether a failed answer is the end of the data: a sentinel page (the one
+/// past the stated end) answered 404 or 416, as many sources answer a page
+/// past their last.
+pub fn past_the_end(role: Role, status: Option<u16>) -> bool {
+    role == Role::Sentinel && matches!(status, Some(404 | 416))
 }
 
 /// The outcome of a request that got no answer (refused, timed out, a body
@@ -233,6 +241,19 @@ mod tests {
     }
 
     const BASE: Duration = Duration::from_millis(250);
+
+    #[test]
+    fn only_a_sentinel_page_may_be_past_the_end() {
+        assert!(past_the_end(Role::Sentinel, Some(404)));
+        assert!(past_the_end(Role::Sentinel, Some(416)));
+        assert!(!past_the_end(Role::Sentinel, Some(500)));
+        assert!(!past_the_end(Role::Sentinel, None));
+        assert!(
+            !past_the_end(Role::Leaf, Some(404)),
+            "a 404 inside the data is an error"
+        );
+        assert!(!past_the_end(Role::Chain, Some(404)));
+    }
 
     #[test]
     fn a_2xx_with_json_lands_with_its_body() {
