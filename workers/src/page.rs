@@ -52,6 +52,13 @@ pub enum PageError {
     Store { task_id: Uuid, source: StoreError },
 }
 
+impl PageError {
+    /// Wraps a Postgres error of task `task_id`, for `map_err`.
+    fn store(task_id: Uuid) -> impl FnOnce(StoreError) -> PageError {
+        move |source| PageError::Store { task_id, source }
+    }
+}
+
 /// What became of a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PageResult {
@@ -87,7 +94,7 @@ pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResul
             ctx.store
                 .release_claim(task_id, &claim)
                 .await
-                .map_err(|source| PageError::Store { task_id, source })?;
+                .map_err(PageError::store(task_id))?;
             Ok(PageResult::HandedBack)
         }
     }
@@ -130,7 +137,7 @@ async fn wait_for_claim(
     let waiting_since = std::time::Instant::now();
     loop {
         let claimed = ctx.store.claim_page(task_id, LEASE, claim).await;
-        match claimed.map_err(|source| PageError::Store { task_id, source })? {
+        match claimed.map_err(PageError::store(task_id))? {
             Claim::Claimed(work) => return Ok(Claimed::Work(work)),
             Claim::Gone => return Ok(Claimed::Nothing(PageResult::Skipped)),
             // Another worker holds the task. Keep this delivery, unacked,
@@ -488,10 +495,7 @@ async fn park(
         .store
         .park_page(work.task_id, claim, wait, failures, tally.counts)
         .await
-        .map_err(|source| PageError::Store {
-            task_id: work.task_id,
-            source,
-        })?;
+        .map_err(PageError::store(work.task_id))?;
     if parked {
         metrics().tasks_parked.inc();
         tracing::debug!(task = %work.task_id, wait_ms = wait.as_millis() as u64, "task parked");
@@ -626,10 +630,7 @@ async fn land_past_the_end(
         .store
         .land_page(&landing)
         .await
-        .map_err(|source| PageError::Store {
-            task_id: work.task_id,
-            source,
-        })?;
+        .map_err(PageError::store(work.task_id))?;
     Ok(landed_result(ctx, work, landed).await)
 }
 
@@ -726,10 +727,7 @@ async fn dead_letter(
         .store
         .dead_letter(&input)
         .await
-        .map_err(|source| PageError::Store {
-            task_id: work.task_id,
-            source,
-        })?;
+        .map_err(PageError::store(work.task_id))?;
     if let Some(id) = outbox {
         metrics().dead_letters.inc();
         ctx.publish_outbox(&[id]).await;
