@@ -292,8 +292,9 @@ async fn a_cursor_that_cycles_is_stopped_with_the_reason() {
     let fleet = Fleet::start(1).await;
     let (status, _) = export(&fleet, &mock, Style::Cursor, 100, |t| t).await;
     assert_eq!(status.state, ExportState::Blocked, "{status:#?}");
-    // Pages 0, 1 and 2 were fetched; page 2 led back to where page 0 did.
-    assert_eq!(status.pages_landed, 2);
+    // Cursors a → b → c → a: pages 0 to 3 were fetched; page 3 led back to
+    // where page 0 did.
+    assert_eq!(status.pages_landed, 3);
     let letters = fleet
         .api
         .dead_letters(Some(status.id), false)
@@ -302,7 +303,7 @@ async fn a_cursor_that_cycles_is_stopped_with_the_reason() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert!(
         letters[0].reason.contains(
-            "page 2 of partition 0 leads where page 0 already led (the same next position): \
+            "page 3 of partition 0 leads where page 0 already led (the same next position): \
              the source's chain loops"
         ),
         "{}",

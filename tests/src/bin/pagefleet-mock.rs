@@ -69,7 +69,8 @@ struct Args {
     /// State this total everywhere instead of the real one (a lie).
     #[arg(long, env = "MOCK_STATED_TOTAL")]
     stated_total: Option<usize>,
-    /// The cursor styles' third page points back at the second, forever.
+    /// The cursor styles' fourth page points back at the second, forever
+    /// (three cursors in a cycle).
     #[arg(long, env = "MOCK_CURSOR_CYCLE", value_parser = BoolishValueParser::new())]
     cursor_cycle: bool,
     /// Drift: records inserted per second, from the first page served on.

@@ -33,16 +33,17 @@ pub struct MockConfig {
     /// the real size, while the records served stay the real ones. For
     /// proving that an exporter finishes by the data, not by the total.
     pub stated_total: Option<usize>,
-    /// A trap: in the cursor styles (`Cursor`, `CursorHeader`) the third page
-    /// returns the cursor the first page returned, which leads to the second
-    /// page again. A client that follows cursors sees pages 1, 2, 3, 2, 3, 2,
-    /// … and the cursors A, B, A, B, … (A: after the first page, returned by
-    /// pages 1 and 3; B: after the second page, returned by page 2) forever.
+    /// A trap: in the cursor styles (`Cursor`, `CursorHeader`) the fourth
+    /// page returns the cursor the first page returned, which leads to the
+    /// second page again. A client that follows cursors sees pages 1, 2, 3,
+    /// 4, 2, 3, 4, … and the cursors A, B, C, A, B, C, … (A: after the first
+    /// page, returned by pages 1 and 4; B after the second; C after the
+    /// third): a cycle of three cursors, never one repeated at once.
     /// For proving that an exporter notices a cursor it has followed before.
     ///
-    /// "The third page" is the page that starts at position `2 × limit`, with
-    /// whatever limit the request names; it cycles even when it is the last
-    /// page, and there is no cycle when there are at most `2 × limit`
+    /// "The fourth page" is the page that starts at position `3 × limit`,
+    /// with whatever limit the request names; it cycles even when it is the
+    /// last page, and there is no cycle when there are at most `3 × limit`
     /// records. Every page is otherwise normal.
     pub cursor_cycle: bool,
     /// Data that moves while it is read: when set, the data set starts as

@@ -216,8 +216,8 @@ impl Plan {
     }
 }
 
-/// Cuts the page `ask` names from `ids`. With `cursor_cycle`, the third page
-/// of the cursor styles sends its client back to the second (see
+/// Cuts the page `ask` names from `ids`. With `cursor_cycle`, the fourth
+/// page of the cursor styles sends its client back to the second (see
 /// [`MockConfig::cursor_cycle`](super::MockConfig::cursor_cycle)).
 pub(crate) fn resolve(ask: &Ask, ids: Ids<'_>, cursor_cycle: bool) -> Plan {
     let len = ids.len();
@@ -238,7 +238,7 @@ pub(crate) fn resolve(ask: &Ask, ids: Ids<'_>, cursor_cycle: bool) -> Plan {
             lo..lo
         }
     };
-    let next_after = if cursor_cycle && is_third_cursor_page(ask, first, &page) {
+    let next_after = if cursor_cycle && is_fourth_cursor_page(ask, first, &page) {
         ids.at(ask.limit.saturating_sub(1))
     } else {
         (end < len).then(|| span.end.saturating_sub(1))
@@ -255,12 +255,12 @@ pub(crate) fn resolve(ask: &Ask, ids: Ids<'_>, cursor_cycle: bool) -> Plan {
     }
 }
 
-/// Whether this is the page a cursor client reaches third: the one starting
-/// at position `2 × limit`, if it holds anything.
-fn is_third_cursor_page(ask: &Ask, first: usize, page: &[usize]) -> bool {
+/// Whether this is the page a cursor client reaches fourth: the one
+/// starting at position `3 × limit`, if it holds anything.
+fn is_fourth_cursor_page(ask: &Ask, first: usize, page: &[usize]) -> bool {
     matches!(ask.style, Style::Cursor | Style::CursorHeader)
         && !page.is_empty()
-        && Some(first) == ask.limit.checked_mul(2)
+        && Some(first) == ask.limit.checked_mul(3)
 }
 
 #[cfg(test)]
@@ -310,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn the_third_cursor_page_points_back_at_the_second() {
+    fn the_fourth_cursor_page_points_back_at_the_second() {
         let after = |id: usize| format!("cursor={}&limit=10", cursor::encode(1, id));
         let cycled = |style: Style, q: &str, records: usize| {
             let ask = parse(style, Some(q), 1000, 1).unwrap();
@@ -319,14 +319,15 @@ mod tests {
         for style in [Style::Cursor, Style::CursorHeader] {
             assert_eq!(cycled(style, "limit=10", 100).next_after, Some(10));
             assert_eq!(cycled(style, &after(10), 100).next_after, Some(20));
-            let third = cycled(style, &after(20), 100);
-            assert_eq!((third.page[0], third.next_after), (21, Some(10)));
-            // Even when the third page is the last one.
-            assert_eq!(cycled(style, &after(20), 25).next_after, Some(10));
-            // Without a third page there is no cycle.
-            assert_eq!(cycled(style, &after(20), 20).next_after, None);
+            assert_eq!(cycled(style, &after(20), 100).next_after, Some(30));
+            let fourth = cycled(style, &after(30), 100);
+            assert_eq!((fourth.page[0], fourth.next_after), (31, Some(10)));
+            // Even when the fourth page is the last one.
+            assert_eq!(cycled(style, &after(30), 35).next_after, Some(10));
+            // Without a fourth page there is no cycle.
+            assert_eq!(cycled(style, &after(30), 30).next_after, None);
             // Other pages are left alone.
-            assert_eq!(cycled(style, &after(30), 100).next_after, Some(40));
+            assert_eq!(cycled(style, &after(40), 100).next_after, Some(50));
         }
         assert_eq!(
             cycled(Style::NextUrl, "after=20&limit=10", 100).next_after,

@@ -30,7 +30,7 @@ async fn follow(server: &MockServer, style: Style, hops: usize) -> Vec<(u64, Opt
 }
 
 #[tokio::test]
-async fn cursors_cycle_through_pages_two_and_three() {
+async fn cursors_cycle_through_pages_two_three_and_four() {
     let server = start(MockConfig {
         cursor_cycle: true,
         ..MockConfig::new(3, 100)
@@ -39,11 +39,11 @@ async fn cursors_cycle_through_pages_two_and_three() {
     for style in [Style::Cursor, Style::CursorHeader] {
         let seen = follow(&server, style, 8).await;
         let firsts: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
-        assert_eq!(firsts, [1, 11, 21, 11, 21, 11, 21, 11], "{style:?}");
+        assert_eq!(firsts, [1, 11, 21, 31, 11, 21, 31, 11], "{style:?}");
         let cursors: Vec<&str> = seen.iter().map(|(_, c)| c.as_deref().unwrap()).collect();
-        let (a, b) = (cursors[0], cursors[1]);
-        assert_ne!(a, b);
-        assert_eq!(cursors, [a, b, a, b, a, b, a, b], "{style:?}");
+        let (a, b, c) = (cursors[0], cursors[1], cursors[2]);
+        assert!(a != b && b != c && a != c);
+        assert_eq!(cursors, [a, b, c, a, b, c, a, b], "{style:?}");
     }
     server.shutdown().await;
 }
