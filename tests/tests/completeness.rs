@@ -234,6 +234,13 @@ async fn a_total_that_lies_is_caught_either_way() {
         &csv,
         "body total stated 3000 records, its pages delivered 1000; records are missing",
     );
+    // The pages planned past the first empty one were not fetched.
+    let fetched = mock.stats().requests as i64;
+    println!(
+        "a total 3x too high: {fetched} requests for {} pages planned",
+        status.pages_planned
+    );
+    assert!(fetched < status.pages_planned - 10, "{fetched} requests");
 
     // Too low: the sentinel page past the stated end still held records.
     let mut low = MockConfig::new(SEED, RECORDS);

@@ -337,8 +337,13 @@ impl Store {
             advance_checkpoint(&tx, &task, &plan).await?;
         }
         let mut outbox_ids = insert_next_tasks(&tx, &task, &plan.tasks).await?;
+        let skipped = match (task.role, landing.rows.is_empty()) {
+            (Role::Leaf, true) => skip_past_the_end(&tx, &task).await?,
+            _ => 0,
+        };
         let planned = outbox_ids.len() as i64;
-        let counted = bump_counters(&tx, task.export_id, planned, merged, landing.counts).await?;
+        let landed = 1 + skipped;
+        let counted = bump_counters(&tx, &task, planned, landed, merged, landing.counts).await?;
         let finalize_id = finalize_if_last(&tx, task.export_id, counted).await?;
         outbox_ids.extend(finalize_id);
         tx.commit().await?;
@@ -850,6 +855,31 @@ async fn insert_next_tasks(
         .collect()
 }
 
+/// A fanned-out page came back empty before the stated end: the data ends
+/// here, and the pages planned past it (from a total that was too high)
+/// would be empty as well. They are marked done with no records instead of
+/// fetched, so a lying total costs rows in Postgres, not requests to the
+/// source. Pages another worker is claiming right now are left to it
+/// (`SKIP LOCKED`, which also keeps two such landings from deadlocking).
+/// Returns how many were skipped.
+async fn skip_past_the_end(tx: &Transaction<'_>, task: &LandingTask) -> Result<i64, StoreError> {
+    let skipped = tx
+        .execute(
+            "WITH past AS (
+                 SELECT id FROM page_tasks
+                  WHERE export_id = $1 AND partition_no = $2 AND page_no > $3
+                    AND state = 'queued' AND role IN ('leaf', 'sentinel')
+                  ORDER BY page_no
+                    FOR UPDATE SKIP LOCKED)
+             UPDATE page_tasks t SET state = 'done', records = 0, updated_at = now(),
+                    last_error = 'not fetched: an earlier page of the fan-out was empty'
+               FROM past WHERE t.id = past.id",
+            &[&task.export_id, &task.partition_no, &task.page_no],
+        )
+        .await?;
+    Ok(skipped as i64)
+}
+
 /// The export's counters after a landing, read under its row lock.
 #[derive(Debug, Clone, Copy)]
 struct Counted {
@@ -866,28 +896,30 @@ struct Counted {
 /// message.
 async fn bump_counters(
     tx: &Transaction<'_>,
-    export_id: Uuid,
+    task: &LandingTask,
     planned: i64,
+    landed: i64,
     merged: Merged,
     counts: RequestCounts,
 ) -> Result<Counted, StoreError> {
     let row = tx
         .query_one(
             "UPDATE exports
-                SET pages_landed = pages_landed + 1, pages_planned = pages_planned + $2,
+                SET pages_landed = pages_landed + $8, pages_planned = pages_planned + $2,
                     rows_staged = rows_staged + $3, rows_replaced = rows_replaced + $4,
                     requests = requests + $5, retries = retries + $6,
                     rate_limited = rate_limited + $7, updated_at = now()
               WHERE id = $1
           RETURNING pages_landed >= pages_planned AS all_landed, state",
             &[
-                &export_id,
+                &task.export_id,
                 &planned,
                 &(merged.inserted as i64),
                 &(merged.replaced as i64),
                 &(counts.requests as i64),
                 &(counts.retries as i64),
                 &(counts.rate_limited as i64),
+                &landed,
             ],
         )
         .await?;
