@@ -431,3 +431,19 @@ async fn moving_data_under_links_that_may_count_is_not_called_complete() {
     assert_unverified(&status, &csv, "changed while it was read");
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_that_answers_404_past_its_last_page_still_completes() {
+    // Django REST Framework's page numbers: the sentinel page is a 404.
+    const RECORDS: usize = 1_000;
+    let mut config = MockConfig::new(SEED, RECORDS);
+    config.not_found_past_the_end = true;
+    let mock = MockServer::start(config).await.unwrap();
+    let fleet = Fleet::start(1).await;
+    let (status, csv) = export(&fleet, &mock, Style::Page, 100, |t| t).await;
+    assert_completed(&status);
+    assert_csv_matches_source(&csv, SEED, RECORDS);
+    assert_eq!(mock.stats().not_found, 1, "the sentinel page, once");
+    assert_eq!(status.dead_letters_open, 0);
+    fleet.stop().await;
+}

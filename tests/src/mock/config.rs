@@ -46,6 +46,9 @@ pub struct MockConfig {
     /// last page, and there is no cycle when there are at most `3 × limit`
     /// records. Every page is otherwise normal.
     pub cursor_cycle: bool,
+    /// A page with no records answers 404 "invalid page", as Django REST
+    /// Framework's page-number pagination does past the last page.
+    pub not_found_past_the_end: bool,
     /// Data that moves while it is read: when set, the data set starts as
     /// ids `1..=records` and, from the first page served on, records are
     /// inserted, updated and deleted at these rates (see [`Drift`]). Offset
@@ -75,6 +78,7 @@ impl MockConfig {
             header_totals: false,
             stated_total: None,
             cursor_cycle: false,
+            not_found_past_the_end: false,
             drift: None,
         }
     }

@@ -370,6 +370,10 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         shared.stats().not_found();
         return json_error(StatusCode::NOT_FOUND, "not found");
     }
+    if config.not_found_past_the_end && plan.page.is_empty() {
+        shared.stats().not_found();
+        return json_error(StatusCode::NOT_FOUND, "invalid page");
+    }
     let rendered = render(shared, &plan, data, headers);
     let bytes = match serde_json::to_vec(&rendered.body) {
         Ok(bytes) => Bytes::from(bytes),
