@@ -123,6 +123,9 @@ text_enum!(
         RateLimited => "rate_limited",
         /// A 2xx answer whose body is not a page of this spec.
         BadPage => "bad_page",
+        /// Every worker that claimed it was lost before an outcome (killed,
+        /// out of memory), as many times as the fleet allows.
+        WorkerLost => "worker_lost",
     }
 );
 
@@ -218,6 +221,7 @@ mod tests {
             (DeadLetterClass::Exhausted, "exhausted"),
             (DeadLetterClass::RateLimited, "rate_limited"),
             (DeadLetterClass::BadPage, "bad_page"),
+            (DeadLetterClass::WorkerLost, "worker_lost"),
         ] {
             assert_eq!(class.as_str(), text);
             assert_eq!(text.parse::<DeadLetterClass>().unwrap(), class);

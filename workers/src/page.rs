@@ -112,6 +112,11 @@ async fn claim_and_run(
     if work.export_state.is_terminal() {
         return Ok(PageResult::Skipped);
     }
+    if let Some(reason) = decide::lost_too_often(&work) {
+        // Fetching it again would most likely take this worker down too.
+        let class = DeadLetterClass::WorkerLost;
+        return dead_letter(ctx, &work, &mut Tally::default(), class, reason, None).await;
+    }
     let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
         partition = work.partition_no, page = work.page_no);
     tokio::select! {

@@ -120,7 +120,8 @@ impl Store {
         let tasks: Vec<Uuid> = tx
             .query(
                 "UPDATE page_tasks SET state = 'queued', deliveries = 0, last_error = NULL,
-                        failures = 0, first_failure_at = NULL, not_before = NULL, updated_at = now()
+                        failures = 0, first_failure_at = NULL, not_before = NULL, lost_claims = 0,
+                        updated_at = now()
                   WHERE export_id = $1 AND state = 'dead'
                     AND (NOT $3 OR id = $2
                          OR id IN (SELECT task_id FROM dead_letters WHERE id = $2))

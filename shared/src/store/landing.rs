@@ -33,6 +33,9 @@ pub struct PageWork {
     pub position: Position,
     pub role: Role,
     pub deliveries: i32,
+    /// Claims of this task whose worker was lost before an outcome
+    /// (counted when the task was taken over or re-queued after its lease).
+    pub lost_claims: u32,
     pub partition_params: std::collections::BTreeMap<String, String>,
     pub spec: ExportSpec,
     pub export_state: ExportState,
@@ -127,6 +130,9 @@ impl Store {
             .query_opt(
                 "UPDATE page_tasks t
                     SET state = 'in_flight', deliveries = t.deliveries + 1,
+                        lost_claims = t.lost_claims
+                            + CASE WHEN t.state = 'in_flight' AND t.claimed_by IS DISTINCT FROM $3
+                                   THEN 1 ELSE 0 END,
                         lease_until = now() + make_interval(secs => $2), updated_at = now(),
                         claimed_by = $3, claimed_at = now()
                    FROM exports e, partitions p
@@ -139,7 +145,8 @@ impl Store {
                     AND e.state NOT IN ('completed', 'unverified', 'failed', 'cancelled')
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
-                        t.deliveries, p.params, e.spec, e.state AS export_state, t.failures,
+                        t.deliveries, t.lost_claims, p.params, e.spec, e.state AS export_state,
+                        t.failures,
                         COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8
                             AS failing_for_secs",
                 &[&task_id, &lease.as_secs_f64(), &worker],
@@ -166,6 +173,7 @@ impl Store {
                 .map_err(|e| corrupt("position", e))?,
             role: Role::from_text(&role)?,
             deliveries: row.try_get("deliveries")?,
+            lost_claims: row.try_get::<_, i32>("lost_claims")?.max(0) as u32,
             partition_params: serde_json::from_value(row.try_get("params")?)
                 .map_err(|e| corrupt("partition params", e))?,
             spec: parse_spec(export_id, row.try_get("spec")?)?,

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../../migrations/0003_parking.sql")),
     (4, include_str!("../../migrations/0004_task_messages.sql")),
     (5, include_str!("../../migrations/0005_ledger.sql")),
+    (6, include_str!("../../migrations/0006_lost_claims.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

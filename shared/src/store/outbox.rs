@@ -120,7 +120,8 @@ impl Store {
         let n = client
             .execute(
                 "WITH stale AS (
-                     UPDATE page_tasks SET updated_at = now(), state = 'queued', lease_until = NULL
+                     UPDATE page_tasks SET updated_at = now(), state = 'queued', lease_until = NULL,
+                            lost_claims = lost_claims + 1
                       WHERE state = 'in_flight'
                         AND lease_until < now() - make_interval(secs => $1)
                       RETURNING id, export_id)

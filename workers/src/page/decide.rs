@@ -16,6 +16,7 @@ use pagefleet_shared::pagination::Role;
 use pagefleet_shared::retry::{
     classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass,
 };
+use pagefleet_shared::store::PageWork;
 
 /// The shortest sleep between two looks at an open breaker: a zero wait
 /// would spin.
@@ -67,6 +68,25 @@ pub fn judge(answer: &Answer<'_>, now: SystemTime) -> Verdict {
             reason: format!("HTTP {status} from {url}"),
         }),
     }
+}
+
+/// How many claims of one task may end with their worker lost (killed, out
+/// of memory) before the task is dead-lettered instead of fetched again: a
+/// page that kills whoever fetches it must not take the fleet down one
+/// worker at a time, forever.
+pub const MAX_LOST_CLAIMS: u32 = 3;
+
+/// Why a task is dead-lettered unfetched, when its workers were lost too
+/// often.
+pub fn lost_too_often(work: &PageWork) -> Option<String> {
+    (work.lost_claims >= MAX_LOST_CLAIMS).then(|| {
+        format!(
+            "page {} of partition {}: the workers that claimed it were lost {} times before \
+             an outcome (killed, out of memory?); it is not fetched again, so it cannot take \
+             down more",
+            work.page_no, work.partition_no, work.lost_claims
+        )
+    })
 }
 
 /// Whether a failed answer is the end of the data: a sentinel page (the one
