@@ -39,7 +39,10 @@ pub enum IsolationError {
 
 /// The prefix of the environment variables a tenant's specs may read: the
 /// tenant id exactly (case and all) and a `__` no tenant id contains, so
-/// `acme` cannot reach `acme-prod`'s or `Acme`'s variables.
+/// `acme` cannot reach `acme-prod`'s or `Acme`'s variables. No tenant id
+/// ends in `_` and no secret name after the prefix starts with one, so the
+/// first `__` ends the tenant id: `acme` cannot reach
+/// `PAGEFLEET_SECRET_acme___TOKEN` either.
 pub fn secret_prefix(tenant: &str) -> String {
     format!("PAGEFLEET_SECRET_{tenant}__")
 }
@@ -55,7 +58,7 @@ pub fn check_secret(
     }
     let prefix = secret_prefix(tenant);
     match (&secret.env, &secret.file) {
-        (Some(var), _) if var.starts_with(&prefix) && var.len() > prefix.len() => Ok(()),
+        (Some(var), _) if is_own_secret(var, &prefix) => Ok(()),
         _ => Err(IsolationError::Secret {
             reference: secret.describe(),
             prefix,
@@ -63,9 +66,16 @@ pub fn check_secret(
     }
 }
 
+/// `var` is the prefix and a name that does not start with `_` (which
+/// would make the variable another tenant's: `acme_` + `__` + `TOKEN`).
+fn is_own_secret(var: &str, prefix: &str) -> bool {
+    var.strip_prefix(prefix)
+        .is_some_and(|name| !name.is_empty() && !name.starts_with('_'))
+}
+
 /// A tenant id that is safe as one path component, in a secret prefix and
 /// in logs: 1-64 characters of `[A-Za-z0-9_.-]`, not starting with `.`,
-/// without `__`. The API parses it once, where a request enters; the store
+/// not ending with `_`, without `__`. The API parses it once, where a request enters; the store
 /// and the workers still take the id as text (it comes back from the
 /// database), and the workers check it again before touching files.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,6 +113,7 @@ pub fn valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty()
         && tenant.len() <= 64
         && !tenant.starts_with('.')
+        && !tenant.ends_with('_')
         && !tenant.contains("__")
         && tenant
             .chars()
@@ -199,7 +210,7 @@ mod tests {
     fn a_tenant_id_is_parsed_once() {
         assert_eq!(TenantId::parse("acme-prod").unwrap().as_str(), "acme-prod");
         assert_eq!(TenantId::default_tenant().as_str(), "default");
-        for bad in ["", ".x", "a__b", "a/b", "ü"] {
+        for bad in ["", ".x", "a__b", "acme_", "a/b", "ü"] {
             assert_eq!(
                 TenantId::parse(bad),
                 Err(IsolationError::Tenant(bad.to_string())),
@@ -275,6 +286,8 @@ mod tests {
             env("PAGEFLEET_SECRET_acme-prod__TOKEN"),
             env("PAGEFLEET_SECRET_acme_prod__TOKEN"),
             env("PAGEFLEET_SECRET_Acme__TOKEN"),
+            // Tenant `acme_`'s variable: its prefix starts with this one's.
+            env("PAGEFLEET_SECRET_acme___TOKEN"),
             file.clone(),
         ] {
             assert!(
