@@ -112,12 +112,15 @@ fn read_secret(reference: &SecretRef) -> Result<String, SourceError> {
     Ok(secret)
 }
 
-/// The rate-limit bucket of a source: the spec's explicit key, else the
-/// origin plus the credential's fingerprint, so exports that share an API key
-/// share its budget and exports with different keys do not.
-pub fn source_key(spec: &ExportSpec, credential: Option<&Credential>) -> String {
+/// The rate-limit bucket of a source: the spec's explicit key within its
+/// tenant, else the origin plus the credential's fingerprint, so exports
+/// that share an API key share its budget and exports with different keys
+/// do not. An explicit key is free text a spec chooses: scoped to the
+/// tenant, it can never name (book ahead, or pause) another tenant's
+/// bucket.
+pub fn source_key(spec: &ExportSpec, tenant: &str, credential: Option<&Credential>) -> String {
     if let Some(key) = &spec.rate_limit.key {
-        return key.clone();
+        return format!("tenant:{tenant}:{key}");
     }
     let origin = Url::parse(&spec.source.base_url)
         .map(|u| u.origin().ascii_serialization())
@@ -409,9 +412,21 @@ dir = "out"
         let c = Credential::resolve(&auth).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert_eq!(c.fingerprint().len(), 16);
-        let key = source_key(&spec(), Some(&c));
+        let key = source_key(&spec(), "acme", Some(&c));
         assert!(key.starts_with("http://127.0.0.1:9#"), "{key}");
         assert!(!key.contains("s3cr3t"));
+        // A spec's own key is its tenant's: two tenants naming the same
+        // key get two buckets.
+        let mut keyed = spec();
+        keyed.rate_limit.key = Some("shared-budget".into());
+        assert_eq!(
+            source_key(&keyed, "acme", Some(&c)),
+            "tenant:acme:shared-budget"
+        );
+        assert_ne!(
+            source_key(&keyed, "acme", None),
+            source_key(&keyed, "globex", None)
+        );
 
         let missing = AuthSpec::Bearer {
             secret: SecretRef {

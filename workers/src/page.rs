@@ -320,7 +320,7 @@ fn prepare_request(
         .map_err(|e| permanent(&e))?;
     let (url, origin) = page_url(work)?;
     let bucket = Bucket {
-        key: source::source_key(spec, credential.as_ref()),
+        key: source::source_key(spec, &work.tenant_id, credential.as_ref()),
         rate: spec.rate_limit.rate,
         burst: spec.rate_limit.burst,
     };
