@@ -467,6 +467,14 @@ fn check_partitions(partitions: &[PartitionSpec]) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Upper bounds of the numbers a spec may set: every one has one, so no
+/// arithmetic on them can overflow and no spec can hold a source (or a
+/// worker) for ever.
+const MAX_BURST: u32 = 10_000;
+const MAX_ATTEMPTS: u32 = 1_000;
+const MAX_ELAPSED_MS: u64 = 24 * 60 * 60 * 1000;
+const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
+
 impl RateLimitSpec {
     fn validate(&self) -> Result<(), SpecError> {
         if !(self.rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&self.rate)) {
@@ -477,8 +485,11 @@ impl RateLimitSpec {
                 ),
             ));
         }
-        if self.burst == 0 {
-            return Err(invalid("rate_limit.burst", "must be at least 1"));
+        if !(1..=MAX_BURST).contains(&self.burst) {
+            return Err(invalid(
+                "rate_limit.burst",
+                format!("must be between 1 and {MAX_BURST}"),
+            ));
         }
         Ok(())
     }
@@ -486,8 +497,25 @@ impl RateLimitSpec {
 
 impl RetrySpec {
     fn validate(&self) -> Result<(), SpecError> {
-        if self.max_attempts == 0 {
-            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(invalid(
+                "retry.max_attempts",
+                format!("must be between 1 and {MAX_ATTEMPTS}"),
+            ));
+        }
+        if self.max_elapsed_ms > MAX_ELAPSED_MS {
+            return Err(invalid(
+                "retry.max_elapsed_ms",
+                format!("must be at most {MAX_ELAPSED_MS} (a day)"),
+            ));
+        }
+        // A backoff is also how long a 429 without `Retry-After` pauses the
+        // whole source: bounded, so one spec cannot silence it for a day.
+        if self.cap_ms > MAX_BACKOFF_MS {
+            return Err(invalid(
+                "retry.cap_ms",
+                format!("must be at most {MAX_BACKOFF_MS} (ten minutes)"),
+            ));
         }
         if !(self.budget_ratio.is_finite() && self.budget_ratio > 0.0 && self.budget_ratio <= 10.0)
         {
@@ -893,14 +921,29 @@ dir = "out"
             );
         }
         assert_eq!(invalid_field(rate(1.0, 0).validate()), "rate_limit.burst");
+        assert_eq!(
+            invalid_field(rate(1.0, 10_001).validate()),
+            "rate_limit.burst"
+        );
     }
 
     #[test]
     fn retry_bounds() {
         assert_eq!(RetrySpec::default().validate(), Ok(()));
         type Change = fn(&mut RetrySpec);
-        let cases: [(Change, &str); 6] = [
+        let cases: [(Change, &str); 10] = [
             (|r| r.max_attempts = 0, "retry.max_attempts"),
+            (|r| r.max_attempts = 1_001, "retry.max_attempts"),
+            (|r| r.max_elapsed_ms = u64::MAX, "retry.max_elapsed_ms"),
+            // A day's pause after one 429 without Retry-After.
+            (
+                |r| {
+                    r.base_ms = 86_400_000;
+                    r.cap_ms = 86_400_000;
+                },
+                "retry.cap_ms",
+            ),
+            (|r| r.cap_ms = 600_001, "retry.cap_ms"),
             (|r| r.budget_ratio = 0.0, "retry.budget_ratio"),
             (|r| r.budget_ratio = 10.5, "retry.budget_ratio"),
             (|r| r.budget_ratio = f64::NAN, "retry.budget_ratio"),
