@@ -4,11 +4,13 @@
 //! planner lives in the store's submission transaction (an export's
 //! partitions and first pages are written with it). [`relay`] publishes the
 //! outbox to RabbitMQ and re-queues tasks whose lease ran out. [`app`] wires
-//! them into one process. [`client`] is the HTTP client the CLI uses.
+//! them into one process. [`client`] is the HTTP client the CLI uses, and
+//! [`terminal`] makes the text it prints safe for a terminal.
 
 pub mod api;
 pub mod app;
 pub mod client;
 pub mod relay;
+pub mod terminal;
 
 pub use app::{run, SchedulerOptions};

@@ -214,3 +214,38 @@ async fn the_cli_submits_a_relative_output_dir_to_a_fleet_with_an_output_root() 
     fleet.stop().await;
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_a_tenant_chose_cannot_drive_the_operator_s_terminal() {
+    // A name that would clear the screen and retitle the terminal.
+    let fleet = Fleet::start(0).await;
+    let spec = GOOD
+        .replace(
+            "name = \"orders\"",
+            r#"name = "orders\u001b[2J\u001b]0;pwned\u0007""#,
+        )
+        .replace("dir = \"out\"", "dir = \"out\"\nfile = \"orders.csv\"");
+    let spec = pagefleet_shared::spec::ExportSpec::from_toml(&spec).unwrap();
+    let id = fleet.api.submit(&spec, None).await.unwrap().id;
+    for args in [
+        vec!["ls".to_string()],
+        vec!["status".to_string(), id.to_string()],
+    ] {
+        let out = Command::new(cli_bin())
+            .args(["--api", &fleet.api_url])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+            "{args:?}: {stdout:?}"
+        );
+        assert!(
+            stdout.contains("orders\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"),
+            "{args:?}: {stdout}"
+        );
+    }
+    fleet.stop().await;
+}

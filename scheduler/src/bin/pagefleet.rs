@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
 use pagefleet_scheduler::client::{ApiClient, ClientError};
+use pagefleet_scheduler::terminal::shown;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
@@ -127,7 +128,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("pagefleet: {}", f.message);
+            eprintln!("pagefleet: {}", shown(&f.message));
             ExitCode::from(f.code)
         }
     }
@@ -225,7 +226,7 @@ async fn list(client: &ApiClient, json: bool) -> Result<u8, Failure> {
             s.state,
             format!("{}/{}", s.pages_landed, s.pages_planned),
             s.rows_staged,
-            s.name
+            shown(&s.name)
         );
     }
     Ok(0)
@@ -251,7 +252,12 @@ async fn dlq_list(
         for d in letters {
             println!(
                 "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  {}",
-                d.task_id, d.export_id, d.partition_no, d.page_no, d.class, d.reason
+                d.task_id,
+                d.export_id,
+                d.partition_no,
+                d.page_no,
+                d.class,
+                shown(&d.reason)
             );
         }
     }
@@ -395,7 +401,10 @@ async fn report_final(
                 for d in letters {
                     eprintln!(
                         "  task {} (partition {}, page {}): {}",
-                        d.task_id, d.partition_no, d.page_no, d.reason
+                        d.task_id,
+                        d.partition_no,
+                        d.page_no,
+                        shown(&d.reason)
                     );
                 }
                 eprintln!(
@@ -411,7 +420,7 @@ async fn report_final(
                 eprintln!(
                     "export {} is unverified: {}",
                     status.id,
-                    status.error.as_deref().unwrap_or("the counts disagree")
+                    shown(status.error.as_deref().unwrap_or("the counts disagree"))
                 );
                 eprintln!(
                     "the CSV is held beside its final path; set verify.on_mismatch = \"publish\" to publish such a file anyway"
@@ -430,7 +439,7 @@ async fn report_final(
 
 fn print_status(s: &ExportStatus) {
     let total = if s.pages_total_known { "" } else { " (so far)" };
-    println!("export    {}  ({})", s.id, s.name);
+    println!("export    {}  ({})", s.id, shown(&s.name));
     println!("state     {}", s.state);
     println!("pages     {}/{}{total}", s.pages_landed, s.pages_planned);
     println!(
@@ -445,7 +454,7 @@ fn print_status(s: &ExportStatus) {
         println!("dead      {} open dead letter(s)", s.dead_letters_open);
     }
     if let Some(e) = &s.error {
-        println!("error     {e}");
+        println!("error     {}", shown(e));
     }
     if let Some(p) = &s.output_path {
         println!("csv       {p}");
@@ -473,7 +482,7 @@ fn verified_line(v: &Verification) -> String {
         (VerificationStatus::NoneStated, _) => {
             "none stated: the source gave no count to check against".to_string()
         }
-        (_, Some(shortfall)) => format!("MISMATCH{total}: {shortfall}"),
+        (_, Some(shortfall)) => format!("MISMATCH{total}: {}", shown(shortfall)),
         (_, None) => format!("{} checks agree{total}", v.checks.len()),
     }
 }
