@@ -73,15 +73,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A Postgres error is the server's business: its text (statements,
+/// constraint names, addresses) goes to the scheduler's log under a
+/// reference, and the client gets the reference and what to do.
 impl From<pagefleet_shared::store::StoreError> for ApiError {
     fn from(e: pagefleet_shared::store::StoreError) -> Self {
-        tracing::error!(error = %e, "store error in API");
-        let status = if e.is_retryable() {
-            StatusCode::SERVICE_UNAVAILABLE
+        let reference = pagefleet_shared::model::new_id();
+        tracing::error!(error = %e, %reference, "store error in API");
+        let (status, what) = if e.is_retryable() {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; try again shortly",
+            )
         } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         };
-        ApiError::new(status, e.to_string())
+        ApiError::new(
+            status,
+            format!("{what} (reference {reference} in the scheduler's log)"),
+        )
     }
 }
 
@@ -345,4 +355,40 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
             format!("{text:?} is not an export or task id"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagefleet_shared::store::StoreError;
+
+    #[test]
+    fn a_store_error_reaches_the_client_as_a_reference_only() {
+        let internal = StoreError::Corrupt {
+            what: "spec",
+            export_id: Uuid::nil(),
+            message: "column secret_token of relation exports at 10.0.0.7".into(),
+        };
+        let answer = ApiError::from(internal);
+        assert_eq!(answer.status, 500);
+        assert!(
+            answer.error.starts_with("internal error (reference "),
+            "{}",
+            answer.error
+        );
+        for leaked in ["secret_token", "exports", "10.0.0.7", "spec"] {
+            assert!(
+                !answer.error.contains(leaked),
+                "{leaked} in {}",
+                answer.error
+            );
+        }
+        let unavailable = ApiError::from(StoreError::Pool("timed out at 10.0.0.7:5432".into()));
+        assert_eq!(unavailable.status, 503);
+        assert!(
+            !unavailable.error.contains("10.0.0.7"),
+            "{}",
+            unavailable.error
+        );
+    }
 }
