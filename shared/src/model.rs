@@ -13,9 +13,6 @@
 //!
 //! States are stored as text but only ever written from this enum.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -30,7 +27,7 @@ pub fn new_id() -> Uuid {
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
@@ -40,19 +37,19 @@ macro_rules! text_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 // `pad`, not `write_str`: tables align these with `{:<12}`.
                 f.pad(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownState;
+        impl std::str::FromStr for $name {
+            type Err = $crate::model::UnknownState;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(UnknownState {
+                    other => Err($crate::model::UnknownState {
                         kind: stringify!($name),
                         value: other.to_string(),
                     }),
@@ -61,6 +58,9 @@ macro_rules! text_enum {
         }
     };
 }
+
+/// For the other modules' text-backed enums (pagination roles, ledger counts).
+pub(crate) use text_enum;
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown {kind} {value:?} in the database")]

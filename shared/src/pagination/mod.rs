@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use crate::model::text_enum;
 use crate::spec::SpecError;
 
 mod body;
@@ -63,45 +64,20 @@ pub enum Position {
     },
 }
 
-/// Whether a page may lead to more pages. The first page of a partition can
-/// fan out; a fanned-out page is a leaf; chain styles walk one page at a time.
-/// The sentinel is the fanned-out page just past the stated end: it should
-/// come back empty, and a source that answers it 404 or 416 means the same.
-/// A backward page re-reads a partition whose data moved, last page first
-/// (see `verification`); what it leads to was planned with the pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Chain,
-    Leaf,
-    Sentinel,
-    Backward,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Chain => "chain",
-            Role::Leaf => "leaf",
-            Role::Sentinel => "sentinel",
-            Role::Backward => "backward",
-        }
+text_enum!(
+    /// Whether a page may lead to more pages. The first page of a partition can
+    /// fan out; a fanned-out page is a leaf; chain styles walk one page at a time.
+    /// The sentinel is the fanned-out page just past the stated end: it should
+    /// come back empty, and a source that answers it 404 or 416 means the same.
+    /// A backward page re-reads a partition whose data moved, last page first
+    /// (see `verification`); what it leads to was planned with the pass.
+    Role {
+        Chain => "chain",
+        Leaf => "leaf",
+        Sentinel => "sentinel",
+        Backward => "backward",
     }
-
-    /// The role stored as `text`.
-    pub fn from_text(text: &str) -> Result<Role, crate::model::UnknownState> {
-        match text {
-            "chain" => Ok(Role::Chain),
-            "leaf" => Ok(Role::Leaf),
-            "sentinel" => Ok(Role::Sentinel),
-            "backward" => Ok(Role::Backward),
-            other => Err(crate::model::UnknownState {
-                kind: "Role",
-                value: other.to_string(),
-            }),
-        }
-    }
-}
+);
 
 /// What to request for a position: query parameters added to the base
 /// request, or a full URL given by the source.

@@ -19,33 +19,16 @@ use url::Url;
 use super::body::optional_u64;
 use super::link_header::link_with_rel;
 use super::{Page, PaginationError};
+use crate::model::text_enum;
 
-/// What a count counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Counts {
-    /// Records in the partition.
-    Records,
-    /// Pages in the partition (at the page size the source serves).
-    Pages,
-}
-
-impl Counts {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Counts::Records => "records",
-            Counts::Pages => "pages",
-        }
+text_enum!(
+    /// What a count counts: the records in the partition, or its pages (at
+    /// the page size the source serves).
+    Counts {
+        Records => "records",
+        Pages => "pages",
     }
-
-    pub fn parse(text: &str) -> Option<Counts> {
-        match text {
-            "records" => Some(Counts::Records),
-            "pages" => Some(Counts::Pages),
-            _ => None,
-        }
-    }
-}
+);
 
 /// One count a page stated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -166,10 +166,6 @@ pub(super) fn parse_spec(id: Uuid, value: serde_json::Value) -> Result<ExportSpe
     })
 }
 
-pub(super) fn role_text(role: Role) -> &'static str {
-    role.as_str()
-}
-
 impl ExportStatus {
     /// Nothing more will happen without an operator: the export finished,
     /// or it is blocked and no page is queued or in flight any more.
@@ -354,7 +350,7 @@ async fn insert_first_task(
             &export_id,
             &partition_no,
             first,
-            &role_text(Role::Chain),
+            &Role::Chain.as_str(),
         ],
     )
     .await?;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::exports::{parse_spec, role_text};
+use super::exports::parse_spec;
 use super::ledger::{leave_marks, record_statements};
 use super::{Store, StoreError};
 use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts};
@@ -171,7 +171,7 @@ impl Store {
             page_no: row.try_get("page_no")?,
             position: serde_json::from_value(row.try_get("position")?)
                 .map_err(|e| corrupt("position", e))?,
-            role: Role::from_text(&role)?,
+            role: role.parse()?,
             deliveries: row.try_get("deliveries")?,
             lost_claims: row.try_get::<_, i32>("lost_claims")?.max(0) as u32,
             partition_params: serde_json::from_value(row.try_get("params")?)
@@ -522,7 +522,7 @@ async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<Landing
         tenant_id: row.try_get("tenant_id")?,
         partition_no: row.try_get("partition_no")?,
         page_no: row.try_get("page_no")?,
-        role: Role::from_text(&role)?,
+        role: role.parse()?,
         state: state.parse()?,
     }))
 }
@@ -834,7 +834,7 @@ async fn insert_next_tasks(
         .iter()
         .map(|t| Ok(position_json(task.export_id, t.position)?.to_string()))
         .collect::<Result<Vec<String>, StoreError>>()?;
-    let roles: Vec<&str> = tasks.iter().map(|t| role_text(t.role)).collect();
+    let roles: Vec<&str> = tasks.iter().map(|t| t.role.as_str()).collect();
     let rows = tx
         .query(
             "WITH inserted AS (

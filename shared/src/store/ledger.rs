@@ -169,10 +169,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let counts: String = row.try_get("counts")?;
-                let counts = Counts::parse(&counts).ok_or_else(|| crate::model::UnknownState {
-                    kind: "Counts",
-                    value: counts.clone(),
-                })?;
+                let counts: Counts = counts.parse()?;
                 let range = StatedRange {
                     counts,
                     origin: row.try_get("origin")?,
