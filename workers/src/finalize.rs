@@ -28,7 +28,7 @@ use pagefleet_shared::spec::OnMismatch;
 use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
 use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy::{self, CreateDirError};
-use pagefleet_shared::verification::{reconcile, to_reread, Verification};
+use pagefleet_shared::verification::{reconcile, to_reread, PartitionLedger, Verification};
 
 use crate::clock;
 use crate::context::WorkerContext;
@@ -169,10 +169,13 @@ async fn finalize_locked(
         Some(w) if w.state == ExportState::Finalizing => {}
         _ => return Ok(FinalizeResult::Skipped),
     }
-    if let Some(reread) = reread_if_moved(ctx, work).await? {
+    // Every page has landed and none runs while the export is finalizing:
+    // the ledger read once here is the one the file is checked against.
+    let ledgers = ctx.store.ledger(export_id).await.map_err(store_err)?;
+    if let Some(reread) = reread_if_moved(ctx, work, &ledgers).await? {
         return Ok(reread);
     }
-    match publish(ctx, work).await {
+    match publish(ctx, work, &ledgers).await {
         Ok(published) => {
             let rows = published.rows as u64;
             let path = published.output_path.clone();
@@ -207,12 +210,11 @@ async fn finalize_locked(
 async fn reread_if_moved(
     ctx: &WorkerContext,
     work: &FinalizeWork,
+    ledgers: &[PartitionLedger],
 ) -> Result<Option<FinalizeResult>, FinalizeError> {
     let export_id = work.export_id;
     let store_err = |source| FinalizeError::Store { export_id, source };
-    let ledgers = ctx.store.ledger(export_id).await.map_err(store_err)?;
-    let under_drift = work.spec.pagination.style().under_drift();
-    let partitions = to_reread(&ledgers, under_drift);
+    let partitions = to_reread(ledgers, work.spec.pagination.style().under_drift());
     if partitions.is_empty() {
         return Ok(None);
     }
@@ -237,7 +239,11 @@ async fn reread_if_moved(
 /// renamed into place and the directory fsynced; only then is the manifest
 /// written (the same way). A crash at any point leaves the final path empty
 /// or whole, and the temporary files to the next try.
-async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, FinalizeError> {
+async fn publish(
+    ctx: &WorkerContext,
+    work: &FinalizeWork,
+    ledgers: &[PartitionLedger],
+) -> Result<Published, FinalizeError> {
     let export_id = work.export_id;
     let store_err = |source| FinalizeError::Store { export_id, source };
     let file_name = work.spec.file_name();
@@ -266,9 +272,8 @@ async fn publish(ctx: &WorkerContext, work: &FinalizeWork) -> Result<Published, 
         bytes: summary.bytes,
         sha256: summary.sha256,
     };
-    let ledgers = ctx.store.ledger(export_id).await.map_err(store_err)?;
     let under_drift = work.spec.pagination.style().under_drift();
-    let verification = reconcile(&ledgers, written.rows, under_drift);
+    let verification = reconcile(ledgers, written.rows, under_drift);
     let held = held_because(&verification, work.spec.verify.on_mismatch);
     report_verification(export_id, &verification, held.is_some());
     // A file whose counts disagree never takes the final path (unless the
