@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::pagination::totals::preferred;
 use crate::pagination::{Counts, UnderDrift};
 
 /// What one partition's landed pages add up to.
@@ -156,9 +157,9 @@ impl StatedRange {
     /// when it moved, the band it moved in widened by as much again (a
     /// delete and an insert in the same place leave the count alone).
     fn admits(&self, n: u64) -> bool {
+        // A count that did not move has no spread: the band is its value.
         let spread = self.spread();
         (self.min.saturating_sub(spread)..=self.max.saturating_add(spread)).contains(&n)
-            && (self.moved() || n == self.last)
     }
 }
 
@@ -370,10 +371,8 @@ fn source_total(ledgers: &[PartitionLedger]) -> Option<StatedRange> {
         max: 0,
     };
     for ledger in ledgers {
-        let records = || ledger.stated.iter().filter(|s| s.counts == Counts::Records);
-        let one = records()
-            .find(|s| s.origin.starts_with("body "))
-            .or_else(|| records().next())?;
+        let records = ledger.stated.iter().filter(|s| s.counts == Counts::Records);
+        let one = preferred(records, |s| &s.origin)?;
         sum.first = sum.first.saturating_add(one.first);
         sum.last = sum.last.saturating_add(one.last);
         sum.min = sum.min.saturating_add(one.min);

@@ -79,7 +79,7 @@ pub fn body_count(
 ) -> Result<Option<Statement>, PaginationError> {
     Ok(optional_u64(body, path)?.map(|value| Statement {
         counts,
-        origin: format!("body {path}"),
+        origin: format!("{BODY}{path}"),
         value,
     }))
 }
@@ -107,13 +107,25 @@ pub(super) fn links<'a>(headers: &'a HeaderMap, rel: &'a str) -> impl Iterator<I
         .filter_map(move |v| link_with_rel(v, rel))
 }
 
-/// The first statement of `counts`, preferring the body (the spec named
-/// it) over headers (found by convention).
+/// How the origin of a count stated in the body begins (`body meta.total`).
+const BODY: &str = "body ";
+
+/// The first statement of `counts`, preferring the body's.
 pub fn first_of(stated: &[Statement], counts: Counts) -> Option<u64> {
-    let of = || stated.iter().filter(|s| s.counts == counts);
-    of().find(|s| s.origin.starts_with("body "))
-        .or_else(|| of().next())
-        .map(|s| s.value)
+    let of = stated.iter().filter(|s| s.counts == counts);
+    preferred(of, |s| &s.origin).map(|s| s.value)
+}
+
+/// Of several statements of one count, the one to go by: the first stated
+/// in the body (the spec named it), else the first at all (a header,
+/// found by convention).
+pub fn preferred<'a, T>(
+    candidates: impl Iterator<Item = &'a T> + Clone,
+    origin: impl Fn(&T) -> &str,
+) -> Option<&'a T> {
+    (candidates.clone())
+        .find(|c| origin(c).starts_with(BODY))
+        .or_else(|| candidates.clone().next())
 }
 
 /// The value of a query parameter of a URL (the first, when repeated).
