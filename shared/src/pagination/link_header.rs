@@ -70,7 +70,7 @@ impl PaginationStyle for LinkHeader {
             return Ok(Next::Done);
         };
         if here.is_none() && !page.records.is_empty() {
-            if let Some(pages) = self.numbered_pages(page, &next)? {
+            if let Some(pages) = self.numbered_pages(page)? {
                 return Ok(pages);
             }
         }
@@ -103,11 +103,8 @@ impl LinkHeader {
     /// Every page after the first up to `rel="last"`, and the sentinel
     /// page past it, when the links number their pages; `None` (walk the
     /// chain) when they do not.
-    fn numbered_pages(&self, page: &Page<'_>, next: &str) -> Result<Option<Next>, PaginationError> {
-        let Some(last) = links(page.headers, "last").next() else {
-            return Ok(None);
-        };
-        let (Ok(next), Ok(last)) = (page.url.join(next), page.url.join(&last)) else {
+    fn numbered_pages(&self, page: &Page<'_>) -> Result<Option<Next>, PaginationError> {
+        let Some((next, last)) = next_and_last(page) else {
             return Ok(None);
         };
         if next.origin() != page.origin.origin() || last.origin() != page.origin.origin() {
@@ -163,9 +160,15 @@ impl Numbered {
 
 /// The page parameter the page's `next` and `last` links differ in.
 fn detected_param(page: &Page<'_>) -> Option<String> {
+    let (next, last) = next_and_last(page)?;
+    Numbered::find(&next, &last, None).map(|n| n.param)
+}
+
+/// The page's first `next` and `last` links, resolved against its URL.
+fn next_and_last(page: &Page<'_>) -> Option<(Url, Url)> {
     let next = page.url.join(&links(page.headers, "next").next()?).ok()?;
     let last = page.url.join(&links(page.headers, "last").next()?).ok()?;
-    Numbered::find(&next, &last, None).map(|n| n.param)
+    Some((next, last))
 }
 
 fn the_one_difference(a: &Url, b: &Url) -> Option<String> {
