@@ -1,4 +1,9 @@
-//! The HTTP API: `/v1/exports`, `/v1/dlq`, `/metrics`, `/healthz`.
+//! The HTTP API: `/v1/exports`, `/v1/dlq`, `/v1/admin/tokens`, `/healthz`.
+//!
+//! Every route but `/healthz` needs a token ([`crate::auth`]); another
+//! tenant's export or dead letter is a 404, as if it did not exist. The
+//! scheduler's metrics are on their own listener (`--metrics-listen`), so
+//! the API port shows nothing to a caller without a token.
 //!
 //! Every error is a JSON body `{"error": "...", "field": "..."}` with a 4xx
 //! or 5xx status; `field` names the spec field when a spec was refused.
@@ -6,11 +11,10 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -19,8 +23,10 @@ use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
 use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
-use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy::{self, TenantId};
+
+use crate::admin;
+use crate::auth::{AuthConfig, Tenant};
 
 /// Largest spec accepted by the API.
 const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -32,6 +38,7 @@ pub struct ApiState {
     /// See `ServiceConfig::output_root`: checked at submit so a spec that
     /// would write outside its tenant's directory is refused at once.
     pub output_root: Option<std::path::PathBuf>,
+    pub auth: Arc<AuthConfig>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -40,8 +47,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/exports/{id}", get(status))
         .route("/v1/dlq", get(dlq_list))
         .route("/v1/dlq/replay", post(dlq_replay))
+        .route(
+            "/v1/admin/tokens",
+            post(admin::create_token).get(admin::list_tokens),
+        )
+        .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
         .route("/healthz", get(health))
-        .route("/metrics", get(|| async { metrics().render() }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SPEC_BYTES))
         .with_state(state)
 }
@@ -57,7 +68,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>) -> Self {
         ApiError {
             status: status.as_u16(),
             error: error.into(),
@@ -92,32 +103,6 @@ impl From<pagefleet_shared::store::StoreError> for ApiError {
             status,
             format!("{what} (reference {reference} in the scheduler's log)"),
         )
-    }
-}
-
-/// The tenant a request acts for, from `X-Pagefleet-Tenant`. Absent means
-/// the default tenant; a value that could not name a directory is refused
-/// (400) rather than mapped to another tenant.
-pub struct Tenant(pub TenantId);
-
-impl<S: Send + Sync> FromRequestParts<S> for Tenant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get("x-pagefleet-tenant") else {
-            return Ok(Tenant(TenantId::default_tenant()));
-        };
-        value
-            .to_str()
-            .ok()
-            .and_then(|text| TenantId::parse(text).ok())
-            .map(Tenant)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "X-Pagefleet-Tenant must be 1-64 characters of [A-Za-z0-9_.-], not starting with `.`, without `__`",
-                )
-            })
     }
 }
 
@@ -348,7 +333,7 @@ async fn publish_now(state: &ApiState, outbox_ids: &[i64]) {
     }
 }
 
-fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

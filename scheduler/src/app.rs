@@ -20,11 +20,22 @@ use pagefleet_shared::queue::{Broker, QueueError};
 use pagefleet_shared::store::{Store, StoreError};
 
 use crate::api::{router, ApiState};
+use crate::auth::AuthConfig;
 use crate::relay::{run_reconciler, run_relay};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served, apart from the API (none when absent).
+    pub metrics_listen: Option<SocketAddr>,
+    pub auth: AuthConfig,
+}
+
+/// The addresses the scheduler bound (real ports for port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub api: SocketAddr,
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +53,13 @@ pub enum SchedulerError {
     LoopStopped { name: &'static str, how: String },
 }
 
-/// Binds the API and runs until `shutdown`. `ready` receives the bound
-/// address (useful with port 0).
+/// Binds the API (and the metrics listener) and runs until `shutdown`.
+/// `ready` receives the bound addresses (useful with port 0).
 pub async fn run(
     config: &ServiceConfig,
     options: SchedulerOptions,
     shutdown: CancellationToken,
-    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), SchedulerError> {
     let store = Store::connect(&config.database_url, 16)?;
     let applied = store.migrate().await?;
@@ -58,11 +69,35 @@ pub async fn run(
     let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
     let (listener, addr) = bind(options.listen).await?;
     tracing::info!(%addr, namespace = %config.namespace, "scheduler listening");
-    if let Some(ready) = ready {
-        // A caller that stopped waiting has nothing to be told.
-        let _ = ready.send(addr);
+    if options.auth.admin_token.is_none() {
+        tracing::warn!("no bootstrap admin token (PAGEFLEET_ADMIN_TOKEN): only tokens already stored can call the API");
+    }
+    if options.auth.trust_tenant_header {
+        tracing::warn!("trusting X-Pagefleet-Tenant on requests without a token: only an authenticating proxy may reach this port");
     }
     let mut loops = Loops::default();
+    let metrics = match options.metrics_listen {
+        Some(listen) => {
+            let (metrics_listener, metrics_addr) = bind(listen).await?;
+            tracing::info!(addr = %metrics_addr, "scheduler metrics listening");
+            let stop = shutdown.clone();
+            loops.spawn("metrics server", async move {
+                let router = pagefleet_shared::telemetry::metrics_router();
+                let served = axum::serve(metrics_listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+            Some(metrics_addr)
+        }
+        None => None,
+    };
+    if let Some(ready) = ready {
+        // A caller that stopped waiting has nothing to be told.
+        let _ = ready.send(Bound { api: addr, metrics });
+    }
     loops.spawn(
         "relay",
         run_relay(store.clone(), broker.clone(), shutdown.clone()),
@@ -75,6 +110,7 @@ pub async fn run(
         store,
         broker: broker.clone(),
         output_root: config.output_root.as_ref().map(std::path::PathBuf::from),
+        auth: Arc::new(options.auth),
     });
     let stop = shutdown.clone();
     let serve = async {

@@ -9,6 +9,10 @@ use uuid::Uuid;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{DeadLetter, ExportStatus, Submitted};
 
+use pagefleet_shared::api_token::ApiToken;
+use pagefleet_shared::store::TokenRecord;
+
+use crate::admin::{CreateToken, CreatedToken};
 use crate::api::{ApiError, ReplayRequest, ReplayResponse};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +40,15 @@ impl ClientError {
 
 pub struct ApiClient {
     base: String,
+    token: Option<ApiToken>,
     tenant: Option<String>,
     http: reqwest::Client,
 }
 
 impl ApiClient {
-    pub fn new(base: &str, tenant: Option<String>) -> Result<ApiClient, ClientError> {
+    /// A client that sends `token` (the API refuses requests without one,
+    /// unless a trusted proxy vouches for them).
+    pub fn new(base: &str, token: Option<ApiToken>) -> Result<ApiClient, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -51,13 +58,24 @@ impl ApiClient {
             })?;
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_string(),
-            tenant,
+            token,
+            tenant: None,
             http,
         })
     }
 
+    /// The same client, acting for `tenant` (`X-Pagefleet-Tenant`): what an
+    /// admin token does, or a trusted proxy. A tenant token needs no tenant.
+    pub fn for_tenant(mut self, tenant: impl Into<String>) -> ApiClient {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            r = r.bearer_auth(token.reveal());
+        }
         if let Some(t) = &self.tenant {
             r = r.header("x-pagefleet-tenant", t);
         }
@@ -153,5 +171,26 @@ impl ApiClient {
             .request(reqwest::Method::POST, "/v1/dlq/replay")
             .json(&body);
         self.send(r, "/v1/dlq/replay").await
+    }
+
+    /// Creates a token (admin only): for `tenant`, or an admin token.
+    pub async fn create_token(&self, request: &CreateToken) -> Result<CreatedToken, ClientError> {
+        let path = "/v1/admin/tokens";
+        let r = self.request(reqwest::Method::POST, path).json(request);
+        self.send(r, path).await
+    }
+
+    /// Every token (admin only); never the tokens themselves.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, ClientError> {
+        let path = "/v1/admin/tokens";
+        self.send(self.request(reqwest::Method::GET, path), path)
+            .await
+    }
+
+    /// Revokes a token (admin only).
+    pub async fn revoke_token(&self, id: Uuid) -> Result<TokenRecord, ClientError> {
+        let path = format!("/v1/admin/tokens/{id}");
+        self.send(self.request(reqwest::Method::DELETE, &path), &path)
+            .await
     }
 }

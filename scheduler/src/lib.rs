@@ -1,16 +1,19 @@
 //! pagefleet-scheduler: the control plane, and the `pagefleet` operator CLI.
 //!
-//! [`api`] is the HTTP API (submit, status, dead letters, metrics); the
+//! [`api`] is the HTTP API (submit, status, dead letters), [`auth`] says
+//! who calls it and for which tenant, [`admin`] manages its tokens; the
 //! planner lives in the store's submission transaction (an export's
 //! partitions and first pages are written with it). [`relay`] publishes the
 //! outbox to RabbitMQ and re-queues tasks whose lease ran out. [`app`] wires
 //! them into one process. [`client`] is the HTTP client the CLI uses, and
 //! [`terminal`] makes the text it prints safe for a terminal.
 
+pub mod admin;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod client;
 pub mod relay;
 pub mod terminal;
 
-pub use app::{run, SchedulerOptions};
+pub use app::{run, Bound, SchedulerOptions};

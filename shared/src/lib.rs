@@ -2,12 +2,14 @@
 //!
 //! Pure logic (no I/O): [`spec`], [`pagination`], [`retry`], [`flatten`],
 //! [`csv_out`] (writing the file), [`csv_check`] (reading it back, strictly),
-//! [`model`], [`verification`] (the counts an export is held to).
+//! [`model`], [`verification`] (the counts an export is held to),
+//! [`api_token`] (what an API caller presents, and its stored hash).
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment;
 //! [`tenancy`] says what a tenant's spec may reach on a worker.
 
+pub mod api_token;
 pub mod config;
 pub mod csv_check;
 pub mod csv_out;

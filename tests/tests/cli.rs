@@ -95,11 +95,13 @@ fn an_unreachable_api_is_a_clear_failure() {
 async fn the_api_answers_bad_specs_with_422_and_the_field() {
     let fleet = Fleet::start(0).await;
     let http = reqwest::Client::new();
+    let admin = fleet.admin_token.reveal();
     let mut spec: serde_json::Value =
         serde_json::to_value(pagefleet_shared::spec::ExportSpec::from_toml(GOOD).unwrap()).unwrap();
     spec["source"]["base_url"] = "ftp://nope".into();
     let response = http
         .post(format!("{}/v1/exports", fleet.api_url))
+        .bearer_auth(admin)
         .json(&spec)
         .send()
         .await
@@ -111,6 +113,7 @@ async fn the_api_answers_bad_specs_with_422_and_the_field() {
 
     let response = http
         .post(format!("{}/v1/exports", fleet.api_url))
+        .bearer_auth(admin)
         .body("{not json")
         .send()
         .await
@@ -119,6 +122,7 @@ async fn the_api_answers_bad_specs_with_422_and_the_field() {
 
     let response = http
         .get(format!("{}/v1/exports/not-an-id", fleet.api_url))
+        .bearer_auth(admin)
         .send()
         .await
         .unwrap();
@@ -129,22 +133,19 @@ async fn the_api_answers_bad_specs_with_422_and_the_field() {
             fleet.api_url,
             uuid::Uuid::now_v7()
         ))
+        .bearer_auth(admin)
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
-    let status = Command::new(cli_bin())
-        .args([
-            "--api",
-            &fleet.api_url,
-            "status",
-            &uuid::Uuid::now_v7().to_string(),
-        ])
+    let status = fleet
+        .cli()
+        .args(["status", &uuid::Uuid::now_v7().to_string()])
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(5), "not found");
     let metrics = http
-        .get(format!("{}/metrics", fleet.api_url))
+        .get(format!("{}/metrics", fleet.metrics_url))
         .send()
         .await
         .unwrap()
@@ -183,18 +184,16 @@ async fn the_cli_submits_a_relative_output_dir_to_a_fleet_with_an_output_root() 
     let spec = fleet.out_dir.join("orders.toml");
     std::fs::write(&spec, toml).unwrap();
 
-    let cli = cli_bin();
-    let (api, spec_arg) = (fleet.api_url.clone(), spec.clone());
+    // Tenant acme's own token: the CLI acts for acme without naming it.
+    let (_, acme_token) = fleet.tenant_client("acme").await;
+    let mut cli = fleet.cli();
+    cli.env("PAGEFLEET_TOKEN", acme_token.reveal())
+        .arg("submit")
+        .arg(&spec)
+        .arg("--wait");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || {
-            Command::new(cli)
-                .args(["--api", &api, "--tenant", "acme", "submit"])
-                .arg(&spec_arg)
-                .arg("--wait")
-                .output()
-                .unwrap()
-        }),
+        tokio::task::spawn_blocking(move || cli.output().unwrap()),
     )
     .await
     .expect("submit --wait did not finish in 120 s")
@@ -231,11 +230,7 @@ async fn text_a_tenant_chose_cannot_drive_the_operator_s_terminal() {
         vec!["ls".to_string()],
         vec!["status".to_string(), id.to_string()],
     ] {
-        let out = Command::new(cli_bin())
-            .args(["--api", &fleet.api_url])
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = fleet.cli().args(&args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{args:?}: {out:?}");
         assert!(

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cli_bin, unique, Fleet};
+use common::{unique, Fleet};
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::verification::{CheckKind, VerificationStatus};
 use serde_json::{json, Value};
@@ -168,8 +168,9 @@ async fn an_export_that_forgets_the_page_parameter_is_unverified_not_completed()
     let name = unique("json-server-limit-only-");
     let path = fleet.out_dir.join(format!("{name}.toml"));
     std::fs::write(&path, spec(&name, server.port, &fleet.out_dir, "")).unwrap();
-    let out = Command::new(cli_bin())
-        .args(["--api", &fleet.api_url, "submit", "--wait"])
+    let out = fleet
+        .cli()
+        .args(["submit", "--wait"])
         .arg(&path)
         .output()
         .unwrap();

@@ -60,7 +60,7 @@ async fn metrics_count_what_the_export_did() {
     // Every page of records, and the sentinel page past the stated total.
     let pages = records / page_size + 1;
 
-    let text = reqwest::get(format!("{}/metrics", fleet.api_url))
+    let text = reqwest::get(format!("{}/metrics", fleet.metrics_url))
         .await
         .unwrap()
         .text()

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{assert_csv_matches_source, assert_manifest, cli_bin, spec_toml, unique, Fleet};
+use common::{assert_csv_matches_source, assert_manifest, spec_toml, unique, Fleet};
 use pagefleet_shared::model::{DeadLetterClass, ExportState, QueueRole, TaskMessage};
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::ExportSpec;
@@ -276,13 +276,7 @@ async fn a_page_that_always_404s_blocks_the_export_until_replayed() {
     );
 
     // The operator's view, through the real CLI.
-    let cli = |args: &[&str]| {
-        std::process::Command::new(cli_bin())
-            .args(["--api", &fleet.api_url])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| fleet.cli().args(args).output().unwrap();
     let listed = cli(&["dlq", "ls", "--json"]);
     assert!(
         listed.status.success(),

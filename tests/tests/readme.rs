@@ -139,6 +139,8 @@ async fn running_it_yourself_works_as_written() {
         .env("PAGEFLEET_NAMESPACE", &namespace)
         .env_remove("PAGEFLEET_OUTPUT_ROOT")
         .env_remove("PAGEFLEET_API")
+        .env_remove("PAGEFLEET_TOKEN")
+        .env_remove("PAGEFLEET_ADMIN_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

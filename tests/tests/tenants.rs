@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::{assert_csv_matches_source, isolated_fleet, spec_toml, wait_settled};
-use pagefleet_scheduler::client::ApiClient;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::mock::{MockConfig, MockServer, Style};
@@ -22,7 +21,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
         .unwrap();
     let (fleet, token) = isolated_fleet(1, &mock).await;
     let root = fleet.out_dir.join("root");
-    let acme = ApiClient::new(&fleet.api_url, Some("acme".into())).unwrap();
+    let (acme, _) = fleet.tenant_client("acme").await;
     let spec_in = |name: &str, dir: &str| {
         let toml = spec_toml(name, &mock, Style::Offset, &fleet.out_dir, 50, &token);
         let mut spec = ExportSpec::from_toml(&toml).unwrap();
@@ -105,6 +104,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
     for tenant in ["../acme", ".hidden", "a/b", "acme__x"] {
         let response = http
             .get(format!("{}/v1/exports", fleet.api_url))
+            .bearer_auth(fleet.admin_token.reveal())
             .header("x-pagefleet-tenant", tenant)
             .send()
             .await
@@ -112,7 +112,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
         assert_eq!(response.status().as_u16(), 400, "tenant {tenant:?}");
     }
     // And another tenant sees none of acme's exports.
-    let other = ApiClient::new(&fleet.api_url, Some("globex".into())).unwrap();
+    let (other, _) = fleet.tenant_client("globex").await;
     assert!(other.list().await.unwrap().is_empty());
     fleet.stop().await;
     mock.shutdown().await;

@@ -4,7 +4,11 @@
 //! spec, an id, an argument); 3 the export is blocked on dead letters;
 //! 4 the export failed or was cancelled; 5 not found; 6 every page landed
 //! but the counts disagree with the source's (`unverified`: the CSV is held
-//! beside its final path).
+//! beside its final path); 7 the API refused the token (missing, unknown,
+//! revoked, or not allowed to do this).
+//!
+//! The token comes from `PAGEFLEET_TOKEN` (or `--token`, which the process
+//! list shows: prefer the variable).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,10 +16,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+#[path = "pagefleet/admin.rs"]
+mod admin;
 use uuid::Uuid;
 
 use pagefleet_scheduler::client::{ApiClient, ClientError};
 use pagefleet_scheduler::terminal::shown;
+use pagefleet_shared::api_token::ApiToken;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
@@ -36,7 +44,10 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     api: String,
-    /// Tenant (until API tokens exist).
+    /// API token (a tenant's, or an admin's).
+    #[arg(long, global = true, env = "PAGEFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// With an admin token: the tenant to act for.
     #[arg(long, global = true, env = "PAGEFLEET_TENANT")]
     tenant: Option<String>,
     /// Machine-readable output.
@@ -70,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Operator commands (an admin token).
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +117,7 @@ struct Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match e.status() {
+            Some(401 | 403) => 7,
             Some(404) => 5,
             Some(400..=499) => 2,
             _ => 1,
@@ -135,7 +152,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
-    let client = ApiClient::new(&cli.api, cli.tenant.clone())?;
+    let token = cli.token.as_deref().and_then(ApiToken::presented);
+    let mut client = ApiClient::new(&cli.api, token)?;
+    if let Some(tenant) = &cli.tenant {
+        client = client.for_tenant(tenant);
+    }
     let json = cli.json;
     match cli.command {
         Command::Submit {
@@ -160,6 +181,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Dlq {
             command: DlqCommand::Replay { id, export },
         } => dlq_replay(&client, id, export, json).await,
+        Command::Admin { command } => admin::run(&client, command, json).await,
     }
 }
 

@@ -6,7 +6,7 @@
 //! dead-letter it), [`ledger`] (the counts pages stated, the marks chains
 //! left, and what partitions add up to), [`finalize`] (stream staged rows, mark the CSV published),
 //! [`outbox`] (messages waiting to be published), [`dead_letters`] (list and
-//! replay).
+//! replay), [`tokens`] (API tokens, kept as hashes).
 //!
 //! Outbox bodies are `model::TaskMessage` as JSON, built in SQL by the
 //! `pagefleet_*_message` functions of migration 4 and nowhere else.
@@ -18,12 +18,14 @@ mod landing;
 mod ledger;
 mod migrations;
 mod outbox;
+mod tokens;
 
 pub use dead_letters::{DeadLetter, ReplayTarget};
 pub use exports::{ExportStatus, SubmitError, Submitted};
 pub use finalize::{FinalizeLock, FinalizeWork, Published};
 pub use landing::{Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use outbox::{OutboxFilter, OutboxMessage};
+pub use tokens::TokenRecord;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 

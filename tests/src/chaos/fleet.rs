@@ -9,6 +9,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use pagefleet_scheduler::client::ApiClient;
+use pagefleet_shared::api_token::ApiToken;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
@@ -42,6 +43,9 @@ pub struct FleetEnv {
     pub namespace: String,
     pub token_var: String,
     pub token: String,
+    /// The scheduler's bootstrap admin token; the harness's API client
+    /// uses it.
+    pub admin_token: ApiToken,
     pub logs: PathBuf,
     /// Extra arguments for every worker.
     pub worker_args: Vec<String>,
@@ -130,6 +134,7 @@ pub fn spawn_worker(env: &FleetEnv, name: &str) -> anyhow::Result<Process> {
 
 pub fn spawn_scheduler(env: &FleetEnv, listen: &str) -> anyhow::Result<Process> {
     let child = command(env, "pagefleet-scheduler", "scheduler")?
+        .env("PAGEFLEET_ADMIN_TOKEN", env.admin_token.reveal())
         .args(["--listen", listen])
         .spawn()?;
     Ok(Process {
@@ -177,12 +182,13 @@ impl ProcessFleet {
             namespace,
             token_var: "PAGEFLEET_CHAOS_TOKEN".into(),
             token: token.into(),
+            admin_token: ApiToken::generate(),
             logs,
             worker_args,
         };
         let listen = format!("127.0.0.1:{}", free_port()?);
         let scheduler = spawn_scheduler(&env, &listen)?;
-        let api = ApiClient::new(&format!("http://{listen}"), None)?;
+        let api = ApiClient::new(&format!("http://{listen}"), Some(env.admin_token.clone()))?;
         let mut fleet = ProcessFleet {
             env,
             db_name,

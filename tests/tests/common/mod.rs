@@ -12,8 +12,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use pagefleet_scheduler::admin::CreateToken;
+use pagefleet_scheduler::auth::AuthConfig;
 use pagefleet_scheduler::client::ApiClient;
 use pagefleet_scheduler::SchedulerOptions;
+use pagefleet_shared::api_token::ApiToken;
 use pagefleet_shared::config::ServiceConfig;
 use pagefleet_shared::flatten::{flatten_record, Cell};
 use pagefleet_shared::queue::Broker;
@@ -27,8 +30,13 @@ pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub struct Fleet {
     pub config: ServiceConfig,
+    /// The API as the default tenant, with the fleet's admin token.
     pub api: ApiClient,
     pub api_url: String,
+    /// The scheduler's own metrics listener.
+    pub metrics_url: String,
+    /// The bootstrap admin token the scheduler was started with.
+    pub admin_token: ApiToken,
     pub out_dir: PathBuf,
     db_name: String,
     shutdown: CancellationToken,
@@ -65,6 +73,20 @@ impl Fleet {
         workers: usize,
         configure: impl FnOnce(&mut ServiceConfig, &Path),
     ) -> Fleet {
+        Self::start_full(workers, configure, false).await
+    }
+
+    /// A fleet whose scheduler trusts `X-Pagefleet-Tenant` on requests
+    /// without a token, as behind an authenticating proxy.
+    pub async fn start_trusting_tenant_header(workers: usize) -> Fleet {
+        Self::start_full(workers, |_, _| {}, true).await
+    }
+
+    async fn start_full(
+        workers: usize,
+        configure: impl FnOnce(&mut ServiceConfig, &Path),
+        trust_tenant_header: bool,
+    ) -> Fleet {
         init_test_log();
         let ns = unique("pft");
         let db_name = ns.replace('-', "_");
@@ -80,12 +102,19 @@ impl Fleet {
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut tasks = Vec::new();
+        let admin_token = ApiToken::generate();
         {
+            let admin_token = admin_token.clone();
             let config = config.clone();
             let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let options = SchedulerOptions {
                     listen: "127.0.0.1:0".parse().unwrap(),
+                    metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+                    auth: AuthConfig {
+                        admin_token: Some(admin_token),
+                        trust_tenant_header,
+                    },
                 };
                 if let Err(e) =
                     pagefleet_scheduler::run(&config, options, shutdown, Some(ready_tx)).await
@@ -94,7 +123,7 @@ impl Fleet {
                 }
             }));
         }
-        let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        let bound = tokio::time::timeout(Duration::from_secs(30), ready_rx)
             .await
             .expect("scheduler did not start in 30 s")
             .expect("scheduler stopped before listening");
@@ -113,17 +142,49 @@ impl Fleet {
                 }
             }));
         }
-        let api_url = format!("http://{addr}");
-        let api = ApiClient::new(&api_url, None).unwrap();
+        let api_url = format!("http://{}", bound.api);
+        let metrics_url = format!("http://{}", bound.metrics.expect("a metrics listener"));
+        let api = ApiClient::new(&api_url, Some(admin_token.clone())).unwrap();
         Fleet {
             config,
             api,
             api_url,
+            metrics_url,
+            admin_token,
             out_dir,
             db_name,
             shutdown,
             tasks,
         }
+    }
+
+    /// The `pagefleet` CLI pointed at this fleet, with its admin token in
+    /// `PAGEFLEET_TOKEN` (acting for the default tenant).
+    pub fn cli(&self) -> std::process::Command {
+        let mut cli = std::process::Command::new(cli_bin());
+        cli.args(["--api", &self.api_url])
+            .env("PAGEFLEET_TOKEN", self.admin_token.reveal())
+            .env_remove("PAGEFLEET_TENANT");
+        cli
+    }
+
+    /// A client with a new token of `tenant`'s, made through the admin API
+    /// as an operator would; returns the token too.
+    pub async fn tenant_client(&self, tenant: &str) -> (ApiClient, ApiToken) {
+        let created = self
+            .api
+            .create_token(&CreateToken {
+                tenant: Some(tenant.into()),
+                admin: false,
+                label: format!("test {tenant}"),
+            })
+            .await
+            .expect("create a tenant token");
+        let token = ApiToken::presented(&created.token).expect("a token");
+        (
+            ApiClient::new(&self.api_url, Some(token.clone())).unwrap(),
+            token,
+        )
     }
 
     /// Waits until the export completes, fails, or is blocked with every
