@@ -17,6 +17,8 @@ export PAGEFLEET_DATABASE_URL="postgres://postgres@127.0.0.1:5432/pagefleet_demo
 export PAGEFLEET_NAMESPACE="pagefleet-demo"
 export PAGEFLEET_API="http://127.0.0.1:${DEMO_API_PORT:-8080}"
 export MOCK_TOKEN="demo-token-not-a-secret"
+# What the workers send: tenant `default`'s secret, the only kind its specs may name.
+export PAGEFLEET_SECRET_default__MOCK_TOKEN="$MOCK_TOKEN"
 # A fresh bootstrap admin token each run: the scheduler takes it, the CLI sends it.
 PAGEFLEET_ADMIN_TOKEN=$(openssl rand -hex 32)
 export PAGEFLEET_ADMIN_TOKEN

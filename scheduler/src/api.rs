@@ -37,7 +37,9 @@ pub struct ApiState {
     pub broker: Arc<Broker>,
     /// See `ServiceConfig::output_root`: checked at submit so a spec that
     /// would write outside its tenant's directory is refused at once.
-    pub output_root: Option<std::path::PathBuf>,
+    pub output_root: std::path::PathBuf,
+    /// See `ServiceConfig::secrets_dir`.
+    pub secrets_dir: Option<std::path::PathBuf>,
     pub auth: Arc<AuthConfig>,
 }
 
@@ -106,14 +108,13 @@ impl From<pagefleet_shared::store::StoreError> for ApiError {
     }
 }
 
-/// With tenant isolation on, a spec reaching for another tenant's files or
-/// secrets is refused at once, naming the field.
+/// A spec reaching for another tenant's files or secrets is refused at
+/// once, naming the field (the workers check again before they act).
 fn refuse_other_tenants(
     state: &ApiState,
     tenant: &TenantId,
     spec: &ExportSpec,
 ) -> Result<(), ApiError> {
-    let root = state.output_root.as_deref();
     let refused = |field: &str, e: tenancy::IsolationError| {
         let mut err = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -122,35 +123,13 @@ fn refuse_other_tenants(
         err.field = Some(field.into());
         err
     };
-    tenancy::resolve_dir(root, tenant.as_str(), &spec.output.dir)
+    tenancy::resolve_dir(&state.output_root, tenant.as_str(), &spec.output.dir)
         .map_err(|e| refused("output.dir", e))?;
     if let Some(auth) = &spec.source.auth {
-        tenancy::check_secret(root, tenant.as_str(), auth.secret())
+        tenancy::check_secret(state.secrets_dir.as_deref(), tenant.as_str(), auth.secret())
             .map_err(|e| refused("source.auth.secret", e))?;
     }
     Ok(())
-}
-
-/// Where a relative `output.dir` is resolved. Under an output root it stays
-/// relative: the workers resolve it under `<root>/<tenant>/`. Without one
-/// (one trusted team) it is made absolute here, against the scheduler's
-/// working directory, so every worker writes to the same place whatever its
-/// own directory. The client never resolves it: it cannot know which of the
-/// two the fleet does.
-fn anchor_output_dir(state: &ApiState, mut spec: ExportSpec) -> Result<ExportSpec, ApiError> {
-    if state.output_root.is_some() || std::path::Path::new(&spec.output.dir).is_absolute() {
-        return Ok(spec);
-    }
-    let base = std::env::current_dir().map_err(|e| {
-        tracing::error!(error = %e, "cannot read the scheduler's working directory");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the scheduler cannot resolve a relative output.dir (its working directory is unreadable); give an absolute one",
-        )
-    })?;
-    spec.output.dir = base.join(&spec.output.dir).display().to_string();
-    tracing::info!(dir = %spec.output.dir, "relative output.dir resolved against the scheduler's working directory");
-    Ok(spec)
 }
 
 /// The request body as a spec; a refusal names the spec field.
@@ -193,7 +172,6 @@ async fn submit(
     let spec = parse_spec_body(&body)?;
     let key = idempotency_key(&headers)?;
     refuse_other_tenants(&state, &tenant, &spec)?;
-    let spec = anchor_output_dir(&state, spec)?;
     let submitted = state
         .store
         .submit_export(tenant.as_str(), key.as_deref(), &spec)

@@ -109,7 +109,8 @@ pub async fn run(
     let app = router(ApiState {
         store,
         broker: broker.clone(),
-        output_root: config.output_root.as_ref().map(std::path::PathBuf::from),
+        output_root: config.output_root_path(),
+        secrets_dir: config.secrets_dir.as_ref().map(std::path::PathBuf::from),
         auth: Arc::new(options.auth),
     });
     let stop = shutdown.clone();

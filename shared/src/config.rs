@@ -15,10 +15,16 @@ pub struct ServiceConfig {
     /// Prefix of queue names and Redis keys, so several fleets (or tests)
     /// share one broker and one Redis without meeting.
     pub namespace: String,
-    /// When set, every tenant's files go under `<output_root>/<tenant>/` and
-    /// specs name a directory relative to that (see `output`). Unset, a
-    /// spec's `output.dir` is used as written: fine for one team.
-    pub output_root: Option<String>,
+    /// Every tenant's files go under `<output_root>/<tenant>/`, and specs
+    /// name a directory relative to that (see `tenancy`). `out` by default;
+    /// a relative root is made absolute against the process's working
+    /// directory when the configuration is loaded.
+    pub output_root: String,
+    /// Where file secrets are: a tenant's spec may name
+    /// `{ file = "<name>" }`, read from `<secrets_dir>/<tenant>/<name>`.
+    /// Unset, specs read secrets only from their tenant's environment
+    /// variables.
+    pub secrets_dir: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -28,7 +34,8 @@ impl Default for ServiceConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "pagefleet".into(),
-            output_root: None,
+            output_root: "out".into(),
+            secrets_dir: None,
         }
     }
 }
@@ -44,14 +51,17 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config `namespace` {0:?} must be 1-64 characters of [A-Za-z0-9_.-]")]
     Namespace(String),
-    #[error("config `output_root` {0:?} must be an absolute path")]
-    OutputRoot(String),
+    #[error("config `output_root` {0:?} cannot be resolved: {1}")]
+    OutputRoot(String, String),
+    #[error("config `secrets_dir` {0:?} must be an absolute path")]
+    SecretsDir(String),
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
-    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT` on top.
+    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT`, `PAGEFLEET_SECRETS_DIR`
+    /// on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -80,8 +90,12 @@ impl ServiceConfig {
             config.namespace = v;
         }
         if let Some(v) = env("PAGEFLEET_OUTPUT_ROOT") {
-            config.output_root = Some(v);
+            config.output_root = v;
         }
+        if let Some(v) = env("PAGEFLEET_SECRETS_DIR") {
+            config.secrets_dir = Some(v);
+        }
+        config.output_root = absolute(&config.output_root)?;
         config.validate()?;
         Ok(config)
     }
@@ -96,13 +110,26 @@ impl ServiceConfig {
         if !ok {
             return Err(ConfigError::Namespace(ns.clone()));
         }
-        if let Some(root) = &self.output_root {
-            if !std::path::Path::new(root).is_absolute() {
-                return Err(ConfigError::OutputRoot(root.clone()));
+        if let Some(dir) = &self.secrets_dir {
+            if !std::path::Path::new(dir).is_absolute() {
+                return Err(ConfigError::SecretsDir(dir.clone()));
             }
         }
         Ok(())
     }
+
+    /// The output root as a path (absolute once loaded).
+    pub fn output_root_path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(&self.output_root)
+    }
+}
+
+/// `root` made absolute against the working directory: every process of
+/// a fleet started in one place agrees on it, whatever it later changes.
+fn absolute(root: &str) -> Result<String, ConfigError> {
+    std::path::absolute(root)
+        .map(|p| p.display().to_string())
+        .map_err(|e| ConfigError::OutputRoot(root.to_string(), e.to_string()))
 }
 
 /// A URL with any password replaced, for logs and errors.
@@ -140,13 +167,19 @@ mod tests {
     }
 
     #[test]
-    fn the_output_root_must_be_absolute() {
+    fn the_output_root_is_made_absolute_and_the_secrets_dir_must_be() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute("out").unwrap(),
+            cwd.join("out").display().to_string()
+        );
+        assert_eq!(absolute("/srv/exports").unwrap(), "/srv/exports");
         let mut c = ServiceConfig {
-            output_root: Some("/srv/exports".into()),
+            secrets_dir: Some("/run/pagefleet/secrets".into()),
             ..ServiceConfig::default()
         };
         assert!(c.validate().is_ok());
-        c.output_root = Some("exports".into());
-        assert!(matches!(c.validate(), Err(ConfigError::OutputRoot(_))));
+        c.secrets_dir = Some("secrets".into());
+        assert!(matches!(c.validate(), Err(ConfigError::SecretsDir(_))));
     }
 }

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::pagination::Target;
-use crate::spec::{hex, AuthSpec, ExportSpec, SecretRef};
+use crate::spec::{hex, AuthSpec, ExportSpec};
+use crate::tenancy::SecretSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -58,9 +59,11 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// Reads the secret the spec refers to.
-    pub fn resolve(auth: &AuthSpec) -> Result<Credential, SourceError> {
-        let secret = read_secret(auth.secret())?;
+    /// Reads the secret from where isolation allowed (see
+    /// `tenancy::secret_source`). A file is read with blocking I/O: call
+    /// [`Credential::resolve_off_runtime`] from async code.
+    pub fn resolve(auth: &AuthSpec, from: &SecretSource) -> Result<Credential, SourceError> {
+        let secret = read_secret(&auth.secret().describe(), from)?;
         let fingerprint = hex(&Sha256::digest(secret.as_bytes()))[..16].to_string();
         let bad = |reason: &str| SourceError::Secret {
             reference: auth.secret().describe(),
@@ -83,6 +86,21 @@ impl Credential {
         })
     }
 
+    /// [`Credential::resolve`] on a blocking thread, so a slow file system
+    /// never stalls the worker's runtime.
+    pub async fn resolve_off_runtime(
+        auth: AuthSpec,
+        from: SecretSource,
+    ) -> Result<Credential, SourceError> {
+        let reference = auth.secret().describe();
+        tokio::task::spawn_blocking(move || Credential::resolve(&auth, &from))
+            .await
+            .map_err(|e| SourceError::Secret {
+                reference,
+                reason: format!("the reading thread failed: {e}"),
+            })?
+    }
+
     /// A short hash that tells credentials apart without revealing them.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -93,23 +111,44 @@ impl Credential {
     }
 }
 
-fn read_secret(reference: &SecretRef) -> Result<String, SourceError> {
+/// Largest secret file read: a credential is a line, not a document.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+fn read_secret(reference: &str, from: &SecretSource) -> Result<String, SourceError> {
     let fail = |reason: String| SourceError::Secret {
-        reference: reference.describe(),
+        reference: reference.to_string(),
         reason,
     };
-    let raw = match (&reference.env, &reference.file) {
-        (Some(var), _) => std::env::var(var).map_err(|_| fail("the variable is not set".into()))?,
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|e| fail(e.kind().to_string()))?
+    let raw = match from {
+        SecretSource::Env(var) => {
+            std::env::var(var).map_err(|_| fail("the variable is not set".into()))?
         }
-        (None, None) => return Err(fail("no env or file given".into())),
+        SecretSource::File(path) => read_secret_file(path).map_err(fail)?,
     };
     let secret = raw.trim().to_string();
     if secret.is_empty() {
         return Err(fail("it is empty".into()));
     }
     Ok(secret)
+}
+
+/// A regular file (not a symlink a tenant could point elsewhere), at most
+/// [`MAX_SECRET_FILE_BYTES`]. Errors name the kind of failure, never the
+/// server's path.
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.kind().to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if meta.len() > MAX_SECRET_FILE_BYTES {
+        return Err(format!("it is larger than {MAX_SECRET_FILE_BYTES} bytes"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|e| e.kind().to_string())?;
+    Ok(text)
 }
 
 /// The rate-limit bucket of a source: the spec's explicit key within its
@@ -347,6 +386,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::SecretRef;
+
+    #[test]
+    fn a_secret_file_is_a_small_regular_file_never_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("pagefleet-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("key");
+        std::fs::write(&good, "s3cr3t\n").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).unwrap();
+        std::fs::write(
+            dir.join("big"),
+            vec![b'x'; MAX_SECRET_FILE_BYTES as usize + 1],
+        )
+        .unwrap();
+        let read = |name: &str| read_secret("file:x", &SecretSource::File(dir.join(name)));
+        assert_eq!(read("key").unwrap(), "s3cr3t");
+        for (name, why) in [
+            ("link", "not a regular file"),
+            ("big", "larger than"),
+            ("missing", "not found"),
+        ] {
+            let err = read(name).unwrap_err().to_string();
+            assert!(err.contains(why), "{name}: {err}");
+            assert!(!err.contains(&*dir.to_string_lossy()), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn spec() -> ExportSpec {
         ExportSpec::from_toml(
@@ -409,7 +475,8 @@ dir = "out"
                 file: None,
             },
         };
-        let c = Credential::resolve(&auth).unwrap();
+        let from = SecretSource::Env("PAGEFLEET_TEST_SECRET_X".into());
+        let c = Credential::resolve(&auth, &from).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert_eq!(c.fingerprint().len(), 16);
         let key = source_key(&spec(), "acme", Some(&c));
@@ -434,7 +501,10 @@ dir = "out"
                 file: None,
             },
         };
-        let err = Credential::resolve(&missing).unwrap_err().to_string();
+        let from = SecretSource::Env("PAGEFLEET_TEST_SECRET_MISSING".into());
+        let err = Credential::resolve(&missing, &from)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("env:PAGEFLEET_TEST_SECRET_MISSING"), "{err}");
     }
 

@@ -1,14 +1,14 @@
-//! Tenant isolation: what a tenant's spec may reach on a worker. A fleet
-//! serving several tenants sets an output root, which turns isolation on:
-//! - each tenant writes only under `<root>/<tenant>/`, and a spec's
-//!   `output.dir` is relative to that;
+//! Tenant isolation: what a tenant's spec may reach on a worker. It is
+//! always on (the output root defaults to `./out`):
+//! - each tenant writes only under `<root>/<tenant>/`; a spec's
+//!   `output.dir` is relative to that (an absolute one must already lie
+//!   inside it);
 //! - a spec may name only its own tenant's secrets: environment variables
 //!   `PAGEFLEET_SECRET_<tenant>__<NAME>` (the tenant id exactly as it is),
-//!   never a file, so no spec can send the fleet's database URL or another
-//!   tenant's key to a server of its choice. Tenant ids never contain `__`,
-//!   so no tenant's prefix is the start of another's.
-//!
-//! Without a root (one team, one machine) specs are trusted as written.
+//!   or files under `<secrets_dir>/<tenant>/` when the operator configured
+//!   a secrets directory. So no spec can send the fleet's database URL or
+//!   another tenant's key to a server of its choice. Tenant ids never
+//!   contain `__`, so no tenant's prefix is the start of another's.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -21,6 +21,14 @@ pub enum IsolationError {
         "output.dir {dir:?} must be relative: this fleet writes each tenant's files under its own directory of the output root"
     )]
     Absolute { dir: String },
+    #[error(
+        "secret {reference} is a file, and this fleet has no secrets directory: name an environment variable starting with {prefix}"
+    )]
+    NoSecretsDir { reference: String, prefix: String },
+    #[error(
+        "secret {reference} must name a file by a relative path without `..`, under the tenant's secrets directory"
+    )]
+    SecretFile { reference: String },
     #[error("output.dir {dir:?} must not contain `..`")]
     ParentDir { dir: String },
     #[error(
@@ -47,23 +55,47 @@ pub fn secret_prefix(tenant: &str) -> String {
     format!("PAGEFLEET_SECRET_{tenant}__")
 }
 
-/// Whether a tenant's spec may read this secret (always, without isolation).
+/// Where a tenant's secret is read from, once it is known to be its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Where a tenant's spec may read this secret, if it may: its own
+/// environment variables, or a file under `<secrets_dir>/<tenant>/`.
+pub fn secret_source(
+    secrets_dir: Option<&Path>,
+    tenant: &str,
+    secret: &SecretRef,
+) -> Result<SecretSource, IsolationError> {
+    let prefix = secret_prefix(tenant);
+    let reference = secret.describe();
+    match (&secret.env, &secret.file) {
+        (Some(var), _) if is_own_secret(var, &prefix) => Ok(SecretSource::Env(var.clone())),
+        (None, Some(name)) => {
+            let Some(dir) = secrets_dir else {
+                return Err(IsolationError::NoSecretsDir { reference, prefix });
+            };
+            let path = Path::new(name);
+            let plain = path.components().count() > 0
+                && path.components().all(|c| matches!(c, Component::Normal(_)));
+            if !plain || !valid_tenant(tenant) {
+                return Err(IsolationError::SecretFile { reference });
+            }
+            Ok(SecretSource::File(dir.join(tenant).join(path)))
+        }
+        _ => Err(IsolationError::Secret { reference, prefix }),
+    }
+}
+
+/// Whether a tenant's spec may read this secret.
 pub fn check_secret(
-    root: Option<&Path>,
+    secrets_dir: Option<&Path>,
     tenant: &str,
     secret: &SecretRef,
 ) -> Result<(), IsolationError> {
-    if root.is_none() {
-        return Ok(());
-    }
-    let prefix = secret_prefix(tenant);
-    match (&secret.env, &secret.file) {
-        (Some(var), _) if is_own_secret(var, &prefix) => Ok(()),
-        _ => Err(IsolationError::Secret {
-            reference: secret.describe(),
-            prefix,
-        }),
-    }
+    secret_source(secrets_dir, tenant, secret).map(|_| ())
 }
 
 /// `var` is the prefix and a name that does not start with `_` (which
@@ -122,43 +154,36 @@ pub fn valid_tenant(tenant: &str) -> bool {
 
 /// The directory an export of `tenant` with `output.dir` = `dir` writes to.
 /// Pure: `create_output_dir` creates it without following symlinks.
-pub fn resolve_dir(
-    root: Option<&Path>,
-    tenant: &str,
-    dir: &str,
-) -> Result<PathBuf, IsolationError> {
+pub fn resolve_dir(root: &Path, tenant: &str, dir: &str) -> Result<PathBuf, IsolationError> {
+    Ok(root.join(tenant).join(below_tenant_dir(root, tenant, dir)?))
+}
+
+/// `dir` as a path below the tenant's directory: as written when relative;
+/// an absolute one must lie inside the tenant's directory already.
+fn below_tenant_dir(root: &Path, tenant: &str, dir: &str) -> Result<PathBuf, IsolationError> {
     let path = Path::new(dir);
     if path.components().any(|c| matches!(c, Component::ParentDir)) {
         return Err(IsolationError::ParentDir { dir: dir.into() });
     }
-    let Some(root) = root else {
-        return Ok(path.to_path_buf());
-    };
     if !valid_tenant(tenant) {
         return Err(IsolationError::Tenant(tenant.into()));
     }
-    if path.has_root() || path.is_absolute() {
-        return Err(IsolationError::Absolute { dir: dir.into() });
+    if !(path.has_root() || path.is_absolute()) {
+        return Ok(path.to_path_buf());
     }
-    Ok(root.join(tenant).join(path))
+    path.strip_prefix(root.join(tenant))
+        .map(Path::to_path_buf)
+        .map_err(|_| IsolationError::Absolute { dir: dir.into() })
 }
 
 /// Creates the directory `resolve_dir` gave, one component at a time under
 /// the tenant's directory, refusing to pass through a symlink (a plain
 /// `create_dir_all` would follow one and create directories outside).
-pub fn create_output_dir(
-    root: Option<&Path>,
-    tenant: &str,
-    dir: &str,
-) -> Result<PathBuf, CreateDirError> {
-    let target = resolve_dir(root, tenant, dir)?;
-    let Some(root) = root else {
-        std::fs::create_dir_all(&target).map_err(|e| CreateDirError::Io(target.clone(), e))?;
-        return Ok(target);
-    };
+pub fn create_output_dir(root: &Path, tenant: &str, dir: &str) -> Result<PathBuf, CreateDirError> {
+    let below = below_tenant_dir(root, tenant, dir)?;
     let mut path = root.join(tenant);
     std::fs::create_dir_all(&path).map_err(|e| CreateDirError::Io(path.clone(), e))?;
-    for component in Path::new(dir).components() {
+    for component in below.components() {
         let Component::Normal(part) = component else {
             continue;
         };
@@ -220,40 +245,50 @@ mod tests {
     }
 
     #[test]
-    fn without_a_root_the_dir_is_used_as_written() {
+    fn an_absolute_dir_is_accepted_only_inside_the_tenant_s_directory() {
+        let root = Path::new("/srv/exports");
         assert_eq!(
-            resolve_dir(None, "acme", "/data/out"),
-            Ok(PathBuf::from("/data/out"))
+            resolve_dir(root, "acme", "/srv/exports/acme/nightly"),
+            Ok(PathBuf::from("/srv/exports/acme/nightly"))
         );
-        assert_eq!(resolve_dir(None, "acme", "out"), Ok(PathBuf::from("out")));
+        for outside in [
+            "/srv/exports/globex/x",
+            "/srv/exports",
+            "/etc",
+            "/srv/exports/acmex",
+        ] {
+            assert_eq!(
+                resolve_dir(root, "acme", outside),
+                Err(IsolationError::Absolute {
+                    dir: outside.into()
+                }),
+                "{outside}"
+            );
+        }
     }
 
     #[test]
     fn with_a_root_each_tenant_writes_under_its_own_directory() {
         let root = Path::new("/srv/exports");
         assert_eq!(
-            resolve_dir(Some(root), "acme", "orders/2026"),
+            resolve_dir(root, "acme", "orders/2026"),
             Ok(PathBuf::from("/srv/exports/acme/orders/2026"))
         );
         assert_eq!(
-            resolve_dir(Some(root), "acme", "."),
+            resolve_dir(root, "acme", "."),
             Ok(PathBuf::from("/srv/exports/acme/."))
         );
     }
 
     #[test]
     fn escapes_are_refused() {
-        let root = Some(Path::new("/srv/exports"));
+        let root = Path::new("/srv/exports");
         assert!(matches!(
             resolve_dir(root, "acme", "/etc"),
             Err(IsolationError::Absolute { .. })
         ));
         assert!(matches!(
             resolve_dir(root, "acme", "a/../../other"),
-            Err(IsolationError::ParentDir { .. })
-        ));
-        assert!(matches!(
-            resolve_dir(None, "acme", "../x"),
             Err(IsolationError::ParentDir { .. })
         ));
         for tenant in ["", "..", ".hidden", "a/b", "a\\b", "a__b", &"x".repeat(65)] {
@@ -266,18 +301,21 @@ mod tests {
     }
 
     #[test]
-    fn with_isolation_a_spec_reads_only_its_tenant_s_secrets() {
-        let root = Some(Path::new("/srv/exports"));
+    fn a_spec_reads_only_its_tenant_s_secrets() {
+        let secrets = Some(Path::new("/run/pagefleet/secrets"));
         let env = |v: &str| SecretRef {
             env: Some(v.into()),
             file: None,
         };
-        let file = SecretRef {
+        let file = |f: &str| SecretRef {
             env: None,
-            file: Some("/run/secrets/key".into()),
+            file: Some(f.into()),
         };
         assert_eq!(secret_prefix("acme-eu.1"), "PAGEFLEET_SECRET_acme-eu.1__");
-        assert!(check_secret(root, "acme", &env("PAGEFLEET_SECRET_acme__TOKEN")).is_ok());
+        assert_eq!(
+            secret_source(secrets, "acme", &env("PAGEFLEET_SECRET_acme__TOKEN")),
+            Ok(SecretSource::Env("PAGEFLEET_SECRET_acme__TOKEN".into()))
+        );
         for refused in [
             env("PAGEFLEET_DATABASE_URL"),
             env("PAGEFLEET_SECRET_globex__TOKEN"),
@@ -288,18 +326,35 @@ mod tests {
             env("PAGEFLEET_SECRET_Acme__TOKEN"),
             // Tenant `acme_`'s variable: its prefix starts with this one's.
             env("PAGEFLEET_SECRET_acme___TOKEN"),
-            file.clone(),
         ] {
             assert!(
                 matches!(
-                    check_secret(root, "acme", &refused),
+                    check_secret(secrets, "acme", &refused),
                     Err(IsolationError::Secret { .. })
                 ),
                 "{refused:?}"
             );
         }
-        assert!(check_secret(None, "acme", &env("ANYTHING")).is_ok());
-        assert!(check_secret(None, "acme", &file).is_ok());
+        // Files: only under the tenant's own secrets directory.
+        assert_eq!(
+            secret_source(secrets, "acme", &file("orders/key")),
+            Ok(SecretSource::File(
+                "/run/pagefleet/secrets/acme/orders/key".into()
+            ))
+        );
+        for escaping in ["/etc/hostname", "../globex/key", "a/../../key", "", "."] {
+            assert!(
+                matches!(
+                    check_secret(secrets, "acme", &file(escaping)),
+                    Err(IsolationError::SecretFile { .. })
+                ),
+                "{escaping:?}"
+            );
+        }
+        assert!(matches!(
+            check_secret(None, "acme", &file("key")),
+            Err(IsolationError::NoSecretsDir { .. })
+        ));
     }
 
     #[test]
@@ -310,13 +365,13 @@ mod tests {
         std::fs::create_dir_all(root.join("acme")).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("acme/link")).unwrap();
-        let made = create_output_dir(Some(&root), "acme", "a/b").unwrap();
+        let made = create_output_dir(&root, "acme", "a/b").unwrap();
         assert_eq!(made, root.join("acme/a/b"));
         assert!(made.is_dir());
         for dir in ["link", "link/sub"] {
             assert!(
                 matches!(
-                    create_output_dir(Some(&root), "acme", dir),
+                    create_output_dir(&root, "acme", dir),
                     Err(CreateDirError::Isolation(
                         IsolationError::OutsideTenant { .. }
                     ))
@@ -327,7 +382,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         std::fs::write(root.join("acme/a/file.csv"), "x").unwrap();
         assert!(matches!(
-            create_output_dir(Some(&root), "acme", "a/file.csv/sub"),
+            create_output_dir(&root, "acme", "a/file.csv/sub"),
             Err(CreateDirError::Isolation(
                 IsolationError::NotADirectory { .. }
             ))

@@ -159,7 +159,7 @@ pub async fn run_export(
         format!("{walk:?}").to_lowercase()
     );
     let mut fleet = ProcessFleet::start_with(&label, workers, work_dir, &token, args).await?;
-    let out = work_dir.join(&label).join("out");
+    let out = crate::chaos::fleet::default_tenant_dir(work_dir, &format!("{label}-out"));
     let spec = bench_spec(config, rate, walk, &mock, &out)?;
     let started = Instant::now();
     let id = fleet.api.submit(&spec, None).await?.id;
@@ -214,7 +214,7 @@ pub async fn run_outage(
     let token = format!("bench-{}", Uuid::now_v7().simple());
     let mock = start_mock(config, rate, &token).await?;
     let mut fleet = ProcessFleet::start("outage", workers, work_dir, &token).await?;
-    let out = work_dir.join("outage-out");
+    let out = crate::chaos::fleet::default_tenant_dir(work_dir, "outage-out");
     let spec = bench_spec(config, rate, Walk::OffsetFanOut, &mock, &out)?;
     let id = fleet.api.submit(&spec, None).await?.id;
     // Let it reach steady state, then measure 10 s before the outage.

@@ -121,7 +121,7 @@ async fn a_tenant_token_reaches_only_its_tenant_s_exports() {
     let (globex, _) = fleet.tenant_client("globex").await;
     let secret = format!("PAGEFLEET_SECRET_acme__{}", unique("T"));
     std::env::set_var(&secret, &mock.config().token);
-    let spec = ExportSpec::from_toml(&spec_toml(
+    let mut spec = ExportSpec::from_toml(&spec_toml(
         "acme-orders",
         &mock,
         Style::Offset,
@@ -130,6 +130,7 @@ async fn a_tenant_token_reaches_only_its_tenant_s_exports() {
         &secret,
     ))
     .unwrap();
+    spec.output.dir = "orders".into();
     let id = acme.submit(&spec, None).await.unwrap().id;
     let status = common::wait_settled(&acme, id, Duration::from_secs(60)).await;
     assert_eq!(status.state, ExportState::Completed, "{status:?}");

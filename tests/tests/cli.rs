@@ -208,7 +208,7 @@ async fn the_cli_submits_a_relative_output_dir_to_a_fleet_with_an_output_root() 
         String::from_utf8_lossy(&out.stdout).contains("completed"),
         "{said}"
     );
-    let csv = fleet.out_dir.join("root/acme/nightly/orders.csv");
+    let csv = fleet.root.join("acme/nightly/orders.csv");
     assert_csv_matches_source(&csv, seed, records);
     fleet.stop().await;
     mock.shutdown().await;

@@ -31,8 +31,7 @@ async fn export(
     edit: impl FnOnce(String) -> String,
 ) -> (ExportStatus, PathBuf) {
     let name = unique("complete-");
-    let token = unique("PFT_TOKEN_").to_uppercase();
-    std::env::set_var(&token, &mock.config().token);
+    let token = common::secret_env("default", &mock.config().token);
     let toml = edit(spec_toml(
         &name,
         mock,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use pagefleet_shared::model::{ExportState, QueueRole};
 use pagefleet_shared::queue::{Broker, QueueNames};
 use pagefleet_shared::spec::ExportSpec;
-use pagefleet_tests::chaos::fleet::{offset_spec, ProcessFleet};
+use pagefleet_tests::chaos::fleet::{default_tenant_dir, offset_spec, ProcessFleet};
 use pagefleet_tests::mock::{MockConfig, MockServer};
 
 use common::{assert_csv_matches_source, build_fleet_binaries, connect};
@@ -53,7 +53,7 @@ impl OnePage {
             100.0,
             10,
             &mock.base_url(),
-            &dir.join("out"),
+            &default_tenant_dir(&dir, "out"),
             "",
         );
         let id = fleet
@@ -114,7 +114,7 @@ impl OnePage {
             .unwrap()
             .get(0);
         assert_eq!(written, messages, "messages written for the task");
-        let csv = self.dir.join("out").join(format!("{label}.csv"));
+        let csv = default_tenant_dir(&self.dir, "out").join(format!("{label}.csv"));
         assert_csv_matches_source(&csv, self.seed, RECORDS);
         self.fleet.stop().await;
         self.mock.shutdown().await;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use common::{assert_csv_matches_source, build_fleet_binaries, connect};
 use pagefleet_shared::model::{DeadLetterClass, ExportState};
 use pagefleet_shared::spec::ExportSpec;
-use pagefleet_tests::chaos::fleet::{offset_spec, ProcessFleet};
+use pagefleet_tests::chaos::fleet::{default_tenant_dir, offset_spec, ProcessFleet};
 use pagefleet_tests::mock::{MockConfig, MockServer};
 
 const HEALTHY_RECORDS: usize = 500;
@@ -25,7 +25,15 @@ async fn submit(
     mock: &MockServer,
     dir: &std::path::Path,
 ) -> Uuid {
-    let toml = offset_spec(name, 10, 100.0, 10, &mock.base_url(), &dir.join("out"), "");
+    let toml = offset_spec(
+        name,
+        10,
+        100.0,
+        10,
+        &mock.base_url(),
+        &default_tenant_dir(dir, "out"),
+        "",
+    );
     let spec = ExportSpec::from_toml(&toml).unwrap();
     fleet.api.submit(&spec, None).await.unwrap().id
 }
@@ -109,7 +117,11 @@ async fn a_page_that_kills_its_workers_is_dead_lettered_after_three_and_others_k
         .await
         .unwrap();
     assert_eq!(done.state, ExportState::Completed, "{done:?}");
-    assert_csv_matches_source(&dir.join("out/other.csv"), 21, HEALTHY_RECORDS);
+    assert_csv_matches_source(
+        &default_tenant_dir(&dir, "out").join("other.csv"),
+        21,
+        HEALTHY_RECORDS,
+    );
 
     poison.set_stall(false);
     fleet.stop().await;

@@ -38,8 +38,7 @@ async fn metrics_count_what_the_export_did() {
         ..Faults::none()
     };
     let mock = MockServer::start(config).await.unwrap();
-    let token = common::unique("PF_METRICS_TOKEN_");
-    std::env::set_var(&token, &mock.config().token);
+    let token = common::secret_env("default", &mock.config().token);
     let fleet = Fleet::start(2).await;
     let toml = spec_toml(
         "metrics",

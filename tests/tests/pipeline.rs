@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{assert_csv_matches_source, assert_manifest, spec_toml, unique, Fleet};
+use common::{assert_csv_matches_source, assert_manifest, spec_toml, Fleet};
 use pagefleet_shared::model::{DeadLetterClass, ExportState, QueueRole, TaskMessage};
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::ExportSpec;
@@ -33,9 +33,7 @@ fn test_faults() -> Faults {
 }
 
 fn token_env(mock: &MockServer) -> String {
-    let var = unique("PFT_TOKEN_").to_uppercase();
-    std::env::set_var(&var, &mock.config().token);
-    var
+    common::secret_env("default", &mock.config().token)
 }
 
 async fn submit(fleet: &Fleet, toml: &str) -> Uuid {

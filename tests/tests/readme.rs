@@ -124,7 +124,7 @@ async fn running_it_yourself_works_as_written() {
         .map(|(h, _, b)| (h, b))
         .expect("the README has a walkthrough block");
     let root = repo_root();
-    let csv = root.join("out/orders-cursor.csv");
+    let csv = root.join("out/default/orders-cursor.csv");
     let manifest = PathBuf::from(format!("{}.manifest.json", csv.display()));
     for stale in [&csv, &manifest] {
         let _ = std::fs::remove_file(stale);

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use pagefleet_shared::model::{ExportState, QueueRole, TaskMessage};
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::ExportSpec;
-use pagefleet_tests::chaos::fleet::{offset_spec, ProcessFleet};
+use pagefleet_tests::chaos::fleet::{default_tenant_dir, offset_spec, ProcessFleet};
 use pagefleet_tests::mock::{MockConfig, MockServer};
 
 use common::{assert_csv_matches_source, assert_manifest, build_fleet_binaries, connect};
@@ -88,7 +88,7 @@ async fn sigterm_drains_a_worker_and_hands_back_what_it_cannot_finish() {
     let mut fleet = ProcessFleet::start("drain", 1, &dir, &token).await.unwrap();
     let db = connect(&fleet.env.database_url).await;
 
-    let out = dir.join("out");
+    let out = default_tenant_dir(&dir, "out");
     let id = fleet
         .api
         .submit(&spec("drain", 10, 4.0, &mock, &out, 60_000), None)
@@ -227,7 +227,7 @@ async fn a_finalizer_killed_mid_write_leaves_no_file_and_the_next_attempt_publis
     let mock = mock(seed, records, &token).await;
     let dir = work_dir("finalize-kill");
     let mut fleet = ProcessFleet::start("final", 1, &dir, &token).await.unwrap();
-    let out = dir.join("out");
+    let out = default_tenant_dir(&dir, "out");
     let id = fleet
         .api
         .submit(&spec("final", page_size, 1000.0, &mock, &out, 10_000), None)

@@ -20,7 +20,7 @@ async fn a_tenant_reaches_only_its_own_directory_and_secrets() {
         .await
         .unwrap();
     let (fleet, token) = isolated_fleet(1, &mock).await;
-    let root = fleet.out_dir.join("root");
+    let root = fleet.root.clone();
     let (acme, _) = fleet.tenant_client("acme").await;
     let spec_in = |name: &str, dir: &str| {
         let toml = spec_toml(name, &mock, Style::Offset, &fleet.out_dir, 50, &token);

@@ -36,8 +36,10 @@ pub struct WorkerContext {
     /// Cancelled when the worker starts draining: deliveries still waiting
     /// for another worker's claim are handed back at once.
     pub draining: CancellationToken,
-    /// See `ServiceConfig::output_root`.
-    pub output_root: Option<std::path::PathBuf>,
+    /// See `ServiceConfig::output_root` (absolute once configured).
+    pub output_root: std::path::PathBuf,
+    /// See `ServiceConfig::secrets_dir`.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 impl WorkerContext {
@@ -62,7 +64,8 @@ impl WorkerContext {
             shared_limiter: options.shared_limiter,
             hand_back: CancellationToken::new(),
             draining: CancellationToken::new(),
-            output_root: None,
+            output_root: std::path::PathBuf::from("out"),
+            secrets_dir: None,
         }
     }
 

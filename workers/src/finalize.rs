@@ -372,11 +372,11 @@ impl OutputDir {
     fn open(ctx: &WorkerContext, work: &FinalizeWork) -> Result<OutputDir, FinalizeError> {
         let export_id = work.export_id;
         let spec = &work.spec;
-        let root = ctx.output_root.as_deref();
+        let root = ctx.output_root.as_path();
         let mut out = OutputDir {
             export_id,
             dir: PathBuf::new(),
-            tenant_roots: root.map_or_else(Vec::new, |r| tenant_roots(r, &work.tenant_id)),
+            tenant_roots: tenant_roots(root, &work.tenant_id),
         };
         let dir = tenancy::create_output_dir(root, &work.tenant_id, &spec.output.dir).map_err(
             |e| match e {
@@ -385,20 +385,18 @@ impl OutputDir {
             },
         )?;
         out.dir = fs::canonicalize(&dir).map_err(|e| out.io_err(&dir, e))?;
-        if let Some(root) = root {
-            // Belt and braces: whatever changed since the directory was made,
-            // the file goes nowhere outside the tenant's directory.
-            let tenant_root = root.join(&work.tenant_id);
-            let tenant_root =
-                fs::canonicalize(&tenant_root).map_err(|e| out.io_err(&tenant_root, e))?;
-            if !out.dir.starts_with(&tenant_root) {
-                return Err(FinalizeError::Isolation {
-                    export_id,
-                    source: tenancy::IsolationError::OutsideTenant {
-                        dir: spec.output.dir.clone(),
-                    },
-                });
-            }
+        // Belt and braces: whatever changed since the directory was made,
+        // the file goes nowhere outside the tenant's directory.
+        let tenant_root = root.join(&work.tenant_id);
+        let tenant_root =
+            fs::canonicalize(&tenant_root).map_err(|e| out.io_err(&tenant_root, e))?;
+        if !out.dir.starts_with(&tenant_root) {
+            return Err(FinalizeError::Isolation {
+                export_id,
+                source: tenancy::IsolationError::OutsideTenant {
+                    dir: spec.output.dir.clone(),
+                },
+            });
         }
         Ok(out)
     }

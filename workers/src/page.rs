@@ -250,7 +250,7 @@ async fn run_task(
     claim: &str,
 ) -> Result<PageResult, PageError> {
     let mut tally = Tally::default();
-    let request = match prepare_request(ctx, work) {
+    let request = match prepare_request(ctx, work).await {
         Ok(request) => request,
         Err((class, reason)) => {
             return dead_letter(ctx, work, &mut tally, class, reason, None).await;
@@ -302,7 +302,7 @@ async fn run_task(
 
 /// Resolves what the task sends, or the dead-letter class and reason when
 /// it cannot send anything.
-fn prepare_request(
+async fn prepare_request(
     ctx: &WorkerContext,
     work: &PageWork,
 ) -> Result<Request, (DeadLetterClass, String)> {
@@ -310,14 +310,18 @@ fn prepare_request(
     let permanent = |e: &dyn std::fmt::Display| (DeadLetterClass::Permanent, e.to_string());
     // Checked here as well as at submit: the worker is what holds the
     // secrets, and a spec may predate the fleet's isolation.
-    if let Some(auth) = &spec.source.auth {
-        tenancy::check_secret(ctx.output_root.as_deref(), &work.tenant_id, auth.secret())
-            .map_err(|e| permanent(&e))?;
-    }
-    let credential = (spec.source.auth.as_ref())
-        .map(Credential::resolve)
-        .transpose()
-        .map_err(|e| permanent(&e))?;
+    let credential = match &spec.source.auth {
+        Some(auth) => {
+            let from =
+                tenancy::secret_source(ctx.secrets_dir.as_deref(), &work.tenant_id, auth.secret())
+                    .map_err(|e| permanent(&e))?;
+            let credential = Credential::resolve_off_runtime(auth.clone(), from)
+                .await
+                .map_err(|e| permanent(&e))?;
+            Some(credential)
+        }
+        None => None,
+    };
     let (url, origin) = page_url(work)?;
     let bucket = Bucket {
         key: source::source_key(spec, &work.tenant_id, credential.as_ref()),

@@ -118,7 +118,8 @@ async fn connect(
         SourceGuard::new(&config.redis_url, &config.namespace)?,
         options,
     );
-    ctx.output_root = config.output_root.as_ref().map(std::path::PathBuf::from);
+    ctx.output_root = config.output_root_path();
+    ctx.secrets_dir = config.secrets_dir.as_ref().map(std::path::PathBuf::from);
     Ok((Arc::new(ctx), broker))
 }
 

@@ -46,6 +46,9 @@ pub struct FleetEnv {
     /// The scheduler's bootstrap admin token; the harness's API client
     /// uses it.
     pub admin_token: ApiToken,
+    /// The fleet's output root (the work directory): the default tenant
+    /// writes under `<root>/default/`.
+    pub output_root: PathBuf,
     pub logs: PathBuf,
     /// Extra arguments for every worker.
     pub worker_args: Vec<String>,
@@ -112,6 +115,7 @@ fn command(env: &FleetEnv, binary: &str, log_name: &str) -> anyhow::Result<Comma
     let mut cmd = Command::new(path);
     cmd.env("PAGEFLEET_DATABASE_URL", &env.database_url)
         .env("PAGEFLEET_NAMESPACE", &env.namespace)
+        .env("PAGEFLEET_OUTPUT_ROOT", &env.output_root)
         .env(&env.token_var, &env.token)
         .env("RUST_LOG", "info,pagefleet_workers=info")
         .stdin(Stdio::null())
@@ -141,6 +145,18 @@ pub fn spawn_scheduler(env: &FleetEnv, listen: &str) -> anyhow::Result<Process> 
         name: "scheduler".into(),
         child,
     })
+}
+
+/// The default tenant's secret variable that process fleets' specs name
+/// (a spec reads only its tenant's `PAGEFLEET_SECRET_<tenant>__*`).
+pub const CHAOS_SECRET: &str = "PAGEFLEET_SECRET_default__CHAOS_TOKEN";
+
+/// Where a process fleet started in `work_dir` writes the default tenant's
+/// directory `name`: under `<work_dir>/default/`.
+pub fn default_tenant_dir(work_dir: &Path, name: &str) -> PathBuf {
+    work_dir
+        .join(pagefleet_shared::model::DEFAULT_TENANT)
+        .join(name)
 }
 
 /// One fleet of processes with its own database and namespace.
@@ -180,9 +196,10 @@ impl ProcessFleet {
         let env = FleetEnv {
             database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
             namespace,
-            token_var: "PAGEFLEET_CHAOS_TOKEN".into(),
+            token_var: CHAOS_SECRET.into(),
             token: token.into(),
             admin_token: ApiToken::generate(),
+            output_root: work_dir.to_path_buf(),
             logs,
             worker_args,
         };
@@ -393,7 +410,7 @@ page_size = {page_size}
 base_url = "{base_url}"
 path = "/offset/items"
 records_path = "data"
-auth = {{ type = "bearer", secret = {{ env = "PAGEFLEET_CHAOS_TOKEN" }} }}
+auth = {{ type = "bearer", secret = {{ env = "{CHAOS_SECRET}" }} }}
 timeout_ms = 1500
 
 [pagination]

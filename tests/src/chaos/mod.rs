@@ -169,7 +169,7 @@ async fn scenario(
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
 
     // 1. The fault-free reference: same spec and seed, nobody killed.
-    let reference_out = work_dir.join("reference-out");
+    let reference_out = fleet::default_tenant_dir(work_dir, "reference-out");
     let reference = ProcessFleet::start("ref", 2, work_dir, token).await?;
     let spec = ExportSpec::from_toml(&spec_toml(config, mock, &reference_out))?;
     let ok_before = mock.stats().ok;
@@ -201,7 +201,7 @@ async fn scenario(
             .map(|p| p * config.page_size + 1 + rng.random_range(0..config.page_size))
             .collect(),
     );
-    let chaos_out = work_dir.join("chaos-out");
+    let chaos_out = fleet::default_tenant_dir(work_dir, "chaos-out");
     let mut fleet = ProcessFleet::start("run", config.workers, work_dir, token).await?;
     let spec = ExportSpec::from_toml(&spec_toml(config, mock, &chaos_out))?;
     mock.reset_peak();

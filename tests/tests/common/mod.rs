@@ -33,6 +33,8 @@ pub struct Fleet {
     /// The API as the default tenant, with the fleet's admin token.
     pub api: ApiClient,
     pub api_url: String,
+    /// The fleet's output root: each tenant writes under `<root>/<tenant>/`.
+    pub root: PathBuf,
     /// The scheduler's own metrics listener.
     pub metrics_url: String,
     /// The bootstrap admin token the scheduler was started with.
@@ -96,7 +98,11 @@ impl Fleet {
             namespace: ns.clone(),
             ..ServiceConfig::default()
         };
-        let out_dir = std::env::temp_dir().join(&ns);
+        // Isolation is always on: specs write under `<root>/<tenant>/`; the
+        // default tenant's directory is where most tests point `output.dir`.
+        let root = std::env::temp_dir().join(&ns);
+        config.output_root = root.display().to_string();
+        let out_dir = root.join(pagefleet_shared::model::DEFAULT_TENANT);
         configure(&mut config, &out_dir);
         std::fs::create_dir_all(&out_dir).unwrap();
         let shutdown = CancellationToken::new();
@@ -149,6 +155,7 @@ impl Fleet {
             config,
             api,
             api_url,
+            root,
             metrics_url,
             admin_token,
             out_dir,
@@ -215,7 +222,7 @@ impl Fleet {
             self.db_name
         ))
         .await;
-        let _ = std::fs::remove_dir_all(&self.out_dir);
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -251,24 +258,26 @@ style = "offset"
 [rate_limit]
 rate = 5
 [output]
-dir = "/tmp"
+dir = "out"
 "#
     );
     ExportSpec::from_toml(&toml).expect("the store tests' spec")
 }
 
-/// A fleet that isolates tenants (an output root under its `out_dir`),
-/// with tenant `acme`'s secret variable set to the mock's token; returns
-/// the variable's name for the spec to name.
+/// Sets a new secret variable of `tenant`'s to `value` and returns its
+/// name, for a spec to name (a spec reads only
+/// `PAGEFLEET_SECRET_<tenant>__*`).
+pub fn secret_env(tenant: &str, value: &str) -> String {
+    let var = format!("PAGEFLEET_SECRET_{tenant}__{}", unique("T").to_uppercase());
+    std::env::set_var(&var, value);
+    var
+}
+
+/// A fleet with tenant `acme`'s secret variable set to the mock's token;
+/// returns the variable's name for the spec to name.
 pub async fn isolated_fleet(workers: usize, mock: &MockServer) -> (Fleet, String) {
-    // Under isolation a spec reads only `PAGEFLEET_SECRET_<tenant>__*`.
-    let token = format!("PAGEFLEET_SECRET_acme__{}", unique("T"));
-    std::env::set_var(&token, &mock.config().token);
-    let fleet = Fleet::start_with(workers, |config, out| {
-        config.output_root = Some(out.join("root").display().to_string());
-    })
-    .await;
-    (fleet, token)
+    let token = secret_env("acme", &mock.config().token);
+    (Fleet::start(workers).await, token)
 }
 
 /// A private database for a test of the store alone; `drop_db` removes it.
