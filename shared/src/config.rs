@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::outbound::{OutboundPolicy, RuleError};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -19,6 +21,10 @@ pub struct ServiceConfig {
     /// specs name a directory relative to that (see `output`). Unset, a
     /// spec's `output.dir` is used as written: fine for one team.
     pub output_root: Option<String>,
+    /// Addresses, networks and host names the workers may fetch although
+    /// the outbound policy refuses them by default (loopback, private,
+    /// link-local…); the syntax is in [`crate::outbound`].
+    pub outbound_allow: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -29,6 +35,7 @@ impl Default for ServiceConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "pagefleet".into(),
             output_root: None,
+            outbound_allow: Vec::new(),
         }
     }
 }
@@ -46,12 +53,16 @@ pub enum ConfigError {
     Namespace(String),
     #[error("config `output_root` {0:?} must be an absolute path")]
     OutputRoot(String),
+    /// The rule's text names the setting already.
+    #[error(transparent)]
+    OutboundAllow(#[from] RuleError),
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
-    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT` on top.
+    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT` and
+    /// `PAGEFLEET_OUTBOUND_ALLOW` (rules separated by commas) on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -82,6 +93,9 @@ impl ServiceConfig {
         if let Some(v) = env("PAGEFLEET_OUTPUT_ROOT") {
             config.output_root = Some(v);
         }
+        if let Some(v) = env("PAGEFLEET_OUTBOUND_ALLOW") {
+            config.outbound_allow = split_rules(&v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -101,8 +115,23 @@ impl ServiceConfig {
                 return Err(ConfigError::OutputRoot(root.clone()));
             }
         }
+        self.outbound_policy()?;
         Ok(())
     }
+
+    /// The outbound policy `outbound_allow` describes.
+    pub fn outbound_policy(&self) -> Result<OutboundPolicy, ConfigError> {
+        Ok(OutboundPolicy::from_rules(&self.outbound_allow)?)
+    }
+}
+
+/// `PAGEFLEET_OUTBOUND_ALLOW`'s rules: comma-separated, blanks ignored.
+fn split_rules(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// A URL with any password replaced, for logs and errors.
@@ -137,6 +166,28 @@ mod tests {
         assert!(c.validate().is_ok());
         c.namespace = "a b".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn outbound_rules_are_checked_at_load() {
+        assert_eq!(
+            split_rules(" 127.0.0.1:9000, ,10.0.0.0/8,"),
+            ["127.0.0.1:9000", "10.0.0.0/8"]
+        );
+        let mut c = ServiceConfig {
+            outbound_allow: vec!["127.0.0.1".into(), "[::1]:9000".into()],
+            ..ServiceConfig::default()
+        };
+        assert!(c.validate().is_ok());
+        c.outbound_allow.push("10.0.0.1/8".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("outbound_allow rule \"10.0.0.1/8\" is not valid"),
+            "{err}"
+        );
+        let toml: ServiceConfig =
+            toml::from_str("outbound_allow = [\"api.internal:8443\"]").unwrap();
+        assert_eq!(toml.outbound_allow, ["api.internal:8443"]);
     }
 
     #[test]
