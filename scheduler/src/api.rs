@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use pagefleet_shared::dispatch::Dispatcher;
+use pagefleet_shared::outbound::OutboundPolicy;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
 use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
@@ -32,6 +33,9 @@ pub struct ApiState {
     /// See `ServiceConfig::output_root`: checked at submit so a spec that
     /// would write outside its tenant's directory is refused at once.
     pub output_root: Option<std::path::PathBuf>,
+    /// The workers' outbound policy: a base URL it refuses from the URL
+    /// alone (an IP literal, `localhost`) is refused at submit.
+    pub outbound: Arc<OutboundPolicy>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -146,6 +150,25 @@ fn refuse_other_tenants(
     Ok(())
 }
 
+/// A base URL the outbound policy refuses from the URL alone (an IP
+/// literal, `localhost`) is refused now, naming the field; any other host
+/// name is judged by the workers on what it resolves to when fetched.
+fn refuse_refused_source(state: &ApiState, spec: &ExportSpec) -> Result<(), ApiError> {
+    let field = "source.base_url";
+    // The spec was validated: its base URL parses.
+    let Ok(base) = url::Url::parse(&spec.source.base_url) else {
+        return Ok(());
+    };
+    state.outbound.check_url(&base).map_err(|refusal| {
+        let mut err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("spec field `{field}`: {refusal}"),
+        );
+        err.field = Some(field.into());
+        err
+    })
+}
+
 /// Where a relative `output.dir` is resolved. Under an output root it stays
 /// relative: the workers resolve it under `<root>/<tenant>/`. Without one
 /// (one trusted team) it is made absolute here, against the scheduler's
@@ -208,6 +231,7 @@ async fn submit(
     let spec = parse_spec_body(&body)?;
     let key = idempotency_key(&headers)?;
     refuse_other_tenants(&state, &tenant, &spec)?;
+    refuse_refused_source(&state, &spec)?;
     let spec = anchor_output_dir(&state, spec)?;
     let submitted = state
         .store

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use pagefleet_shared::config::ServiceConfig;
+use pagefleet_shared::config::{ConfigError, ServiceConfig};
 use pagefleet_shared::queue::{Broker, QueueError};
 use pagefleet_shared::store::{Store, StoreError};
 
@@ -33,6 +33,8 @@ pub enum SchedulerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -50,6 +52,7 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), SchedulerError> {
+    let outbound = Arc::new(config.outbound_policy()?);
     let store = Store::connect(&config.database_url, 16)?;
     let applied = store.migrate().await?;
     if !applied.is_empty() {
@@ -75,6 +78,7 @@ pub async fn run(
         store,
         broker: broker.clone(),
         output_root: config.output_root.as_ref().map(std::path::PathBuf::from),
+        outbound,
     });
     let stop = shutdown.clone();
     let serve = async {

@@ -108,6 +108,8 @@ fn command(env: &FleetEnv, binary: &str, log_name: &str) -> anyhow::Result<Comma
     let mut cmd = Command::new(path);
     cmd.env("PAGEFLEET_DATABASE_URL", &env.database_url)
         .env("PAGEFLEET_NAMESPACE", &env.namespace)
+        // The mock source listens on loopback.
+        .env("PAGEFLEET_OUTBOUND_ALLOW", "127.0.0.1")
         .env(&env.token_var, &env.token)
         .env("RUST_LOG", "info,pagefleet_workers=info")
         .stdin(Stdio::null())
