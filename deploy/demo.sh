@@ -15,6 +15,8 @@ mkdir -p "$logs"
 
 export PAGEFLEET_DATABASE_URL="postgres://postgres@127.0.0.1:5432/pagefleet_demo"
 export PAGEFLEET_NAMESPACE="pagefleet-demo"
+# The mock source listens on loopback, which the workers refuse by default.
+export PAGEFLEET_OUTBOUND_ALLOW=127.0.0.1
 export PAGEFLEET_API="http://127.0.0.1:${DEMO_API_PORT:-8080}"
 export MOCK_TOKEN="demo-token-not-a-secret"
 # What the workers send: tenant `default`'s secret, the only kind its specs may name.

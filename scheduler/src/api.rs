@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use pagefleet_shared::dispatch::Dispatcher;
+use pagefleet_shared::outbound::OutboundPolicy;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
 use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
@@ -41,6 +42,9 @@ pub struct ApiState {
     /// See `ServiceConfig::secrets_dir`.
     pub secrets_dir: Option<std::path::PathBuf>,
     pub auth: Arc<AuthConfig>,
+    /// The workers' outbound policy: a base URL it refuses from the URL
+    /// alone (an IP literal, `localhost`) is refused at submit.
+    pub outbound: Arc<OutboundPolicy>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -132,6 +136,25 @@ fn refuse_other_tenants(
     Ok(())
 }
 
+/// A base URL the outbound policy refuses from the URL alone (an IP
+/// literal, `localhost`) is refused now, naming the field; any other host
+/// name is judged by the workers on what it resolves to when fetched.
+fn refuse_refused_source(state: &ApiState, spec: &ExportSpec) -> Result<(), ApiError> {
+    let field = "source.base_url";
+    // The spec was validated: its base URL parses.
+    let Ok(base) = url::Url::parse(&spec.source.base_url) else {
+        return Ok(());
+    };
+    state.outbound.check_url(&base).map_err(|refusal| {
+        let mut err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("spec field `{field}`: {refusal}"),
+        );
+        err.field = Some(field.into());
+        err
+    })
+}
+
 /// The request body as a spec; a refusal names the spec field.
 fn parse_spec_body(body: &[u8]) -> Result<ExportSpec, ApiError> {
     let text = std::str::from_utf8(body)
@@ -172,6 +195,7 @@ async fn submit(
     let spec = parse_spec_body(&body)?;
     let key = idempotency_key(&headers)?;
     refuse_other_tenants(&state, &tenant, &spec)?;
+    refuse_refused_source(&state, &spec)?;
     let submitted = state
         .store
         .submit_export(tenant.as_str(), key.as_deref(), &spec)

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use pagefleet_shared::config::ServiceConfig;
+use pagefleet_shared::config::{ConfigError, ServiceConfig};
 use pagefleet_shared::queue::{Broker, QueueError};
 use pagefleet_shared::store::{Store, StoreError};
 
@@ -44,6 +44,8 @@ pub enum SchedulerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -61,6 +63,7 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), SchedulerError> {
+    let outbound = Arc::new(config.outbound_policy()?);
     let store = Store::connect(&config.database_url, 16)?;
     let applied = store.migrate().await?;
     if !applied.is_empty() {
@@ -112,6 +115,7 @@ pub async fn run(
         output_root: config.output_root_path(),
         secrets_dir: config.secrets_dir.as_ref().map(std::path::PathBuf::from),
         auth: Arc::new(options.auth),
+        outbound,
     });
     let stop = shutdown.clone();
     let serve = async {

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::outbound::{OutboundPolicy, RuleError};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -25,6 +27,10 @@ pub struct ServiceConfig {
     /// Unset, specs read secrets only from their tenant's environment
     /// variables.
     pub secrets_dir: Option<String>,
+    /// Addresses, networks and host names the workers may fetch although
+    /// the outbound policy refuses them by default (loopback, private,
+    /// link-local…); the syntax is in [`crate::outbound`].
+    pub outbound_allow: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -36,6 +42,7 @@ impl Default for ServiceConfig {
             namespace: "pagefleet".into(),
             output_root: "out".into(),
             secrets_dir: None,
+            outbound_allow: Vec::new(),
         }
     }
 }
@@ -55,13 +62,16 @@ pub enum ConfigError {
     OutputRoot(String, String),
     #[error("config `secrets_dir` {0:?} must be an absolute path")]
     SecretsDir(String),
+    /// The rule's text names the setting already.
+    #[error(transparent)]
+    OutboundAllow(#[from] RuleError),
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
     /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT`, `PAGEFLEET_SECRETS_DIR`
-    /// on top.
+    /// and `PAGEFLEET_OUTBOUND_ALLOW` (rules separated by commas) on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -95,6 +105,9 @@ impl ServiceConfig {
         if let Some(v) = env("PAGEFLEET_SECRETS_DIR") {
             config.secrets_dir = Some(v);
         }
+        if let Some(v) = env("PAGEFLEET_OUTBOUND_ALLOW") {
+            config.outbound_allow = split_rules(&v);
+        }
         config.output_root = absolute(&config.output_root)?;
         config.validate()?;
         Ok(config)
@@ -115,12 +128,18 @@ impl ServiceConfig {
                 return Err(ConfigError::SecretsDir(dir.clone()));
             }
         }
+        self.outbound_policy()?;
         Ok(())
     }
 
     /// The output root as a path (absolute once loaded).
     pub fn output_root_path(&self) -> std::path::PathBuf {
         std::path::PathBuf::from(&self.output_root)
+    }
+
+    /// The outbound policy `outbound_allow` describes.
+    pub fn outbound_policy(&self) -> Result<OutboundPolicy, ConfigError> {
+        Ok(OutboundPolicy::from_rules(&self.outbound_allow)?)
     }
 }
 
@@ -130,6 +149,15 @@ fn absolute(root: &str) -> Result<String, ConfigError> {
     std::path::absolute(root)
         .map(|p| p.display().to_string())
         .map_err(|e| ConfigError::OutputRoot(root.to_string(), e.to_string()))
+}
+
+/// `PAGEFLEET_OUTBOUND_ALLOW`'s rules: comma-separated, blanks ignored.
+fn split_rules(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// A URL with any password replaced, for logs and errors.
@@ -164,6 +192,28 @@ mod tests {
         assert!(c.validate().is_ok());
         c.namespace = "a b".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn outbound_rules_are_checked_at_load() {
+        assert_eq!(
+            split_rules(" 127.0.0.1:9000, ,10.0.0.0/8,"),
+            ["127.0.0.1:9000", "10.0.0.0/8"]
+        );
+        let mut c = ServiceConfig {
+            outbound_allow: vec!["127.0.0.1".into(), "[::1]:9000".into()],
+            ..ServiceConfig::default()
+        };
+        assert!(c.validate().is_ok());
+        c.outbound_allow.push("10.0.0.1/8".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("outbound_allow rule \"10.0.0.1/8\" is not valid"),
+            "{err}"
+        );
+        let toml: ServiceConfig =
+            toml::from_str("outbound_allow = [\"api.internal:8443\"]").unwrap();
+        assert_eq!(toml.outbound_allow, ["api.internal:8443"]);
     }
 
     #[test]

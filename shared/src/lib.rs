@@ -7,7 +7,8 @@
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment;
-//! [`tenancy`] says what a tenant's spec may reach on a worker.
+//! [`tenancy`] says what a tenant's spec may reach on a worker;
+//! [`outbound`] says which addresses a worker may connect to.
 
 pub mod api_token;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod dispatch;
 pub mod flatten;
 pub mod guard;
 pub mod model;
+pub mod outbound;
 pub mod pagination;
 pub mod queue;
 pub mod ratelimit;

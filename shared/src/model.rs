@@ -126,6 +126,9 @@ text_enum!(
         /// Every worker that claimed it was lost before an outcome (killed,
         /// out of memory), as many times as the fleet allows.
         WorkerLost => "worker_lost",
+        /// Never sent: the fleet's outbound policy refuses the address
+        /// (loopback, private, link-local… not in `outbound_allow`).
+        Refused => "refused",
     }
 );
 
@@ -222,6 +225,7 @@ mod tests {
             (DeadLetterClass::RateLimited, "rate_limited"),
             (DeadLetterClass::BadPage, "bad_page"),
             (DeadLetterClass::WorkerLost, "worker_lost"),
+            (DeadLetterClass::Refused, "refused"),
         ] {
             assert_eq!(class.as_str(), text);
             assert_eq!(text.parse::<DeadLetterClass>().unwrap(), class);

@@ -1,11 +1,20 @@
 //! The HTTP client for a source API: building a page's URL, authenticating
-//! from a secret reference, timeouts, and a cap on body size.
+//! from a secret reference, timeouts, a cap on body size, and the outbound
+//! policy applied to every address connected to.
+//!
+//! The policy is enforced where the connection is made: IP-literal hosts
+//! are checked before sending (no resolver sees them), names by our own
+//! resolver, which drops every refused address it finds, so the address
+//! checked is the address connected to and a name that resolves elsewhere
+//! at request time (DNS rebinding) cannot pass.
 //!
 //! Secrets are read here, at request time, by the worker that sends the
 //! request; they are marked sensitive so they never show in debug output,
 //! and no error or log line built here contains one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +22,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::outbound::{OutboundPolicy, Refusal};
 use crate::pagination::Target;
 use crate::spec::{hex, AuthSpec, ExportSpec};
 use crate::tenancy::SecretSource;
@@ -35,12 +45,19 @@ pub enum SourceError {
     },
     #[error("body from {url} is larger than the cap of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
+    /// Nothing was sent: the outbound policy refuses the address.
+    #[error("request to {url} not sent: {refusal}")]
+    Refused { url: String, refusal: Refusal },
 }
 
 impl SourceError {
-    /// Every failure but a missing secret or a bad URL is worth retrying.
+    /// Every failure but a missing secret, a bad URL or a refused address
+    /// is worth retrying.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, SourceError::Secret { .. } | SourceError::Url { .. })
+        !matches!(
+            self,
+            SourceError::Secret { .. } | SourceError::Url { .. } | SourceError::Refused { .. }
+        )
     }
 }
 
@@ -279,26 +296,42 @@ pub struct Fetched {
     pub elapsed: Duration,
 }
 
-/// The shared HTTP client (connection pool, rustls).
+/// The shared HTTP client (connection pools, rustls, the outbound policy).
 #[derive(Clone)]
 pub struct SourceClient {
-    http: reqwest::Client,
+    /// For every port no allow rule names. A resolver learns the host but
+    /// not the port, so each port a rule names gets a client of its own
+    /// whose resolver knows it: the clients number one more than those
+    /// ports, whatever the specs ask for.
+    any_port: reqwest::Client,
+    by_port: HashMap<u16, reqwest::Client>,
+    policy: Arc<OutboundPolicy>,
 }
 
 impl SourceClient {
-    pub fn new() -> Result<SourceClient, SourceError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("pagefleet/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(30))
-            // A redirect could carry our credential to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| SourceError::Transport {
-                url: "-".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(SourceClient { http })
+    pub fn new(policy: OutboundPolicy) -> Result<SourceClient, SourceError> {
+        let policy = Arc::new(policy);
+        let by_port = (policy.rule_ports().into_iter())
+            .map(|port| Ok((port, http_client(&policy, Some(port))?)))
+            .collect::<Result<_, SourceError>>()?;
+        Ok(SourceClient {
+            any_port: http_client(&policy, None)?,
+            by_port,
+            policy,
+        })
+    }
+
+    /// What the outbound policy decides from the URL alone (the scheme,
+    /// an IP-literal host, `localhost`); a name is judged again on what it
+    /// resolves to when fetched.
+    pub fn check_url(&self, url: &Url) -> Result<(), SourceError> {
+        let port = url.port_or_known_default().unwrap_or(0);
+        self.policy
+            .check_url(url)
+            .map_err(|refusal| SourceError::Refused {
+                url: display_url(url),
+                refusal: refusal.at_port(port),
+            })
     }
 
     /// Sends one GET and reads the body, all within `timeout`, refusing
@@ -311,19 +344,27 @@ impl SourceClient {
         max_body: u64,
     ) -> Result<Fetched, SourceError> {
         let shown = display_url(url);
+        let port = url.port_or_known_default().unwrap_or(0);
+        let refused = |refusal: Refusal| SourceError::Refused {
+            url: shown.clone(),
+            refusal: refusal.at_port(port),
+        };
+        // An IP literal never reaches the resolver: this is its check.
+        self.check_url(url)?;
+        let http = self.by_port.get(&port).unwrap_or(&self.any_port);
         let started = Instant::now();
         let work = async {
-            let mut request = self
-                .http
-                .get(url.clone())
-                .header("accept", "application/json");
+            let mut request = http.get(url.clone()).header("accept", "application/json");
             if let Some(c) = credential {
                 request = request.header(c.header.clone(), c.value.clone());
             }
             // reqwest's messages carry the full URL; ours are redacted.
-            let mut response = request.send().await.map_err(|e| SourceError::Transport {
-                url: shown.clone(),
-                reason: error_chain(&e.without_url()),
+            let mut response = request.send().await.map_err(|e| match refusal_in(&e) {
+                Some(refusal) => refused(refusal.clone()),
+                None => SourceError::Transport {
+                    url: shown.clone(),
+                    reason: error_chain(&e.without_url()),
+                },
             })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
@@ -370,6 +411,94 @@ impl SourceClient {
             }),
         }
     }
+}
+
+/// One client of [`SourceClient`]: its resolver judges every address at
+/// `port` (`None`: a port no rule names).
+fn http_client(
+    policy: &Arc<OutboundPolicy>,
+    port: Option<u16>,
+) -> Result<reqwest::Client, SourceError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("pagefleet/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(30))
+        // A redirect could carry our credential to another host.
+        .redirect(reqwest::redirect::Policy::none())
+        // Through a proxy the address checked would be the proxy's, and
+        // the source's would go unchecked.
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver {
+            policy: policy.clone(),
+            port,
+        }))
+        .build()
+        .map_err(|e| SourceError::Transport {
+            url: "-".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// The system resolver, keeping only the addresses the policy allows; a
+/// name with none left fails with the refusal of the first.
+struct PolicyResolver {
+    policy: Arc<OutboundPolicy>,
+    port: Option<u16>,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let port = self.port;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if found.is_empty() {
+                let what = format!("{host} resolves to no address");
+                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, what).into());
+            }
+            let kept = screen(&policy, &host, port, &found)?;
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The addresses of `host` the policy allows at `port`, or the refusal of
+/// the first when it allows none.
+fn screen(
+    policy: &OutboundPolicy,
+    host: &str,
+    port: Option<u16>,
+    found: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, Refusal> {
+    let mut first = None;
+    let mut kept = Vec::new();
+    for addr in found {
+        match policy.check_ip(host, addr.ip(), port) {
+            Ok(()) => kept.push(*addr),
+            Err(refusal) => {
+                tracing::debug!(%host, ip = %addr.ip(), "address refused by the outbound policy");
+                first.get_or_insert(refusal);
+            }
+        }
+    }
+    match first {
+        Some(refusal) if kept.is_empty() => Err(refusal),
+        _ => Ok(kept),
+    }
+}
+
+/// The refusal our resolver gave, somewhere in reqwest's chain of causes.
+fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refusal> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(refusal) = c.downcast_ref::<Refusal>() {
+            return Some(refusal);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -506,6 +635,111 @@ dir = "out"
             .unwrap_err()
             .to_string();
         assert!(err.contains("env:PAGEFLEET_TEST_SECRET_MISSING"), "{err}");
+    }
+
+    #[test]
+    fn screening_keeps_the_allowed_addresses_of_a_name() {
+        let policy = OutboundPolicy::from_rules(&["127.0.0.1:9000"]).unwrap();
+        let found: Vec<SocketAddr> = ["[::1]:0", "127.0.0.1:0", "8.8.8.8:0"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let kept = screen(&policy, "localhost", Some(9000), &found).unwrap();
+        assert_eq!(kept, [found[1], found[2]]);
+        // At a port no rule names, only the public address is left.
+        assert_eq!(
+            screen(&policy, "localhost", None, &found).unwrap(),
+            [found[2]]
+        );
+        // A name that resolves only to refused addresses (a rebinding, say)
+        // fails with the first refusal.
+        let inside: Vec<SocketAddr> = ["169.254.169.254:0", "10.0.0.1:0"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let refusal = screen(&policy, "rebind.example", None, &inside).unwrap_err();
+        assert_eq!(
+            refusal.at_port(80).to_string(),
+            "rebind.example resolves to 169.254.169.254:80, which is link-local \
+             (169.254.0.0/16); allow it with outbound_allow"
+        );
+    }
+
+    /// A listener on 127.0.0.1 that answers every connection with `{}` and
+    /// counts them.
+    async fn counting_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (addr, hits)
+    }
+
+    fn hits(counter: &std::sync::atomic::AtomicUsize) -> usize {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_refused_address_is_not_connected_to() {
+        let (addr, counter) = counting_server().await;
+        let client = SourceClient::new(OutboundPolicy::default()).unwrap();
+        let url = Url::parse(&format!("http://{addr}/metrics?token=x")).unwrap();
+        let err = client.fetch(&url, None, WAIT, 1000).await.unwrap_err();
+        assert!(matches!(err, SourceError::Refused { .. }), "{err:?}");
+        assert!(!err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "request to http://{addr}/metrics?token=*** not sent: {addr} is loopback \
+                 (127.0.0.0/8); allow it with outbound_allow"
+            )
+        );
+        let mapped = Url::parse(&format!("http://[::ffff:127.0.0.1]:{}/", addr.port())).unwrap();
+        let err = client.fetch(&mapped, None, WAIT, 1000).await.unwrap_err();
+        assert!(matches!(err, SourceError::Refused { .. }), "{err:?}");
+        assert_eq!(hits(&counter), 0, "nothing may reach a refused address");
+
+        // Allowed by the operator, the same URL is fetched.
+        let allowed = OutboundPolicy::from_rules(&[addr.to_string()]).unwrap();
+        let client = SourceClient::new(allowed).unwrap();
+        let fetched = client.fetch(&url, None, WAIT, 1000).await.unwrap();
+        assert_eq!((fetched.status, &fetched.body[..]), (200, &b"{}"[..]));
+        assert_eq!(hits(&counter), 1);
+    }
+
+    #[tokio::test]
+    async fn a_name_is_judged_on_the_addresses_it_resolves_to() {
+        let (addr, counter) = counting_server().await;
+        let url = Url::parse(&format!("http://localhost:{}/items", addr.port())).unwrap();
+        // The port's own client resolves `localhost` and keeps 127.0.0.1.
+        let allowed = OutboundPolicy::from_rules(&[addr.to_string()]).unwrap();
+        let client = SourceClient::new(allowed).unwrap();
+        let fetched = client.fetch(&url, None, WAIT, 1000).await.unwrap();
+        assert_eq!(fetched.status, 200);
+        assert_eq!(hits(&counter), 1);
+
+        // Straight to the resolver, without the URL's own check: a name
+        // whose every address is refused fails with the refusal, unsent.
+        let http = http_client(&Arc::new(OutboundPolicy::default()), None).unwrap();
+        let err = http.get(url.clone()).send().await.unwrap_err();
+        let refusal = refusal_in(&err).unwrap_or_else(|| panic!("no refusal in {err:?}"));
+        let text = refusal.clone().at_port(addr.port()).to_string();
+        assert!(text.starts_with("localhost resolves to "), "{text}");
+        assert!(text.contains("which is loopback"), "{text}");
+        assert_eq!(hits(&counter), 1, "the refused name was not connected to");
     }
 
     #[test]

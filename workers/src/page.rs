@@ -20,7 +20,7 @@ use pagefleet_shared::pagination::{self, Counts, Page, PaginationError, Role, St
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
 use pagefleet_shared::retry::{Outcome, RetryBudget};
-use pagefleet_shared::source::{self, Credential, Fetched};
+use pagefleet_shared::source::{self, Credential, Fetched, SourceError};
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{
     Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
@@ -240,6 +240,9 @@ enum Attempted {
         outcome: Outcome,
         response: Option<Fetched>,
     },
+    /// Not sent: the outbound policy refuses the address. Asking again
+    /// would be refused again.
+    Refused { reason: String },
 }
 
 /// The retry loop: admit, send, judge, then land, park, dead-letter, or
@@ -269,6 +272,11 @@ async fn run_task(
         let outcome = match attempt(ctx, work, &request, &mut tally).await {
             Attempted::Land { response, body } => {
                 return land(ctx, work, &mut tally, &response, &body, &request).await;
+            }
+            // Nothing was fetched, so there is no answer to show either.
+            Attempted::Refused { reason } => {
+                let class = DeadLetterClass::Refused;
+                return dead_letter(ctx, work, &mut tally, class, reason, None).await;
             }
             Attempted::Failed { outcome, response } => {
                 if decide::past_the_end(work.role, response.as_ref().map(|r| r.status)) {
@@ -323,6 +331,8 @@ async fn prepare_request(
         None => None,
     };
     let (url, origin) = page_url(work)?;
+    // Refused before it takes a token; a name is judged again on fetch.
+    (ctx.source.check_url(&url)).map_err(|e| (DeadLetterClass::Refused, e.to_string()))?;
     let bucket = Bucket {
         key: source::source_key(spec, &work.tenant_id, credential.as_ref()),
         rate: spec.rate_limit.rate,
@@ -385,12 +395,19 @@ async fn attempt(
     request: &Request,
     tally: &mut Tally,
 ) -> Attempted {
-    tally.counts.requests += 1;
     let credential = request.credential.as_ref();
     let max_body = work.spec.source.max_body_bytes;
     let fetched = (ctx.source)
         .fetch(&request.url, credential, request.timeout, max_body)
         .await;
+    // Not a request sent, and nothing the breaker should hear of: the
+    // source was neither up nor down.
+    if let Err(refused @ SourceError::Refused { .. }) = &fetched {
+        tally.record("refused", None, Duration::ZERO);
+        let reason = refused.to_string();
+        return Attempted::Refused { reason };
+    }
+    tally.counts.requests += 1;
     if ctx.shared_limiter {
         // The breaker hears about every answer, the successes included:
         // an answer of any class but "transient" means the source is up.

@@ -15,7 +15,7 @@ use lapin::{Channel, Consumer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use pagefleet_shared::config::ServiceConfig;
+use pagefleet_shared::config::{ConfigError, ServiceConfig};
 use pagefleet_shared::guard::SourceGuard;
 use pagefleet_shared::model::{QueueRole, TaskMessage};
 use pagefleet_shared::queue::{Broker, QueueError};
@@ -76,6 +76,8 @@ pub enum WorkerError {
     RateLimit(#[from] RateLimitError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("the {0} consumer stopped; exiting so the supervisor restarts a fresh worker")]
     ConsumerGone(&'static str),
 }
@@ -110,10 +112,11 @@ async fn connect(
     store.migrate().await?;
     let broker = Arc::new(Broker::connect(&config.amqp_url, &config.namespace).await?);
     let limiter = RateLimiter::new(&config.redis_url, &config.namespace)?;
+    let policy = config.outbound_policy()?;
     let mut ctx = WorkerContext::new(
         store,
         limiter,
-        SourceClient::new()?,
+        SourceClient::new(policy)?,
         broker.clone(),
         SourceGuard::new(&config.redis_url, &config.namespace)?,
         options,

@@ -116,6 +116,8 @@ fn command(env: &FleetEnv, binary: &str, log_name: &str) -> anyhow::Result<Comma
     cmd.env("PAGEFLEET_DATABASE_URL", &env.database_url)
         .env("PAGEFLEET_NAMESPACE", &env.namespace)
         .env("PAGEFLEET_OUTPUT_ROOT", &env.output_root)
+        // The mock source listens on loopback.
+        .env("PAGEFLEET_OUTBOUND_ALLOW", "127.0.0.1")
         .env(&env.token_var, &env.token)
         .env("RUST_LOG", "info,pagefleet_workers=info")
         .stdin(Stdio::null())

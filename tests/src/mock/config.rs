@@ -60,6 +60,10 @@ pub struct MockConfig {
     ///
     /// [`MockServer::truth`]: super::MockServer::truth
     pub drift: Option<Drift>,
+    /// A trap: in the `NextUrl` style every page that has a next one names
+    /// this URL as `next` instead of the server's own. For proving that an
+    /// exporter does not follow a source wherever it points.
+    pub next_url: Option<String>,
 }
 
 impl MockConfig {
@@ -80,6 +84,7 @@ impl MockConfig {
             cursor_cycle: false,
             not_found_past_the_end: false,
             drift: None,
+            next_url: None,
         }
     }
 }

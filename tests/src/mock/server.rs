@@ -417,6 +417,7 @@ fn render(shared: &Shared, plan: &Plan, data: Vec<Value>, headers: &HeaderMap) -
         host: &host,
         header_totals: config.header_totals,
         stated_total: config.stated_total,
+        next_url: config.next_url.as_deref(),
     };
     styles::render_page(plan, data, &dress)
 }

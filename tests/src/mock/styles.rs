@@ -117,6 +117,8 @@ pub(crate) struct Dress<'a> {
     pub header_totals: bool,
     /// See [`MockConfig::stated_total`](super::MockConfig::stated_total).
     pub stated_total: Option<usize>,
+    /// See [`MockConfig::next_url`](super::MockConfig::next_url).
+    pub next_url: Option<&'a str>,
 }
 
 /// Test shorthand for the answer from the fixed data set, dressed as by
@@ -133,6 +135,7 @@ pub(crate) fn render(plan: &Plan, seed: u64, host: &str) -> Rendered {
         host,
         header_totals: false,
         stated_total: None,
+        next_url: None,
     };
     render_page(plan, data, &dress)
 }
@@ -199,10 +202,15 @@ fn body(
         Style::LastRecord => object([("data", data), ("has_more", json!(plan.more()))]),
         Style::NextUrl => {
             let next = plan.next_after.map_or(Value::Null, |after| {
-                Value::String(format!(
-                    "http://{host}{}?after={after}&limit={}",
-                    Style::NextUrl.path(),
-                    plan.limit
+                Value::String(dress.next_url.map_or_else(
+                    || {
+                        format!(
+                            "http://{host}{}?after={after}&limit={}",
+                            Style::NextUrl.path(),
+                            plan.limit
+                        )
+                    },
+                    String::from,
                 ))
             });
             object([("data", data), ("next", next)])
@@ -334,6 +342,7 @@ mod tests {
             host: "h",
             header_totals,
             stated_total,
+            next_url: None,
         };
         render_page(plan, Vec::new(), &dress)
     }

@@ -96,6 +96,8 @@ impl Fleet {
         let mut config = ServiceConfig {
             database_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
             namespace: ns.clone(),
+            // The mock sources listen on loopback; a test may narrow this.
+            outbound_allow: vec!["127.0.0.1".into()],
             ..ServiceConfig::default()
         };
         // Isolation is always on: specs write under `<root>/<tenant>/`; the
