@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::fingerprint::FingerprintKey;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -19,6 +21,9 @@ pub struct ServiceConfig {
     /// specs name a directory relative to that (see `output`). Unset, a
     /// spec's `output.dir` is used as written: fine for one team.
     pub output_root: Option<String>,
+    /// The key of credential fingerprints (rate-limit bucket names). The
+    /// same on every worker; unset, the fleet keeps a random one in Postgres.
+    pub fingerprint_key: Option<FingerprintKey>,
 }
 
 impl Default for ServiceConfig {
@@ -29,6 +34,7 @@ impl Default for ServiceConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "pagefleet".into(),
             output_root: None,
+            fingerprint_key: None,
         }
     }
 }
@@ -46,12 +52,15 @@ pub enum ConfigError {
     Namespace(String),
     #[error("config `output_root` {0:?} must be an absolute path")]
     OutputRoot(String),
+    #[error("config `fingerprint_key` must be at least 16 bytes (use 32 random ones)")]
+    FingerprintKey,
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
-    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT` on top.
+    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT`,
+    /// `PAGEFLEET_FINGERPRINT_KEY` on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -82,6 +91,9 @@ impl ServiceConfig {
         if let Some(v) = env("PAGEFLEET_OUTPUT_ROOT") {
             config.output_root = Some(v);
         }
+        if let Some(v) = env("PAGEFLEET_FINGERPRINT_KEY") {
+            config.fingerprint_key = Some(FingerprintKey::from(v));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -101,21 +113,21 @@ impl ServiceConfig {
                 return Err(ConfigError::OutputRoot(root.clone()));
             }
         }
+        if self
+            .fingerprint_key
+            .as_ref()
+            .is_some_and(|k| k.as_bytes().len() < 16)
+        {
+            return Err(ConfigError::FingerprintKey);
+        }
         Ok(())
     }
 }
 
-/// A URL with any password replaced, for logs and errors.
+/// A service URL for logs and errors, redacted like every other URL (see
+/// `redact::url_text`): no userinfo, no secret-looking parameters.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable url>".to_string(),
-    }
+    crate::redact::url_text(raw)
 }
 
 #[cfg(test)]
@@ -126,9 +138,30 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
+            "amqp://host:5672/%2f"
         );
-        assert_eq!(redact_url("not a url"), "<unparseable url>");
+        assert_eq!(
+            redact_url("host=db user=pf password=secret"),
+            "host=db user=pf password=***"
+        );
+    }
+
+    #[test]
+    fn a_fingerprint_key_is_long_enough_and_never_shown() {
+        let mut c = ServiceConfig {
+            fingerprint_key: Some(FingerprintKey::new("short")),
+            ..ServiceConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::FingerprintKey)));
+        c.fingerprint_key = Some(FingerprintKey::new("a-long-enough-fleet-secret"));
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("fleet-secret"));
+        let parsed: ServiceConfig =
+            toml::from_str("fingerprint_key = \"from-the-config-file\"").unwrap();
+        assert_eq!(
+            parsed.fingerprint_key,
+            Some(FingerprintKey::new("from-the-config-file"))
+        );
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment;
-//! [`tenancy`] says what a tenant's spec may reach on a worker.
+//! [`tenancy`] says what a tenant's spec may reach on a worker; [`redact`]
+//! holds every rule that keeps secrets out of what the fleet shows.
 
 pub mod config;
 pub mod csv_check;
 pub mod csv_out;
 pub mod dispatch;
+pub mod fingerprint;
 pub mod flatten;
 pub mod guard;
 pub mod model;
@@ -19,6 +21,7 @@ pub mod pagination;
 pub mod queue;
 pub mod ratelimit;
 pub mod ratelimit_headers;
+pub mod redact;
 pub mod retry;
 pub mod shutdown;
 pub mod source;

@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::dispatch::Dispatcher;
+use pagefleet_shared::fingerprint::FingerprintKey;
 use pagefleet_shared::guard::SourceGuard;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
@@ -38,6 +39,9 @@ pub struct WorkerContext {
     pub draining: CancellationToken,
     /// See `ServiceConfig::output_root`.
     pub output_root: Option<std::path::PathBuf>,
+    /// The fleet's key of credential fingerprints (see `fingerprint`); set
+    /// at start from the configuration or Postgres.
+    pub fingerprint_key: FingerprintKey,
 }
 
 impl WorkerContext {
@@ -63,6 +67,9 @@ impl WorkerContext {
             hand_back: CancellationToken::new(),
             draining: CancellationToken::new(),
             output_root: None,
+            // Replaced at start; a fresh random key until then keeps no
+            // two contexts sharing one by accident.
+            fingerprint_key: FingerprintKey::generate(),
         }
     }
 

@@ -119,6 +119,13 @@ async fn connect(
         options,
     );
     ctx.output_root = config.output_root.as_ref().map(std::path::PathBuf::from);
+    // Every worker must fingerprint a credential alike (it names the
+    // credential's rate-limit bucket): the configured key, else the one
+    // the fleet keeps in Postgres.
+    ctx.fingerprint_key = match &config.fingerprint_key {
+        Some(key) => key.clone(),
+        None => ctx.store.fingerprint_key().await?,
+    };
     Ok((Arc::new(ctx), broker))
 }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../../migrations/0004_task_messages.sql")),
     (5, include_str!("../../migrations/0005_ledger.sql")),
     (6, include_str!("../../migrations/0006_lost_claims.sql")),
+    (7, include_str!("../../migrations/0007_fleet_keys.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.
