@@ -60,6 +60,11 @@ pub struct MockConfig {
     ///
     /// [`MockServer::truth`]: super::MockServer::truth
     pub drift: Option<Drift>,
+    /// A leaky source (see `leak`): every data answer echoes the request's
+    /// `Authorization` value in headers and object bodies, and next-URL
+    /// links leave the origin with a signed query value. For proving that
+    /// nothing the fleet stores or shows carries either.
+    pub leaky: bool,
 }
 
 impl MockConfig {
@@ -80,6 +85,7 @@ impl MockConfig {
             cursor_cycle: false,
             not_found_past_the_end: false,
             drift: None,
+            leaky: false,
         }
     }
 }
