@@ -4,16 +4,19 @@
 //! API and in the `dead_letters` table) nor the export's status carries the
 //! credential or the signed value; a second export, with a secret-looking
 //! partition parameter, completes, and its manifest and status carry neither
-//! that value nor the server's paths.
+//! that value nor the server's paths. And the fleet's fingerprint key,
+//! when none is configured, is one random key every process reads alike.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{isolated_fleet, spec_toml, unique, wait_settled};
+use common::{create_db, drop_db, isolated_fleet, spec_toml, unique, wait_settled};
 use pagefleet_scheduler::client::ApiClient;
+use pagefleet_shared::fingerprint::GENERATED_KEY_BYTES;
 use pagefleet_shared::model::{DeadLetterClass, ExportState};
 use pagefleet_shared::spec::ExportSpec;
+use pagefleet_shared::store::Store;
 use pagefleet_tests::mock::{MockConfig, MockServer, Style, LEAKED_SIGNATURE};
 
 const PARTITION_SECRET: &str = "PARTITION-SIGNED-VALUE";
@@ -145,4 +148,28 @@ async fn a_leaky_source_leaves_no_secret_in_dead_letters_manifests_or_answers() 
 
     fleet.stop().await;
     mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_reads_the_same_generated_fingerprint_key() {
+    let (db, url) = create_db("pfkey").await;
+    let first = Store::connect(&url, 2).unwrap();
+    first.migrate().await.unwrap();
+    let second = Store::connect(&url, 2).unwrap();
+    // Two processes asking at once: one inserts, both read the winner.
+    let (a, b) = tokio::join!(first.fingerprint_key(), second.fingerprint_key());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a.as_bytes().len(), GENERATED_KEY_BYTES);
+    assert_eq!(
+        second.fingerprint_key().await.unwrap(),
+        a,
+        "kept, not made again"
+    );
+    assert_eq!(
+        a.fingerprint("an api key"),
+        b.fingerprint("an api key"),
+        "the same bucket name on every worker"
+    );
+    drop_db(&db).await;
 }
