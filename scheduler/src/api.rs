@@ -22,8 +22,9 @@ use uuid::Uuid;
 use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::outbound::OutboundPolicy;
 use pagefleet_shared::queue::Broker;
+use pagefleet_shared::redact;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
-use pagefleet_shared::store::{ReplayTarget, Store, SubmitError};
+use pagefleet_shared::store::{ExportStatus, ReplayTarget, Store, SubmitError};
 use pagefleet_shared::tenancy::{self, TenantId};
 
 use crate::admin;
@@ -225,7 +226,9 @@ async fn status(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     match state.store.export_status(id).await? {
-        Some(s) if s.tenant_id == tenant.as_str() => Ok(Json(s).into_response()),
+        Some(s) if s.tenant_id == tenant.as_str() => {
+            Ok(Json(as_tenant_sees(&state, s)).into_response())
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no export {id}"),
@@ -245,7 +248,22 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let exports = state.store.list_exports(tenant.as_str(), limit).await?;
+    let exports: Vec<ExportStatus> = (exports.into_iter())
+        .map(|s| as_tenant_sees(&state, s))
+        .collect();
     Ok(Json(exports).into_response())
+}
+
+/// A tenant sees its files by their paths in its own directory, never the
+/// server's (see `redact::tenant_path`).
+fn as_tenant_sees(state: &ApiState, mut status: ExportStatus) -> ExportStatus {
+    let root = state.output_root.as_path();
+    let roots = tenancy::tenant_roots(root, &status.tenant_id);
+    for path in [&mut status.output_path, &mut status.manifest_path] {
+        *path = (path.take()).and_then(|p| redact::tenant_path(&roots, std::path::Path::new(&p)));
+    }
+    status.error = (status.error.take()).map(|e| redact::tenant_text(&e, &roots, root));
+    status
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::fingerprint::FingerprintKey;
 use crate::outbound::{OutboundPolicy, RuleError};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +32,9 @@ pub struct ServiceConfig {
     /// the outbound policy refuses them by default (loopback, private,
     /// link-local…); the syntax is in [`crate::outbound`].
     pub outbound_allow: Vec<String>,
+    /// The key of credential fingerprints (rate-limit bucket names). The
+    /// same on every worker; unset, the fleet keeps a random one in Postgres.
+    pub fingerprint_key: Option<FingerprintKey>,
 }
 
 impl Default for ServiceConfig {
@@ -43,6 +47,7 @@ impl Default for ServiceConfig {
             output_root: "out".into(),
             secrets_dir: None,
             outbound_allow: Vec::new(),
+            fingerprint_key: None,
         }
     }
 }
@@ -65,13 +70,16 @@ pub enum ConfigError {
     /// The rule's text names the setting already.
     #[error(transparent)]
     OutboundAllow(#[from] RuleError),
+    #[error("config `fingerprint_key` must be at least 16 bytes (use 32 random ones)")]
+    FingerprintKey,
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
-    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT`, `PAGEFLEET_SECRETS_DIR`
-    /// and `PAGEFLEET_OUTBOUND_ALLOW` (rules separated by commas) on top.
+    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT`, `PAGEFLEET_SECRETS_DIR`,
+    /// `PAGEFLEET_FINGERPRINT_KEY` and `PAGEFLEET_OUTBOUND_ALLOW` (rules
+    /// separated by commas) on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -108,6 +116,9 @@ impl ServiceConfig {
         if let Some(v) = env("PAGEFLEET_OUTBOUND_ALLOW") {
             config.outbound_allow = split_rules(&v);
         }
+        if let Some(v) = env("PAGEFLEET_FINGERPRINT_KEY") {
+            config.fingerprint_key = Some(FingerprintKey::from(v));
+        }
         config.output_root = absolute(&config.output_root)?;
         config.validate()?;
         Ok(config)
@@ -129,6 +140,13 @@ impl ServiceConfig {
             }
         }
         self.outbound_policy()?;
+        if self
+            .fingerprint_key
+            .as_ref()
+            .is_some_and(|k| k.as_bytes().len() < 16)
+        {
+            return Err(ConfigError::FingerprintKey);
+        }
         Ok(())
     }
 
@@ -160,17 +178,10 @@ fn split_rules(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A URL with any password replaced, for logs and errors.
+/// A service URL for logs and errors, redacted like every other URL (see
+/// `redact::url_text`): no userinfo, no secret-looking parameters.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable url>".to_string(),
-    }
+    crate::redact::url_text(raw)
 }
 
 #[cfg(test)]
@@ -181,9 +192,30 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
+            "amqp://host:5672/%2f"
         );
-        assert_eq!(redact_url("not a url"), "<unparseable url>");
+        assert_eq!(
+            redact_url("host=db user=pf password=secret"),
+            "host=db user=pf password=***"
+        );
+    }
+
+    #[test]
+    fn a_fingerprint_key_is_long_enough_and_never_shown() {
+        let mut c = ServiceConfig {
+            fingerprint_key: Some(FingerprintKey::new("short")),
+            ..ServiceConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::FingerprintKey)));
+        c.fingerprint_key = Some(FingerprintKey::new("a-long-enough-fleet-secret"));
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("fleet-secret"));
+        let parsed: ServiceConfig =
+            toml::from_str("fingerprint_key = \"from-the-config-file\"").unwrap();
+        assert_eq!(
+            parsed.fingerprint_key,
+            Some(FingerprintKey::new("from-the-config-file"))
+        );
     }
 
     #[test]

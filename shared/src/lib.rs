@@ -8,13 +8,15 @@
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment;
 //! [`tenancy`] says what a tenant's spec may reach on a worker;
-//! [`outbound`] says which addresses a worker may connect to.
+//! [`outbound`] says which addresses a worker may connect to; [`redact`]
+//! holds every rule that keeps secrets out of what the fleet shows.
 
 pub mod api_token;
 pub mod config;
 pub mod csv_check;
 pub mod csv_out;
 pub mod dispatch;
+pub mod fingerprint;
 pub mod flatten;
 pub mod guard;
 pub mod model;
@@ -23,6 +25,7 @@ pub mod pagination;
 pub mod queue;
 pub mod ratelimit;
 pub mod ratelimit_headers;
+pub mod redact;
 pub mod retry;
 pub mod shutdown;
 pub mod source;

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
-use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::fingerprint::FingerprintKey;
 use crate::outbound::{OutboundPolicy, Refusal};
 use crate::pagination::Target;
-use crate::spec::{hex, AuthSpec, ExportSpec};
+use crate::redact;
+use crate::spec::{AuthSpec, ExportSpec};
 use crate::tenancy::SecretSource;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,9 @@ pub struct Credential {
     header: HeaderName,
     value: HeaderValue,
     fingerprint: String,
+    /// The secret (and the header value it makes), to remove from whatever
+    /// the source sends back before it is shown.
+    known: redact::Known,
 }
 
 impl std::fmt::Debug for Credential {
@@ -77,11 +81,18 @@ impl std::fmt::Debug for Credential {
 
 impl Credential {
     /// Reads the secret from where isolation allowed (see
-    /// `tenancy::secret_source`). A file is read with blocking I/O: call
+    /// `tenancy::secret_source`); its fingerprint is keyed with the fleet's
+    /// `key`. A file is read with blocking I/O: call
     /// [`Credential::resolve_off_runtime`] from async code.
-    pub fn resolve(auth: &AuthSpec, from: &SecretSource) -> Result<Credential, SourceError> {
+    pub fn resolve(
+        auth: &AuthSpec,
+        from: &SecretSource,
+        key: &FingerprintKey,
+    ) -> Result<Credential, SourceError> {
         let secret = read_secret(&auth.secret().describe(), from)?;
-        let fingerprint = hex(&Sha256::digest(secret.as_bytes()))[..16].to_string();
+        let fingerprint = key.fingerprint(&secret);
+        let mut known = redact::Known::none();
+        known.add(&secret);
         let bad = |reason: &str| SourceError::Secret {
             reference: auth.secret().describe(),
             reason: reason.to_string(),
@@ -96,10 +107,14 @@ impl Credential {
         let mut value = HeaderValue::from_str(&raw)
             .map_err(|_| bad("contains characters not allowed in a header"))?;
         value.set_sensitive(true);
+        if let Ok(sent) = value.to_str() {
+            known.add(sent);
+        }
         Ok(Credential {
             header,
             value,
             fingerprint,
+            known,
         })
     }
 
@@ -108,9 +123,10 @@ impl Credential {
     pub async fn resolve_off_runtime(
         auth: AuthSpec,
         from: SecretSource,
+        key: FingerprintKey,
     ) -> Result<Credential, SourceError> {
         let reference = auth.secret().describe();
-        tokio::task::spawn_blocking(move || Credential::resolve(&auth, &from))
+        tokio::task::spawn_blocking(move || Credential::resolve(&auth, &from, &key))
             .await
             .map_err(|e| SourceError::Secret {
                 reference,
@@ -118,7 +134,13 @@ impl Credential {
             })?
     }
 
-    /// A short hash that tells credentials apart without revealing them.
+    /// The secret values to remove from anything shown (see [`redact`]).
+    pub fn known(&self) -> &redact::Known {
+        &self.known
+    }
+
+    /// A short keyed hash that tells credentials apart without revealing
+    /// them, and without letting anyone who lacks the key test a guess.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -195,7 +217,7 @@ pub fn page_url(
     target: &Target,
 ) -> Result<Url, SourceError> {
     let bad = |reason: String| SourceError::Url {
-        base: spec.source.base_url.clone(),
+        base: redact::url_text(&spec.source.base_url),
         reason,
     };
     match target {
@@ -221,70 +243,22 @@ pub fn page_url(
     }
 }
 
-/// A URL for logs and errors: query values whose names look secret are hidden.
+/// A URL for logs and errors (see [`redact::url`]).
 pub fn display_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    shown.set_fragment(None);
-    let _ = shown.set_password(None);
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .map(|(k, v)| {
-            let shown = if is_secret_param(&k) {
-                "***".to_string()
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), shown)
-        })
-        .collect();
-    if pairs.is_empty() {
-        shown.set_query(None);
-    } else {
-        shown.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    shown.to_string()
+    redact::url(url)
 }
 
-/// Whether a query parameter's name says its value is a credential.
+/// Whether a query parameter's name says its value is a credential (see
+/// [`redact::is_secret_name`]).
 pub fn is_secret_param(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    [
-        "key",
-        "token",
-        "secret",
-        "password",
-        "signature",
-        "auth",
-        "sig",
-    ]
-    .iter()
-    .any(|s| lower.contains(s))
+    redact::is_secret_name(name)
 }
 
-/// Response headers as JSON with credentials and cookies removed.
+/// Response headers as JSON with credentials and cookies removed, by name
+/// and by the value of the credential the request sent.
 pub fn redacted_headers(headers: &HeaderMap, credential: Option<&Credential>) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        let n = name.as_str();
-        let hidden = matches!(
-            n,
-            "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-        ) || credential.is_some_and(|c| c.header_name() == name)
-            || n.contains("token")
-            || n.contains("api-key");
-        let shown = if hidden {
-            "***".to_string()
-        } else {
-            value
-                .to_str()
-                .unwrap_or("<binary>")
-                .chars()
-                .take(256)
-                .collect()
-        };
-        map.insert(n.to_string(), serde_json::Value::String(shown));
-    }
-    serde_json::Value::Object(map)
+    let none = redact::Known::none();
+    redact::headers(headers, credential.map_or(&none, Credential::known))
 }
 
 /// A response read in full (within the cap).
@@ -605,9 +579,13 @@ dir = "out"
             },
         };
         let from = SecretSource::Env("PAGEFLEET_TEST_SECRET_X".into());
-        let c = Credential::resolve(&auth, &from).unwrap();
+        let key = FingerprintKey::new("fleet-key-1");
+        let c = Credential::resolve(&auth, &from, &key).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert_eq!(c.fingerprint().len(), 16);
+        // Keyed: another fleet key, another fingerprint of the same secret.
+        let other = Credential::resolve(&auth, &from, &FingerprintKey::new("fleet-key-2")).unwrap();
+        assert_ne!(c.fingerprint(), other.fingerprint());
         let key = source_key(&spec(), "acme", Some(&c));
         assert!(key.starts_with("http://127.0.0.1:9#"), "{key}");
         assert!(!key.contains("s3cr3t"));
@@ -631,7 +609,7 @@ dir = "out"
             },
         };
         let from = SecretSource::Env("PAGEFLEET_TEST_SECRET_MISSING".into());
-        let err = Credential::resolve(&missing, &from)
+        let err = Credential::resolve(&missing, &from, &FingerprintKey::new("k"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("env:PAGEFLEET_TEST_SECRET_MISSING"), "{err}");
@@ -747,8 +725,30 @@ dir = "out"
         let mut h = HeaderMap::new();
         h.insert("set-cookie", HeaderValue::from_static("sid=1"));
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("3"));
+        h.insert("x-apikey", HeaderValue::from_static("k"));
+        h.insert("x-echo", HeaderValue::from_static("Bearer echo-s3cr3t"));
         let v = redacted_headers(&h, None);
         assert_eq!(v["set-cookie"], "***");
+        assert_eq!(v["x-apikey"], "***");
         assert_eq!(v["x-ratelimit-remaining"], "3");
+        // The credential the request sent is removed by value, whatever
+        // the header is called.
+        std::env::set_var("PAGEFLEET_TEST_SECRET_ECHO", "echo-s3cr3t");
+        let auth = AuthSpec::Bearer {
+            secret: SecretRef {
+                env: Some("PAGEFLEET_TEST_SECRET_ECHO".into()),
+                file: None,
+            },
+        };
+        let from = SecretSource::Env("PAGEFLEET_TEST_SECRET_ECHO".into());
+        let c = Credential::resolve(&auth, &from, &FingerprintKey::new("k")).unwrap();
+        let v = redacted_headers(&h, Some(&c));
+        assert_eq!(v["x-echo"], "***");
+    }
+
+    #[test]
+    fn urls_are_shown_without_userinfo() {
+        let url = Url::parse("https://user:pw@h/p?sig=1").unwrap();
+        assert_eq!(display_url(&url), "https://h/p?sig=***");
     }
 }

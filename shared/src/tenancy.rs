@@ -152,6 +152,14 @@ pub fn valid_tenant(tenant: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// The tenant's directory under `output_root`, as configured and as
+/// resolved (when it exists): a path may name it either way.
+pub fn tenant_roots(output_root: &Path, tenant: &str) -> Vec<PathBuf> {
+    let raw = output_root.join(tenant);
+    let canonical = std::fs::canonicalize(&raw).ok().filter(|c| *c != raw);
+    std::iter::once(raw).chain(canonical).collect()
+}
+
 /// The directory an export of `tenant` with `output.dir` = `dir` writes to.
 /// Pure: `create_output_dir` creates it without following symlinks.
 pub fn resolve_dir(root: &Path, tenant: &str, dir: &str) -> Result<PathBuf, IsolationError> {

@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::dispatch::Dispatcher;
+use pagefleet_shared::fingerprint::FingerprintKey;
 use pagefleet_shared::guard::SourceGuard;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
@@ -40,6 +41,9 @@ pub struct WorkerContext {
     pub output_root: std::path::PathBuf,
     /// See `ServiceConfig::secrets_dir`.
     pub secrets_dir: Option<std::path::PathBuf>,
+    /// The fleet's key of credential fingerprints (see `fingerprint`); set
+    /// at start from the configuration or Postgres.
+    pub fingerprint_key: FingerprintKey,
 }
 
 impl WorkerContext {
@@ -66,6 +70,9 @@ impl WorkerContext {
             draining: CancellationToken::new(),
             output_root: std::path::PathBuf::from("out"),
             secrets_dir: None,
+            // Replaced at start; a fresh random key until then keeps no
+            // two contexts sharing one by accident.
+            fingerprint_key: FingerprintKey::generate(),
         }
     }
 

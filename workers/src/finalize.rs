@@ -11,7 +11,6 @@
 //! the export's counters ([`manifest`]), the count check, and the names of
 //! the temporary files.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -23,7 +22,7 @@ use pagefleet_shared::csv_check::CsvCheck;
 use pagefleet_shared::csv_out::{CsvSink, CsvSummary};
 use pagefleet_shared::flatten::Row;
 use pagefleet_shared::model::ExportState;
-use pagefleet_shared::source;
+use pagefleet_shared::redact;
 use pagefleet_shared::spec::OnMismatch;
 use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
 use pagefleet_shared::telemetry::metrics;
@@ -376,7 +375,7 @@ impl OutputDir {
         let mut out = OutputDir {
             export_id,
             dir: PathBuf::new(),
-            tenant_roots: tenant_roots(root, &work.tenant_id),
+            tenant_roots: tenancy::tenant_roots(root, &work.tenant_id),
         };
         let dir = tenancy::create_output_dir(root, &work.tenant_id, &spec.output.dir).map_err(
             |e| match e {
@@ -451,14 +450,6 @@ impl OutputDir {
         .map_err(|e| self.io_err(target, std::io::Error::other(e)))?
         .map_err(|e| self.io_err(target, e))
     }
-}
-
-/// The tenant's directory as configured and as resolved (when it exists):
-/// a path may reach an error message by either.
-fn tenant_roots(output_root: &Path, tenant_id: &str) -> Vec<PathBuf> {
-    let raw = output_root.join(tenant_id);
-    let canonical = fs::canonicalize(&raw).ok();
-    std::iter::once(raw).chain(canonical).collect()
 }
 
 fn sync_and_rename(file: File, temp: &Path, target: &Path, dir: &Path) -> std::io::Result<()> {
@@ -566,27 +557,20 @@ fn manifest(
     finished_at: time::OffsetDateTime,
 ) -> Manifest {
     let spec = &work.spec;
-    let query: BTreeMap<&String, &str> = (spec.source.query.iter())
-        .map(|(k, v)| {
-            let shown = if source::is_secret_param(k) {
-                "***"
-            } else {
-                v.as_str()
-            };
-            (k, shown)
-        })
+    let query = redact::params(&spec.source.query);
+    let partitions: Vec<_> = (spec.partitions.iter())
+        .map(|p| redact::params(&p.params))
         .collect();
-    let partitions: Vec<_> = spec.partitions.iter().map(|p| &p.params).collect();
     Manifest {
         export_id: work.export_id,
         name: spec.name.clone(),
         file: file_name.to_string(),
         spec_hash: work.spec_hash.clone(),
-        source: format!(
+        source: redact::url_text(&format!(
             "{}{}",
             spec.source.base_url.trim_end_matches('/'),
             spec.source.path
-        ),
+        )),
         filters: serde_json::json!({ "query": query, "partitions": partitions }),
         columns,
         rows: written.rows,
@@ -753,7 +737,7 @@ size_param = "per_page"
 params = { region = "eu" }
 
 [[partitions]]
-params = { region = "us" }
+params = { region = "us", signature = "partition-s3cr3t" }
 "#;
 
     fn work() -> FinalizeWork {
@@ -853,7 +837,7 @@ params = { region = "us" }
     }
 
     #[test]
-    fn the_manifest_hides_secret_query_parameters() {
+    fn the_manifest_hides_secret_query_and_partition_parameters() {
         let finished = time::OffsetDateTime::from_unix_timestamp(1_700_000_090).unwrap();
         let m = manifest(
             &work(),
@@ -868,8 +852,13 @@ params = { region = "us" }
             m.filters,
             serde_json::json!({
                 "query": { "api_key": "***", "status": "open" },
-                "partitions": [{ "region": "eu" }, { "region": "us" }],
+                "partitions": [{ "region": "eu" }, { "region": "us", "signature": "***" }],
             })
+        );
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("partition-s3cr3t"),
+            "{text}"
         );
         let text = serde_json::to_string(&m).unwrap();
         assert!(!text.contains("hunter2"), "{text}");

@@ -19,6 +19,7 @@ use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
 use pagefleet_shared::pagination::{self, Counts, Page, PaginationError, Role, Statement};
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
+use pagefleet_shared::redact;
 use pagefleet_shared::retry::{Outcome, RetryBudget};
 use pagefleet_shared::source::{self, Credential, Fetched, SourceError};
 use pagefleet_shared::spec::ExportSpec;
@@ -115,7 +116,8 @@ async fn claim_and_run(
     if let Some(reason) = decide::lost_too_often(&work) {
         // Fetching it again would most likely take this worker down too.
         let class = DeadLetterClass::WorkerLost;
-        return dead_letter(ctx, &work, &mut Tally::default(), class, reason, None).await;
+        let shown = Shown::nothing();
+        return dead_letter(ctx, &work, &mut Tally::default(), class, reason, shown).await;
     }
     let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
         partition = work.partition_no, page = work.page_no);
@@ -231,6 +233,34 @@ struct Request {
     timeout: Duration,
 }
 
+impl Request {
+    /// What a dead letter of this request shows: `response`, with this
+    /// request's credential removed from it by value.
+    fn shown<'a>(&'a self, response: Option<&'a Fetched>) -> Shown<'a> {
+        Shown {
+            response,
+            known: self.credential.as_ref().map(Credential::known),
+        }
+    }
+}
+
+/// The answer a dead letter shows, and the secrets to remove from it (and
+/// from the reason) first.
+struct Shown<'a> {
+    response: Option<&'a Fetched>,
+    known: Option<&'a redact::Known>,
+}
+
+impl Shown<'_> {
+    /// No answer and no credential: the task never sent anything.
+    fn nothing() -> Shown<'static> {
+        Shown {
+            response: None,
+            known: None,
+        }
+    }
+}
+
 /// What one attempt came to.
 enum Attempted {
     /// A 2xx with a JSON body.
@@ -256,7 +286,7 @@ async fn run_task(
     let request = match prepare_request(ctx, work).await {
         Ok(request) => request,
         Err((class, reason)) => {
-            return dead_letter(ctx, work, &mut tally, class, reason, None).await;
+            return dead_letter(ctx, work, &mut tally, class, reason, Shown::nothing()).await;
         }
     };
     let retry = &work.spec.retry;
@@ -276,7 +306,8 @@ async fn run_task(
             // Nothing was fetched, so there is no answer to show either.
             Attempted::Refused { reason } => {
                 let class = DeadLetterClass::Refused;
-                return dead_letter(ctx, work, &mut tally, class, reason, None).await;
+                let shown = request.shown(None);
+                return dead_letter(ctx, work, &mut tally, class, reason, shown).await;
             }
             Attempted::Failed { outcome, response } => {
                 if decide::past_the_end(work.role, response.as_ref().map(|r| r.status)) {
@@ -294,7 +325,8 @@ async fn run_task(
         }
         match after.next {
             Next::DeadLetter { class, reason } => {
-                return dead_letter(ctx, work, &mut tally, class, reason, last.as_ref()).await;
+                let shown = request.shown(last.as_ref());
+                return dead_letter(ctx, work, &mut tally, class, reason, shown).await;
             }
             // The limiter makes every worker wait out the pause set above.
             Next::RetryWhenUnpaused => tally.count_retry(),
@@ -323,7 +355,8 @@ async fn prepare_request(
             let from =
                 tenancy::secret_source(ctx.secrets_dir.as_deref(), &work.tenant_id, auth.secret())
                     .map_err(|e| permanent(&e))?;
-            let credential = Credential::resolve_off_runtime(auth.clone(), from)
+            let key = ctx.fingerprint_key.clone();
+            let credential = Credential::resolve_off_runtime(auth.clone(), from, key)
                 .await
                 .map_err(|e| permanent(&e))?;
             Some(credential)
@@ -623,13 +656,22 @@ async fn land(
         Staged::Landed(landed) => landed,
         Staged::Unusable(reason) => {
             let class = DeadLetterClass::BadPage;
-            return dead_letter(ctx, work, tally, class, reason, Some(response)).await;
+            let shown = request.shown(Some(response));
+            return dead_letter(ctx, work, tally, class, reason, shown).await;
         }
     };
     match landed {
         Landed::Refused { reason } => {
             let class = DeadLetterClass::BadPage;
-            dead_letter(ctx, work, tally, class, reason, Some(response)).await
+            dead_letter(
+                ctx,
+                work,
+                tally,
+                class,
+                reason,
+                request.shown(Some(response)),
+            )
+            .await
         }
         landed => Ok(landed_result(ctx, work, landed).await),
     }
@@ -725,26 +767,32 @@ async fn stage(
     }
 }
 
-/// Records the task as dead with what it saw last (`response`: the latest
-/// answer, when there was one).
+/// Records the task as dead with what it saw last (`shown.response`: the
+/// latest answer, when there was one). The reason, the body excerpt and
+/// the headers are redacted first (see `redact`): a source may echo our
+/// credential, and a reason may quote a URL the source gave.
 async fn dead_letter(
     ctx: &WorkerContext,
     work: &PageWork,
     tally: &mut Tally,
     class: DeadLetterClass,
     reason: String,
-    response: Option<&Fetched>,
+    shown: Shown<'_>,
 ) -> Result<PageResult, PageError> {
+    let none = redact::Known::none();
+    let known = shown.known.unwrap_or(&none);
+    let reason = redact::text(&reason, known).replace('\0', "\u{fffd}");
     tracing::warn!(export = %work.export_id, task = %work.task_id, page = work.page_no,
         partition = work.partition_no, %class, %reason, "page dead-lettered");
+    let response = shown.response;
     let input = DeadLetterInput {
         task_id: work.task_id,
         class,
-        reason: reason.replace('\0', "\u{fffd}"),
+        reason,
         last_status: response.map(|r| r.status),
-        body_excerpt: response.map(|r| excerpt(&r.body)),
+        body_excerpt: response.map(|r| redact::excerpt(&r.body, BODY_EXCERPT_BYTES, known)),
         headers: response
-            .map(|r| source::redacted_headers(&r.headers, None))
+            .map(|r| redact::headers(&r.headers, known))
             .unwrap_or_else(|| Value::Object(Default::default())),
         attempts: std::mem::take(&mut tally.attempts),
         counts: tally.counts,
@@ -759,12 +807,6 @@ async fn dead_letter(
         ctx.publish_outbox(&[id]).await;
     }
     Ok(PageResult::DeadLettered)
-}
-
-/// The start of a body as text Postgres accepts (no NUL).
-fn excerpt(body: &[u8]) -> String {
-    let cut = body.len().min(BODY_EXCERPT_BYTES);
-    String::from_utf8_lossy(&body[..cut]).replace('\0', "\u{fffd}")
 }
 
 #[cfg(test)]
@@ -795,23 +837,5 @@ mod tests {
             time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339);
         assert!(parsed.is_ok_and(|t| t.offset().is_utc()), "{at:?}");
         assert_eq!(tally.attempts[0].status, Some(200));
-    }
-
-    #[test]
-    fn the_excerpt_is_cut_and_has_no_nul() {
-        let body: Vec<u8> = b"a\0b"
-            .iter()
-            .copied()
-            .chain(std::iter::repeat_n(b'x', 5000))
-            .collect();
-        let text = excerpt(&body);
-        assert!(text.starts_with("a\u{fffd}b"));
-        assert!(!text.contains('\0'));
-        // 2048 bytes, the NUL became a 3-byte replacement character.
-        assert_eq!(text.len(), BODY_EXCERPT_BYTES + 2);
-        // A cut through a multi-byte character is not an error.
-        let mut wide = vec![b'y'; BODY_EXCERPT_BYTES - 1];
-        wide.extend("é".as_bytes());
-        assert!(excerpt(&wide).ends_with('\u{fffd}'));
     }
 }

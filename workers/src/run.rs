@@ -123,6 +123,13 @@ async fn connect(
     );
     ctx.output_root = config.output_root_path();
     ctx.secrets_dir = config.secrets_dir.as_ref().map(std::path::PathBuf::from);
+    // Every worker must fingerprint a credential alike (it names the
+    // credential's rate-limit bucket): the configured key, else the one
+    // the fleet keeps in Postgres.
+    ctx.fingerprint_key = match &config.fingerprint_key {
+        Some(key) => key.clone(),
+        None => ctx.store.fingerprint_key().await?,
+    };
     Ok((Arc::new(ctx), broker))
 }
 

@@ -2,9 +2,12 @@
 //! what to request for a URL position, and following a next link.
 //!
 //! A followed URL must stay on the source's origin: following it elsewhere
-//! would send our credentials to a host the spec never named.
+//! would send our credentials to a host the spec never named. A refused URL
+//! is named redacted (`redact::url_text`): the error reaches dead letters,
+//! and a source's links may be signed.
 
 use super::{Next, Page, PaginationError, Position, Target};
+use crate::redact;
 
 /// The first page is the spec's own request with the size parameter; every
 /// later page is exactly the URL the source gave.
@@ -17,13 +20,15 @@ pub(super) fn url_target(size_param: &str, page_size: u32, url: &Option<String>)
 
 /// Resolves a next link against the request URL and keeps it on the origin.
 pub(super) fn follow(page: &Page<'_>, link: &str) -> Result<Next, PaginationError> {
-    let bad = |reason: &str| PaginationError::BadNextUrl {
-        url: link.to_string(),
+    let bad = |url: String, reason: &str| PaginationError::BadNextUrl {
+        url,
         reason: reason.to_string(),
     };
-    let resolved = page.url.join(link).map_err(|e| bad(&e.to_string()))?;
+    let resolved =
+        (page.url.join(link)).map_err(|e| bad(redact::url_text(link), &e.to_string()))?;
     if resolved.origin() != page.origin.origin() {
-        return Err(bad("it leaves the source's origin"));
+        let reason = "it leaves the source's origin";
+        return Err(bad(redact::url(&resolved), reason));
     }
     if resolved == *page.url {
         return Err(PaginationError::CursorLoop);
@@ -79,6 +84,30 @@ mod tests {
             Ok(Next::Chain(Position::Url {
                 url: Some("http://api.test:8080/v1/items?after=4".into())
             }))
+        );
+    }
+
+    #[test]
+    fn a_refused_link_is_named_without_its_secrets() {
+        for link in [
+            "http://evil.test/x?after=2&signature=SIGNED-VALUE",
+            "http://user:SIGNED-VALUE@evil.test/x",
+            "http://[::1?sig=SIGNED-VALUE",
+        ] {
+            let err = follow_from("http://api.test:8080/v1/items", link).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, PaginationError::BadNextUrl { .. }), "{text}");
+            assert!(!text.contains("SIGNED-VALUE"), "{text}");
+        }
+        let err = follow_from(
+            "http://api.test:8080/v1/items",
+            "http://evil.test/x?after=2&signature=S",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("http://evil.test/x?after=2&signature=***"),
+            "{err}"
         );
     }
 

@@ -64,6 +64,19 @@ pub enum Position {
     },
 }
 
+impl Position {
+    /// The position as errors and logs show it: a source's URL redacted
+    /// (see `redact`), anything else as it is.
+    pub fn shown(&self) -> String {
+        match self {
+            Position::Url { url: Some(url) } => {
+                format!("Url {{ url: {:?} }}", crate::redact::url_text(url))
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 text_enum!(
     /// Whether a page may lead to more pages. The first page of a partition can
     /// fan out; a fanned-out page is a leaf; chain styles walk one page at a time.
@@ -134,7 +147,7 @@ pub enum PaginationError {
     },
     #[error("next page URL {url:?} is not usable: {reason}")]
     BadNextUrl { url: String, reason: String },
-    #[error("position {position:?} does not belong to the {style} style")]
+    #[error("position {} does not belong to the {style} style", position.shown())]
     WrongPosition {
         position: Position,
         style: &'static str,
@@ -146,7 +159,7 @@ pub enum PaginationError {
     /// The page after `position` has no 64-bit position (a `first_page` or a
     /// stored position near `u64::MAX`); wrapping around would re-fetch the
     /// start of the partition.
-    #[error("the page after {position:?} is out of range: {reason}")]
+    #[error("the page after {} is out of range: {reason}", position.shown())]
     OutOfRange {
         position: Position,
         reason: &'static str,

@@ -387,8 +387,10 @@ impl SourceSpec {
 /// belong in `source.auth`, where they are a reference, not a value).
 fn check_base_url(base_url: &str) -> Result<(), SpecError> {
     let field = "source.base_url";
-    let base = url::Url::parse(base_url)
-        .map_err(|e| invalid(field, format!("is not an absolute URL ({e}): {base_url:?}")))?;
+    let base = url::Url::parse(base_url).map_err(|e| {
+        let shown = crate::redact::url_text(base_url);
+        invalid(field, format!("is not an absolute URL ({e}): {shown:?}"))
+    })?;
     if !matches!(base.scheme(), "http" | "https") {
         return Err(invalid(field, "scheme must be http or https"));
     }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("../../migrations/0005_ledger.sql")),
     (6, include_str!("../../migrations/0006_lost_claims.sql")),
     (7, include_str!("../../migrations/0007_api_tokens.sql")),
+    (8, include_str!("../../migrations/0008_fleet_keys.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

@@ -6,7 +6,8 @@
 //! dead-letter it), [`ledger`] (the counts pages stated, the marks chains
 //! left, and what partitions add up to), [`finalize`] (stream staged rows, mark the CSV published),
 //! [`outbox`] (messages waiting to be published), [`dead_letters`] (list and
-//! replay), [`tokens`] (API tokens, kept as hashes).
+//! replay), [`tokens`] (API tokens, kept as hashes), [`fleet_keys`] (keys
+//! the fleet shares).
 //!
 //! Outbox bodies are `model::TaskMessage` as JSON, built in SQL by the
 //! `pagefleet_*_message` functions of migration 4 and nowhere else.
@@ -14,6 +15,7 @@
 mod dead_letters;
 mod exports;
 mod finalize;
+mod fleet_keys;
 mod landing;
 mod ledger;
 mod migrations;

@@ -64,6 +64,11 @@ pub struct MockConfig {
     /// this URL as `next` instead of the server's own. For proving that an
     /// exporter does not follow a source wherever it points.
     pub next_url: Option<String>,
+    /// A leaky source (see `leak`): every data answer echoes the request's
+    /// `Authorization` value in headers and object bodies, and next-URL
+    /// links leave the origin with a signed query value. For proving that
+    /// nothing the fleet stores or shows carries either.
+    pub leaky: bool,
 }
 
 impl MockConfig {
@@ -85,6 +90,7 @@ impl MockConfig {
             not_found_past_the_end: false,
             drift: None,
             next_url: None,
+            leaky: false,
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! On request it also lies and moves: totals in headers or a stated total that
 //! is wrong, a cursor cycle, and data that drifts (inserts, updates and
-//! deletes) while it is read; see [`MockConfig`].
+//! deletes) while it is read, and leaks (echoes the credential, signs its
+//! links); see [`MockConfig`].
 //!
 //! Control endpoints on the same server, neither authenticated, rate limited
 //! nor counted: `GET /_mock/stats` (a [`MockStats`] as JSON),
@@ -19,6 +20,7 @@ mod dataset;
 mod drift;
 mod faults;
 mod json_server;
+mod leak;
 mod pages;
 mod records;
 mod respond;
@@ -31,6 +33,7 @@ mod tests;
 
 pub use config::{Faults, MockConfig};
 pub use drift::{record_revision, Drift, Truth};
+pub use leak::LEAKED_SIGNATURE;
 pub use pages::JSON_SERVER_PAGE_SIZE;
 pub use records::{all_records, record};
 pub use server::MockServer;

@@ -374,7 +374,10 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         shared.stats().not_found();
         return json_error(StatusCode::NOT_FOUND, "invalid page");
     }
-    let rendered = render(shared, &plan, data, headers);
+    let mut rendered = render(shared, &plan, data, headers);
+    if config.leaky {
+        super::leak::dress(&mut rendered, headers);
+    }
     let bytes = match serde_json::to_vec(&rendered.body) {
         Ok(bytes) => Bytes::from(bytes),
         Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "could not encode page"),
