@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::limits::{self, FleetLimits, LimitsError};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -19,6 +21,9 @@ pub struct ServiceConfig {
     /// specs name a directory relative to that (see `output`). Unset, a
     /// spec's `output.dir` is used as written: fine for one team.
     pub output_root: Option<String>,
+    /// The fleet's ceilings on pages, records and columns (`[limits]`,
+    /// `PAGEFLEET_MAX_*`); see [`FleetLimits`].
+    pub limits: FleetLimits,
 }
 
 impl Default for ServiceConfig {
@@ -29,6 +34,7 @@ impl Default for ServiceConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "pagefleet".into(),
             output_root: None,
+            limits: FleetLimits::default(),
         }
     }
 }
@@ -46,12 +52,15 @@ pub enum ConfigError {
     Namespace(String),
     #[error("config `output_root` {0:?} must be an absolute path")]
     OutputRoot(String),
+    #[error("config: {0}")]
+    Limits(#[from] LimitsError),
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
-    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT` on top.
+    /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT` and the ceilings'
+    /// `PAGEFLEET_MAX_*` (see [`limits::ENV`]) on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -82,6 +91,11 @@ impl ServiceConfig {
         if let Some(v) = env("PAGEFLEET_OUTPUT_ROOT") {
             config.output_root = Some(v);
         }
+        for (name, field) in limits::ENV {
+            if let Some(v) = env(name) {
+                config.limits.set(field, &v)?;
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -101,6 +115,7 @@ impl ServiceConfig {
                 return Err(ConfigError::OutputRoot(root.clone()));
             }
         }
+        self.limits.validate()?;
         Ok(())
     }
 }
@@ -137,6 +152,20 @@ mod tests {
         assert!(c.validate().is_ok());
         c.namespace = "a b".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn limits_come_from_the_limits_table() {
+        let config: ServiceConfig =
+            toml::from_str("[limits]\nmax_records_per_page = 10\n").unwrap();
+        assert_eq!(config.limits.max_records_per_page, 10);
+        assert_eq!(
+            config.limits.max_body_bytes,
+            FleetLimits::default().max_body_bytes
+        );
+        assert!(toml::from_str::<ServiceConfig>("[limits]\nmax_rows = 1\n").is_err());
+        let zero: ServiceConfig = toml::from_str("[limits]\nmax_columns = 0\n").unwrap();
+        assert!(matches!(zero.validate(), Err(ConfigError::Limits(_))));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod csv_out;
 pub mod dispatch;
 pub mod flatten;
 pub mod guard;
+pub mod limits;
 pub mod model;
 pub mod pagination;
 pub mod queue;

@@ -126,6 +126,10 @@ text_enum!(
         /// Every worker that claimed it was lost before an outcome (killed,
         /// out of memory), as many times as the fleet allows.
         WorkerLost => "worker_lost",
+        /// The page is over one of the fleet's ceilings (`[limits]`): its
+        /// body, its records or the columns it brings. Refused before it
+        /// costs the memory, and never retried: it would break it again.
+        OverLimit => "over_limit",
     }
 );
 
@@ -222,6 +226,7 @@ mod tests {
             (DeadLetterClass::RateLimited, "rate_limited"),
             (DeadLetterClass::BadPage, "bad_page"),
             (DeadLetterClass::WorkerLost, "worker_lost"),
+            (DeadLetterClass::OverLimit, "over_limit"),
         ] {
             assert_eq!(class.as_str(), text);
             assert_eq!(text.parse::<DeadLetterClass>().unwrap(), class);

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::guard::SourceGuard;
+use pagefleet_shared::limits::FleetLimits;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
 use pagefleet_shared::source::SourceClient;
@@ -38,6 +39,8 @@ pub struct WorkerContext {
     pub draining: CancellationToken,
     /// See `ServiceConfig::output_root`.
     pub output_root: Option<std::path::PathBuf>,
+    /// See `ServiceConfig::limits`: what a page may cost this worker.
+    pub limits: FleetLimits,
 }
 
 impl WorkerContext {
@@ -63,6 +66,7 @@ impl WorkerContext {
             hand_back: CancellationToken::new(),
             draining: CancellationToken::new(),
             output_root: None,
+            limits: FleetLimits::default(),
         }
     }
 

@@ -15,12 +15,13 @@ use uuid::Uuid;
 
 use pagefleet_shared::flatten::{flatten_record, row_key};
 use pagefleet_shared::guard::Gate;
+use pagefleet_shared::limits::{self, Breach, FleetLimits};
 use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
 use pagefleet_shared::pagination::{self, Counts, Page, PaginationError, Role, Statement};
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
 use pagefleet_shared::retry::{Outcome, RetryBudget};
-use pagefleet_shared::source::{self, Credential, Fetched};
+use pagefleet_shared::source::{self, Credential, Fetched, SourceError};
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{
     Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
@@ -240,6 +241,12 @@ enum Attempted {
         outcome: Outcome,
         response: Option<Fetched>,
     },
+    /// An answer over one of the fleet's ceilings (`measured` says what
+    /// and which): dead-lettered at once, never retried.
+    OverLimit {
+        measured: String,
+        response: Option<Fetched>,
+    },
 }
 
 /// The retry loop: admit, send, judge, then land, park, dead-letter, or
@@ -269,6 +276,13 @@ async fn run_task(
         let outcome = match attempt(ctx, work, &request, &mut tally).await {
             Attempted::Land { response, body } => {
                 return land(ctx, work, &mut tally, &response, &body, &request).await;
+            }
+            Attempted::OverLimit { measured, response } => {
+                let (class, reason) = (
+                    DeadLetterClass::OverLimit,
+                    decide::over_limit(work, &measured),
+                );
+                return dead_letter(ctx, work, &mut tally, class, reason, response.as_ref()).await;
             }
             Attempted::Failed { outcome, response } => {
                 if decide::past_the_end(work.role, response.as_ref().map(|r| r.status)) {
@@ -318,6 +332,7 @@ fn prepare_request(
         .map(Credential::resolve)
         .transpose()
         .map_err(|e| permanent(&e))?;
+    check_listed_columns(&ctx.limits, work)?;
     let (url, origin) = page_url(work)?;
     let bucket = Bucket {
         key: source::source_key(spec, &work.tenant_id, credential.as_ref()),
@@ -331,6 +346,28 @@ fn prepare_request(
         bucket,
         timeout: Duration::from_millis(spec.source.timeout_ms),
     })
+}
+
+/// A spec's own column list within the fleet's ceilings: refused before
+/// anything is fetched.
+fn check_listed_columns(
+    limits: &FleetLimits,
+    work: &PageWork,
+) -> Result<(), (DeadLetterClass, String)> {
+    let Some(columns) = &work.spec.columns else {
+        return Ok(());
+    };
+    let over = |breach: Breach| {
+        (
+            DeadLetterClass::OverLimit,
+            decide::over_limit(work, &breach),
+        )
+    };
+    limits.check_columns(columns.len() as u64).map_err(over)?;
+    for column in columns {
+        limits.check_column_name(column).map_err(over)?;
+    }
+    Ok(())
 }
 
 /// Waits until the breaker, the retry budget and the token bucket let the
@@ -383,7 +420,7 @@ async fn attempt(
 ) -> Attempted {
     tally.counts.requests += 1;
     let credential = request.credential.as_ref();
-    let max_body = work.spec.source.max_body_bytes;
+    let (max_body, cap_setting) = ctx.limits.body_cap(work.spec.source.max_body_bytes);
     let fetched = (ctx.source)
         .fetch(&request.url, credential, request.timeout, max_body)
         .await;
@@ -399,6 +436,18 @@ async fn attempt(
         }
     }
     match fetched {
+        Err(SourceError::TooLarge { declared, .. }) => {
+            metrics().requests.with_label_values(&["too_large"]).inc();
+            tally.record(
+                "too_large",
+                None,
+                request.timeout.min(Duration::from_secs(3600)),
+            );
+            Attempted::OverLimit {
+                measured: limits::body_over_cap(declared, max_body, cap_setting),
+                response: None,
+            }
+        }
         Err(e) => {
             metrics().requests.with_label_values(&["error"]).inc();
             let took = request.timeout.min(Duration::from_secs(3600));
@@ -450,9 +499,14 @@ async fn judge_response(
         retry_after: header("retry-after"),
         date: header("date"),
         shown_url: &shown_url,
+        limits: &ctx.limits,
     };
     match decide::judge(&answer, SystemTime::now()) {
         Verdict::Land(body) => Attempted::Land { response, body },
+        Verdict::OverLimit(breach) => Attempted::OverLimit {
+            measured: breach.to_string(),
+            response: Some(response),
+        },
         Verdict::Failed(outcome) => Attempted::Failed {
             outcome,
             response: Some(response),
@@ -509,31 +563,53 @@ async fn park(
 }
 
 /// A page's rows and what follows it, or why the page cannot be used
-/// (a reason for the dead letter: no records, a record without its key, a
-/// broken pagination field).
+/// (the class and reason for the dead letter: no records, a record without
+/// its key, a broken pagination field, a ceiling of the fleet).
 fn prepare(
+    limits: &FleetLimits,
     work: &PageWork,
     tally: &Tally,
     response: &Fetched,
     body: &Value,
     request: &Request,
-) -> Result<Landing, String> {
+) -> Result<Landing, (DeadLetterClass, String)> {
     let spec = &work.spec;
     let at = format!("page {} of partition {}", work.page_no, work.partition_no);
-    let records = pagination::records(body, spec.source.records_path.as_deref())
-        .map_err(|e| format!("{at}: {e}"))?;
+    let bad_page = |e: &dyn std::fmt::Display| (DeadLetterClass::BadPage, format!("{at}: {e}"));
+    let over = |breach: Breach| {
+        (
+            DeadLetterClass::OverLimit,
+            decide::over_limit(work, &breach),
+        )
+    };
+    let records =
+        pagination::records(body, spec.source.records_path.as_deref()).map_err(|e| bad_page(&e))?;
+    // Before any row is built: the rows are what a page costs next.
+    limits.check_records(records.len()).map_err(over)?;
     let mut rows = Vec::with_capacity(records.len());
     let mut columns = BTreeSet::new();
     for (i, record) in records.iter().enumerate() {
-        let bad = |e: &dyn std::fmt::Display| format!("record {i} on {at}: {e}");
+        let bad = |e: &dyn std::fmt::Display| {
+            (DeadLetterClass::BadPage, format!("record {i} on {at}: {e}"))
+        };
         let key = row_key(record, &spec.primary_key).map_err(|e| bad(&e))?;
         let row = flatten_record(record).map_err(|e| bad(&e))?;
         if spec.columns.is_none() {
-            columns.extend(row.keys().cloned());
+            for name in row.keys() {
+                if !columns.contains(name) {
+                    limits.check_column_name(name).map_err(over)?;
+                    columns.insert(name.clone());
+                }
+            }
+            // The export's columns are counted where they are all known,
+            // in the landing; a page alone over the ceiling stops here.
+            limits.check_columns(columns.len() as u64).map_err(over)?;
         }
         // A map with text keys always serializes; the error path only keeps
         // that from needing an unwrap.
-        rows.push((key, serde_json::to_string(&row).map_err(|e| bad(&e))?));
+        let text = serde_json::to_string(&row).map_err(|e| bad(&e))?;
+        limits.check_record(i, text.len()).map_err(over)?;
+        rows.push((key, text));
     }
     let page = Page {
         body,
@@ -549,7 +625,7 @@ fn prepare(
         work.role,
         &page,
     )
-    .map_err(|e| format!("{at}: {e}"))?;
+    .map_err(|e| bad_page(&e))?;
     let stated = match stated(spec, &page) {
         Ok(stated) => stated,
         // A chain page steers by its counts, so a broken one is an error
@@ -558,7 +634,7 @@ fn prepare(
             tracing::debug!(task = %work.task_id, error = %e, "a count on the page is not readable");
             Vec::new()
         }
-        Err(e) => return Err(format!("{at}: {e}")),
+        Err(e) => return Err(bad_page(&e)),
     };
     let marks = match work.role {
         Role::Chain => pagination::chain_marks(&next, rows.iter().map(|(key, _)| key.as_str())),
@@ -573,6 +649,7 @@ fn prepare(
         stated,
         marks,
         max_pages: spec.verify.max_pages_per_partition,
+        max_columns: limits.max_columns,
     })
 }
 
@@ -600,14 +677,20 @@ async fn land(
 ) -> Result<PageResult, PageError> {
     let landed = match stage(ctx, work, tally, response, body, request).await? {
         Staged::Landed(landed) => landed,
-        Staged::Unusable(reason) => {
-            let class = DeadLetterClass::BadPage;
+        Staged::Unusable(class, reason) => {
             return dead_letter(ctx, work, tally, class, reason, Some(response)).await;
         }
     };
     match landed {
         Landed::Refused { reason } => {
             let class = DeadLetterClass::BadPage;
+            dead_letter(ctx, work, tally, class, reason, Some(response)).await
+        }
+        Landed::OverLimit { breach } => {
+            let (class, reason) = (
+                DeadLetterClass::OverLimit,
+                decide::over_limit(work, &breach),
+            );
             dead_letter(ctx, work, tally, class, reason, Some(response)).await
         }
         landed => Ok(landed_result(ctx, work, landed).await),
@@ -630,6 +713,7 @@ async fn land_past_the_end(
         stated: Vec::new(),
         marks: Vec::new(),
         max_pages: work.spec.verify.max_pages_per_partition,
+        max_columns: ctx.limits.max_columns,
     };
     let landed = ctx
         .store
@@ -644,7 +728,7 @@ async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> 
     match landed {
         // Only a page with marks or a plan can be refused, and the callers
         // that can meet one handle it first.
-        Landed::Refused { .. } => PageResult::Skipped,
+        Landed::Refused { .. } | Landed::OverLimit { .. } => PageResult::Skipped,
         Landed::Duplicate => {
             metrics().duplicate_deliveries.inc();
             PageResult::Duplicate
@@ -673,7 +757,7 @@ async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> 
 enum Staged {
     Landed(Landed),
     /// Why the page's data cannot be used: it is dead-lettered.
-    Unusable(String),
+    Unusable(DeadLetterClass, String),
 }
 
 /// Stores the page in Postgres.
@@ -685,9 +769,9 @@ async fn stage(
     body: &Value,
     request: &Request,
 ) -> Result<Staged, PageError> {
-    let landing = match prepare(work, tally, response, body, request) {
+    let landing = match prepare(&ctx.limits, work, tally, response, body, request) {
         Ok(landing) => landing,
-        Err(reason) => return Ok(Staged::Unusable(reason)),
+        Err((class, reason)) => return Ok(Staged::Unusable(class, reason)),
     };
     match ctx.store.land_page(&landing).await {
         Ok(landed) => Ok(Staged::Landed(landed)),
@@ -697,10 +781,13 @@ async fn stage(
         }),
         // The page's data cannot be stored (say, text Postgres
         // refuses): fetching it again would fail the same way.
-        Err(e) => Ok(Staged::Unusable(format!(
-            "page {} of partition {} cannot be stored: {e}",
-            work.page_no, work.partition_no
-        ))),
+        Err(e) => Ok(Staged::Unusable(
+            DeadLetterClass::BadPage,
+            format!(
+                "page {} of partition {} cannot be stored: {e}",
+                work.page_no, work.partition_no
+            ),
+        )),
     }
 }
 

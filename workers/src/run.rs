@@ -119,6 +119,7 @@ async fn connect(
         options,
     );
     ctx.output_root = config.output_root.as_ref().map(std::path::PathBuf::from);
+    ctx.limits = config.limits;
     Ok((Arc::new(ctx), broker))
 }
 

@@ -94,7 +94,7 @@ impl PaginationStyle for PageNumber {
         if let Some(p) = &self.total_pages_path {
             check_path("pagination.total_pages_path", p)?;
         }
-        Ok(())
+        super::check_first_page(self.first_page)
     }
 }
 
@@ -262,6 +262,23 @@ mod tests {
         let body = json!({"items": items(10), "total_pages": 1});
         let one = run(&with_total, &first, Role::Chain, body, &[], Some("items"));
         assert!(matches!(one, Err(PaginationError::OutOfRange { .. })), "{one:?}");
+    }
+
+    #[test]
+    fn a_spec_cannot_name_a_first_page_near_the_top_of_u64() {
+        use super::super::MAX_FIRST_PAGE;
+        assert_eq!(page_number(MAX_FIRST_PAGE, None).style().validate(), Ok(()));
+        for first in [MAX_FIRST_PAGE + 1, u64::MAX] {
+            let err = page_number(first, None).style().validate().unwrap_err();
+            assert!(err.to_string().contains("pagination.first_page"), "{err}");
+        }
+        // Through the parser, as the API receives it.
+        let json = r#"{"name":"t","primary_key":["id"],
+            "source":{"base_url":"http://127.0.0.1:9","path":"/items"},
+            "pagination":{"style":"page_number","first_page":18446744073709551615},
+            "rate_limit":{"rate":1},"output":{"dir":"out"}}"#;
+        let err = crate::spec::ExportSpec::from_json(json).unwrap_err();
+        assert!(err.to_string().contains("pagination.first_page"), "{err}");
     }
 
     #[test]

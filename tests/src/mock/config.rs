@@ -60,6 +60,20 @@ pub struct MockConfig {
     ///
     /// [`MockServer::truth`]: super::MockServer::truth
     pub drift: Option<Drift>,
+    /// A poison page: see [`Flood`].
+    pub flood: Option<Flood>,
+}
+
+/// A poison page: the page whose records include record `at` answers, in
+/// place of its records, `records` tiny ones (`{"id": N, "v": V}`, ids
+/// after the data set's, `v` drawn from the seed), every time, as one
+/// page. Everything else about the page (style, totals, links) stays as
+/// it was. For proving that one page too big for the fleet is refused
+/// before it costs a worker its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    pub at: usize,
+    pub records: usize,
 }
 
 impl MockConfig {
@@ -80,6 +94,7 @@ impl MockConfig {
             cursor_cycle: false,
             not_found_past_the_end: false,
             drift: None,
+            flood: None,
         }
     }
 }
