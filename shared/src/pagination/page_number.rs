@@ -227,6 +227,35 @@ mod tests {
     }
 
     #[test]
+    fn extreme_page_counts_are_refused_not_overflowed() {
+        assert!(matches!(
+            after_page(1, 1, Some(u64::MAX)),
+            Err(PaginationError::TooManyPages { .. })
+        ));
+        assert_eq!(after_page(1, u64::MAX, Some(u64::MAX)), Ok(Next::Done));
+        // A record count of 2^64 - 1 at one record a page.
+        let spec = page_number(1, None);
+        let huge = run(
+            &spec,
+            &Position::Page { page: 1 },
+            Role::Chain,
+            json!(items(1)),
+            &[("x-total-count", "18446744073709551615")],
+            None,
+        );
+        assert!(matches!(huge, Err(PaginationError::TooManyPages { .. })), "{huge:?}");
+        // A `Link rel="last"` at the top of u64 counts pages without wrapping.
+        let link = r#"</v1/items?page=18446744073709551615>; rel="last""#;
+        let last = run(&spec, &Position::Page { page: 1 }, Role::Chain, json!(items(1)), &[("link", link)], None);
+        assert!(matches!(last, Err(PaginationError::TooManyPages { .. })), "{last:?}");
+        let spec0 = page_number(0, None);
+        let wraps = run(&spec0, &Position::Page { page: 0 }, Role::Chain, json!(items(1)), &[("link", link)], None);
+        // From page 0, the last page's number plus one does not fit: no
+        // count is stated, so the chain simply goes on.
+        assert_eq!(wraps, Ok(Next::Chain(Position::Page { page: 1 })));
+    }
+
+    #[test]
     fn pages_walked_counts_the_first_page() {
         assert_eq!(pages_walked(1, 1), Ok(1));
         assert_eq!(pages_walked(0, 4), Ok(5));
