@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::fingerprint::FingerprintKey;
+use crate::limits::{self, FleetLimits, LimitsError};
 use crate::outbound::{OutboundPolicy, RuleError};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +36,9 @@ pub struct ServiceConfig {
     /// The key of credential fingerprints (rate-limit bucket names). The
     /// same on every worker; unset, the fleet keeps a random one in Postgres.
     pub fingerprint_key: Option<FingerprintKey>,
+    /// The fleet's ceilings on pages, records and columns (`[limits]`,
+    /// `PAGEFLEET_MAX_*`); see [`FleetLimits`].
+    pub limits: FleetLimits,
 }
 
 impl Default for ServiceConfig {
@@ -48,6 +52,7 @@ impl Default for ServiceConfig {
             secrets_dir: None,
             outbound_allow: Vec::new(),
             fingerprint_key: None,
+            limits: FleetLimits::default(),
         }
     }
 }
@@ -72,14 +77,17 @@ pub enum ConfigError {
     OutboundAllow(#[from] RuleError),
     #[error("config `fingerprint_key` must be at least 16 bytes (use 32 random ones)")]
     FingerprintKey,
+    #[error("config: {0}")]
+    Limits(#[from] LimitsError),
 }
 
 impl ServiceConfig {
     /// File (if `PAGEFLEET_CONFIG` names one), then environment variables
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
     /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT`, `PAGEFLEET_SECRETS_DIR`,
-    /// `PAGEFLEET_FINGERPRINT_KEY` and `PAGEFLEET_OUTBOUND_ALLOW` (rules
-    /// separated by commas) on top.
+    /// `PAGEFLEET_FINGERPRINT_KEY`, `PAGEFLEET_OUTBOUND_ALLOW` (rules
+    /// separated by commas) and the ceilings' `PAGEFLEET_MAX_*` (see
+    /// [`limits::ENV`]) on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
             Ok(path) if !path.is_empty() => {
@@ -120,6 +128,11 @@ impl ServiceConfig {
             config.fingerprint_key = Some(FingerprintKey::from(v));
         }
         config.output_root = absolute(&config.output_root)?;
+        for (name, field) in limits::ENV {
+            if let Some(v) = env(name) {
+                config.limits.set(field, &v)?;
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -147,6 +160,7 @@ impl ServiceConfig {
         {
             return Err(ConfigError::FingerprintKey);
         }
+        self.limits.validate()?;
         Ok(())
     }
 
@@ -224,6 +238,20 @@ mod tests {
         assert!(c.validate().is_ok());
         c.namespace = "a b".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn limits_come_from_the_limits_table() {
+        let config: ServiceConfig =
+            toml::from_str("[limits]\nmax_records_per_page = 10\n").unwrap();
+        assert_eq!(config.limits.max_records_per_page, 10);
+        assert_eq!(
+            config.limits.max_body_bytes,
+            FleetLimits::default().max_body_bytes
+        );
+        assert!(toml::from_str::<ServiceConfig>("[limits]\nmax_rows = 1\n").is_err());
+        let zero: ServiceConfig = toml::from_str("[limits]\nmax_columns = 0\n").unwrap();
+        assert!(matches!(zero.validate(), Err(ConfigError::Limits(_))));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod fingerprint;
 pub mod flatten;
 pub mod guard;
+pub mod limits;
 pub mod model;
 pub mod outbound;
 pub mod pagination;

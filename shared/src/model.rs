@@ -129,6 +129,10 @@ text_enum!(
         /// Never sent: the fleet's outbound policy refuses the address
         /// (loopback, private, link-local… not in `outbound_allow`).
         Refused => "refused",
+        /// The page is over one of the fleet's ceilings (`[limits]`): its
+        /// body, its records or the columns it brings. Refused before it
+        /// costs the memory, and never retried: it would break it again.
+        OverLimit => "over_limit",
     }
 );
 
@@ -226,6 +230,7 @@ mod tests {
             (DeadLetterClass::BadPage, "bad_page"),
             (DeadLetterClass::WorkerLost, "worker_lost"),
             (DeadLetterClass::Refused, "refused"),
+            (DeadLetterClass::OverLimit, "over_limit"),
         ] {
             assert_eq!(class.as_str(), text);
             assert_eq!(text.parse::<DeadLetterClass>().unwrap(), class);

@@ -45,19 +45,29 @@ pub enum SourceError {
         reason: String,
     },
     #[error("body from {url} is larger than the cap of {limit} bytes")]
-    TooLarge { url: String, limit: u64 },
+    TooLarge {
+        url: String,
+        limit: u64,
+        /// The length the response declared, when it did (else the body
+        /// was cut off as it passed the cap).
+        declared: Option<u64>,
+    },
     /// Nothing was sent: the outbound policy refuses the address.
     #[error("request to {url} not sent: {refusal}")]
     Refused { url: String, refusal: Refusal },
 }
 
 impl SourceError {
-    /// Every failure but a missing secret, a bad URL or a refused address
-    /// is worth retrying.
+    /// Every failure but a missing secret, a bad URL, a refused address or
+    /// a body over the cap is worth retrying: those would fail the same way
+    /// again.
     pub fn is_transient(&self) -> bool {
         !matches!(
             self,
-            SourceError::Secret { .. } | SourceError::Url { .. } | SourceError::Refused { .. }
+            SourceError::Secret { .. }
+                | SourceError::Url { .. }
+                | SourceError::Refused { .. }
+                | SourceError::TooLarge { .. }
         )
     }
 }
@@ -342,10 +352,11 @@ impl SourceClient {
             })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            if response.content_length().is_some_and(|n| n > max_body) {
+            if let Some(declared) = response.content_length().filter(|n| *n > max_body) {
                 return Err(SourceError::TooLarge {
                     url: shown.clone(),
                     limit: max_body,
+                    declared: Some(declared),
                 });
             }
             let mut body = BytesMut::new();
@@ -356,6 +367,7 @@ impl SourceClient {
                             return Err(SourceError::TooLarge {
                                 url: shown.clone(),
                                 limit: max_body,
+                                declared: None,
                             });
                         }
                         body.extend_from_slice(&chunk);

@@ -73,6 +73,7 @@ fn landing(task_id: Uuid, next: Next) -> Landing {
         stated: Vec::new(),
         marks: Vec::new(),
         max_pages: 1_000_000,
+        max_columns: 2_000,
     }
 }
 

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::fingerprint::FingerprintKey;
 use pagefleet_shared::guard::SourceGuard;
+use pagefleet_shared::limits::FleetLimits;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::ratelimit::RateLimiter;
 use pagefleet_shared::source::SourceClient;
@@ -44,6 +45,8 @@ pub struct WorkerContext {
     /// The fleet's key of credential fingerprints (see `fingerprint`); set
     /// at start from the configuration or Postgres.
     pub fingerprint_key: FingerprintKey,
+    /// See `ServiceConfig::limits`: what a page may cost this worker.
+    pub limits: FleetLimits,
 }
 
 impl WorkerContext {
@@ -73,6 +76,7 @@ impl WorkerContext {
             // Replaced at start; a fresh random key until then keeps no
             // two contexts sharing one by accident.
             fingerprint_key: FingerprintKey::generate(),
+            limits: FleetLimits::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use pagefleet_shared::flatten::{flatten_record, row_key};
 use pagefleet_shared::guard::Gate;
+use pagefleet_shared::limits::{self, Breach, FleetLimits};
 use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
 use pagefleet_shared::pagination::{self, Counts, Page, PaginationError, Role, Statement};
 use pagefleet_shared::ratelimit::{Bucket, Waited};
@@ -273,6 +274,12 @@ enum Attempted {
     /// Not sent: the outbound policy refuses the address. Asking again
     /// would be refused again.
     Refused { reason: String },
+    /// An answer over one of the fleet's ceilings (`measured` says what
+    /// and which): dead-lettered at once, never retried.
+    OverLimit {
+        measured: String,
+        response: Option<Fetched>,
+    },
 }
 
 /// The retry loop: admit, send, judge, then land, park, dead-letter, or
@@ -307,6 +314,14 @@ async fn run_task(
             Attempted::Refused { reason } => {
                 let class = DeadLetterClass::Refused;
                 let shown = request.shown(None);
+                return dead_letter(ctx, work, &mut tally, class, reason, shown).await;
+            }
+            Attempted::OverLimit { measured, response } => {
+                let (class, reason) = (
+                    DeadLetterClass::OverLimit,
+                    decide::over_limit(work, &measured),
+                );
+                let shown = request.shown(response.as_ref());
                 return dead_letter(ctx, work, &mut tally, class, reason, shown).await;
             }
             Attempted::Failed { outcome, response } => {
@@ -363,6 +378,7 @@ async fn prepare_request(
         }
         None => None,
     };
+    check_listed_columns(&ctx.limits, work)?;
     let (url, origin) = page_url(work)?;
     // Refused before it takes a token; a name is judged again on fetch.
     (ctx.source.check_url(&url)).map_err(|e| (DeadLetterClass::Refused, e.to_string()))?;
@@ -378,6 +394,28 @@ async fn prepare_request(
         bucket,
         timeout: Duration::from_millis(spec.source.timeout_ms),
     })
+}
+
+/// A spec's own column list within the fleet's ceilings: refused before
+/// anything is fetched.
+fn check_listed_columns(
+    limits: &FleetLimits,
+    work: &PageWork,
+) -> Result<(), (DeadLetterClass, String)> {
+    let Some(columns) = &work.spec.columns else {
+        return Ok(());
+    };
+    let over = |breach: Breach| {
+        (
+            DeadLetterClass::OverLimit,
+            decide::over_limit(work, &breach),
+        )
+    };
+    limits.check_columns(columns.len() as u64).map_err(over)?;
+    for column in columns {
+        limits.check_column_name(column).map_err(over)?;
+    }
+    Ok(())
 }
 
 /// Waits until the breaker, the retry budget and the token bucket let the
@@ -429,7 +467,7 @@ async fn attempt(
     tally: &mut Tally,
 ) -> Attempted {
     let credential = request.credential.as_ref();
-    let max_body = work.spec.source.max_body_bytes;
+    let (max_body, cap_setting) = ctx.limits.body_cap(work.spec.source.max_body_bytes);
     let fetched = (ctx.source)
         .fetch(&request.url, credential, request.timeout, max_body)
         .await;
@@ -453,6 +491,18 @@ async fn attempt(
         }
     }
     match fetched {
+        Err(SourceError::TooLarge { declared, .. }) => {
+            metrics().requests.with_label_values(&["too_large"]).inc();
+            tally.record(
+                "too_large",
+                None,
+                request.timeout.min(Duration::from_secs(3600)),
+            );
+            Attempted::OverLimit {
+                measured: limits::body_over_cap(declared, max_body, cap_setting),
+                response: None,
+            }
+        }
         Err(e) => {
             metrics().requests.with_label_values(&["error"]).inc();
             let took = request.timeout.min(Duration::from_secs(3600));
@@ -504,9 +554,14 @@ async fn judge_response(
         retry_after: header("retry-after"),
         date: header("date"),
         shown_url: &shown_url,
+        limits: &ctx.limits,
     };
     match decide::judge(&answer, SystemTime::now()) {
         Verdict::Land(body) => Attempted::Land { response, body },
+        Verdict::OverLimit(breach) => Attempted::OverLimit {
+            measured: breach.to_string(),
+            response: Some(response),
+        },
         Verdict::Failed(outcome) => Attempted::Failed {
             outcome,
             response: Some(response),
@@ -563,31 +618,53 @@ async fn park(
 }
 
 /// A page's rows and what follows it, or why the page cannot be used
-/// (a reason for the dead letter: no records, a record without its key, a
-/// broken pagination field).
+/// (the class and reason for the dead letter: no records, a record without
+/// its key, a broken pagination field, a ceiling of the fleet).
 fn prepare(
+    limits: &FleetLimits,
     work: &PageWork,
     tally: &Tally,
     response: &Fetched,
     body: &Value,
     request: &Request,
-) -> Result<Landing, String> {
+) -> Result<Landing, (DeadLetterClass, String)> {
     let spec = &work.spec;
     let at = format!("page {} of partition {}", work.page_no, work.partition_no);
-    let records = pagination::records(body, spec.source.records_path.as_deref())
-        .map_err(|e| format!("{at}: {e}"))?;
+    let bad_page = |e: &dyn std::fmt::Display| (DeadLetterClass::BadPage, format!("{at}: {e}"));
+    let over = |breach: Breach| {
+        (
+            DeadLetterClass::OverLimit,
+            decide::over_limit(work, &breach),
+        )
+    };
+    let records =
+        pagination::records(body, spec.source.records_path.as_deref()).map_err(|e| bad_page(&e))?;
+    // Before any row is built: the rows are what a page costs next.
+    limits.check_records(records.len()).map_err(over)?;
     let mut rows = Vec::with_capacity(records.len());
     let mut columns = BTreeSet::new();
     for (i, record) in records.iter().enumerate() {
-        let bad = |e: &dyn std::fmt::Display| format!("record {i} on {at}: {e}");
+        let bad = |e: &dyn std::fmt::Display| {
+            (DeadLetterClass::BadPage, format!("record {i} on {at}: {e}"))
+        };
         let key = row_key(record, &spec.primary_key).map_err(|e| bad(&e))?;
         let row = flatten_record(record).map_err(|e| bad(&e))?;
         if spec.columns.is_none() {
-            columns.extend(row.keys().cloned());
+            for name in row.keys() {
+                if !columns.contains(name) {
+                    limits.check_column_name(name).map_err(over)?;
+                    columns.insert(name.clone());
+                }
+            }
+            // The export's columns are counted where they are all known,
+            // in the landing; a page alone over the ceiling stops here.
+            limits.check_columns(columns.len() as u64).map_err(over)?;
         }
         // A map with text keys always serializes; the error path only keeps
         // that from needing an unwrap.
-        rows.push((key, serde_json::to_string(&row).map_err(|e| bad(&e))?));
+        let text = serde_json::to_string(&row).map_err(|e| bad(&e))?;
+        limits.check_record(i, text.len()).map_err(over)?;
+        rows.push((key, text));
     }
     let page = Page {
         body,
@@ -603,7 +680,7 @@ fn prepare(
         work.role,
         &page,
     )
-    .map_err(|e| format!("{at}: {e}"))?;
+    .map_err(|e| bad_page(&e))?;
     let stated = match stated(spec, &page) {
         Ok(stated) => stated,
         // A chain page steers by its counts, so a broken one is an error
@@ -612,7 +689,7 @@ fn prepare(
             tracing::debug!(task = %work.task_id, error = %e, "a count on the page is not readable");
             Vec::new()
         }
-        Err(e) => return Err(format!("{at}: {e}")),
+        Err(e) => return Err(bad_page(&e)),
     };
     let marks = match work.role {
         Role::Chain => pagination::chain_marks(&next, rows.iter().map(|(key, _)| key.as_str())),
@@ -627,6 +704,7 @@ fn prepare(
         stated,
         marks,
         max_pages: spec.verify.max_pages_per_partition,
+        max_columns: limits.max_columns,
     })
 }
 
@@ -654,8 +732,7 @@ async fn land(
 ) -> Result<PageResult, PageError> {
     let landed = match stage(ctx, work, tally, response, body, request).await? {
         Staged::Landed(landed) => landed,
-        Staged::Unusable(reason) => {
-            let class = DeadLetterClass::BadPage;
+        Staged::Unusable(class, reason) => {
             let shown = request.shown(Some(response));
             return dead_letter(ctx, work, tally, class, reason, shown).await;
         }
@@ -663,6 +740,21 @@ async fn land(
     match landed {
         Landed::Refused { reason } => {
             let class = DeadLetterClass::BadPage;
+            dead_letter(
+                ctx,
+                work,
+                tally,
+                class,
+                reason,
+                request.shown(Some(response)),
+            )
+            .await
+        }
+        Landed::OverLimit { breach } => {
+            let (class, reason) = (
+                DeadLetterClass::OverLimit,
+                decide::over_limit(work, &breach),
+            );
             dead_letter(
                 ctx,
                 work,
@@ -693,6 +785,7 @@ async fn land_past_the_end(
         stated: Vec::new(),
         marks: Vec::new(),
         max_pages: work.spec.verify.max_pages_per_partition,
+        max_columns: ctx.limits.max_columns,
     };
     let landed = ctx
         .store
@@ -707,7 +800,7 @@ async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> 
     match landed {
         // Only a page with marks or a plan can be refused, and the callers
         // that can meet one handle it first.
-        Landed::Refused { .. } => PageResult::Skipped,
+        Landed::Refused { .. } | Landed::OverLimit { .. } => PageResult::Skipped,
         Landed::Duplicate => {
             metrics().duplicate_deliveries.inc();
             PageResult::Duplicate
@@ -736,7 +829,7 @@ async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> 
 enum Staged {
     Landed(Landed),
     /// Why the page's data cannot be used: it is dead-lettered.
-    Unusable(String),
+    Unusable(DeadLetterClass, String),
 }
 
 /// Stores the page in Postgres.
@@ -748,9 +841,9 @@ async fn stage(
     body: &Value,
     request: &Request,
 ) -> Result<Staged, PageError> {
-    let landing = match prepare(work, tally, response, body, request) {
+    let landing = match prepare(&ctx.limits, work, tally, response, body, request) {
         Ok(landing) => landing,
-        Err(reason) => return Ok(Staged::Unusable(reason)),
+        Err((class, reason)) => return Ok(Staged::Unusable(class, reason)),
     };
     match ctx.store.land_page(&landing).await {
         Ok(landed) => Ok(Staged::Landed(landed)),
@@ -760,10 +853,13 @@ async fn stage(
         }),
         // The page's data cannot be stored (say, text Postgres
         // refuses): fetching it again would fail the same way.
-        Err(e) => Ok(Staged::Unusable(format!(
-            "page {} of partition {} cannot be stored: {e}",
-            work.page_no, work.partition_no
-        ))),
+        Err(e) => Ok(Staged::Unusable(
+            DeadLetterClass::BadPage,
+            format!(
+                "page {} of partition {} cannot be stored: {e}",
+                work.page_no, work.partition_no
+            ),
+        )),
     }
 }
 

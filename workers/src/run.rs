@@ -130,6 +130,7 @@ async fn connect(
         Some(key) => key.clone(),
         None => ctx.store.fingerprint_key().await?,
     };
+    ctx.limits = config.limits;
     Ok((Arc::new(ctx), broker))
 }
 

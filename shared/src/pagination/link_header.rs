@@ -95,6 +95,9 @@ impl PaginationStyle for LinkHeader {
                 "needs `page_param`, the parameter it is sent as",
             ));
         }
+        if let Some(first) = self.first_page {
+            super::check_first_page(first)?;
+        }
         Ok(())
     }
 }

@@ -35,6 +35,22 @@ pub mod totals;
 
 pub use body::{lookup, records};
 pub use fan_out::MAX_PAGES_PER_PARTITION;
+
+/// The highest `first_page` a spec may name. Sources count from 0 or 1; the
+/// bound keeps every page number a spec can reach far from 2^64, though
+/// the page arithmetic is checked anyway (a stored task predates any bound).
+pub const MAX_FIRST_PAGE: u64 = 1_000_000_000;
+
+/// `pagination.first_page` within [`MAX_FIRST_PAGE`].
+pub(crate) fn check_first_page(first_page: u64) -> Result<(), SpecError> {
+    if first_page > MAX_FIRST_PAGE {
+        return Err(crate::spec::invalid(
+            "pagination.first_page",
+            format!("must be at most {MAX_FIRST_PAGE}"),
+        ));
+    }
+    Ok(())
+}
 pub use link_header::next_link;
 pub use marks::{chain_marks, repeat_reason};
 pub use totals::{Counts, Statement};

@@ -341,6 +341,32 @@ mod tests {
     }
 
     #[test]
+    fn extreme_totals_and_page_sizes_are_refused_not_overflowed() {
+        // A total of 2^64 - 1 is ~2^60 pages: refused by the fan-out cap.
+        assert!(matches!(
+            fan_out_all(u64::MAX, 10, 10),
+            Err(PaginationError::TooManyPages { .. })
+        ));
+        // The largest page size with a total of u64::MAX: still too many.
+        assert!(matches!(
+            fan_out_all(u64::MAX, u64::MAX, u32::MAX),
+            Err(PaginationError::TooManyPages { .. })
+        ));
+        // A source serving nothing per page would divide by zero; the step
+        // is at least 1 (and then the pages are too many).
+        assert!(matches!(
+            fan_out_all(u64::MAX, 0, 10),
+            Err(PaginationError::TooManyPages { .. })
+        ));
+        // A page bigger than the total: the sentinel page only.
+        assert_eq!(
+            fan_out_all(5, 10, u32::MAX),
+            Ok(Next::FanOut(vec![Position::Offset { offset: 10 }]))
+        );
+        assert_eq!(after_page(u64::MAX, u64::MAX, u32::MAX, Some(1)), Ok(Next::Done));
+    }
+
+    #[test]
     fn offsets_near_the_top_of_u64_do_not_overflow() {
         let top = u64::MAX - 5;
         // Past every possible total: the end, not a wrapped offset.

@@ -94,7 +94,7 @@ impl PaginationStyle for PageNumber {
         if let Some(p) = &self.total_pages_path {
             check_path("pagination.total_pages_path", p)?;
         }
-        Ok(())
+        super::check_first_page(self.first_page)
     }
 }
 
@@ -227,6 +227,35 @@ mod tests {
     }
 
     #[test]
+    fn extreme_page_counts_are_refused_not_overflowed() {
+        assert!(matches!(
+            after_page(1, 1, Some(u64::MAX)),
+            Err(PaginationError::TooManyPages { .. })
+        ));
+        assert_eq!(after_page(1, u64::MAX, Some(u64::MAX)), Ok(Next::Done));
+        // A record count of 2^64 - 1 at one record a page.
+        let spec = page_number(1, None);
+        let huge = run(
+            &spec,
+            &Position::Page { page: 1 },
+            Role::Chain,
+            json!(items(1)),
+            &[("x-total-count", "18446744073709551615")],
+            None,
+        );
+        assert!(matches!(huge, Err(PaginationError::TooManyPages { .. })), "{huge:?}");
+        // A `Link rel="last"` at the top of u64 counts pages without wrapping.
+        let link = r#"</v1/items?page=18446744073709551615>; rel="last""#;
+        let last = run(&spec, &Position::Page { page: 1 }, Role::Chain, json!(items(1)), &[("link", link)], None);
+        assert!(matches!(last, Err(PaginationError::TooManyPages { .. })), "{last:?}");
+        let spec0 = page_number(0, None);
+        let wraps = run(&spec0, &Position::Page { page: 0 }, Role::Chain, json!(items(1)), &[("link", link)], None);
+        // From page 0, the last page's number plus one does not fit: no
+        // count is stated, so the chain simply goes on.
+        assert_eq!(wraps, Ok(Next::Chain(Position::Page { page: 1 })));
+    }
+
+    #[test]
     fn pages_walked_counts_the_first_page() {
         assert_eq!(pages_walked(1, 1), Ok(1));
         assert_eq!(pages_walked(0, 4), Ok(5));
@@ -262,6 +291,23 @@ mod tests {
         let body = json!({"items": items(10), "total_pages": 1});
         let one = run(&with_total, &first, Role::Chain, body, &[], Some("items"));
         assert!(matches!(one, Err(PaginationError::OutOfRange { .. })), "{one:?}");
+    }
+
+    #[test]
+    fn a_spec_cannot_name_a_first_page_near_the_top_of_u64() {
+        use super::super::MAX_FIRST_PAGE;
+        assert_eq!(page_number(MAX_FIRST_PAGE, None).style().validate(), Ok(()));
+        for first in [MAX_FIRST_PAGE + 1, u64::MAX] {
+            let err = page_number(first, None).style().validate().unwrap_err();
+            assert!(err.to_string().contains("pagination.first_page"), "{err}");
+        }
+        // Through the parser, as the API receives it.
+        let json = r#"{"name":"t","primary_key":["id"],
+            "source":{"base_url":"http://127.0.0.1:9","path":"/items"},
+            "pagination":{"style":"page_number","first_page":18446744073709551615},
+            "rate_limit":{"rate":1},"output":{"dir":"out"}}"#;
+        let err = crate::spec::ExportSpec::from_json(json).unwrap_err();
+        assert!(err.to_string().contains("pagination.first_page"), "{err}");
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub struct SourceSpec {
     pub records_path: Option<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Bodies larger than this are refused (and retried as transient).
+    /// Bodies larger than this are refused, and the page dead-lettered (the
+    /// fleet's `limits.max_body_bytes` caps it further).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
 }
@@ -367,11 +368,17 @@ impl SourceSpec {
         if !self.path.is_empty() && !self.path.starts_with('/') {
             return Err(invalid("source.path", "must start with `/`"));
         }
-        if self.timeout_ms == 0 {
-            return Err(invalid("source.timeout_ms", "must be greater than 0"));
+        if !(1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(invalid(
+                "source.timeout_ms",
+                format!("must be between 1 and {MAX_TIMEOUT_MS} (ten minutes)"),
+            ));
         }
-        if self.max_body_bytes == 0 {
-            return Err(invalid("source.max_body_bytes", "must be greater than 0"));
+        if !(1..=MAX_BODY_BYTES).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "source.max_body_bytes",
+                format!("must be between 1 and {MAX_BODY_BYTES} (1 GiB)"),
+            ));
         }
         if let Some(path) = &self.records_path {
             check_path("source.records_path", path)?;
@@ -476,6 +483,10 @@ const MAX_BURST: u32 = 10_000;
 const MAX_ATTEMPTS: u32 = 1_000;
 const MAX_ELAPSED_MS: u64 = 24 * 60 * 60 * 1000;
 const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
+const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// The fleet's `limits.max_body_bytes` is the real cap; this one only keeps
+/// a spec's number sane.
+const MAX_BODY_BYTES: u64 = 1 << 30;
 
 impl RateLimitSpec {
     fn validate(&self) -> Result<(), SpecError> {
@@ -826,6 +837,19 @@ dir = "out"
         let mut source = good().source;
         source.max_body_bytes = 0;
         assert_eq!(invalid_field(source.validate()), "source.max_body_bytes");
+        for (timeout_ms, max_body_bytes, field) in [
+            (u64::MAX, 1, "source.timeout_ms"),
+            (MAX_TIMEOUT_MS + 1, 1, "source.timeout_ms"),
+            (1, u64::MAX, "source.max_body_bytes"),
+            (1, MAX_BODY_BYTES + 1, "source.max_body_bytes"),
+        ] {
+            let mut source = good().source;
+            (source.timeout_ms, source.max_body_bytes) = (timeout_ms, max_body_bytes);
+            assert_eq!(invalid_field(source.validate()), field);
+        }
+        let mut source = good().source;
+        (source.timeout_ms, source.max_body_bytes) = (MAX_TIMEOUT_MS, MAX_BODY_BYTES);
+        assert_eq!(source.validate(), Ok(()));
         let mut source = good().source;
         source.path = String::new();
         assert_eq!(source.validate(), Ok(()));

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::exports::parse_spec;
 use super::ledger::{leave_marks, record_statements};
 use super::{Store, StoreError};
+use crate::limits::Breach;
 use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts};
 use crate::pagination::{repeat_reason, Next, Position, Role, Statement};
 use crate::spec::ExportSpec;
@@ -72,6 +73,9 @@ pub struct Landing {
     pub marks: Vec<String>,
     /// The spec's `verify.max_pages_per_partition`.
     pub max_pages: u64,
+    /// The fleet's `limits.max_columns`: the export's inferred columns,
+    /// this page's included, may not be more.
+    pub max_columns: u64,
 }
 
 /// What a landing did.
@@ -82,6 +86,10 @@ pub enum Landed {
     /// The page must not land (its chain loops, or runs past the page cap):
     /// nothing committed; the reason is for the dead letter.
     Refused { reason: String },
+    /// The page would bring its export over the fleet's ceiling on columns
+    /// (the export's, counted with the landings before it): nothing
+    /// committed.
+    OverLimit { breach: Breach },
     Page {
         rows_inserted: u64,
         rows_replaced: u64,
@@ -352,6 +360,15 @@ impl Store {
         let planned = outbox_ids.len() as i64;
         let landed = 1 + skipped;
         let counted = bump_counters(&tx, &task, planned, landed, merged, landing.counts).await?;
+        // Counted after the export's row is locked (by `bump_counters`), so
+        // the landings of one export count one after another and each sees
+        // the columns of those that committed before it.
+        if !landing.columns.is_empty() {
+            if let Err(breach) = count_columns(&tx, export_id, landing.max_columns).await? {
+                // Dropping the transaction rolls the whole landing back.
+                return Ok(Landed::OverLimit { breach });
+            }
+        }
         let finalize_id = finalize_if_last(&tx, task.export_id, counted).await?;
         outbox_ids.extend(finalize_id);
         tx.commit().await?;
@@ -653,6 +670,22 @@ async fn merge_rows(
         inserted,
         replaced: merged.len() as u64 - inserted + rows.in_page_duplicates,
     })
+}
+
+/// The export's inferred columns against the fleet's ceiling.
+async fn count_columns(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    max_columns: u64,
+) -> Result<Result<(), Breach>, StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT count(*) AS n FROM export_columns WHERE export_id = $1",
+            &[&export_id],
+        )
+        .await?;
+    let n: i64 = row.try_get("n")?;
+    Ok(Breach::columns(u64::try_from(n).unwrap_or(0), max_columns))
 }
 
 /// Adds the page's columns to the export's inferred columns.

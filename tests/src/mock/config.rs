@@ -69,6 +69,20 @@ pub struct MockConfig {
     /// links leave the origin with a signed query value. For proving that
     /// nothing the fleet stores or shows carries either.
     pub leaky: bool,
+    /// A poison page: see [`Flood`].
+    pub flood: Option<Flood>,
+}
+
+/// A poison page: the page whose records include record `at` answers, in
+/// place of its records, `records` tiny ones (`{"id": N, "v": V}`, ids
+/// after the data set's, `v` drawn from the seed), every time, as one
+/// page. Everything else about the page (style, totals, links) stays as
+/// it was. For proving that one page too big for the fleet is refused
+/// before it costs a worker its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    pub at: usize,
+    pub records: usize,
 }
 
 impl MockConfig {
@@ -91,6 +105,7 @@ impl MockConfig {
             drift: None,
             next_url: None,
             leaky: false,
+            flood: None,
         }
     }
 }

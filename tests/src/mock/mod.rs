@@ -31,7 +31,7 @@ mod styles;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Faults, MockConfig};
+pub use config::{Faults, Flood, MockConfig};
 pub use drift::{record_revision, Drift, Truth};
 pub use leak::LEAKED_SIGNATURE;
 pub use pages::JSON_SERVER_PAGE_SIZE;

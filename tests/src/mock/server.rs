@@ -374,6 +374,10 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         shared.stats().not_found();
         return json_error(StatusCode::NOT_FOUND, "invalid page");
     }
+    let data = match config.flood {
+        Some(flood) if plan.contains(flood.at) => flood_records(config.seed, config.records, flood),
+        _ => data,
+    };
     let mut rendered = render(shared, &plan, data, headers);
     if config.leaky {
         super::leak::dress(&mut rendered, headers);
@@ -408,6 +412,21 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         resp.headers_mut().insert(name, value);
     }
     resp
+}
+
+/// The records of a flooded page (see [`Flood`](super::Flood)): the same
+/// for the same seed, every time.
+fn flood_records(seed: u64, records: usize, flood: super::Flood) -> Vec<Value> {
+    (0..flood.records)
+        .map(|i| {
+            let id = records + 1 + i;
+            let v = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(id as u64)
+                % 1000;
+            json!({ "id": id, "v": v })
+        })
+        .collect()
 }
 
 /// The page's answer around `data`, the records on it, dressed as

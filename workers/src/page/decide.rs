@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use pagefleet_shared::guard::Gate;
+use pagefleet_shared::limits::{Breach, FleetLimits};
 use pagefleet_shared::model::DeadLetterClass;
 use pagefleet_shared::pagination::Role;
 use pagefleet_shared::retry::{
@@ -33,6 +34,8 @@ pub struct Answer<'a> {
     pub date: Option<&'a str>,
     /// The request URL as logs may show it (no secrets).
     pub shown_url: &'a str,
+    /// The fleet's ceilings, which a 2xx body must fit before it is parsed.
+    pub limits: &'a FleetLimits,
 }
 
 /// What an answer came to.
@@ -42,20 +45,30 @@ pub enum Verdict {
     Land(Value),
     /// Anything else, as the retry rules see it (never `Outcome::Success`).
     Failed(Outcome),
+    /// A 2xx whose body is over a ceiling of the fleet: refused unparsed,
+    /// for good.
+    OverLimit(Breach),
 }
 
 /// Classifies an answer. A 2xx whose body is not JSON is transient: a
-/// truncated or garbled body may well come whole the next time.
+/// truncated or garbled body may well come whole the next time. A 2xx
+/// body is measured against the fleet's ceilings first, from its bytes:
+/// parsing it is what would cost the memory.
 pub fn judge(answer: &Answer<'_>, now: SystemTime) -> Verdict {
     let status = answer.status;
     let url = answer.shown_url;
     match classify_status(status) {
-        StatusClass::Success => match serde_json::from_slice::<Value>(answer.body) {
-            Ok(body) => Verdict::Land(body),
-            Err(e) => Verdict::Failed(Outcome::Transient {
-                reason: format!("HTTP {status} from {url} with a body that is not JSON ({e})"),
-            }),
-        },
+        StatusClass::Success => {
+            if let Err(breach) = answer.limits.check_body(answer.body) {
+                return Verdict::OverLimit(breach);
+            }
+            match serde_json::from_slice::<Value>(answer.body) {
+                Ok(body) => Verdict::Land(body),
+                Err(e) => Verdict::Failed(Outcome::Transient {
+                    reason: format!("HTTP {status} from {url} with a body that is not JSON ({e})"),
+                }),
+            }
+        }
         StatusClass::RateLimited => Verdict::Failed(Outcome::RateLimited {
             retry_after: answer
                 .retry_after
@@ -87,6 +100,15 @@ pub fn lost_too_often(work: &PageWork) -> Option<String> {
             work.page_no, work.partition_no, work.lost_claims
         )
     })
+}
+
+/// Why a page over one of the fleet's ceilings is dead-lettered: the page,
+/// then what it measured against which ceiling.
+pub fn over_limit(work: &PageWork, breach: &dyn std::fmt::Display) -> String {
+    format!(
+        "page {} of partition {} {breach}",
+        work.page_no, work.partition_no
+    )
 }
 
 /// Whether a failed answer is the end of the data: a sentinel page (the one
@@ -235,6 +257,7 @@ mod tests {
             retry_after: None,
             date: None,
             shown_url: URL,
+            limits: &FleetLimits::DEFAULT,
         }
     }
 
@@ -273,6 +296,42 @@ mod tests {
             "a 404 inside the data is an error"
         );
         assert!(!past_the_end(Role::Chain, Some(404)));
+    }
+
+    #[test]
+    fn a_2xx_over_a_ceiling_is_refused_before_it_is_parsed() {
+        let limits = FleetLimits {
+            max_json_values: 4,
+            max_json_depth: 3,
+            ..FleetLimits::DEFAULT
+        };
+        let judged = |body: &'static str| {
+            let answer = Answer {
+                limits: &limits,
+                ..answer(200, body)
+            };
+            judge(&answer, at(0))
+        };
+        // Four values: the array, two records, one field.
+        assert!(matches!(judged(r#"[{"id":1},{}]"#), Verdict::Land(_)));
+        let Verdict::OverLimit(breach) = judged(r#"[{"id":1},{"id":2}]"#) else {
+            panic!("five values are over four");
+        };
+        assert_eq!(breach.field, "max_json_values");
+        // Not even valid JSON: refused for its size, not retried for its syntax.
+        let Verdict::OverLimit(breach) = judged("[[[[") else {
+            panic!("four levels are over three");
+        };
+        assert_eq!(breach.field, "max_json_depth");
+        // A non-2xx body is not parsed at all, so not measured either.
+        let failed = judge(
+            &Answer {
+                limits: &limits,
+                ..answer(503, "[[[[[[1,2,3,4,5]]]]]]")
+            },
+            at(0),
+        );
+        assert!(matches!(failed, Verdict::Failed(Outcome::Transient { .. })));
     }
 
     #[test]
