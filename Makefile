@@ -1,7 +1,7 @@
 # pagefleet: `make demo` runs a real export; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: demo test chaos bench up build lint clean peers
+.PHONY: demo test chaos bench fuzz up build lint clean peers
 
 demo: up build
 	deploy/demo.sh
@@ -29,6 +29,16 @@ chaos: up build
 bench: up
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --release -q -p pagefleet-tests --bin pagefleet-bench
+
+# Every parser of outside input (spec, pagination, Retry-After and rate-limit
+# headers, flattener, CSV writer and checker) under generated input for
+# FUZZ_SECONDS per target; prints executions and crashes, exits 1 on a crash.
+# An optimized build with overflow checks on (profile `fuzz`). FUZZ_SEED
+# repeats a run; FUZZ_TARGETS runs only those named.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS ?=
+fuzz:
+	$(CARGO) run --profile fuzz -q -p pagefleet-fuzz -- --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 up:
 	deploy/services.sh

@@ -4,8 +4,9 @@
 //!
 //! The output format:
 //! - every record ends with CRLF;
-//! - a field is quoted when it contains the delimiter, `"`, CR or LF, and a
-//!   `"` inside a quoted field is doubled;
+//! - a field is quoted when it contains the delimiter, `"`, CR or LF, or
+//!   starts with U+FEFF (readers drop it as a byte-order mark at the start
+//!   of a file), and a `"` inside a quoted field is doubled;
 //! - **null and empty text differ**: a null (or missing) cell is an empty
 //!   unquoted field, an empty string is `""`. So `a,,""` is the text `a`,
 //!   null, and the empty string. (One exception: a row whose only cell is null
@@ -147,9 +148,12 @@ impl<W: Write> CsvSink<W> {
     }
 
     /// Any non-null field: quoted when it must be, or when it is empty (an
-    /// unquoted empty field means null).
+    /// unquoted empty field means null), or when it starts with U+FEFF: at
+    /// the start of the file that is the UTF-8 byte-order mark, which
+    /// readers drop, and inside quotes it is the field's own character.
     fn push_field(&mut self, value: &str) {
         let needs_quotes = value.is_empty()
+            || value.starts_with('\u{feff}')
             || value
                 .chars()
                 .any(|c| c == self.delimiter || c == '"' || c == '\r' || c == '\n');
@@ -427,6 +431,31 @@ mod tests {
             "only\r\n\"\"\r\n\"\"\r\nx\r\n"
         );
         assert_eq!(read_back(&bytes, b',').len(), 4);
+    }
+
+    #[test]
+    fn a_field_starting_with_a_byte_order_mark_keeps_it() {
+        // Found by `make fuzz`: a file whose first field began with U+FEFF
+        // began with the UTF-8 byte-order mark, which readers take for an
+        // encoding mark and drop, so the cell lost its first character.
+        let columns = cols(&["\u{feff}id", "b"]);
+        let rows = [row(&[
+            ("\u{feff}id", text("\u{feff}x")),
+            ("b", raw("\u{feff}1")),
+        ])];
+        let options = CsvOptions {
+            header: false,
+            ..opts(',', true)
+        };
+        let mut sink = CsvSink::new(Vec::new(), &options);
+        sink.write_row(&columns, &rows[0]).unwrap();
+        let bytes = sink.finish().unwrap().inner;
+        assert_eq!(read_back(&bytes, b','), [["\u{feff}x", "\u{feff}1"]]);
+        let bytes = write(&opts(',', true), &columns, &rows);
+        assert_eq!(
+            read_back(&bytes, b','),
+            [["\u{feff}id", "b"], ["\u{feff}x", "\u{feff}1"]]
+        );
     }
 
     #[test]

@@ -62,8 +62,11 @@ pub fn parse_retry_after(value: &str, now: SystemTime, date: Option<&str>) -> Op
     }
     if let Ok(secs) = value.parse::<f64>() {
         // Clamp before converting: a huge value must not overflow Duration.
+        // A positive value below a nanosecond converts to zero, which is
+        // no wait at all.
         return (secs.is_finite() && secs > 0.0)
-            .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
+            .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
+            .filter(|wait| !wait.is_zero());
     }
     let when = httpdate::parse_http_date(value).ok()?;
     let reference = date
@@ -224,6 +227,21 @@ mod tests {
             Some(MAX_RETRY_AFTER)
         );
         assert_eq!(parse_retry_after("1e300", now, None), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_retry_after_below_a_nanosecond_is_no_wait_at_all() {
+        // Found by `make fuzz`: a tiny positive value rounded to a zero
+        // Duration and was returned as "retry now", the storm a useless
+        // header must not cause.
+        let now = at(1_000_000);
+        for tiny in ["0.0000000001", "1e-300", "4.9e-324"] {
+            assert_eq!(parse_retry_after(tiny, now, None), None, "{tiny}");
+        }
+        assert_eq!(
+            parse_retry_after("0.000000001", now, None),
+            Some(Duration::from_nanos(1))
+        );
     }
 
     #[test]
