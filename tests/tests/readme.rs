@@ -171,8 +171,8 @@ async fn running_it_yourself_works_as_written() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("state     completed"), "{said}");
     assert!(
-        stdout.contains(&format!("csv       {}", csv.display())),
-        "the CLI names the CSV under the scheduler's working directory\n{said}"
+        stdout.contains("csv       orders-cursor.csv\n"),
+        "the CLI names the CSV in the tenant's directory, not the server's path\n{said}"
     );
 
     let bytes = assert_csv_matches_source(&csv, MOCK_SEED, MOCK_RECORDS);

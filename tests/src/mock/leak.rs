@@ -2,10 +2,11 @@
 //! sends back that an exporter must never store or show. Every data answer
 //! echoes the request's `Authorization` value in headers (one whose name
 //! gives it away, one whose name does not) and, for object bodies, in the
-//! body; next-URL links point off the origin and carry a signed query value
+//! body (error answers included); next-URL links point off the origin and carry a signed query value
 //! ([`LEAKED_SIGNATURE`]), so following them fails validation.
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::styles::Rendered;
@@ -38,6 +39,22 @@ pub(crate) fn dress(rendered: &mut Rendered, request: &HeaderMap) {
             *next = format!("http://signed.invalid/next?{query}&signature={LEAKED_SIGNATURE}");
         }
     }
+}
+
+/// An error answer as the leaky source sends it: the error, with the
+/// credential echoed in its headers and body like every other answer, so
+/// the answer a dead letter keeps carries it too.
+pub(crate) fn error_answer(status: StatusCode, message: &str, request: &HeaderMap) -> Response {
+    let mut rendered = Rendered {
+        body: json!({ "error": message }),
+        headers: Vec::new(),
+    };
+    dress(&mut rendered, request);
+    let mut response = (status, axum::Json(rendered.body)).into_response();
+    for (name, value) in rendered.headers {
+        response.headers_mut().append(name, value);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -368,6 +368,9 @@ async fn answer(shared: &Arc<Shared>, style: Style, uri: &Uri, headers: &HeaderM
         .any(|id| plan.contains(*id));
     if poisoned {
         shared.stats().not_found();
+        if config.leaky {
+            return super::leak::error_answer(StatusCode::NOT_FOUND, "not found", headers);
+        }
         return json_error(StatusCode::NOT_FOUND, "not found");
     }
     if config.not_found_past_the_end && plan.page.is_empty() {
