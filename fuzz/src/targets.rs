@@ -105,7 +105,47 @@ pub const TARGETS: &[Target] = &[
         name: "csv_check",
         run: |b| drive(csv_check_input(), csv_checker, b),
     },
+    Target {
+        name: "redact",
+        run: |b| drive(redact_input(), redact_target, b),
+    },
 ];
+
+// ---------------------------------------------------------------- redact
+
+/// Text a source or a spec could put in a dead letter, and a secret the
+/// request sent (sometimes inside the text).
+pub fn redact_input() -> impl Strategy<Value = (String, String, bool)> {
+    (
+        prop_oneof![
+            hostile_string(),
+            "[ \u{a0}\u{3000}a-z=&;?\"'<(\\[{,]{0,40}".boxed(),
+            any::<String>().boxed(),
+        ],
+        "[A-Za-z0-9]{4,24}",
+        any::<bool>(),
+    )
+}
+
+/// Redaction never panics, and a known secret never survives it, wherever
+/// it sits in the text.
+pub fn redact_target((text, secret, embed): &(String, String, bool)) {
+    use pagefleet_shared::redact;
+    let mut known = redact::Known::none();
+    known.add(secret);
+    let input = if *embed {
+        format!("{text}{secret}{text}")
+    } else {
+        text.clone()
+    };
+    let shown = redact::text(&input, &known);
+    assert!(
+        !shown.contains(secret.as_str()),
+        "{secret:?} survived in {shown:?}"
+    );
+    let _ = redact::excerpt(input.as_bytes(), 64, &known);
+    let _ = redact::url_text(&input);
+}
 
 // ---------------------------------------------------------------- spec
 
@@ -193,7 +233,12 @@ fn accepted_spec(spec: &ExportSpec) {
             panic!("an accepted spec has no first page URL: {e}");
         }
     }
-    let _ = source::source_key(spec, "tenant", None);
+    let bucket = pagefleet_shared::rate_keys::bucket_for(spec, "tenant", None, &[]);
+    assert!(
+        bucket.key.starts_with("tenant:tenant:"),
+        "a spec's bucket is its tenant's: {}",
+        bucket.key
+    );
 }
 
 // ---------------------------------------------------------------- pagination

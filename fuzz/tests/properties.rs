@@ -82,6 +82,7 @@ never_panics! {
     the_stated_totals_never_panic => "totals",
     retry_after_and_backoff_never_panic => "retry_after",
     rate_limit_headers_never_panic => "ratelimit_headers",
+    redaction_never_panics_nor_keeps_a_known_secret => "redact",
 }
 
 #[test]

@@ -19,7 +19,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
 use pagefleet_shared::api_token::{ApiToken, TokenRole};
 use pagefleet_shared::tenancy::TenantId;
@@ -60,6 +60,8 @@ pub enum AuthError {
     BadTenant,
     #[error("this needs an admin token")]
     NotAdmin,
+    #[error("the {0} header may be sent only once")]
+    Repeated(String),
 }
 
 impl From<AuthError> for ApiError {
@@ -68,16 +70,35 @@ impl From<AuthError> for ApiError {
             AuthError::Missing | AuthError::Malformed | AuthError::Unknown => {
                 StatusCode::UNAUTHORIZED
             }
-            AuthError::BadTenant => StatusCode::BAD_REQUEST,
+            AuthError::BadTenant | AuthError::Repeated(_) => StatusCode::BAD_REQUEST,
             AuthError::OtherTenant { .. } | AuthError::NotAdmin => StatusCode::FORBIDDEN,
         };
         ApiError::new(status, e.to_string())
     }
 }
 
+/// The one value of a header, `None` without it. Sent twice, it is
+/// refused: a proxy that appends its own value (rather than replacing the
+/// client's) would otherwise let the client's first value win.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AuthError::Repeated(name.to_string()));
+    }
+    Ok(first)
+}
+
+/// The tenant header's text, when there is one (and only one).
+pub fn tenant_header(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    single(headers, "x-pagefleet-tenant")?
+        .map(|v| v.to_str().map_err(|_| AuthError::BadTenant))
+        .transpose()
+}
+
 /// The bearer token of a request: `None` without an Authorization header.
 pub fn bearer(headers: &HeaderMap) -> Result<Option<ApiToken>, AuthError> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+    let Some(value) = single(headers, "authorization")? else {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| AuthError::Malformed)?;
@@ -144,10 +165,7 @@ impl FromRequestParts<ApiState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let caller = authenticate(state, &parts.headers).await?;
-        let header = match parts.headers.get("x-pagefleet-tenant") {
-            None => None,
-            Some(value) => Some(value.to_str().map_err(|_| AuthError::BadTenant)?),
-        };
+        let header = tenant_header(&parts.headers)?;
         Ok(Tenant(acting_tenant(&caller, header)?))
     }
 }
@@ -211,6 +229,20 @@ mod tests {
             Ok(tenant("acme"))
         );
         assert_eq!(acting_tenant(&Caller::Proxy, None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn a_header_sent_twice_is_refused() {
+        let mut h = HeaderMap::new();
+        h.append("x-pagefleet-tenant", "victim".parse().unwrap());
+        h.append("x-pagefleet-tenant", "attacker".parse().unwrap());
+        assert_eq!(
+            tenant_header(&h),
+            Err(AuthError::Repeated("x-pagefleet-tenant".into()))
+        );
+        h.append("authorization", "Bearer a".parse().unwrap());
+        h.append("authorization", "Bearer b".parse().unwrap());
+        assert!(matches!(bearer(&h), Err(AuthError::Repeated(_))));
     }
 
     #[test]

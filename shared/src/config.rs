@@ -6,6 +6,7 @@ use serde::Deserialize;
 use crate::fingerprint::FingerprintKey;
 use crate::limits::{self, FleetLimits, LimitsError};
 use crate::outbound::{OutboundPolicy, RuleError};
+use crate::rate_keys::{self, SharedKeyError, SharedRateKey};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +40,9 @@ pub struct ServiceConfig {
     /// The fleet's ceilings on pages, records and columns (`[limits]`,
     /// `PAGEFLEET_MAX_*`); see [`FleetLimits`].
     pub limits: FleetLimits,
+    /// Rate-limit budgets several tenants share, declared here with their
+    /// rate and burst (`[[shared_rate_keys]]`); see [`crate::rate_keys`].
+    pub shared_rate_keys: Vec<SharedRateKey>,
 }
 
 impl Default for ServiceConfig {
@@ -53,6 +57,7 @@ impl Default for ServiceConfig {
             outbound_allow: Vec::new(),
             fingerprint_key: None,
             limits: FleetLimits::default(),
+            shared_rate_keys: Vec::new(),
         }
     }
 }
@@ -70,7 +75,7 @@ pub enum ConfigError {
     Namespace(String),
     #[error("config `output_root` {0:?} cannot be resolved: {1}")]
     OutputRoot(String, String),
-    #[error("config `secrets_dir` {0:?} must be an absolute path")]
+    #[error("config `secrets_dir` {0:?} must be an absolute path outside the output root (and not holding it)")]
     SecretsDir(String),
     /// The rule's text names the setting already.
     #[error(transparent)]
@@ -79,6 +84,8 @@ pub enum ConfigError {
     FingerprintKey,
     #[error("config: {0}")]
     Limits(#[from] LimitsError),
+    #[error("config: {0}")]
+    SharedRateKey(#[from] SharedKeyError),
 }
 
 impl ServiceConfig {
@@ -148,7 +155,10 @@ impl ServiceConfig {
             return Err(ConfigError::Namespace(ns.clone()));
         }
         if let Some(dir) = &self.secrets_dir {
-            if !std::path::Path::new(dir).is_absolute() {
+            let (secrets, root) = (std::path::Path::new(dir), self.output_root_path());
+            // Nested either way, a tenant's export could replace a secret
+            // file, or a tenant's secret could be read as another's output.
+            if !secrets.is_absolute() || secrets.starts_with(&root) || root.starts_with(secrets) {
                 return Err(ConfigError::SecretsDir(dir.clone()));
             }
         }
@@ -161,6 +171,7 @@ impl ServiceConfig {
             return Err(ConfigError::FingerprintKey);
         }
         self.limits.validate()?;
+        rate_keys::validate(&self.shared_rate_keys)?;
         Ok(())
     }
 
@@ -290,6 +301,11 @@ mod tests {
         };
         assert!(c.validate().is_ok());
         c.secrets_dir = Some("secrets".into());
+        assert!(matches!(c.validate(), Err(ConfigError::SecretsDir(_))));
+        c.output_root = "/srv/exports".into();
+        c.secrets_dir = Some("/srv/exports/secrets".into());
+        assert!(matches!(c.validate(), Err(ConfigError::SecretsDir(_))));
+        c.secrets_dir = Some("/srv".into());
         assert!(matches!(c.validate(), Err(ConfigError::SecretsDir(_))));
     }
 }

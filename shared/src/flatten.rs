@@ -57,10 +57,20 @@ pub enum FlattenError {
     BadKey { field: String, found: &'static str },
     #[error("two fields of the record flatten to the same column `{column}`")]
     ColumnCollision { column: String },
+    #[error("a column name is longer than {limit} bytes (it starts {start:?}); the fleet allows {limit} (limits.max_column_name_bytes)")]
+    ColumnNameTooLong { start: String, limit: usize },
 }
 
 /// Flatten one record into a row (see the module doc for the rules).
 pub fn flatten_record(record: &Value) -> Result<Row, FlattenError> {
+    flatten_record_within(record, usize::MAX)
+}
+
+/// [`flatten_record`], refusing a column name longer than
+/// `max_column_bytes` as soon as its path grows past it: every leaf under
+/// a long key repeats that key in its column name, so a record of long
+/// nested keys would cost far more memory as a row than as a body.
+pub fn flatten_record_within(record: &Value, max_column_bytes: usize) -> Result<Row, FlattenError> {
     let Value::Object(map) = record else {
         return Err(FlattenError::NotAnObject {
             found: kind(record),
@@ -68,7 +78,7 @@ pub fn flatten_record(record: &Value) -> Result<Row, FlattenError> {
     };
     let mut row = Row::new();
     let mut path = String::new();
-    flatten_into(map, &mut path, 1, &mut row)?;
+    flatten_into(map, &mut path, 1, max_column_bytes, &mut row)?;
     Ok(row)
 }
 
@@ -78,6 +88,7 @@ fn flatten_into(
     map: &Map<String, Value>,
     path: &mut String,
     depth: usize,
+    max_column_bytes: usize,
     row: &mut Row,
 ) -> Result<(), FlattenError> {
     for (key, value) in map {
@@ -86,11 +97,17 @@ fn flatten_into(
             path.push('.');
         }
         path.push_str(key);
+        if path.len() > max_column_bytes {
+            return Err(FlattenError::ColumnNameTooLong {
+                start: path.chars().take(40).collect(),
+                limit: max_column_bytes,
+            });
+        }
         match value {
             // An empty object has no columns of its own; keep it as `{}` so
             // the CSV still shows that the field was present.
             Value::Object(inner) if !inner.is_empty() && depth < MAX_DEPTH => {
-                flatten_into(inner, path, depth + 1, row)?;
+                flatten_into(inner, path, depth + 1, max_column_bytes, row)?;
             }
             other => put(row, path, cell_of(other))?,
         }
@@ -273,6 +290,22 @@ pub fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_nested_key_is_refused_before_its_leaves_repeat_it() {
+        let long = "k".repeat(300);
+        let record = serde_json::json!({ "id": 1, long.clone(): { "a": 1, "b": 2 } });
+        assert!(flatten_record(&record).is_ok());
+        match flatten_record_within(&record, 256) {
+            Err(FlattenError::ColumnNameTooLong { start, limit }) => {
+                assert_eq!(limit, 256);
+                assert_eq!(start, "k".repeat(40));
+            }
+            other => panic!("{other:?}"),
+        }
+        let short = serde_json::json!({ "id": 1, "a": { "b": 2 } });
+        assert_eq!(flatten_record_within(&short, 3).unwrap().len(), 2);
+    }
     use serde_json::json;
 
     fn parse(text: &str) -> Value {

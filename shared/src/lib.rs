@@ -3,7 +3,8 @@
 //! Pure logic (no I/O): [`spec`], [`pagination`], [`retry`], [`flatten`],
 //! [`csv_out`] (writing the file), [`csv_check`] (reading it back, strictly),
 //! [`model`], [`verification`] (the counts an export is held to),
-//! [`api_token`] (what an API caller presents, and its stored hash).
+//! [`api_token`] (what an API caller presents, and its stored hash),
+//! [`rate_keys`] (which bucket a request draws from).
 //! I/O adapters: [`source`] (HTTP), [`ratelimit`] (Redis), [`queue`]
 //! (RabbitMQ), [`store`] (Postgres), [`telemetry`] (logs and metrics).
 //! [`config`] gathers the addresses of the services from the environment;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod outbound;
 pub mod pagination;
 pub mod queue;
+pub mod rate_keys;
 pub mod ratelimit;
 pub mod ratelimit_headers;
 pub mod redact;

@@ -257,7 +257,12 @@ fn mask_pairs(text: &str) -> String {
     let mut rest = text;
     while let Some(eq) = rest.find('=') {
         let (before, after) = (&rest[..eq], &rest[eq + 1..]);
-        let name_start = before.rfind(starts_name).map_or(0, |i| i + 1);
+        // Past the separator, which may be a multi-byte space (U+00A0).
+        let name_start = before
+            .char_indices()
+            .rev()
+            .find(|(_, c)| starts_name(*c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let name = &before[name_start..];
         let value_end = after.find(ends_value).unwrap_or(after.len());
         out.push_str(before);
@@ -298,6 +303,24 @@ fn decoded(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_byte_space_before_a_name_is_no_panic() {
+        for text in [
+            "\u{a0}a=1",
+            "x\u{3000}token=abc",
+            "\u{a0}=",
+            "a\u{a0}\u{a0}key=v&b=2",
+        ] {
+            let shown = text_of(text);
+            assert!(!shown.contains("abc"), "{shown}");
+        }
+        assert_eq!(text_of("\u{a0}token=abc"), "\u{a0}token=***");
+    }
+
+    fn text_of(text: &str) -> String {
+        super::text(text, &Known::none())
+    }
     use reqwest::header::HeaderValue;
 
     fn known(secret: &str) -> Known {

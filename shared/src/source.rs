@@ -200,25 +200,6 @@ fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
     Ok(text)
 }
 
-/// The rate-limit bucket of a source: the spec's explicit key within its
-/// tenant, else the origin plus the credential's fingerprint, so exports
-/// that share an API key share its budget and exports with different keys
-/// do not. An explicit key is free text a spec chooses: scoped to the
-/// tenant, it can never name (book ahead, or pause) another tenant's
-/// bucket.
-pub fn source_key(spec: &ExportSpec, tenant: &str, credential: Option<&Credential>) -> String {
-    if let Some(key) = &spec.rate_limit.key {
-        return format!("tenant:{tenant}:{key}");
-    }
-    let origin = Url::parse(&spec.source.base_url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_else(|_| spec.source.base_url.clone());
-    match credential {
-        Some(c) => format!("{origin}#{}", c.fingerprint()),
-        None => origin,
-    }
-}
-
 /// The URL of one page: base + path + fixed query + partition parameters +
 /// the position's parameters; or the URL the source gave.
 pub fn page_url(
@@ -598,21 +579,7 @@ dir = "out"
         // Keyed: another fleet key, another fingerprint of the same secret.
         let other = Credential::resolve(&auth, &from, &FingerprintKey::new("fleet-key-2")).unwrap();
         assert_ne!(c.fingerprint(), other.fingerprint());
-        let key = source_key(&spec(), "acme", Some(&c));
-        assert!(key.starts_with("http://127.0.0.1:9#"), "{key}");
-        assert!(!key.contains("s3cr3t"));
-        // A spec's own key is its tenant's: two tenants naming the same
-        // key get two buckets.
-        let mut keyed = spec();
-        keyed.rate_limit.key = Some("shared-budget".into());
-        assert_eq!(
-            source_key(&keyed, "acme", Some(&c)),
-            "tenant:acme:shared-budget"
-        );
-        assert_ne!(
-            source_key(&keyed, "acme", None),
-            source_key(&keyed, "globex", None)
-        );
+        assert!(!c.fingerprint().contains("s3cr3t"));
 
         let missing = AuthSpec::Bearer {
             secret: SecretRef {

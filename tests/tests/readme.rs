@@ -86,6 +86,22 @@ fn every_shell_block_is_run_by_ci_or_by_this_test() {
 }
 
 #[test]
+fn the_config_in_the_readme_parses() {
+    let configs: Vec<_> = fenced_blocks(&readme())
+        .into_iter()
+        .filter(|(_, info, _)| info == "toml config")
+        .collect();
+    assert!(!configs.is_empty(), "the README shows a config file");
+    for (heading, _, text) in configs {
+        let config: pagefleet_shared::config::ServiceConfig = toml::from_str(&text)
+            .unwrap_or_else(|e| panic!("the config under {heading:?} does not parse: {e}"));
+        if let Err(e) = config.validate() {
+            panic!("the config under {heading:?} is refused: {e}");
+        }
+    }
+}
+
+#[test]
 fn the_spec_in_the_readme_parses() {
     let specs: Vec<_> = fenced_blocks(&readme())
         .into_iter()

@@ -12,6 +12,7 @@ use pagefleet_shared::fingerprint::FingerprintKey;
 use pagefleet_shared::guard::SourceGuard;
 use pagefleet_shared::limits::FleetLimits;
 use pagefleet_shared::queue::Broker;
+use pagefleet_shared::rate_keys::SharedRateKey;
 use pagefleet_shared::ratelimit::RateLimiter;
 use pagefleet_shared::source::SourceClient;
 use pagefleet_shared::store::Store;
@@ -47,6 +48,8 @@ pub struct WorkerContext {
     pub fingerprint_key: FingerprintKey,
     /// See `ServiceConfig::limits`: what a page may cost this worker.
     pub limits: FleetLimits,
+    /// See `ServiceConfig::shared_rate_keys`.
+    pub shared_rate_keys: Vec<SharedRateKey>,
 }
 
 impl WorkerContext {
@@ -77,6 +80,7 @@ impl WorkerContext {
             // two contexts sharing one by accident.
             fingerprint_key: FingerprintKey::generate(),
             limits: FleetLimits::default(),
+            shared_rate_keys: Vec::new(),
         }
     }
 

@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use uuid::Uuid;
 
-use pagefleet_shared::flatten::{flatten_record, row_key};
+use pagefleet_shared::flatten::{flatten_record_within, row_key, FlattenError};
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::limits::{self, Breach, FleetLimits};
 use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
 use pagefleet_shared::pagination::{self, Counts, Page, PaginationError, Role, Statement};
+use pagefleet_shared::rate_keys;
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
 use pagefleet_shared::redact;
@@ -382,11 +383,12 @@ async fn prepare_request(
     let (url, origin) = page_url(work)?;
     // Refused before it takes a token; a name is judged again on fetch.
     (ctx.source.check_url(&url)).map_err(|e| (DeadLetterClass::Refused, e.to_string()))?;
-    let bucket = Bucket {
-        key: source::source_key(spec, &work.tenant_id, credential.as_ref()),
-        rate: spec.rate_limit.rate,
-        burst: spec.rate_limit.burst,
-    };
+    let bucket = rate_keys::bucket_for(
+        spec,
+        &work.tenant_id,
+        credential.as_ref().map(Credential::fingerprint),
+        &ctx.shared_rate_keys,
+    );
     Ok(Request {
         url,
         origin,
@@ -648,7 +650,14 @@ fn prepare(
             (DeadLetterClass::BadPage, format!("record {i} on {at}: {e}"))
         };
         let key = row_key(record, &spec.primary_key).map_err(|e| bad(&e))?;
-        let row = flatten_record(record).map_err(|e| bad(&e))?;
+        let max_name = usize::try_from(limits.max_column_name_bytes).unwrap_or(usize::MAX);
+        let row = flatten_record_within(record, max_name).map_err(|e| match e {
+            FlattenError::ColumnNameTooLong { .. } => (
+                DeadLetterClass::OverLimit,
+                format!("record {i} on {at}: {e}"),
+            ),
+            other => bad(&other),
+        })?;
         if spec.columns.is_none() {
             for name in row.keys() {
                 if !columns.contains(name) {

@@ -131,6 +131,7 @@ async fn connect(
         None => ctx.store.fingerprint_key().await?,
     };
     ctx.limits = config.limits;
+    ctx.shared_rate_keys = config.shared_rate_keys.clone();
     Ok((Arc::new(ctx), broker))
 }
 

@@ -490,6 +490,20 @@ const MAX_BODY_BYTES: u64 = 1 << 30;
 
 impl RateLimitSpec {
     fn validate(&self) -> Result<(), SpecError> {
+        // It names a bucket in Redis and a metric label: short, plain text.
+        if let Some(key) = &self.key {
+            let plain = !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !plain {
+                return Err(invalid(
+                    "rate_limit.key",
+                    "must be 1-64 characters of [A-Za-z0-9_.-]",
+                ));
+            }
+        }
         if !(self.rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&self.rate)) {
             return Err(invalid(
                 "rate_limit.rate",
