@@ -81,7 +81,9 @@ fn address_refused(host: &str, addr: &SocketAddr, why: &Reserved) -> String {
     if host == addr.ip().to_string() {
         format!("{addr} is {why}; allow it with outbound_allow")
     } else {
-        format!("{host} resolves to {addr}, which is {why}; allow it with outbound_allow")
+        // Not the address itself: a tenant reads this in its dead letters,
+        // and must not map the fleet's internal names by it.
+        format!("{host} resolves to an address that is {why}; allow it with outbound_allow")
     }
 }
 
@@ -541,7 +543,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             named.to_string(),
-            "api.example.com resolves to 10.0.0.7:443, which is private (10.0.0.0/8); \
+            "api.example.com resolves to an address that is private (10.0.0.0/8); \
              allow it with outbound_allow"
         );
         let mapped = Url::parse("http://[::ffff:127.0.0.1]:8080/").unwrap();
@@ -643,7 +645,12 @@ mod tests {
         let private: IpAddr = "10.3.3.3".parse().unwrap();
         assert!(p.check_ip("x", private, None).is_ok());
         let refused = p.check_ip("x", lo, None).unwrap_err().at_port(8080);
-        assert!(refused.to_string().contains("127.0.0.1:8080"), "{refused}");
+        assert!(
+            matches!(refused, Refusal::Address { addr, .. } if addr.port() == 8080),
+            "{refused:?}"
+        );
+        // A name's refusal does not tell the tenant where it points.
+        assert!(!refused.to_string().contains("127.0.0.1"), "{refused}");
     }
 
     #[test]

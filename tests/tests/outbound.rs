@@ -102,7 +102,7 @@ async fn a_spec_cannot_reach_what_the_policy_refuses() {
         (fleet.api_url.clone(), "is loopback"),
         (
             format!("http://localhost:{scheduler_port}"),
-            "localhost resolves to 127.0.0.1",
+            "localhost resolves to an address that is loopback",
         ),
         (
             format!("http://[::ffff:127.0.0.1]:{scheduler_port}"),
@@ -153,9 +153,7 @@ async fn a_spec_cannot_reach_what_the_policy_refuses() {
     assert_eq!(dead[0].class, DeadLetterClass::Refused, "{dead:?}");
     let reason = &dead[0].reason;
     assert!(
-        reason.contains(&format!(
-            "localhost resolves to 127.0.0.1:{scheduler_port}, which is loopback"
-        )),
+        reason.contains("localhost resolves to an address that is loopback"),
         "{reason}"
     );
     assert_holds_nothing_of_the_scheduler(&dead[0]);
