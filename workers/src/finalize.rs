@@ -442,7 +442,7 @@ impl OutputDir {
             serde_json::to_vec_pretty(manifest).map_err(|e| self.io_err(target, e.into()))?;
         let (f, d) = (target.to_path_buf(), self.dir.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let file = File::create(&temp)?;
+            let file = create_fresh(&temp)?;
             std::io::Write::write_all(&mut &file, &text)?;
             sync_and_rename(file, &temp, &f, &d)
         })
@@ -452,9 +452,32 @@ impl OutputDir {
     }
 }
 
+/// A new file at a path nothing holds yet: `O_CREAT | O_EXCL`, which also
+/// refuses to follow a symlink planted there.
+fn create_fresh(path: &Path) -> std::io::Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// The final path may hold only a regular file (an earlier run's output):
+/// a symlink, directory, pipe or device there is never replaced.
+fn replaceable(target: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(meta) if !meta.file_type().is_file() => Err(std::io::Error::other(
+            "the final path holds something other than a regular file (a symlink, directory or device); nothing replaces it",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn sync_and_rename(file: File, temp: &Path, target: &Path, dir: &Path) -> std::io::Result<()> {
     file.sync_all()?;
     drop(file);
+    replaceable(target)?;
     fs::rename(temp, target)?;
     File::open(dir)?.sync_all()
 }
@@ -468,7 +491,7 @@ async fn write_csv(
     out: &OutputDir,
     temp_path: &Path,
 ) -> Result<CsvSummary<BufWriter<File>>, FinalizeError> {
-    let file = File::create(temp_path).map_err(|e| out.io_err(temp_path, e))?;
+    let file = create_fresh(temp_path).map_err(|e| out.io_err(temp_path, e))?;
     let mut sink = CsvSink::new(BufWriter::with_capacity(1 << 20, file), &work.spec.csv);
     let shown_temp = shown_path(&out.tenant_roots, temp_path);
     let result = write_rows(ctx, work, columns, &mut sink, &shown_temp).await;
@@ -709,6 +732,36 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_created_fresh_and_only_a_regular_file_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("pagefleet-fresh-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let outside = dir.join("outside");
+        fs::write(&outside, "keep").unwrap();
+        // A symlink planted at a temporary file's name is not followed.
+        std::os::unix::fs::symlink(&outside, dir.join("planted")).unwrap();
+        assert!(create_fresh(&dir.join("planted")).is_err());
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        // A symlink or a directory at the final path is not replaced.
+        std::os::unix::fs::symlink(&outside, dir.join("final.csv")).unwrap();
+        fs::create_dir_all(dir.join("final-dir.csv")).unwrap();
+        for target in ["final.csv", "final-dir.csv"] {
+            let temp = dir.join(format!(".{target}.tmp"));
+            let file = create_fresh(&temp).unwrap();
+            let err = sync_and_rename(file, &temp, &dir.join(target), &dir).unwrap_err();
+            assert!(err.to_string().contains("regular file"), "{target}: {err}");
+        }
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        // An earlier run's regular file is replaced.
+        fs::write(dir.join("earlier.csv"), "old").unwrap();
+        let temp = dir.join(".earlier.tmp");
+        let file = create_fresh(&temp).unwrap();
+        std::io::Write::write_all(&mut &file, b"new").unwrap();
+        sync_and_rename(file, &temp, &dir.join("earlier.csv"), &dir).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("earlier.csv")).unwrap(), "new");
+        fs::remove_dir_all(&dir).unwrap();
+    }
     use pagefleet_shared::pagination::UnderDrift;
     use pagefleet_shared::spec::ExportSpec;
 

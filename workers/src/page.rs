@@ -746,36 +746,16 @@ async fn land(
             return dead_letter(ctx, work, tally, class, reason, shown).await;
         }
     };
-    match landed {
-        Landed::Refused { reason } => {
-            let class = DeadLetterClass::BadPage;
-            dead_letter(
-                ctx,
-                work,
-                tally,
-                class,
-                reason,
-                request.shown(Some(response)),
-            )
-            .await
-        }
-        Landed::OverLimit { breach } => {
-            let (class, reason) = (
-                DeadLetterClass::OverLimit,
-                decide::over_limit(work, &breach),
-            );
-            dead_letter(
-                ctx,
-                work,
-                tally,
-                class,
-                reason,
-                request.shown(Some(response)),
-            )
-            .await
-        }
-        landed => Ok(landed_result(ctx, work, landed).await),
-    }
+    let (class, reason) = match landed {
+        Landed::Refused { reason } => (DeadLetterClass::BadPage, reason),
+        Landed::OverLimit { breach } => (
+            DeadLetterClass::OverLimit,
+            decide::over_limit(work, &breach),
+        ),
+        landed => return Ok(landed_result(ctx, work, landed).await),
+    };
+    let shown = request.shown(Some(response));
+    dead_letter(ctx, work, tally, class, reason, shown).await
 }
 
 /// A sentinel page the source answered 404 or 416: the end, as an empty
