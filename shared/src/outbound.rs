@@ -367,9 +367,13 @@ const RESERVED_V6: &[(Ipv6Net, &str)] = &[
         "IPv4-compatible (deprecated)",
     ),
     (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), "IPv4-mapped"),
+    (v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), "IPv4-translated"),
     (v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), "local-use NAT64"),
     (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), "discard-only"),
+    // A Teredo address tunnels to an IPv4 address of the server's choice.
+    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32), "Teredo"),
     (v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), "documentation"),
+    (v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), "documentation"),
     (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), "unique-local"),
     (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), "link-local"),
     (
@@ -497,6 +501,9 @@ mod tests {
             ("fec0::1", Some("site-local (deprecated)")),
             ("100::1", Some("discard-only")),
             ("64:ff9b:1::1", Some("local-use NAT64")),
+            ("::ffff:0:7f00:1", Some("IPv4-translated")),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Some("Teredo")),
+            ("3fff::1", Some("documentation")),
             // The IPv6 forms of refused IPv4 addresses.
             ("::ffff:127.0.0.1", Some("loopback")),
             ("::ffff:169.254.169.254", Some("link-local")),
