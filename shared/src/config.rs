@@ -146,12 +146,7 @@ impl ServiceConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ns = &self.namespace;
-        let ok = !ns.is_empty()
-            && ns.len() <= 64
-            && ns
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !ok {
+        if !crate::model::is_plain_name(ns) {
             return Err(ConfigError::Namespace(ns.clone()));
         }
         if let Some(dir) = &self.secrets_dir {

@@ -19,6 +19,17 @@ use uuid::Uuid;
 /// The tenant every export belongs to until API tokens exist.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// 1-64 characters of `[A-Za-z0-9_.-]`: safe as a queue or key prefix, a
+/// Redis key part, a metric label and a path component. Namespaces, rate
+/// keys and tenant ids (which add rules of their own) are all such names.
+pub fn is_plain_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// Time-ordered ids (UUID v7): listings sort by creation.
 pub fn new_id() -> Uuid {
     Uuid::now_v7()

@@ -70,12 +70,7 @@ pub enum SharedKeyError {
 pub fn validate(keys: &[SharedRateKey]) -> Result<(), SharedKeyError> {
     for (i, key) in keys.iter().enumerate() {
         let name = &key.name;
-        let plain = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !plain {
+        if !crate::model::is_plain_name(name) {
             return Err(SharedKeyError::Name(name.clone()));
         }
         if !(key.rate.is_finite() && key.rate > 0.0 && key.rate <= MAX_RATE) {

@@ -142,14 +142,10 @@ impl std::fmt::Display for TenantId {
 /// beside `TenantId` for ids read back from the database, which the
 /// workers check again before they touch the file system.
 pub fn valid_tenant(tenant: &str) -> bool {
-    !tenant.is_empty()
-        && tenant.len() <= 64
+    crate::model::is_plain_name(tenant)
         && !tenant.starts_with('.')
         && !tenant.ends_with('_')
         && !tenant.contains("__")
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// The tenant's directory under `output_root`, as configured and as

@@ -492,12 +492,7 @@ impl RateLimitSpec {
     fn validate(&self) -> Result<(), SpecError> {
         // It names a bucket in Redis and a metric label: short, plain text.
         if let Some(key) = &self.key {
-            let plain = !key.is_empty()
-                && key.len() <= 64
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-            if !plain {
+            if !crate::model::is_plain_name(key) {
                 return Err(invalid(
                     "rate_limit.key",
                     "must be 1-64 characters of [A-Za-z0-9_.-]",
