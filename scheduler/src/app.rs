@@ -21,6 +21,7 @@ use pagefleet_shared::store::{Store, StoreError};
 
 use crate::api::{router, ApiState};
 use crate::auth::AuthConfig;
+use crate::broker_watch::run_broker_watch;
 use crate::relay::{run_reconciler, run_relay};
 
 #[derive(Debug, Clone)]
@@ -104,6 +105,10 @@ pub async fn run(
     loops.spawn(
         "relay",
         run_relay(store.clone(), broker.clone(), shutdown.clone()),
+    );
+    loops.spawn(
+        "broker watch",
+        run_broker_watch(broker.clone(), shutdown.clone()),
     );
     loops.spawn(
         "reconciler",

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod broker_watch;
 pub mod client;
 pub mod relay;
 pub mod terminal;

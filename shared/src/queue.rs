@@ -4,8 +4,14 @@
 //! exchange, so a message that crashes every consumer ends up in the
 //! dead-letter queue instead of looping forever. RabbitMQ is not the truth:
 //! anything lost here is re-published from Postgres.
+//!
+//! lapin's own recovery has no handshake timeout: a reconnect that reached
+//! a broker still starting can wait for its handshake forever. A process
+//! that must stay (the scheduler) watches its connection with an
+//! [`Outage`] and [`Broker::renew`]s it when it stays down.
 
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -23,11 +29,15 @@ pub const DELIVERY_LIMIT: i32 = 20;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 /// AMQP heartbeat: a dead peer is noticed within about twice this.
 const HEARTBEAT_SECS: u16 = 10;
+/// How long opening a connection (TCP, handshake, topology) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("cannot connect to RabbitMQ at {url}: {source}")]
     Connect { url: String, source: lapin::Error },
+    #[error("RabbitMQ at {url} did not complete a connection within {secs} s")]
+    ConnectTimeout { url: String, secs: u64 },
     #[error("RabbitMQ {op} on `{queue}` failed: {source}")]
     Op {
         op: &'static str,
@@ -59,29 +69,50 @@ impl QueueNames {
 }
 
 /// One AMQP connection with automatic recovery, and the topology declared.
+/// The connection can be replaced by a fresh one ([`Broker::renew`]).
 pub struct Broker {
-    connection: Connection,
+    /// With credentials: never logged (errors carry `redact_url`).
+    url: String,
     names: QueueNames,
+    connection: RwLock<Arc<Connection>>,
 }
 
 impl Broker {
     pub async fn connect(amqp_url: &str, namespace: &str) -> Result<Broker, QueueError> {
-        let url = with_heartbeat(amqp_url);
-        let properties = ConnectionProperties::default()
-            .enable_auto_recover()
-            .with_connection_name(format!("pagefleet-{namespace}").into());
-        let connection = Connection::connect(&url, properties)
-            .await
-            .map_err(|source| QueueError::Connect {
-                url: redact_url(amqp_url),
-                source,
-            })?;
-        let broker = Broker {
-            connection,
-            names: QueueNames::new(namespace),
+        let names = QueueNames::new(namespace);
+        let connection = open(amqp_url, &names).await?;
+        Ok(Broker {
+            url: amqp_url.to_string(),
+            names,
+            connection: RwLock::new(Arc::new(connection)),
+        })
+    }
+
+    /// Opens a new connection, declares the topology on it and puts it in
+    /// place of the current one, which is closed in the background. Channels
+    /// opened on the old connection stay with it: their owners notice
+    /// (`Publisher::is_open`) and open new ones.
+    pub async fn renew(&self) -> Result<(), QueueError> {
+        let fresh = Arc::new(open(&self.url, &self.names).await?);
+        let old = {
+            let mut current = self
+                .connection
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::mem::replace(&mut *current, fresh)
         };
-        broker.declare().await?;
-        Ok(broker)
+        tokio::spawn(async move {
+            // A stuck connection may never answer a close.
+            let _ = tokio::time::timeout(CONFIRM_TIMEOUT, old.close(200, "renewed".into())).await;
+        });
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Connection> {
+        self.connection
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn names(&self) -> &QueueNames {
@@ -89,55 +120,12 @@ impl Broker {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.connection.status().connected()
+        self.current().status().connected()
     }
 
     async fn channel(&self, queue: &str) -> Result<Channel, QueueError> {
-        self.connection
-            .create_channel()
-            .await
-            .map_err(|source| QueueError::Op {
-                op: "open channel",
-                queue: queue.to_string(),
-                source,
-            })
+        open_channel(&self.current(), queue).await
     }
-
-    /// Declares the queues (idempotent: same arguments every time).
-    async fn declare(&self) -> Result<(), QueueError> {
-        let dead = self.names.name(QueueRole::Dead);
-        let channel = self.channel(&dead).await?;
-        let mut dead_args = FieldTable::default();
-        dead_args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        declare(&channel, &dead, dead_args).await?;
-        for role in [QueueRole::Pages, QueueRole::Finalize] {
-            let name = self.names.name(role);
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongInt(DELIVERY_LIMIT),
-            );
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString("".into()),
-            );
-            args.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(dead.clone().into()),
-            );
-            declare(&channel, &name, args).await?;
-        }
-        let _ = channel.close(200, "declared".into()).await;
-        Ok(())
-    }
-
     /// A channel in confirm mode.
     pub async fn publisher(&self) -> Result<Publisher, QueueError> {
         let channel = self.channel("publisher").await?;
@@ -240,8 +228,79 @@ impl Broker {
     }
 
     pub async fn close(&self) {
-        let _ = self.connection.close(200, "bye".into()).await;
+        let _ = self.current().close(200, "bye".into()).await;
     }
+}
+
+/// Connects (with a heartbeat, bounded by `CONNECT_TIMEOUT`) and declares
+/// the topology.
+async fn open(amqp_url: &str, names: &QueueNames) -> Result<Connection, QueueError> {
+    let url = with_heartbeat(amqp_url);
+    let properties = ConnectionProperties::default()
+        .enable_auto_recover()
+        .with_connection_name(format!("pagefleet-{}", names.namespace).into());
+    let opening = async {
+        let connection = Connection::connect(&url, properties)
+            .await
+            .map_err(|source| QueueError::Connect {
+                url: redact_url(amqp_url),
+                source,
+            })?;
+        declare_topology(&connection, names).await?;
+        Ok(connection)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, opening)
+        .await
+        .map_err(|_| QueueError::ConnectTimeout {
+            url: redact_url(amqp_url),
+            secs: CONNECT_TIMEOUT.as_secs(),
+        })?
+}
+
+async fn open_channel(connection: &Connection, queue: &str) -> Result<Channel, QueueError> {
+    connection
+        .create_channel()
+        .await
+        .map_err(|source| QueueError::Op {
+            op: "open channel",
+            queue: queue.to_string(),
+            source,
+        })
+}
+
+/// Declares the queues (idempotent: same arguments every time).
+async fn declare_topology(connection: &Connection, names: &QueueNames) -> Result<(), QueueError> {
+    let dead = names.name(QueueRole::Dead);
+    let channel = open_channel(connection, &dead).await?;
+    let mut dead_args = FieldTable::default();
+    dead_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    declare(&channel, &dead, dead_args).await?;
+    for role in [QueueRole::Pages, QueueRole::Finalize] {
+        let name = names.name(role);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(DELIVERY_LIMIT),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(dead.clone().into()),
+        );
+        declare(&channel, &name, args).await?;
+    }
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
 }
 
 async fn declare(channel: &Channel, name: &str, args: FieldTable) -> Result<(), QueueError> {
@@ -379,5 +438,50 @@ fn with_heartbeat(url: &str) -> String {
         format!("{url}&heartbeat={HEARTBEAT_SECS}")
     } else {
         format!("{url}?heartbeat={HEARTBEAT_SECS}")
+    }
+}
+
+/// How long a connection has been down, from periodic looks at it: the
+/// pure half of a liveness watch.
+#[derive(Debug, Default)]
+pub struct Outage {
+    down_since: Option<Instant>,
+}
+
+impl Outage {
+    /// Notes the state seen at `now` and returns how long the connection
+    /// has been down without a break (zero while it is up).
+    pub fn observe(&mut self, connected: bool, now: Instant) -> Duration {
+        if connected {
+            self.down_since = None;
+            return Duration::ZERO;
+        }
+        let since = *self.down_since.get_or_insert(now);
+        now.saturating_duration_since(since)
+    }
+
+    /// Starts the count again (after a fresh connection).
+    pub fn reset(&mut self) {
+        self.down_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_lasts_from_the_first_look_that_saw_it_down() {
+        let mut outage = Outage::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(outage.observe(false, t0), Duration::ZERO);
+        assert_eq!(outage.observe(false, t0 + s(5)), s(5));
+        // A look that saw it up starts the count again.
+        assert_eq!(outage.observe(true, t0 + s(6)), Duration::ZERO);
+        assert_eq!(outage.observe(false, t0 + s(7)), Duration::ZERO);
+        assert_eq!(outage.observe(false, t0 + s(9)), s(2));
+        outage.reset();
+        assert_eq!(outage.observe(false, t0 + s(10)), Duration::ZERO);
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use pagefleet_shared::config::{ConfigError, ServiceConfig};
 use pagefleet_shared::guard::SourceGuard;
 use pagefleet_shared::model::{QueueRole, TaskMessage};
-use pagefleet_shared::queue::{Broker, QueueError};
+use pagefleet_shared::queue::{Broker, Outage, QueueError};
 use pagefleet_shared::ratelimit::{RateLimitError, RateLimiter};
 use pagefleet_shared::source::{SourceClient, SourceError};
 use pagefleet_shared::store::{Store, StoreError};
@@ -243,7 +243,7 @@ async fn taken(
 /// starts a fresh one.
 #[derive(Debug, Default)]
 struct BrokerWatch {
-    disconnected_since: Option<Instant>,
+    outage: Outage,
 }
 
 impl BrokerWatch {
@@ -266,12 +266,7 @@ impl BrokerWatch {
     /// Notes the connection state seen at `now`; true once the broker has
     /// been unreachable for longer than `BROKER_GIVE_UP`.
     fn gave_up(&mut self, connected: bool, now: Instant) -> bool {
-        if connected {
-            self.disconnected_since = None;
-            return false;
-        }
-        let since = *self.disconnected_since.get_or_insert(now);
-        now.saturating_duration_since(since) > BROKER_GIVE_UP
+        self.outage.observe(connected, now) > BROKER_GIVE_UP
     }
 }
 
