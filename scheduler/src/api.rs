@@ -27,8 +27,8 @@ use pagefleet_shared::spec::{ExportSpec, SpecError};
 use pagefleet_shared::store::{ExportStatus, ReplayTarget, Store, SubmitError};
 use pagefleet_shared::tenancy::{self, TenantId};
 
-use crate::admin;
 use crate::auth::{AuthConfig, Tenant};
+use crate::{admin, schedules};
 
 /// Largest spec accepted by the API.
 const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -59,6 +59,17 @@ pub fn router(state: ApiState) -> Router {
             post(admin::create_token).get(admin::list_tokens),
         )
         .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route(
+            "/v1/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules::show).delete(schedules::remove),
+        )
+        .route("/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume))
+        .route("/v1/schedules/{name}/run", post(schedules::run_now))
         .route("/healthz", get(health))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SPEC_BYTES))
         .with_state(state)
@@ -115,7 +126,7 @@ impl From<pagefleet_shared::store::StoreError> for ApiError {
 
 /// A spec reaching for another tenant's files or secrets is refused at
 /// once, naming the field (the workers check again before they act).
-fn refuse_other_tenants(
+pub(crate) fn refuse_other_tenants(
     state: &ApiState,
     tenant: &TenantId,
     spec: &ExportSpec,
@@ -140,7 +151,7 @@ fn refuse_other_tenants(
 /// A base URL the outbound policy refuses from the URL alone (an IP
 /// literal, `localhost`) is refused now, naming the field; any other host
 /// name is judged by the workers on what it resolves to when fetched.
-fn refuse_refused_source(state: &ApiState, spec: &ExportSpec) -> Result<(), ApiError> {
+pub(crate) fn refuse_refused_source(state: &ApiState, spec: &ExportSpec) -> Result<(), ApiError> {
     let field = "source.base_url";
     // The spec was validated: its base URL parses.
     let Ok(base) = url::Url::parse(&spec.source.base_url) else {
@@ -343,7 +354,7 @@ async fn health(State(state): State<ApiState>) -> Response {
 
 /// Publishes what a request just wrote rather than waiting for the relay's
 /// next pass; on failure the relay still has it.
-async fn publish_now(state: &ApiState, outbox_ids: &[i64]) {
+pub(crate) async fn publish_now(state: &ApiState, outbox_ids: &[i64]) {
     let mut dispatcher = Dispatcher::new();
     if let Err(e) = dispatcher
         .publish_ids(&state.store, &state.broker, outbox_ids)

@@ -16,12 +16,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use pagefleet_shared::config::{ConfigError, ServiceConfig};
+use pagefleet_shared::model::new_id;
 use pagefleet_shared::queue::{Broker, QueueError};
 use pagefleet_shared::store::{Store, StoreError};
 
 use crate::api::{router, ApiState};
 use crate::auth::AuthConfig;
 use crate::broker_watch::run_broker_watch;
+use crate::firing::run_firing;
 use crate::relay::{run_reconciler, run_relay};
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,21 @@ pub async fn run(
     loops.spawn(
         "broker watch",
         run_broker_watch(broker.clone(), shutdown.clone()),
+    );
+    loops.spawn(
+        "schedule firing",
+        run_firing(
+            store.clone(),
+            broker.clone(),
+            // The pid tells an operator (and a test) which process fired;
+            // the suffix tells apart schedulers sharing one process.
+            format!(
+                "scheduler-{}-{}",
+                std::process::id(),
+                &new_id().simple().to_string()[28..]
+            ),
+            shutdown.clone(),
+        ),
     );
     loops.spawn(
         "reconciler",

@@ -10,10 +10,12 @@ use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::{DeadLetter, ExportStatus, Submitted};
 
 use pagefleet_shared::api_token::ApiToken;
-use pagefleet_shared::store::TokenRecord;
+use pagefleet_shared::schedule::ScheduleSpec;
+use pagefleet_shared::store::{ScheduleRecord, TokenRecord};
 
 use crate::admin::{CreateToken, CreatedToken};
 use crate::api::{ApiError, ReplayRequest, ReplayResponse};
+use crate::schedules::{RunNow, ScheduleDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -190,6 +192,57 @@ impl ApiClient {
     /// Revokes a token (admin only).
     pub async fn revoke_token(&self, id: Uuid) -> Result<TokenRecord, ClientError> {
         let path = format!("/v1/admin/tokens/{id}");
+        self.send(self.request(reqwest::Method::DELETE, &path), &path)
+            .await
+    }
+
+    pub async fn create_schedule(
+        &self,
+        spec: &ScheduleSpec,
+    ) -> Result<ScheduleRecord, ClientError> {
+        let path = "/v1/schedules";
+        let r = self.request(reqwest::Method::POST, path).json(spec);
+        self.send(r, path).await
+    }
+
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRecord>, ClientError> {
+        let path = "/v1/schedules";
+        self.send(self.request(reqwest::Method::GET, path), path)
+            .await
+    }
+
+    /// The schedule with its most recent runs.
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleDetail, ClientError> {
+        let path = format!("/v1/schedules/{name}");
+        self.send(self.request(reqwest::Method::GET, &path), &path)
+            .await
+    }
+
+    /// `pause`, `resume` or `run` on the schedule.
+    async fn schedule_action<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> Result<T, ClientError> {
+        let path = format!("/v1/schedules/{name}/{action}");
+        self.send(self.request(reqwest::Method::POST, &path), &path)
+            .await
+    }
+
+    pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleDetail, ClientError> {
+        self.schedule_action(name, "pause").await
+    }
+
+    pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleDetail, ClientError> {
+        self.schedule_action(name, "resume").await
+    }
+
+    pub async fn run_schedule_now(&self, name: &str) -> Result<RunNow, ClientError> {
+        self.schedule_action(name, "run").await
+    }
+
+    pub async fn remove_schedule(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/v1/schedules/{name}");
         self.send(self.request(reqwest::Method::DELETE, &path), &path)
             .await
     }

@@ -14,7 +14,9 @@ pub mod app;
 pub mod auth;
 pub mod broker_watch;
 pub mod client;
+pub mod firing;
 pub mod relay;
+pub mod schedules;
 pub mod terminal;
 
 pub use app::{run, Bound, SchedulerOptions};

@@ -30,6 +30,7 @@ pub mod ratelimit;
 pub mod ratelimit_headers;
 pub mod redact;
 pub mod retry;
+pub mod schedule;
 pub mod shutdown;
 pub mod source;
 pub mod spec;

@@ -19,6 +19,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "pagefleet/admin.rs"]
 mod admin;
+#[path = "pagefleet/schedule.rs"]
+mod schedule;
 use uuid::Uuid;
 
 use pagefleet_scheduler::client::{ApiClient, ClientError};
@@ -80,6 +82,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Exports that fire on a cron expression.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
     },
     /// Operator commands (an admin token).
     Admin {
@@ -181,6 +188,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Dlq {
             command: DlqCommand::Replay { id, export },
         } => dlq_replay(&client, id, export, json).await,
+        Command::Schedule { command } => schedule::run(&client, command, json).await,
         Command::Admin { command } => admin::run(&client, command, json).await,
     }
 }

@@ -80,50 +80,12 @@ impl Store {
         idempotency_key: Option<&str>,
         spec: &ExportSpec,
     ) -> Result<Submitted, SubmitError> {
-        let spec_json = serde_json::to_value(spec).map_err(|e| StoreError::Corrupt {
-            what: "spec",
-            export_id: Uuid::nil(),
-            message: e.to_string(),
-        })?;
-        let spec_hash = spec.hash();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
-        let partitions = partition_params(spec);
-        let export = NewExport {
-            id: new_id(),
-            tenant_id,
-            idempotency_key,
-            name: &spec.name,
-            spec: &spec_json,
-            spec_hash: &spec_hash,
-            partitions: partitions.len(),
-        };
-        if !insert_export(&tx, &export).await? {
-            return submitted_before(&tx, tenant_id, idempotency_key, &spec_hash).await;
-        }
-        let id = export.id;
-        let first = serde_json::to_value(first_position(&spec.pagination)).map_err(|e| {
-            StoreError::Corrupt {
-                what: "position",
-                export_id: id,
-                message: e.to_string(),
-            }
-        })?;
-        let mut outbox_ids = Vec::with_capacity(partitions.len());
-        for (no, params) in partitions.iter().enumerate() {
-            let no = no as i32;
-            insert_partition(&tx, id, no, params, &first).await?;
-            let task_id = insert_first_task(&tx, id, tenant_id, no, &first).await?;
-            outbox_ids.push(write_page_message(&tx, id, task_id).await?);
-        }
+        let submitted = submit_in(&tx, tenant_id, idempotency_key, spec).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(Submitted {
-            id,
-            created: true,
-            outbox_ids,
-        })
+        Ok(submitted)
     }
-
     pub async fn export_status(&self, id: Uuid) -> Result<Option<ExportStatus>, StoreError> {
         let client = self.client().await?;
         let row = client
@@ -172,6 +134,55 @@ impl ExportStatus {
     pub fn is_settled(&self) -> bool {
         self.state.is_terminal() || (self.state == ExportState::Blocked && self.pages_open == 0)
     }
+}
+
+/// `submit_export` inside the caller's transaction (a schedule's firing
+/// creates its export in the transaction that claims the slot).
+pub(crate) async fn submit_in(
+    tx: &Transaction<'_>,
+    tenant_id: &str,
+    idempotency_key: Option<&str>,
+    spec: &ExportSpec,
+) -> Result<Submitted, SubmitError> {
+    let spec_json = serde_json::to_value(spec).map_err(|e| StoreError::Corrupt {
+        what: "spec",
+        export_id: Uuid::nil(),
+        message: e.to_string(),
+    })?;
+    let spec_hash = spec.hash();
+    let partitions = partition_params(spec);
+    let export = NewExport {
+        id: new_id(),
+        tenant_id,
+        idempotency_key,
+        name: &spec.name,
+        spec: &spec_json,
+        spec_hash: &spec_hash,
+        partitions: partitions.len(),
+    };
+    if !insert_export(tx, &export).await? {
+        return submitted_before(tx, tenant_id, idempotency_key, &spec_hash).await;
+    }
+    let id = export.id;
+    let first = serde_json::to_value(first_position(&spec.pagination)).map_err(|e| {
+        StoreError::Corrupt {
+            what: "position",
+            export_id: id,
+            message: e.to_string(),
+        }
+    })?;
+    let mut outbox_ids = Vec::with_capacity(partitions.len());
+    for (no, params) in partitions.iter().enumerate() {
+        let no = no as i32;
+        insert_partition(tx, id, no, params, &first).await?;
+        let task_id = insert_first_task(tx, id, tenant_id, no, &first).await?;
+        outbox_ids.push(write_page_message(tx, id, task_id).await?);
+    }
+    Ok(Submitted {
+        id,
+        created: true,
+        outbox_ids,
+    })
 }
 
 const STATUS_SELECT: &str = "

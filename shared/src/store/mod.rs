@@ -15,18 +15,22 @@
 mod dead_letters;
 mod exports;
 mod finalize;
+mod firing;
 mod fleet_keys;
 mod landing;
 mod ledger;
 mod migrations;
 mod outbox;
+mod schedules;
 mod tokens;
 
 pub use dead_letters::{DeadLetter, ReplayTarget};
 pub use exports::{ExportStatus, SubmitError, Submitted};
 pub use finalize::{FinalizeLock, FinalizeWork, Published};
+pub use firing::Fired;
 pub use landing::{Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use outbox::{OutboxFilter, OutboxMessage};
+pub use schedules::{CreateScheduleError, ScheduleRecord, ScheduleRun};
 pub use tokens::TokenRecord;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

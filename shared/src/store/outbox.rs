@@ -119,21 +119,29 @@ impl Store {
         let client = self.client().await?;
         let n = client
             .execute(
-                "WITH stale AS (
+                &format!(
+                    "WITH stale AS (
                      UPDATE page_tasks SET updated_at = now(), state = 'queued', lease_until = NULL,
                             lost_claims = lost_claims + 1
                       WHERE state = 'in_flight'
                         AND lease_until < now() - make_interval(secs => $1)
+                        AND export_id IN ({OPEN_EXPORTS})
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
                  SELECT 'pages', pagefleet_page_message(export_id, id)
-                   FROM stale",
+                   FROM stale"
+                ),
                 &[&grace.as_secs_f64()],
             )
             .await?;
         Ok(n)
     }
 }
+
+/// Exports whose tasks may still run: a task of a finished (a cancelled)
+/// export is never re-published.
+const OPEN_EXPORTS: &str =
+    "SELECT id FROM exports WHERE state NOT IN ('completed', 'unverified', 'failed', 'cancelled')";
 
 impl Store {
     /// Re-publishes queued tasks that nothing has touched for `idle`. Call
@@ -146,14 +154,17 @@ impl Store {
         let client = self.client().await?;
         let n = client
             .execute(
-                "WITH idle AS (
+                &format!(
+                    "WITH idle AS (
                      UPDATE page_tasks SET updated_at = now()
                       WHERE state = 'queued' AND not_before IS NULL
                         AND updated_at < now() - make_interval(secs => $1)
+                        AND export_id IN ({OPEN_EXPORTS})
                       RETURNING id, export_id)
                  INSERT INTO outbox (queue, body)
                  SELECT 'pages', pagefleet_page_message(export_id, id)
-                   FROM idle",
+                   FROM idle"
+                ),
                 &[&idle.as_secs_f64()],
             )
             .await?;

@@ -66,6 +66,11 @@ impl Process {
         let _ = self.child.wait().await;
     }
 
+    /// The process id, until it has been waited for.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Peak resident memory so far, from /proc (Linux), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let pid = self.child.id()?;

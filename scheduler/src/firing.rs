@@ -1,0 +1,95 @@
+//! The firing loop: every scheduler runs it; Postgres makes each slot fire
+//! once (see `store::firing`). Each pass counts the runs that ended,
+//! fires the due schedules, starts the slots that waited for a run to end,
+//! and publishes the first pages of what it started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use pagefleet_shared::dispatch::{DispatchError, Dispatcher};
+use pagefleet_shared::queue::Broker;
+use pagefleet_shared::store::{Fired, Store};
+
+/// How often the schedules are looked at: a slot fires within about this
+/// of its time (plus one transaction).
+pub const FIRING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Fires schedules until `shutdown`. `fired_by` names this scheduler in
+/// the firing record.
+pub async fn run_firing(
+    store: Store,
+    broker: Arc<Broker>,
+    fired_by: String,
+    shutdown: CancellationToken,
+) {
+    let mut dispatcher = Dispatcher::new();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(FIRING_INTERVAL) => {}
+        }
+        match fire_once(&store, &broker, &mut dispatcher, &fired_by).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(error = %e, "schedule firing pass failed; retrying");
+                }
+            }
+        }
+    }
+}
+
+async fn fire_once(
+    store: &Store,
+    broker: &Broker,
+    dispatcher: &mut Dispatcher,
+    fired_by: &str,
+) -> Result<(), DispatchError> {
+    for name in store.settle_schedule_runs().await? {
+        tracing::warn!(schedule = %name, "schedule paused: too many runs in a row failed");
+    }
+    while let Some(fired) = store.fire_next_due(fired_by).await? {
+        report(&fired);
+        publish(store, broker, dispatcher, &fired).await;
+    }
+    while let Some(fired) = store.start_next_queued().await? {
+        report(&fired);
+        publish(store, broker, dispatcher, &fired).await;
+    }
+    Ok(())
+}
+
+/// The relay publishes whatever this does not.
+async fn publish(store: &Store, broker: &Broker, dispatcher: &mut Dispatcher, fired: &Fired) {
+    if fired.outbox_ids.is_empty() {
+        return;
+    }
+    if let Err(e) = dispatcher
+        .publish_ids(store, broker, &fired.outbox_ids)
+        .await
+    {
+        tracing::warn!(error = %e, schedule = %fired.name, "publish failed; the relay will retry");
+    }
+}
+
+fn report(fired: &Fired) {
+    for (slot, export) in &fired.started {
+        tracing::info!(schedule = %fired.name, %slot, %export, "schedule fired");
+    }
+    if fired.skipped + fired.queued > 0 || fired.cancelled > 0 {
+        tracing::info!(
+            schedule = %fired.name,
+            skipped = fired.skipped,
+            queued = fired.queued,
+            cancelled = fired.cancelled,
+            "a run was still going (overlap policy)"
+        );
+    }
+    if fired.missed > 0 {
+        tracing::warn!(schedule = %fired.name, missed = fired.missed, "slots missed while no scheduler ran (catch-up policy)");
+    }
+}

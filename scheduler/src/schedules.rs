@@ -1,0 +1,188 @@
+//! The schedules API: `/v1/schedules`. A tenant sees and changes only its
+//! own schedules; another tenant's is a 404 like one that does not exist.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use pagefleet_shared::schedule::{CronSchedule, ScheduleError, ScheduleSpec};
+use pagefleet_shared::store::{CreateScheduleError, Fired, ScheduleRecord, ScheduleRun};
+
+use crate::api::{publish_now, refuse_other_tenants, refuse_refused_source, ApiError, ApiState};
+use crate::auth::Tenant;
+
+/// Runs listed by `GET /v1/schedules/{name}`.
+const RUNS_SHOWN: i64 = 50;
+
+/// A schedule with its most recent runs, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScheduleDetail {
+    pub schedule: ScheduleRecord,
+    pub runs: Vec<ScheduleRun>,
+}
+
+/// What a run-now did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunNow {
+    /// `started`, `queued` or `skipped` (the overlap policy's answer).
+    pub outcome: String,
+    pub export_id: Option<uuid::Uuid>,
+}
+
+fn parse_schedule(body: &[u8]) -> Result<(ScheduleSpec, CronSchedule), ApiError> {
+    let invalid = |message: String, field: Option<String>| {
+        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message);
+        err.field = field;
+        err
+    };
+    let spec: ScheduleSpec = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("schedule is not valid: {e}"), None))?;
+    let cron = spec.validate().map_err(|e| {
+        let field = match &e {
+            ScheduleError::Invalid { field, .. } => Some(field.to_string()),
+            ScheduleError::Export(pagefleet_shared::spec::SpecError::Invalid { field, .. }) => {
+                Some(format!("export.{field}"))
+            }
+            ScheduleError::Export(_) => Some("export".into()),
+        };
+        invalid(e.to_string(), field)
+    })?;
+    Ok((spec, cron))
+}
+
+fn no_schedule(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no schedule {name:?}"))
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (spec, cron) = parse_schedule(&body)?;
+    refuse_other_tenants(&state, &tenant, &spec.export)?;
+    refuse_refused_source(&state, &spec.export)?;
+    let record = state
+        .store
+        .create_schedule(tenant.as_str(), &spec, &cron)
+        .await
+        .map_err(|e| match e {
+            CreateScheduleError::NameTaken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            CreateScheduleError::NoFutureSlot { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            CreateScheduleError::Store(e) => e.into(),
+        })?;
+    tracing::info!(schedule = %record.name, cron = %record.cron, tenant = %tenant, "schedule created");
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.store.list_schedules(tenant.as_str()).await?).into_response())
+}
+
+pub async fn show(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let schedule = state
+        .store
+        .schedule(tenant.as_str(), &name)
+        .await?
+        .ok_or_else(|| no_schedule(&name))?;
+    let runs = state.store.schedule_runs(schedule.id, RUNS_SHOWN).await?;
+    Ok(Json(ScheduleDetail { schedule, runs }).into_response())
+}
+
+pub async fn pause(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if !state
+        .store
+        .pause_schedule(tenant.as_str(), &name, "paused by hand")
+        .await?
+    {
+        return Err(no_schedule(&name));
+    }
+    show(State(state), Tenant(tenant), Path(name)).await
+}
+
+pub async fn resume(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let schedule = state
+        .store
+        .schedule(tenant.as_str(), &name)
+        .await?
+        .ok_or_else(|| no_schedule(&name))?;
+    let next = CronSchedule::parse(&schedule.cron, &schedule.time_zone)
+        .ok()
+        .and_then(|cron| cron.next_after(OffsetDateTime::now_utc()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("schedule {name:?} has no future slot to resume at"),
+            )
+        })?;
+    if !state
+        .store
+        .resume_schedule(tenant.as_str(), &name, next)
+        .await?
+    {
+        return Err(no_schedule(&name));
+    }
+    show(State(state), Tenant(tenant), Path(name)).await
+}
+
+pub async fn remove(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if !state.store.delete_schedule(tenant.as_str(), &name).await? {
+        return Err(no_schedule(&name));
+    }
+    Ok(Json(serde_json::json!({ "removed": name })).into_response())
+}
+
+pub async fn run_now(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let fired: Fired = state
+        .store
+        .run_schedule_now(tenant.as_str(), &name, "run-now")
+        .await?
+        .ok_or_else(|| no_schedule(&name))?;
+    publish_now(&state, &fired.outbox_ids).await;
+    let answer = match fired.started.first() {
+        Some((_, export)) => RunNow {
+            outcome: "started".into(),
+            export_id: Some(*export),
+        },
+        None if fired.queued > 0 => RunNow {
+            outcome: "queued".into(),
+            export_id: None,
+        },
+        None => RunNow {
+            outcome: "skipped".into(),
+            export_id: None,
+        },
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}

@@ -1,0 +1,414 @@
+//! Firing schedules: exactly one decision per (schedule, slot), however
+//! many schedulers run.
+//!
+//! A firing is one transaction: lock one due schedule row (`FOR UPDATE SKIP
+//! LOCKED`, so schedulers share the due schedules instead of waiting on
+//! each other), decide its due slots (`schedule::due_slots`, then
+//! `schedule::overlap_outcome` for each), write a row per fired slot (the
+//! primary key is the slot), create the exports those slots start, and
+//! move `next_slot` past now. A scheduler that dies before the commit
+//! leaves nothing; after it, everything.
+
+use time::OffsetDateTime;
+use tokio_postgres::{Row, Transaction};
+use uuid::Uuid;
+
+use super::exports::submit_in;
+use super::{Store, StoreError, SubmitError};
+use crate::model::ExportState;
+use crate::schedule::{
+    due_slots, overlap_outcome, CatchUpPolicy, CronSchedule, OverlapPolicy, SlotOutcome,
+};
+use crate::spec::ExportSpec;
+
+/// What one firing transaction did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fired {
+    pub schedule_id: Uuid,
+    pub name: String,
+    /// Exports started, by slot.
+    pub started: Vec<(OffsetDateTime, Uuid)>,
+    pub queued: usize,
+    pub skipped: usize,
+    pub cancelled: u64,
+    pub missed: u64,
+    /// Outbox rows of the started exports' first pages, to publish now.
+    pub outbox_ids: Vec<i64>,
+}
+
+/// A schedule row locked for firing.
+struct Locked {
+    id: Uuid,
+    tenant_id: String,
+    name: String,
+    cron: Result<CronSchedule, String>,
+    spec: serde_json::Value,
+    overlap: OverlapPolicy,
+    catch_up: CatchUpPolicy,
+    window: time::Duration,
+    next_slot: OffsetDateTime,
+    now: OffsetDateTime,
+}
+
+const LOCKED_COLUMNS: &str = "s.id, s.tenant_id, s.name, s.cron, s.time_zone, s.spec, s.overlap,
+    s.catch_up, s.catch_up_window_s, s.next_slot, now() AS now";
+
+fn locked(row: &Row) -> Result<Locked, StoreError> {
+    let cron: String = row.try_get("cron")?;
+    let zone: String = row.try_get("time_zone")?;
+    let overlap: String = row.try_get("overlap")?;
+    let catch_up: String = row.try_get("catch_up")?;
+    let window: i64 = row.try_get("catch_up_window_s")?;
+    Ok(Locked {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        cron: CronSchedule::parse(&cron, &zone).map_err(|e| e.to_string()),
+        spec: row.try_get("spec")?,
+        overlap: overlap.parse()?,
+        catch_up: catch_up.parse()?,
+        window: time::Duration::seconds(window),
+        next_slot: row.try_get("next_slot")?,
+        now: row.try_get("now")?,
+    })
+}
+
+impl Store {
+    /// Fires the due slots of one due schedule, if any is due and not being
+    /// fired by another scheduler. Call until it returns `None`.
+    pub async fn fire_next_due(&self, fired_by: &str) -> Result<Option<Fired>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {LOCKED_COLUMNS} FROM schedules s
+                      WHERE NOT s.paused AND s.next_slot <= now()
+                      ORDER BY s.next_slot LIMIT 1
+                      FOR UPDATE SKIP LOCKED"
+                ),
+                &[],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let schedule = locked(&row)?;
+        let fired = match &schedule.cron {
+            Ok(cron) => fire_slots(&tx, &schedule, cron, fired_by).await?,
+            Err(e) => {
+                pause(
+                    &tx,
+                    schedule.id,
+                    &format!("its cron expression no longer parses: {e}"),
+                )
+                .await?;
+                Fired::default()
+            }
+        };
+        tx.commit().await?;
+        Ok(Some(Fired {
+            schedule_id: schedule.id,
+            name: schedule.name,
+            ..fired
+        }))
+    }
+
+    /// Starts the slot that waits (`queue_one`) of one schedule whose run
+    /// has ended. Call until it returns `None`.
+    pub async fn start_next_queued(&self) -> Result<Option<Fired>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {LOCKED_COLUMNS}, f.slot FROM schedules s
+                       JOIN schedule_firings f ON f.schedule_id = s.id AND f.outcome = 'queued'
+                      WHERE NOT s.paused AND NOT EXISTS ({RUNNING})
+                      ORDER BY f.slot LIMIT 1
+                      FOR UPDATE OF s SKIP LOCKED"
+                ),
+                &[],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let schedule = locked(&row)?;
+        let slot: OffsetDateTime = row.try_get("slot")?;
+        let (export_id, outbox_ids) = create_run(&tx, &schedule).await?;
+        tx.execute(
+            "UPDATE schedule_firings SET outcome = 'started', export_id = $3
+              WHERE schedule_id = $1 AND slot = $2",
+            &[&schedule.id, &slot, &export_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Fired {
+            schedule_id: schedule.id,
+            name: schedule.name,
+            started: vec![(slot, export_id)],
+            outbox_ids,
+            ..Fired::default()
+        }))
+    }
+
+    /// A slot now, by hand (`run-now`), under the schedule's overlap policy.
+    /// `None` when the tenant has no such schedule.
+    pub async fn run_schedule_now(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        fired_by: &str,
+    ) -> Result<Option<Fired>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {LOCKED_COLUMNS} FROM schedules s
+                      WHERE s.tenant_id = $1 AND s.name = $2 FOR UPDATE"
+                ),
+                &[&tenant_id, &name],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let schedule = locked(&row)?;
+        let mut fired = Fired {
+            schedule_id: schedule.id,
+            name: schedule.name.clone(),
+            ..Fired::default()
+        };
+        fire_slot(&tx, &schedule, schedule.now, true, fired_by, &mut fired).await?;
+        tx.commit().await?;
+        Ok(Some(fired))
+    }
+
+    /// Counts the outcome of every run that ended since the last call
+    /// toward its schedule's consecutive failures, and pauses a schedule
+    /// that reached its limit. Returns the schedules paused.
+    pub async fn settle_schedule_runs(&self) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let ended = tx
+            .query(
+                "WITH ended AS (
+                     UPDATE schedule_firings f SET settled = true
+                       FROM exports e
+                      WHERE e.id = f.export_id AND f.outcome = 'started' AND NOT f.settled
+                        AND e.state IN ('completed', 'unverified', 'failed', 'cancelled')
+                  RETURNING f.schedule_id, f.slot, e.state)
+                 SELECT schedule_id, state FROM ended ORDER BY schedule_id, slot",
+                &[],
+            )
+            .await?;
+        let mut paused = Vec::new();
+        for row in &ended {
+            let id: Uuid = row.try_get("schedule_id")?;
+            let state: String = row.try_get("state")?;
+            if let Some(name) = count_outcome(&tx, id, state.parse()?).await? {
+                paused.push(name);
+            }
+        }
+        tx.commit().await?;
+        Ok(paused)
+    }
+}
+
+/// Exports of the schedule that are still going.
+const RUNNING: &str = "SELECT 1 FROM schedule_firings r JOIN exports e ON e.id = r.export_id
+     WHERE r.schedule_id = s.id AND r.outcome = 'started'
+       AND e.state NOT IN ('completed', 'unverified', 'failed', 'cancelled')";
+
+async fn fire_slots(
+    tx: &Transaction<'_>,
+    schedule: &Locked,
+    cron: &CronSchedule,
+    fired_by: &str,
+) -> Result<Fired, StoreError> {
+    let due = due_slots(
+        cron,
+        schedule.next_slot,
+        schedule.now,
+        schedule.catch_up,
+        schedule.window,
+    );
+    let mut fired = Fired {
+        missed: due.missed,
+        ..Fired::default()
+    };
+    for slot in due.fire {
+        fire_slot(tx, schedule, slot, false, fired_by, &mut fired).await?;
+    }
+    let missed = i64::try_from(due.missed).unwrap_or(i64::MAX);
+    match due.next_slot {
+        Some(next) => {
+            tx.execute(
+                "UPDATE schedules SET next_slot = $2, missed_slots = missed_slots + $3
+                  WHERE id = $1",
+                &[&schedule.id, &next, &missed],
+            )
+            .await?;
+        }
+        None => pause(tx, schedule.id, "its cron expression has no further slot").await?,
+    }
+    Ok(fired)
+}
+
+/// Decides one slot under the overlap policy and records it.
+async fn fire_slot(
+    tx: &Transaction<'_>,
+    schedule: &Locked,
+    slot: OffsetDateTime,
+    manual: bool,
+    fired_by: &str,
+    fired: &mut Fired,
+) -> Result<(), StoreError> {
+    let state = tx
+        .query_one(
+            &format!(
+                "SELECT EXISTS ({RUNNING}) AS running,
+                        EXISTS (SELECT 1 FROM schedule_firings q
+                                 WHERE q.schedule_id = s.id AND q.outcome = 'queued') AS queued
+                   FROM schedules s WHERE s.id = $1"
+            ),
+            &[&schedule.id],
+        )
+        .await?;
+    let outcome = overlap_outcome(
+        schedule.overlap,
+        state.try_get("running")?,
+        state.try_get("queued")?,
+    );
+    let recorded = match outcome {
+        SlotOutcome::Start | SlotOutcome::CancelThenStart => "started",
+        SlotOutcome::Queue => "queued",
+        SlotOutcome::Skip => "skipped",
+    };
+    let inserted = tx
+        .execute(
+            "INSERT INTO schedule_firings (schedule_id, slot, outcome, fired_by, manual)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&schedule.id, &slot, &recorded, &fired_by, &manual],
+        )
+        .await?;
+    if inserted == 0 {
+        // Decided before (a run-now in the same instant): nothing to do.
+        return Ok(());
+    }
+    match outcome {
+        SlotOutcome::Skip => fired.skipped += 1,
+        SlotOutcome::Queue => fired.queued += 1,
+        SlotOutcome::Start | SlotOutcome::CancelThenStart => {
+            if outcome == SlotOutcome::CancelThenStart {
+                fired.cancelled += cancel_running(tx, schedule, slot).await?;
+            }
+            let (export_id, outbox_ids) = create_run(tx, schedule).await?;
+            tx.execute(
+                "UPDATE schedule_firings SET export_id = $3 WHERE schedule_id = $1 AND slot = $2",
+                &[&schedule.id, &slot, &export_id],
+            )
+            .await?;
+            fired.started.push((slot, export_id));
+            fired.outbox_ids.extend(outbox_ids);
+        }
+    }
+    Ok(())
+}
+
+/// Creates the schedule's export in the firing's transaction.
+async fn create_run(
+    tx: &Transaction<'_>,
+    schedule: &Locked,
+) -> Result<(Uuid, Vec<i64>), StoreError> {
+    let spec: ExportSpec =
+        serde_json::from_value(schedule.spec.clone()).map_err(|e| StoreError::Corrupt {
+            what: "schedule spec",
+            export_id: Uuid::nil(),
+            message: format!("schedule {}: {e}", schedule.id),
+        })?;
+    let submitted = submit_in(tx, &schedule.tenant_id, None, &spec)
+        .await
+        .map_err(|e| match e {
+            SubmitError::Store(e) => e,
+            // Without an idempotency key there is nothing to conflict with.
+            SubmitError::IdempotencyConflict { key, existing } => StoreError::Corrupt {
+                what: "schedule run",
+                export_id: existing,
+                message: format!("idempotency key {key:?} conflicted"),
+            },
+        })?;
+    Ok((submitted.id, submitted.outbox_ids))
+}
+
+/// Cancels the schedule's exports that have not begun to finalize.
+async fn cancel_running(
+    tx: &Transaction<'_>,
+    schedule: &Locked,
+    slot: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let reason = format!(
+        "cancelled by schedule {:?}: the run for slot {slot} started (overlap = cancel_running)",
+        schedule.name
+    );
+    Ok(tx
+        .execute(
+            "UPDATE exports e SET state = 'cancelled', error = $2,
+                    finished_at = now(), updated_at = now()
+               FROM schedule_firings f
+              WHERE f.schedule_id = $1 AND f.outcome = 'started' AND f.export_id = e.id
+                AND e.state IN ('planning', 'running', 'blocked')",
+            &[&schedule.id, &reason],
+        )
+        .await?)
+}
+
+async fn pause(tx: &Transaction<'_>, schedule_id: Uuid, reason: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE schedules SET paused = true, paused_reason = $2 WHERE id = $1",
+        &[&schedule_id, &reason],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Counts one ended run; returns the schedule's name when this pauses it.
+async fn count_outcome(
+    tx: &Transaction<'_>,
+    schedule_id: Uuid,
+    state: ExportState,
+) -> Result<Option<String>, StoreError> {
+    let failed = match state {
+        ExportState::Completed => false,
+        ExportState::Failed | ExportState::Unverified => true,
+        // A run cancelled (by the overlap policy) says nothing either way.
+        _ => return Ok(None),
+    };
+    let Some(row) = tx
+        .query_opt(
+            "SELECT name, consecutive_failures, pause_after_failures, paused
+               FROM schedules WHERE id = $1 FOR UPDATE",
+            &[&schedule_id],
+        )
+        .await?
+    else {
+        return Ok(None); // removed meanwhile
+    };
+    let current: i32 = row.try_get("consecutive_failures")?;
+    let pause_after: i32 = row.try_get("pause_after_failures")?;
+    let failures = if failed { current.saturating_add(1) } else { 0 };
+    let pause_now =
+        failed && !row.try_get::<_, bool>("paused")? && pause_after > 0 && failures >= pause_after;
+    let reason = format!("paused after {failures} runs in a row ended failed or unverified");
+    tx.execute(
+        "UPDATE schedules SET consecutive_failures = $2,
+                paused = paused OR $3,
+                paused_reason = CASE WHEN $3 THEN $4 ELSE paused_reason END
+          WHERE id = $1",
+        &[&schedule_id, &failures, &pause_now, &reason],
+    )
+    .await?;
+    Ok(pause_now.then(|| row.try_get("name")).transpose()?)
+}
