@@ -203,14 +203,7 @@ async fn a_tenant_token_reaches_only_its_tenant_s_exports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_tokens_with_an_admin_token() {
     let fleet = Fleet::start(0).await;
-    let run = |cli: &mut std::process::Command| {
-        let out = cli.output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = common::run_command;
     let (code, token, said) = run(fleet.cli().args([
         "admin", "token", "create", "--tenant", "acme", "--label", "nightly",
     ]));

@@ -177,6 +177,11 @@ impl Fleet {
         cli
     }
 
+    /// Runs the CLI: its exit code, standard output and standard error.
+    pub fn run_cli(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        run_command(self.cli().args(args))
+    }
+
     /// A client with a new token of `tenant`'s, made through the admin API
     /// as an operator would; returns the token too.
     pub async fn tenant_client(&self, tenant: &str) -> (ApiClient, ApiToken) {
@@ -226,6 +231,16 @@ impl Fleet {
         .await;
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Runs a command to its end: exit code, standard output, standard error.
+pub fn run_command(command: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let out = command.output().expect("the command runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Waits until the export, as `api`'s tenant sees it, completes, fails, or

@@ -1,0 +1,180 @@
+//! The schedules API and CLI as a tenant uses them: add, list, show,
+//! run-now under each overlap policy, pause, resume, remove; invalid
+//! schedules are refused naming the field; another tenant's schedule is
+//! a 404 for every verb.
+
+mod common;
+
+use common::{secret_env, spec_toml, Fleet};
+use pagefleet_scheduler::client::ClientError;
+use pagefleet_shared::model::{ExportState, DEFAULT_TENANT};
+use pagefleet_shared::schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
+use pagefleet_shared::spec::ExportSpec;
+use pagefleet_tests::mock::{MockConfig, MockServer, Style};
+
+/// Once a year: nothing fires during the test but what it asks for.
+const YEARLY: &str = "0 0 1 1 *";
+
+fn schedule(name: &str, export: &ExportSpec, overlap: OverlapPolicy) -> ScheduleSpec {
+    ScheduleSpec {
+        name: name.into(),
+        cron: YEARLY.into(),
+        time_zone: "Europe/Berlin".into(),
+        overlap,
+        catch_up: CatchUpPolicy::Once,
+        catch_up_window_s: 3600,
+        pause_after_failures: 3,
+        export: export.clone(),
+    }
+}
+
+fn status_of(e: ClientError) -> Option<u16> {
+    e.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_manages_its_schedules_and_only_its_own() {
+    let mock = MockServer::start(MockConfig::new(9, 20)).await.unwrap();
+    let token = secret_env(DEFAULT_TENANT, &mock.config().token);
+    // No workers: a run that starts stays running, so overlaps are certain.
+    let fleet = Fleet::start(0).await;
+    let toml = spec_toml("nightly", &mock, Style::Offset, &fleet.out_dir, 10, &token);
+    let spec_path = fleet.root.join("nightly.toml");
+    std::fs::write(&spec_path, &toml).unwrap();
+    let export = ExportSpec::from_toml(&toml).unwrap();
+
+    // The CLI adds, lists and shows it.
+    let spec_arg = spec_path.display().to_string();
+    let (code, out, err) = fleet.run_cli(&[
+        "schedule",
+        "add",
+        &spec_arg,
+        "--cron",
+        YEARLY,
+        "--time-zone",
+        "Europe/Berlin",
+        "--overlap",
+        "queue_one",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("schedule nightly created"), "{out}");
+    let (code, out, _) = fleet.run_cli(&["schedule", "ls"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("nightly") && out.contains("Europe/Berlin") && out.contains("active"),
+        "{out}"
+    );
+    // The first slot is the next 1 January, midnight in Berlin.
+    let listed = fleet.api.schedules().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].next_slot.month(), time::Month::December);
+    assert_eq!(listed[0].next_slot.day(), 31);
+    assert_eq!(listed[0].next_slot.hour(), 23);
+
+    // queue_one: a run starts, the next waits, the one after is skipped.
+    let outcomes: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let (code, out, err) = fleet.run_cli(&["schedule", "run-now", "nightly", "--json"]);
+            assert_eq!(code, Some(0), "{err}");
+            let ran: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v.push(ran["outcome"].as_str().unwrap().to_string());
+        }
+        v
+    };
+    assert_eq!(outcomes, ["started", "queued", "skipped"]);
+    let (code, out, _) = fleet.run_cli(&["schedule", "show", "nightly"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("queue_one") && out.contains("(run-now)") && out.contains("queued"),
+        "{out}"
+    );
+    let detail = fleet.api.schedule("nightly").await.unwrap();
+    assert_eq!(detail.runs.len(), 3);
+    let started = detail.runs.iter().find(|r| r.outcome == "started").unwrap();
+    let run = fleet.api.status(started.export_id.unwrap()).await.unwrap();
+    assert_eq!(
+        run.name, "nightly",
+        "a schedule's run is an ordinary export"
+    );
+
+    // cancel_running: the running export is cancelled and a new one starts.
+    fleet
+        .api
+        .create_schedule(&schedule("hourly", &export, OverlapPolicy::CancelRunning))
+        .await
+        .unwrap();
+    let first = fleet.api.run_schedule_now("hourly").await.unwrap();
+    let second = fleet.api.run_schedule_now("hourly").await.unwrap();
+    assert_eq!(
+        (first.outcome.as_str(), second.outcome.as_str()),
+        ("started", "started")
+    );
+    let cancelled = fleet.api.status(first.export_id.unwrap()).await.unwrap();
+    assert_eq!(cancelled.state, ExportState::Cancelled);
+    assert!(cancelled.error.unwrap().contains("cancel_running"));
+    let running = fleet.api.status(second.export_id.unwrap()).await.unwrap();
+    assert!(!running.state.is_terminal(), "{running:?}");
+
+    // Pause and resume.
+    let paused = fleet.api.pause_schedule("hourly").await.unwrap();
+    assert!(paused.schedule.paused);
+    let resumed = fleet.api.resume_schedule("hourly").await.unwrap();
+    assert!(!resumed.schedule.paused);
+
+    // Invalid schedules name their field; a taken name is a conflict.
+    let mut bad = schedule("bad", &export, OverlapPolicy::Skip);
+    bad.cron = "61 * * * *".into();
+    let e = fleet.api.create_schedule(&bad).await.unwrap_err();
+    assert_eq!(status_of(e), Some(422));
+    bad.cron = YEARLY.into();
+    bad.time_zone = "Mars/Olympus".into();
+    match fleet.api.create_schedule(&bad).await.unwrap_err() {
+        ClientError::Refused {
+            status: 422, field, ..
+        } => assert_eq!(field.as_deref(), Some("time_zone")),
+        other => panic!("{other:?}"),
+    }
+    let e = fleet
+        .api
+        .create_schedule(&schedule("hourly", &export, OverlapPolicy::Skip))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(e), Some(409));
+
+    // Another tenant sees none of it and can touch none of it.
+    let (acme, _) = fleet.tenant_client("acme").await;
+    assert!(acme.schedules().await.unwrap().is_empty());
+    assert_eq!(
+        status_of(acme.schedule("hourly").await.unwrap_err()),
+        Some(404)
+    );
+    assert_eq!(
+        status_of(acme.run_schedule_now("hourly").await.unwrap_err()),
+        Some(404)
+    );
+    assert_eq!(
+        status_of(acme.pause_schedule("hourly").await.unwrap_err()),
+        Some(404)
+    );
+    assert_eq!(
+        status_of(acme.resume_schedule("hourly").await.unwrap_err()),
+        Some(404)
+    );
+    assert_eq!(
+        status_of(acme.remove_schedule("hourly").await.unwrap_err()),
+        Some(404)
+    );
+    assert!(!fleet.api.schedule("hourly").await.unwrap().schedule.paused);
+
+    // Removing keeps the exports.
+    let (code, out, _) = fleet.run_cli(&["schedule", "rm", "hourly"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        status_of(fleet.api.schedule("hourly").await.unwrap_err()),
+        Some(404)
+    );
+    assert!(fleet.api.status(second.export_id.unwrap()).await.is_ok());
+
+    fleet.stop().await;
+}
