@@ -171,13 +171,20 @@ pub(crate) fn refuse_refused_source(state: &ApiState, spec: &ExportSpec) -> Resu
 fn parse_spec_body(body: &[u8]) -> Result<ExportSpec, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "spec is not UTF-8"))?;
-    ExportSpec::from_json(text).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
-        if let SpecError::Invalid { field, .. } = &e {
-            err.field = Some(field.clone());
-        }
-        err
-    })
+    let spec = ExportSpec::from_json(text).map_err(spec_refused)?;
+    // A one-off incremental export runs its window from its start; the
+    // output's placeholders are filled now.
+    spec.pinned(None, time::OffsetDateTime::now_utc())
+        .map_err(spec_refused)
+}
+
+/// A spec that does not parse or validate: 422 naming the field.
+pub(crate) fn spec_refused(e: SpecError) -> ApiError {
+    let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+    if let SpecError::Invalid { field, .. } = &e {
+        err.field = Some(field.clone());
+    }
+    err
 }
 
 /// The `Idempotency-Key` header, when there is one: 1-200 characters.

@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 use pagefleet_shared::schedule::{CronSchedule, ScheduleError, ScheduleSpec};
 use pagefleet_shared::store::{CreateScheduleError, Fired, ScheduleRecord, ScheduleRun};
 
-use crate::api::{publish_now, refuse_other_tenants, refuse_refused_source, ApiError, ApiState};
+use crate::api::{
+    publish_now, refuse_other_tenants, refuse_refused_source, spec_refused, ApiError, ApiState,
+};
 use crate::auth::Tenant;
 
 /// Runs listed by `GET /v1/schedules/{name}`.
@@ -64,8 +66,17 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (spec, cron) = parse_schedule(&body)?;
-    refuse_other_tenants(&state, &tenant, &spec.export)?;
-    refuse_refused_source(&state, &spec.export)?;
+    // What a run would be now is what the tenant checks apply to.
+    let sample = spec
+        .export
+        .pinned(None, OffsetDateTime::now_utc())
+        .map_err(|e| {
+            let mut err = spec_refused(e);
+            err.field = err.field.map(|f| format!("export.{f}"));
+            err
+        })?;
+    refuse_other_tenants(&state, &tenant, &sample)?;
+    refuse_refused_source(&state, &sample)?;
     let record = state
         .store
         .create_schedule(tenant.as_str(), &spec, &cron)

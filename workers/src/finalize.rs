@@ -103,6 +103,30 @@ pub struct Manifest {
     pub finished_at: String,
     /// What the counts were checked against, and what disagreed.
     pub verification: Verification,
+    /// An incremental run's window over its cursor field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<ManifestWindow>,
+}
+
+/// `(from, to]` of an incremental run, in the cursor's own format.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ManifestWindow {
+    pub cursor_field: String,
+    pub from: String,
+    /// Absent for an integer cursor (no upper bound).
+    pub to: Option<String>,
+}
+
+impl ManifestWindow {
+    fn of(spec: &pagefleet_shared::spec::ExportSpec) -> Option<ManifestWindow> {
+        let incremental = spec.incremental.as_ref()?;
+        let window = incremental.window?;
+        Some(ManifestWindow {
+            cursor_field: incremental.cursor_field.clone(),
+            from: incremental.render(window.from),
+            to: window.to.map(|to| incremental.render(to)),
+        })
+    }
 }
 
 /// What the finalizer did.
@@ -312,6 +336,20 @@ async fn publish(
         .join(names.manifest(pagefleet_shared::model::new_id()));
     out.write_manifest(&manifest, manifest_temp, &manifest_path)
         .await?;
+    if held.is_none() {
+        if let Some(latest) = &work.spec.output.latest {
+            let pointer = LatestPointer {
+                export_id,
+                file: shown_path(&out.tenant_roots, &final_path),
+                manifest: shown_path(&out.tenant_roots, &manifest_path),
+                rows: written.rows,
+                sha256: written.sha256.clone(),
+                window: manifest.window.clone(),
+                published_at: clock::rfc3339(finished_at),
+            };
+            write_latest(ctx, work, latest, &pointer).await?;
+        }
+    }
     Ok(Published {
         output_path: final_path.display().to_string(),
         manifest_path: manifest_path.display().to_string(),
@@ -322,6 +360,47 @@ async fn publish(
             .map_err(|e| out.io_err(&manifest_path, e.into()))?,
         held,
     })
+}
+
+/// What `output.latest` holds: the latest published run of the spec.
+#[derive(Debug, Serialize)]
+struct LatestPointer {
+    export_id: Uuid,
+    /// Paths as the tenant sees them (`<output>/…`).
+    file: String,
+    manifest: String,
+    rows: u64,
+    sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<ManifestWindow>,
+    published_at: String,
+}
+
+/// Replaces the pointer atomically (a temporary file renamed over it), in
+/// its own directory under the tenant's, created like the output's.
+async fn write_latest(
+    ctx: &WorkerContext,
+    work: &FinalizeWork,
+    latest: &str,
+    pointer: &LatestPointer,
+) -> Result<(), FinalizeError> {
+    let path = Path::new(latest);
+    let dir = match path.parent().map(|p| p.to_string_lossy().into_owned()) {
+        Some(parent) if !parent.is_empty() => parent,
+        _ => ".".to_string(),
+    };
+    // The spec was validated: the pointer's path ends in a plain file name.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "latest.json".into());
+    let out = OutputDir::open_dir(ctx, work, &dir)?;
+    let target = out.dir.join(&name);
+    let temp = out.dir.join(format!(
+        ".{name}.{}.tmp",
+        pagefleet_shared::model::new_id().simple()
+    ));
+    out.write_manifest(pointer, temp, &target).await
 }
 
 /// The shortfall that holds the file back, when the counts disagree and
@@ -369,20 +448,27 @@ impl OutputDir {
     /// Creates the spec's output directory (inside the tenant's, under
     /// isolation) and resolves it.
     fn open(ctx: &WorkerContext, work: &FinalizeWork) -> Result<OutputDir, FinalizeError> {
+        Self::open_dir(ctx, work, &work.spec.output.dir)
+    }
+
+    /// Like `open`, for `dir` (relative to the tenant's directory).
+    fn open_dir(
+        ctx: &WorkerContext,
+        work: &FinalizeWork,
+        output_dir: &str,
+    ) -> Result<OutputDir, FinalizeError> {
         let export_id = work.export_id;
-        let spec = &work.spec;
         let root = ctx.output_root.as_path();
         let mut out = OutputDir {
             export_id,
             dir: PathBuf::new(),
             tenant_roots: tenancy::tenant_roots(root, &work.tenant_id),
         };
-        let dir = tenancy::create_output_dir(root, &work.tenant_id, &spec.output.dir).map_err(
-            |e| match e {
+        let dir =
+            tenancy::create_output_dir(root, &work.tenant_id, output_dir).map_err(|e| match e {
                 CreateDirError::Isolation(source) => FinalizeError::Isolation { export_id, source },
                 CreateDirError::Io(path, source) => out.io_err(&path, source),
-            },
-        )?;
+            })?;
         out.dir = fs::canonicalize(&dir).map_err(|e| out.io_err(&dir, e))?;
         // Belt and braces: whatever changed since the directory was made,
         // the file goes nowhere outside the tenant's directory.
@@ -393,7 +479,7 @@ impl OutputDir {
             return Err(FinalizeError::Isolation {
                 export_id,
                 source: tenancy::IsolationError::OutsideTenant {
-                    dir: spec.output.dir.clone(),
+                    dir: output_dir.to_string(),
                 },
             });
         }
@@ -432,7 +518,7 @@ impl OutputDir {
     /// fsynced and renamed into place.
     async fn write_manifest(
         &self,
-        manifest: &Manifest,
+        manifest: &impl Serialize,
         temp: PathBuf,
         target: &Path,
     ) -> Result<(), FinalizeError> {
@@ -609,6 +695,7 @@ fn manifest(
         started_at: clock::rfc3339(work.started_at),
         finished_at: clock::rfc3339(finished_at),
         verification,
+        window: ManifestWindow::of(spec),
     }
 }
 

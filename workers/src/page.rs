@@ -645,11 +645,18 @@ fn prepare(
     limits.check_records(records.len()).map_err(over)?;
     let mut rows = Vec::with_capacity(records.len());
     let mut columns = BTreeSet::new();
+    let mut max_cursor: Option<i64> = None;
     for (i, record) in records.iter().enumerate() {
         let bad = |e: &dyn std::fmt::Display| {
             (DeadLetterClass::BadPage, format!("record {i} on {at}: {e}"))
         };
         let key = row_key(record, &spec.primary_key).map_err(|e| bad(&e))?;
+        if let Some(incremental) = &spec.incremental {
+            // A record without a readable cursor cannot be placed in a
+            // window: the page is refused rather than a watermark guessed.
+            let cursor = incremental.cursor_of(record).map_err(|e| bad(&e))?;
+            max_cursor = max_cursor.max(Some(cursor));
+        }
         let max_name = usize::try_from(limits.max_column_name_bytes).unwrap_or(usize::MAX);
         let row = flatten_record_within(record, max_name).map_err(|e| match e {
             FlattenError::ColumnNameTooLong { .. } => (
@@ -714,6 +721,7 @@ fn prepare(
         marks,
         max_pages: spec.verify.max_pages_per_partition,
         max_columns: limits.max_columns,
+        max_cursor,
     })
 }
 
@@ -775,6 +783,7 @@ async fn land_past_the_end(
         marks: Vec::new(),
         max_pages: work.spec.verify.max_pages_per_partition,
         max_columns: ctx.limits.max_columns,
+        max_cursor: None,
     };
     let landed = ctx
         .store

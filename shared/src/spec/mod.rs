@@ -13,8 +13,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod incremental;
+pub mod run_naming;
 mod verify;
 
+pub use incremental::{CursorFormat, IncrementalSpec, Window};
 pub use verify::{OnMismatch, VerifySpec};
 
 /// The pagination styles live with their behaviour, one file each.
@@ -52,6 +55,9 @@ pub struct ExportSpec {
     pub output: OutputSpec,
     #[serde(default, skip_serializing_if = "VerifySpec::is_default")]
     pub verify: VerifySpec,
+    /// What changed in a window of a cursor field (see `incremental`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalSpec>,
 }
 
 fn default_page_size() -> u32 {
@@ -238,6 +244,11 @@ pub struct OutputSpec {
     /// File name; defaults to `<name>.csv`.
     #[serde(default)]
     pub file: Option<String>,
+    /// A pointer to the latest published run (`orders/latest.json`, under
+    /// the tenant's directory like `dir`), replaced atomically after each
+    /// publish: which file, its manifest, rows, SHA-256 and window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<String>,
 }
 
 /// A spec that failed to parse or validate. `field` is a dotted path into the
@@ -314,7 +325,78 @@ impl ExportSpec {
         }
         self.csv.validate()?;
         self.verify.validate()?;
+        if let Some(incremental) = &self.incremental {
+            incremental.validate()?;
+            self.check_window_params(incremental)?;
+        }
         self.validate_output()
+    }
+
+    /// The window's parameters are the export's to set: no partition may
+    /// name them too.
+    fn check_window_params(&self, incremental: &IncrementalSpec) -> Result<(), SpecError> {
+        let ours = [
+            Some(&incremental.since_param),
+            incremental.until_param.as_ref(),
+        ];
+        for (i, partition) in self.partitions.iter().enumerate() {
+            if let Some(param) = ours
+                .into_iter()
+                .flatten()
+                .find(|p| partition.params.contains_key(*p))
+            {
+                return Err(invalid(
+                    &format!("partitions[{i}].params"),
+                    format!("`{param}` is the incremental window's parameter"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The spec of a run starting at `now`: an incremental export's window
+    /// pinned from `watermark` (its start, for a first or one-off run),
+    /// unless the spec pins one already, and the output's placeholders
+    /// filled.
+    pub fn pinned(
+        &self,
+        watermark: Option<i64>,
+        now: time::OffsetDateTime,
+    ) -> Result<ExportSpec, SpecError> {
+        let mut run = self.clone();
+        if let Some(incremental) = &mut run.incremental {
+            if incremental.window.is_none() {
+                let from = match watermark {
+                    Some(w) => w,
+                    None => incremental.start_units()?,
+                };
+                incremental.window = Some(incremental.window_at(from, now));
+            }
+        }
+        let filling = run
+            .incremental
+            .as_ref()
+            .and_then(|i| i.window.as_ref().map(|w| (i, w)));
+        run.output.dir = run_naming::fill(&self.output.dir, now, filling);
+        run.output.file = self
+            .output
+            .file
+            .as_ref()
+            .map(|file| run_naming::fill(file, now, filling));
+        run.validate()?;
+        Ok(run)
+    }
+
+    /// The query parameters of the pinned window (none before pinning).
+    pub fn window_params(&self) -> Vec<(String, String)> {
+        match &self.incremental {
+            Some(incremental) => incremental
+                .window
+                .as_ref()
+                .map(|w| incremental.params(w))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     /// `output.dir` stays under wherever the worker roots it, and the file
@@ -323,11 +405,34 @@ impl ExportSpec {
         if self.output.dir.trim().is_empty() {
             return Err(invalid("output.dir", "must not be empty"));
         }
+        let incremental = self.incremental.is_some();
+        run_naming::check_template("output.dir", &self.output.dir, incremental)?;
+        if let Some(file) = &self.output.file {
+            run_naming::check_template("output.file", file, incremental)?;
+        }
         if std::path::Path::new(&self.output.dir)
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
         {
             return Err(invalid("output.dir", "must not contain `..`"));
+        }
+        if let Some(latest) = &self.output.latest {
+            let path = std::path::Path::new(latest);
+            let plain = path.is_relative()
+                && !path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                && path
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(is_safe_file_name)
+                && !latest.contains(['{', '}']);
+            if !plain {
+                return Err(invalid(
+                    "output.latest",
+                    format!("{latest:?} must be a relative path without `..` or placeholders, ending in a plain file name"),
+                ));
+            }
         }
         let file = self.file_name();
         if !is_safe_file_name(&file) {

@@ -238,13 +238,20 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
 // `Store::submit_export` runs them.
 
 /// The parameters of each partition: one empty set for a plain export.
+/// Each partition's query parameters, with the incremental window's.
 fn partition_params(spec: &ExportSpec) -> Vec<serde_json::Value> {
+    let window = spec.window_params();
+    let with_window = |params: &std::collections::BTreeMap<String, String>| {
+        let mut params = params.clone();
+        params.extend(window.iter().cloned());
+        serde_json::json!(params)
+    };
     if spec.partitions.is_empty() {
-        vec![serde_json::json!({})]
+        vec![with_window(&Default::default())]
     } else {
         spec.partitions
             .iter()
-            .map(|p| serde_json::json!(p.params))
+            .map(|p| with_window(&p.params))
             .collect()
     }
 }

@@ -19,7 +19,8 @@ use crate::model::ExportState;
 use crate::schedule::{
     due_slots, overlap_outcome, CatchUpPolicy, CronSchedule, OverlapPolicy, SlotOutcome,
 };
-use crate::spec::ExportSpec;
+use crate::spec::incremental::advanced;
+use crate::spec::{ExportSpec, Window};
 
 /// What one firing transaction did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -94,6 +95,16 @@ impl Store {
             return Ok(None);
         };
         let schedule = locked(&row)?;
+        // Runs that ended count first: a window pins from the watermark
+        // they moved, and a pause they caused stops this firing.
+        if settle_ended(&tx, schedule.id).await?.is_some() {
+            tx.commit().await?;
+            return Ok(Some(Fired {
+                schedule_id: schedule.id,
+                name: schedule.name,
+                ..Fired::default()
+            }));
+        }
         let fired = match &schedule.cron {
             Ok(cron) => fire_slots(&tx, &schedule, cron, fired_by).await?,
             Err(e) => {
@@ -136,21 +147,26 @@ impl Store {
         };
         let schedule = locked(&row)?;
         let slot: OffsetDateTime = row.try_get("slot")?;
-        let (export_id, outbox_ids) = create_run(&tx, &schedule).await?;
-        tx.execute(
-            "UPDATE schedule_firings SET outcome = 'started', export_id = $3
-              WHERE schedule_id = $1 AND slot = $2",
-            &[&schedule.id, &slot, &export_id],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(Fired {
+        // The run that ended moves the watermark before this one pins.
+        let paused = settle_ended(&tx, schedule.id).await?.is_some();
+        let mut fired = Fired {
             schedule_id: schedule.id,
-            name: schedule.name,
-            started: vec![(slot, export_id)],
-            outbox_ids,
+            name: schedule.name.clone(),
             ..Fired::default()
-        }))
+        };
+        if paused {
+            tx.commit().await?;
+            return Ok(Some(fired));
+        }
+        match create_run(&tx, &schedule, slot).await? {
+            Some((export_id, outbox_ids)) => {
+                fired.started.push((slot, export_id));
+                fired.outbox_ids = outbox_ids;
+            }
+            None => mark_skipped(&tx, schedule.id, slot).await?,
+        }
+        tx.commit().await?;
+        Ok(Some(fired))
     }
 
     /// A slot now, by hand (`run-now`), under the schedule's overlap policy.
@@ -181,6 +197,7 @@ impl Store {
             name: schedule.name.clone(),
             ..Fired::default()
         };
+        settle_ended(&tx, schedule.id).await?;
         fire_slot(&tx, &schedule, schedule.now, true, fired_by, &mut fired).await?;
         tx.commit().await?;
         Ok(Some(fired))
@@ -190,31 +207,104 @@ impl Store {
     /// toward its schedule's consecutive failures, and pauses a schedule
     /// that reached its limit. Returns the schedules paused.
     pub async fn settle_schedule_runs(&self) -> Result<Vec<String>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let ended = tx
+        let ids: Vec<Uuid> = self
+            .client()
+            .await?
             .query(
-                "WITH ended AS (
-                     UPDATE schedule_firings f SET settled = true
-                       FROM exports e
-                      WHERE e.id = f.export_id AND f.outcome = 'started' AND NOT f.settled
-                        AND e.state IN ('completed', 'unverified', 'failed', 'cancelled')
-                  RETURNING f.schedule_id, f.slot, e.state)
-                 SELECT schedule_id, state FROM ended ORDER BY schedule_id, slot",
+                "SELECT DISTINCT f.schedule_id FROM schedule_firings f
+                   JOIN exports e ON e.id = f.export_id
+                  WHERE f.outcome = 'started' AND NOT f.settled
+                    AND e.state IN ('completed', 'unverified', 'failed', 'cancelled')",
                 &[],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
         let mut paused = Vec::new();
-        for row in &ended {
-            let id: Uuid = row.try_get("schedule_id")?;
-            let state: String = row.try_get("state")?;
-            if let Some(name) = count_outcome(&tx, id, state.parse()?).await? {
-                paused.push(name);
+        for id in ids {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // The schedule row first, as a firing takes it: no deadlock.
+            let locked = tx
+                .query_opt(
+                    "SELECT 1 FROM schedules WHERE id = $1 FOR UPDATE SKIP LOCKED",
+                    &[&id],
+                )
+                .await?;
+            if locked.is_some() {
+                paused.extend(settle_ended(&tx, id).await?);
             }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(paused)
     }
+}
+
+/// Counts the schedule's runs that ended (its row locked by the caller):
+/// toward its consecutive failures, and a published incremental run's
+/// cursor toward its watermark. Returns its name if this paused it.
+async fn settle_ended(
+    tx: &Transaction<'_>,
+    schedule_id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    let ended = tx
+        .query(
+            "WITH ended AS (
+                 UPDATE schedule_firings f SET settled = true
+                   FROM exports e
+                  WHERE f.schedule_id = $1 AND e.id = f.export_id
+                    AND f.outcome = 'started' AND NOT f.settled
+                    AND e.state IN ('completed', 'unverified', 'failed', 'cancelled')
+              RETURNING f.slot, f.export_id, f.window_from, f.window_to, e.state)
+             SELECT * FROM ended ORDER BY slot",
+            &[&schedule_id],
+        )
+        .await?;
+    let mut paused = None;
+    for row in &ended {
+        let state: ExportState = row.try_get::<_, String>("state")?.parse()?;
+        if state == ExportState::Completed {
+            if let Some(from) = row.try_get::<_, Option<i64>>("window_from")? {
+                let window = Window {
+                    from,
+                    to: row.try_get("window_to")?,
+                };
+                advance_watermark(tx, schedule_id, row.try_get("export_id")?, &window).await?;
+            }
+        }
+        if let Some(name) = count_outcome(tx, schedule_id, state).await? {
+            paused = Some(name);
+        }
+    }
+    Ok(paused)
+}
+
+/// Moves the watermark to the largest cursor the published run delivered
+/// (or its window's upper bound when it delivered none); never back.
+async fn advance_watermark(
+    tx: &Transaction<'_>,
+    schedule_id: Uuid,
+    export_id: Uuid,
+    window: &Window,
+) -> Result<(), StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT (SELECT max(max_cursor) FROM page_tasks WHERE export_id = $2) AS seen,
+                    s.watermark
+               FROM schedules s WHERE s.id = $1",
+            &[&schedule_id, &export_id],
+        )
+        .await?;
+    let seen: Option<i64> = row.try_get("seen")?;
+    let previous: Option<i64> = row.try_get("watermark")?;
+    let next = advanced(previous.unwrap_or(i64::MIN), window, seen);
+    tx.execute(
+        "UPDATE schedules SET watermark = $2 WHERE id = $1",
+        &[&schedule_id, &next],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Exports of the schedule that are still going.
@@ -305,31 +395,56 @@ async fn fire_slot(
             if outcome == SlotOutcome::CancelThenStart {
                 fired.cancelled += cancel_running(tx, schedule, slot).await?;
             }
-            let (export_id, outbox_ids) = create_run(tx, schedule).await?;
-            tx.execute(
-                "UPDATE schedule_firings SET export_id = $3 WHERE schedule_id = $1 AND slot = $2",
-                &[&schedule.id, &slot, &export_id],
-            )
-            .await?;
-            fired.started.push((slot, export_id));
-            fired.outbox_ids.extend(outbox_ids);
+            match create_run(tx, schedule, slot).await? {
+                Some((export_id, outbox_ids)) => {
+                    fired.started.push((slot, export_id));
+                    fired.outbox_ids.extend(outbox_ids);
+                }
+                None => {
+                    mark_skipped(tx, schedule.id, slot).await?;
+                    fired.skipped += 1;
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Creates the schedule's export in the firing's transaction.
+/// Creates the schedule's export in the firing's transaction, with an
+/// incremental export's window pinned from the schedule's watermark and
+/// recorded on the firing row. `None` when the spec no longer pins (the
+/// schedule is paused, saying why).
 async fn create_run(
     tx: &Transaction<'_>,
     schedule: &Locked,
-) -> Result<(Uuid, Vec<i64>), StoreError> {
+    slot: OffsetDateTime,
+) -> Result<Option<(Uuid, Vec<i64>)>, StoreError> {
     let spec: ExportSpec =
         serde_json::from_value(schedule.spec.clone()).map_err(|e| StoreError::Corrupt {
             what: "schedule spec",
             export_id: Uuid::nil(),
             message: format!("schedule {}: {e}", schedule.id),
         })?;
-    let submitted = submit_in(tx, &schedule.tenant_id, None, &spec)
+    let watermark: Option<i64> = tx
+        .query_one(
+            "SELECT watermark FROM schedules WHERE id = $1",
+            &[&schedule.id],
+        )
+        .await?
+        .try_get("watermark")?;
+    let run = match spec.pinned(watermark, schedule.now) {
+        Ok(run) => run,
+        Err(e) => {
+            pause(
+                tx,
+                schedule.id,
+                &format!("its export no longer pins a run: {e}"),
+            )
+            .await?;
+            return Ok(None);
+        }
+    };
+    let submitted = submit_in(tx, &schedule.tenant_id, None, &run)
         .await
         .map_err(|e| match e {
             SubmitError::Store(e) => e,
@@ -340,7 +455,21 @@ async fn create_run(
                 message: format!("idempotency key {key:?} conflicted"),
             },
         })?;
-    Ok((submitted.id, submitted.outbox_ids))
+    let window = run.incremental.as_ref().and_then(|i| i.window);
+    tx.execute(
+        "UPDATE schedule_firings SET outcome = 'started', export_id = $3,
+                window_from = $4, window_to = $5
+          WHERE schedule_id = $1 AND slot = $2",
+        &[
+            &schedule.id,
+            &slot,
+            &submitted.id,
+            &window.map(|w| w.from),
+            &window.and_then(|w| w.to),
+        ],
+    )
+    .await?;
+    Ok(Some((submitted.id, submitted.outbox_ids)))
 }
 
 /// Cancels the schedule's exports that have not begun to finalize.
@@ -363,6 +492,19 @@ async fn cancel_running(
             &[&schedule.id, &reason],
         )
         .await?)
+}
+
+async fn mark_skipped(
+    tx: &Transaction<'_>,
+    schedule_id: Uuid,
+    slot: OffsetDateTime,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE schedule_firings SET outcome = 'skipped' WHERE schedule_id = $1 AND slot = $2",
+        &[&schedule_id, &slot],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn pause(tx: &Transaction<'_>, schedule_id: Uuid, reason: &str) -> Result<(), StoreError> {

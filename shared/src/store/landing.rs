@@ -76,6 +76,8 @@ pub struct Landing {
     /// The fleet's `limits.max_columns`: the export's inferred columns,
     /// this page's included, may not be more.
     pub max_columns: u64,
+    /// An incremental export's largest cursor value on the page.
+    pub max_cursor: Option<i64>,
 }
 
 /// What a landing did.
@@ -326,7 +328,7 @@ impl Store {
             return Ok(Landed::Duplicate);
         }
         let records = i32::try_from(landing.rows.len()).unwrap_or(i32::MAX);
-        if !mark_done_if_not(&tx, landing.task_id, records).await? {
+        if !mark_done_if_not(&tx, landing.task_id, records, landing.max_cursor).await? {
             // Already done (or dead): count the duplicate, change nothing else.
             count_duplicate(&tx, task.export_id, landing.counts).await?;
             tx.commit().await?;
@@ -551,13 +553,14 @@ async fn mark_done_if_not(
     tx: &Transaction<'_>,
     task_id: Uuid,
     records: i32,
+    max_cursor: Option<i64>,
 ) -> Result<bool, StoreError> {
     let marked = tx
         .execute(
             "UPDATE page_tasks SET state = 'done', lease_until = NULL, last_error = NULL,
-                    records = $2, updated_at = now()
+                    records = $2, max_cursor = $3, updated_at = now()
               WHERE id = $1 AND state IN ('queued', 'in_flight')",
-            &[&task_id, &records],
+            &[&task_id, &records, &max_cursor],
         )
         .await?;
     Ok(marked > 0)

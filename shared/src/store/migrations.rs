@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (7, include_str!("../../migrations/0007_api_tokens.sql")),
     (8, include_str!("../../migrations/0008_fleet_keys.sql")),
     (9, include_str!("../../migrations/0009_schedules.sql")),
+    (10, include_str!("../../migrations/0010_incremental.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

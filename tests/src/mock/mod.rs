@@ -14,6 +14,7 @@
 //! `POST /_mock/fail_record` with `{"id": 123}` or `{"id": null}`.
 
 mod bucket;
+mod changes;
 mod config;
 mod cursor;
 mod dataset;
@@ -31,6 +32,7 @@ mod styles;
 #[cfg(test)]
 mod tests;
 
+pub use changes::Changes;
 pub use config::{Faults, Flood, MockConfig};
 pub use drift::{record_revision, Drift, Truth};
 pub use leak::LEAKED_SIGNATURE;

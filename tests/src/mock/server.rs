@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::bucket::{Admit, TokenBucket};
+use super::changes::{self, Changes};
 use super::config::MockConfig;
 use super::dataset::Dataset;
 use super::drift::Truth;
@@ -56,6 +57,7 @@ struct Shared {
     /// Attempts per exact path and query that reached the fault stage.
     attempts: Mutex<HashMap<String, u64>>,
     stats: Mutex<Recorder>,
+    changes: Changes,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl MockServer {
             stall: tokio::sync::watch::Sender::new(false),
             attempts: Mutex::new(HashMap::new()),
             stats: Mutex::new(Recorder::new(Instant::now())),
+            changes: Changes::default(),
         });
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -149,6 +152,11 @@ impl MockServer {
     /// deleted or not: what an exporter may legitimately have read.
     pub fn was_version(&self, record: &Value) -> bool {
         self.shared.data.was_version(record, Instant::now())
+    }
+
+    /// The change log behind `/changes` (see `changes`).
+    pub fn changes(&self) -> &Changes {
+        &self.shared.changes
     }
 
     /// Makes every page containing `id` answer 404, or clears that with `None`.
@@ -227,7 +235,8 @@ fn router(shared: Arc<Shared>) -> Router {
             ),
         );
     }
-    app.route("/_mock/stats", get(get_stats))
+    app.route("/changes", get(serve_changes))
+        .route("/_mock/stats", get(get_stats))
         .route("/_mock/truth", get(get_truth))
         .route("/_mock/fail_record", post(post_fail_record))
         .fallback(unknown_path)
@@ -253,6 +262,39 @@ async fn post_fail_record(
 ) -> Json<serde_json::Value> {
     *lock(&shared.fail_records) = body.id.into_iter().collect();
     Json(json!({ "fail_record": body.id }))
+}
+
+/// The change log: authenticated and counted like a data request.
+async fn serve_changes(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    shared.stats().arrival(Instant::now());
+    if bearer(&headers) != Some(shared.config.token.as_str()) {
+        shared.stats().unauthorized();
+        return json_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let bound = |name: &str| {
+        params
+            .get(name)
+            .map(|v| changes::instant(name, v))
+            .transpose()
+    };
+    let query = match (bound("updated_since"), bound("updated_until")) {
+        (Ok(since), Ok(until)) => changes::Query {
+            since,
+            until,
+            after: params.get("starting_after").and_then(|a| a.parse().ok()),
+            limit: params
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(100)
+                .clamp(1, 1000),
+        },
+        (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    Json(shared.changes.page(&query)).into_response()
 }
 
 /// Wrong paths are counted like data requests so a misconfigured client

@@ -1,0 +1,6 @@
+-- Incremental exports. A landed page records the largest cursor value its
+-- records carried; a schedule keeps its watermark (cursor units), moved
+-- only when a run is published; each firing keeps the window it pinned.
+ALTER TABLE page_tasks ADD COLUMN max_cursor bigint;
+ALTER TABLE schedules ADD COLUMN watermark bigint;
+ALTER TABLE schedule_firings ADD COLUMN window_from bigint, ADD COLUMN window_to bigint;

@@ -1,0 +1,118 @@
+//! A change log the test writes and the fleet reads incrementally:
+//! `GET /changes?updated_since=&updated_until=&starting_after=&limit=`
+//! answers `{"data": [...], "has_more": bool}` with the records whose
+//! `updated_at` (RFC 3339, whole seconds) is in `(since, until]`, by id
+//! after `starting_after` (keyset pages: a record that changes while the
+//! log is read leaves the window without moving any other). Each record is
+//! `{"id", "updated_at", "rev", "name"}`; every upsert is kept, so a test
+//! can ask what the source held at any instant.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::server::lock;
+
+/// Every version of every record, in the order written.
+#[derive(Default)]
+pub struct Changes {
+    versions: Mutex<BTreeMap<u64, Vec<Version>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Version {
+    updated_at: i64,
+    rev: u32,
+}
+
+/// One page of the log, as `serve` answers it.
+pub(crate) struct Query {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+impl Changes {
+    /// Writes a new version of `id` (a new record when it has none),
+    /// stamped now.
+    pub fn upsert(&self, id: u64) {
+        self.upsert_at(id, OffsetDateTime::now_utc().unix_timestamp());
+    }
+
+    /// Writes a new version of `id` stamped `updated_at` (unix seconds).
+    pub fn upsert_at(&self, id: u64, updated_at: i64) {
+        let mut versions = lock(&self.versions);
+        let history = versions.entry(id).or_default();
+        let rev = history.last().map_or(0, |v| v.rev + 1);
+        history.push(Version { updated_at, rev });
+    }
+
+    /// The records as the source held them at `t`: for each id, its latest
+    /// version stamped at or before `t`.
+    pub fn at(&self, t: i64) -> BTreeMap<u64, Value> {
+        let versions = lock(&self.versions);
+        versions
+            .iter()
+            .filter_map(|(id, history)| {
+                let version = history.iter().rev().find(|v| v.updated_at <= t)?;
+                Some((*id, record(*id, *version)))
+            })
+            .collect()
+    }
+
+    /// The current version of every record.
+    pub fn now(&self) -> BTreeMap<u64, Value> {
+        let versions = lock(&self.versions);
+        versions
+            .iter()
+            .filter_map(|(id, history)| Some((*id, record(*id, *history.last()?))))
+            .collect()
+    }
+
+    pub(crate) fn page(&self, query: &Query) -> Value {
+        let versions = lock(&self.versions);
+        let mut data = Vec::new();
+        let mut has_more = false;
+        let after = query.after.map_or(0, |a| a + 1);
+        for (id, history) in versions.range(after..) {
+            let Some(current) = history.last() else {
+                continue;
+            };
+            let inside = query.since.is_none_or(|s| current.updated_at > s)
+                && query.until.is_none_or(|u| current.updated_at <= u);
+            if !inside {
+                continue;
+            }
+            if data.len() == query.limit {
+                has_more = true;
+                break;
+            }
+            data.push(record(*id, *current));
+        }
+        json!({ "data": data, "has_more": has_more })
+    }
+}
+
+fn record(id: u64, version: Version) -> Value {
+    let updated_at = OffsetDateTime::from_unix_timestamp(version.updated_at)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default();
+    json!({
+        "id": id,
+        "updated_at": updated_at,
+        "rev": version.rev,
+        "name": format!("record {id} rev {}", version.rev),
+    })
+}
+
+/// A query parameter as RFC 3339, or `Err` naming it.
+pub(crate) fn instant(name: &str, value: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| format!("{name} is not RFC 3339: {value:?}"))
+}
