@@ -303,3 +303,36 @@ async fn consecutive_runs_miss_no_change_and_chase_none() {
 
     fleet.stop().await;
 }
+
+/// `examples/incremental.toml`, pointed at this test's mock (seeded with a
+/// day of history like `pagefleet-mock`), runs once and exports it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incremental_example_runs_against_the_mock() {
+    let mock = MockServer::start(MockConfig::new(3, 0)).await.unwrap();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    mock.changes().seed_history(500, now - 120);
+    std::env::set_var("PAGEFLEET_SECRET_default__MOCK_TOKEN", &mock.config().token);
+    let fleet = Fleet::start(1).await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/incremental.toml")).unwrap();
+    let text = text.replace("http://127.0.0.1:9000", &mock.base_url());
+    let spec = ExportSpec::from_toml(&text).unwrap();
+    let id = fleet.api.submit(&spec, None).await.unwrap().id;
+    let status = wait_settled(&fleet.api, id, Duration::from_secs(120)).await;
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    let csv = fleet
+        .root
+        .join(DEFAULT_TENANT)
+        .join(status.output_path.unwrap());
+    assert_eq!(
+        rows(&csv).len(),
+        500,
+        "the whole history, stamped before the lag"
+    );
+    assert!(fleet
+        .root
+        .join(DEFAULT_TENANT)
+        .join("changes/latest.json")
+        .is_file());
+    fleet.stop().await;
+}

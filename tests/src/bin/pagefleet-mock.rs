@@ -139,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
     let server = MockServer::start_on(args.config(), args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // `/changes` (examples/incremental.toml) starts with a day of history.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    server.changes().seed_history(args.records as u64, now);
     {
         // Scripts wait for this exact line, so it must not sit in a buffer.
         let mut out = std::io::stdout().lock();

@@ -51,6 +51,16 @@ impl Changes {
         history.push(Version { updated_at, rev });
     }
 
+    /// Records `1..=n`, stamped evenly over the day before `now` (unix
+    /// seconds), the last one at `now`: a history to export incrementally.
+    pub fn seed_history(&self, n: u64, now: i64) {
+        let step = 86_400 / n.max(1) as i64;
+        for id in 1..=n {
+            let age = (n - id) as i64 * step.max(1);
+            self.upsert_at(id, now - age);
+        }
+    }
+
     /// The records as the source held them at `t`: for each id, its latest
     /// version stamped at or before `t`.
     pub fn at(&self, t: i64) -> BTreeMap<u64, Value> {
