@@ -171,11 +171,7 @@ pub(crate) fn refuse_refused_source(state: &ApiState, spec: &ExportSpec) -> Resu
 fn parse_spec_body(body: &[u8]) -> Result<ExportSpec, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "spec is not UTF-8"))?;
-    let spec = ExportSpec::from_json(text).map_err(spec_refused)?;
-    // A one-off incremental export runs its window from its start; the
-    // output's placeholders are filled now.
-    spec.pinned(None, time::OffsetDateTime::now_utc())
-        .map_err(spec_refused)
+    ExportSpec::from_json(text).map_err(spec_refused)
 }
 
 /// A spec that does not parse or validate: 422 naming the field.
@@ -211,13 +207,18 @@ async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let spec = parse_spec_body(&body)?;
+    let submitted_spec = parse_spec_body(&body)?;
+    // A one-off incremental export runs its window from its start; the
+    // output's placeholders are filled now.
+    let spec = submitted_spec
+        .pinned(None, time::OffsetDateTime::now_utc())
+        .map_err(spec_refused)?;
     let key = idempotency_key(&headers)?;
     refuse_other_tenants(&state, &tenant, &spec)?;
     refuse_refused_source(&state, &spec)?;
     let submitted = state
         .store
-        .submit_export(tenant.as_str(), key.as_deref(), &spec)
+        .submit_run(tenant.as_str(), key.as_deref(), &submitted_spec, &spec)
         .await
         .map_err(|e| match e {
             SubmitError::IdempotencyConflict { .. } => {

@@ -4,3 +4,7 @@
 ALTER TABLE page_tasks ADD COLUMN max_cursor bigint;
 ALTER TABLE schedules ADD COLUMN watermark bigint;
 ALTER TABLE schedule_firings ADD COLUMN window_from bigint, ADD COLUMN window_to bigint;
+-- What an idempotency key is compared with: the spec as submitted, before
+-- its window was pinned and its output names filled (a retry minutes
+-- later pins another window, and is still the same submission).
+ALTER TABLE exports ADD COLUMN request_hash text;

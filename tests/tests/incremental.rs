@@ -317,9 +317,14 @@ async fn the_incremental_example_runs_against_the_mock() {
     let text = std::fs::read_to_string(root.join("examples/incremental.toml")).unwrap();
     let text = text.replace("http://127.0.0.1:9000", &mock.base_url());
     let spec = ExportSpec::from_toml(&text).unwrap();
-    let id = fleet.api.submit(&spec, None).await.unwrap().id;
+    let id = fleet.api.submit(&spec, Some("nightly-1")).await.unwrap().id;
     let status = wait_settled(&fleet.api, id, Duration::from_secs(120)).await;
     assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    // A retry with the same key, later (another window would be pinned
+    // now), is the same submission.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = fleet.api.submit(&spec, Some("nightly-1")).await.unwrap();
+    assert_eq!((again.id, again.created), (id, false));
     let csv = fleet
         .root
         .join(DEFAULT_TENANT)

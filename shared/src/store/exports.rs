@@ -80,9 +80,23 @@ impl Store {
         idempotency_key: Option<&str>,
         spec: &ExportSpec,
     ) -> Result<Submitted, SubmitError> {
+        self.submit_run(tenant_id, idempotency_key, spec, spec)
+            .await
+    }
+
+    /// `submit_export` of `run`, the pinned form of `submitted` (see
+    /// `ExportSpec::pinned`): the idempotency key is held to `submitted`.
+    pub async fn submit_run(
+        &self,
+        tenant_id: &str,
+        idempotency_key: Option<&str>,
+        submitted: &ExportSpec,
+        run: &ExportSpec,
+    ) -> Result<Submitted, SubmitError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
-        let submitted = submit_in(&tx, tenant_id, idempotency_key, spec).await?;
+        let request_hash = submitted.hash();
+        let submitted = submit_in(&tx, tenant_id, idempotency_key, &request_hash, run).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(submitted)
     }
@@ -142,6 +156,7 @@ pub(crate) async fn submit_in(
     tx: &Transaction<'_>,
     tenant_id: &str,
     idempotency_key: Option<&str>,
+    request_hash: &str,
     spec: &ExportSpec,
 ) -> Result<Submitted, SubmitError> {
     let spec_json = serde_json::to_value(spec).map_err(|e| StoreError::Corrupt {
@@ -158,10 +173,11 @@ pub(crate) async fn submit_in(
         name: &spec.name,
         spec: &spec_json,
         spec_hash: &spec_hash,
+        request_hash,
         partitions: partitions.len(),
     };
     if !insert_export(tx, &export).await? {
-        return submitted_before(tx, tenant_id, idempotency_key, &spec_hash).await;
+        return submitted_before(tx, tenant_id, idempotency_key, request_hash).await;
     }
     let id = export.id;
     let first = serde_json::to_value(first_position(&spec.pagination)).map_err(|e| {
@@ -264,6 +280,7 @@ struct NewExport<'a> {
     name: &'a str,
     spec: &'a serde_json::Value,
     spec_hash: &'a str,
+    request_hash: &'a str,
     partitions: usize,
 }
 
@@ -273,8 +290,8 @@ async fn insert_export(tx: &Transaction<'_>, export: &NewExport<'_>) -> Result<b
     let inserted = tx
         .query_opt(
             "INSERT INTO exports (id, tenant_id, idempotency_key, name, spec, spec_hash, state,
-                                  partitions, pages_planned, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+                                  partitions, pages_planned, started_at, request_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10)
              ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
              RETURNING id",
             &[
@@ -287,6 +304,7 @@ async fn insert_export(tx: &Transaction<'_>, export: &NewExport<'_>) -> Result<b
                 &ExportState::Running.as_str(),
                 &(export.partitions as i32),
                 &(export.partitions as i64),
+                &export.request_hash,
             ],
         )
         .await?;
@@ -299,7 +317,7 @@ async fn submitted_before(
     tx: &Transaction<'_>,
     tenant_id: &str,
     idempotency_key: Option<&str>,
-    spec_hash: &str,
+    request_hash: &str,
 ) -> Result<Submitted, SubmitError> {
     // Only the (tenant_id, idempotency_key) constraint is let conflict, and
     // a NULL key never conflicts.
@@ -313,14 +331,15 @@ async fn submitted_before(
     };
     let row = tx
         .query_one(
-            "SELECT id, spec_hash FROM exports WHERE tenant_id = $1 AND idempotency_key = $2",
+            "SELECT id, COALESCE(request_hash, spec_hash) AS request_hash
+               FROM exports WHERE tenant_id = $1 AND idempotency_key = $2",
             &[&tenant_id, &key],
         )
         .await
         .map_err(StoreError::from)?;
     let existing: Uuid = row.try_get("id").map_err(StoreError::from)?;
-    let existing_hash: String = row.try_get("spec_hash").map_err(StoreError::from)?;
-    if existing_hash != spec_hash {
+    let existing_hash: String = row.try_get("request_hash").map_err(StoreError::from)?;
+    if existing_hash != request_hash {
         return Err(SubmitError::IdempotencyConflict {
             key: key.to_string(),
             existing,

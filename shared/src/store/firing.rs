@@ -444,7 +444,7 @@ async fn create_run(
             return Ok(None);
         }
     };
-    let submitted = submit_in(tx, &schedule.tenant_id, None, &run)
+    let submitted = submit_in(tx, &schedule.tenant_id, None, &run.hash(), &run)
         .await
         .map_err(|e| match e {
             SubmitError::Store(e) => e,
