@@ -8,3 +8,16 @@ ALTER TABLE schedule_firings ADD COLUMN window_from bigint, ADD COLUMN window_to
 -- its window was pinned and its output names filled (a retry minutes
 -- later pins another window, and is still the same submission).
 ALTER TABLE exports ADD COLUMN request_hash text;
+-- Backfills: a window too big for the source is split into two new
+-- partitions; the split one is kept (its first page landed, its rows
+-- staged nothing) and recorded, and counts toward no reconciliation.
+ALTER TABLE partitions ADD COLUMN split boolean NOT NULL DEFAULT false;
+CREATE TABLE partition_splits (
+    export_id     uuid NOT NULL REFERENCES exports (id) ON DELETE CASCADE,
+    partition_no  int NOT NULL,
+    params        jsonb NOT NULL,
+    into_partitions int[] NOT NULL,
+    reason        text NOT NULL,
+    split_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (export_id, partition_no)
+);

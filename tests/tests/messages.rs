@@ -75,6 +75,7 @@ fn landing(task_id: Uuid, next: Next) -> Landing {
         max_pages: 1_000_000,
         max_columns: 2_000,
         max_cursor: None,
+        split: None,
     }
 }
 

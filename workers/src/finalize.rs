@@ -106,6 +106,10 @@ pub struct Manifest {
     /// An incremental run's window over its cursor field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<ManifestWindow>,
+    /// A backfill's windows that were split because the source could not
+    /// serve them whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<pagefleet_shared::store::PartitionSplit>,
 }
 
 /// `(from, to]` of an incremental run, in the cursor's own format.
@@ -321,7 +325,7 @@ async fn publish(
     out.commit(file, temp_path, final_path.clone()).await?;
 
     let finished_at = time::OffsetDateTime::now_utc();
-    let manifest = manifest(
+    let mut manifest = manifest(
         work,
         &published_name,
         columns,
@@ -330,6 +334,13 @@ async fn publish(
         verification.clone(),
         finished_at,
     );
+    if work.spec.backfill.is_some() {
+        manifest.splits = ctx
+            .store
+            .partition_splits(export_id)
+            .await
+            .map_err(store_err)?;
+    }
     let manifest_path = out.dir.join(manifest_file_name(&published_name));
     let manifest_temp = out
         .dir
@@ -667,7 +678,7 @@ fn manifest(
 ) -> Manifest {
     let spec = &work.spec;
     let query = redact::params(&spec.source.query);
-    let partitions: Vec<_> = (spec.partitions.iter())
+    let partitions: Vec<_> = (spec.planned_partitions().iter())
         .map(|p| redact::params(&p.params))
         .collect();
     Manifest {
@@ -696,6 +707,7 @@ fn manifest(
         finished_at: clock::rfc3339(finished_at),
         verification,
         window: ManifestWindow::of(spec),
+        splits: Vec::new(),
     }
 }
 

@@ -24,7 +24,7 @@ use pagefleet_shared::ratelimit_headers;
 use pagefleet_shared::redact;
 use pagefleet_shared::retry::{Outcome, RetryBudget};
 use pagefleet_shared::source::{self, Credential, Fetched, SourceError};
-use pagefleet_shared::spec::ExportSpec;
+use pagefleet_shared::spec::{ExportSpec, Split};
 use pagefleet_shared::store::{
     Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
 };
@@ -711,6 +711,21 @@ fn prepare(
         Role::Chain => pagination::chain_marks(&next, rows.iter().map(|(key, _)| key.as_str())),
         Role::Leaf | Role::Sentinel | Role::Backward => Vec::new(),
     };
+    if let Some(split) = backfill_split(work, &stated) {
+        return Ok(Landing {
+            task_id: work.task_id,
+            rows: Vec::new(),
+            columns: BTreeSet::new(),
+            next: pagination::Next::Done,
+            counts: tally.counts,
+            stated: Vec::new(),
+            marks: Vec::new(),
+            max_pages: spec.verify.max_pages_per_partition,
+            max_columns: limits.max_columns,
+            max_cursor: None,
+            split: Some(split),
+        });
+    }
     Ok(Landing {
         task_id: work.task_id,
         rows,
@@ -722,7 +737,25 @@ fn prepare(
         max_pages: spec.verify.max_pages_per_partition,
         max_columns: limits.max_columns,
         max_cursor,
+        split: None,
     })
+}
+
+/// A backfill window whose first page states more records than the source
+/// lets a walk reach: its halves, each with the partition's other
+/// parameters.
+fn backfill_split(work: &PageWork, stated: &[Statement]) -> Option<Split> {
+    let backfill = work.spec.backfill.as_ref()?;
+    if work.page_no != 0 || work.role != Role::Chain {
+        return None;
+    }
+    let mut split = backfill.split(&work.partition_params, stated, work.spec.page_size)?;
+    for half in &mut split.halves {
+        let mut params = work.partition_params.clone();
+        params.extend(std::mem::take(half));
+        *half = params;
+    }
+    Some(split)
 }
 
 /// The counts a page states: the style's, and the spec's `verify.total_path`.
@@ -784,6 +817,7 @@ async fn land_past_the_end(
         max_pages: work.spec.verify.max_pages_per_partition,
         max_columns: ctx.limits.max_columns,
         max_cursor: None,
+        split: None,
     };
     let landed = ctx
         .store

@@ -13,10 +13,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod backfill;
 pub mod incremental;
 pub mod run_naming;
 mod verify;
 
+pub use backfill::{BackfillSpec, Split};
 pub use incremental::{CursorFormat, IncrementalSpec, Window};
 pub use verify::{OnMismatch, VerifySpec};
 
@@ -58,6 +60,9 @@ pub struct ExportSpec {
     /// What changed in a window of a cursor field (see `incremental`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalSpec>,
+    /// A range cut into windows, one partition each (see `backfill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillSpec>,
 }
 
 fn default_page_size() -> u32 {
@@ -329,6 +334,21 @@ impl ExportSpec {
             incremental.validate()?;
             self.check_window_params(incremental)?;
         }
+        if let Some(backfill) = &self.backfill {
+            backfill.validate()?;
+            if self.incremental.is_some() {
+                return Err(invalid(
+                    "backfill",
+                    "a backfill has no watermark: drop [incremental] (its range is `from`-`to`)",
+                ));
+            }
+            if !self.partitions.is_empty() {
+                return Err(invalid(
+                    "partitions",
+                    "a backfill makes its own partitions, one per window",
+                ));
+            }
+        }
         self.validate_output()
     }
 
@@ -385,6 +405,16 @@ impl ExportSpec {
             .map(|file| run_naming::fill(file, now, filling));
         run.validate()?;
         Ok(run)
+    }
+
+    /// The export's partitions as planned: a backfill's windows, else the
+    /// spec's list.
+    pub fn planned_partitions(&self) -> Vec<PartitionSpec> {
+        match &self.backfill {
+            // A validated backfill always cuts its range.
+            Some(backfill) => backfill.partitions().unwrap_or_default(),
+            None => self.partitions.clone(),
+        }
     }
 
     /// The query parameters of the pinned window (none before pinning).

@@ -262,13 +262,11 @@ fn partition_params(spec: &ExportSpec) -> Vec<serde_json::Value> {
         params.extend(window.iter().cloned());
         serde_json::json!(params)
     };
-    if spec.partitions.is_empty() {
+    let partitions = spec.planned_partitions();
+    if partitions.is_empty() {
         vec![with_window(&Default::default())]
     } else {
-        spec.partitions
-            .iter()
-            .map(|p| with_window(&p.params))
-            .collect()
+        partitions.iter().map(|p| with_window(&p.params)).collect()
     }
 }
 
@@ -353,7 +351,7 @@ async fn submitted_before(
 }
 
 /// A partition with its checkpoint at the first page.
-async fn insert_partition(
+pub(super) async fn insert_partition(
     tx: &Transaction<'_>,
     export_id: Uuid,
     partition_no: i32,
@@ -370,7 +368,7 @@ async fn insert_partition(
 }
 
 /// The first page task of a partition: the head of its chain.
-async fn insert_first_task(
+pub(super) async fn insert_first_task(
     tx: &Transaction<'_>,
     export_id: Uuid,
     tenant_id: &str,
@@ -395,7 +393,7 @@ async fn insert_first_task(
 }
 
 /// The page message of a task. Returns its outbox id.
-async fn write_page_message(
+pub(super) async fn write_page_message(
     tx: &Transaction<'_>,
     export_id: Uuid,
     task_id: Uuid,

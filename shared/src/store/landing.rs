@@ -22,6 +22,7 @@ use crate::limits::Breach;
 use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts};
 use crate::pagination::{repeat_reason, Next, Position, Role, Statement};
 use crate::spec::ExportSpec;
+use crate::spec::Split;
 
 /// Everything a worker needs to fetch one page.
 #[derive(Debug, Clone)]
@@ -78,6 +79,9 @@ pub struct Landing {
     pub max_columns: u64,
     /// An incremental export's largest cursor value on the page.
     pub max_cursor: Option<i64>,
+    /// A backfill window too big for the source: the page lands nothing
+    /// and its partition is replaced by these halves.
+    pub split: Option<Split>,
 }
 
 /// What a landing did.
@@ -334,6 +338,13 @@ impl Store {
             tx.commit().await?;
             return Ok(Landed::Duplicate);
         }
+        if let Some(split) = &landing.split {
+            let landed =
+                super::splits::split_partition(&tx, landing.task_id, &task, split, landing.counts)
+                    .await?;
+            tx.commit().await?;
+            return Ok(landed);
+        }
         let backward_next = match task.role {
             Role::Backward => next_backward_position(&tx, &task).await?,
             _ => None,
@@ -510,14 +521,14 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
 // `Store::land_page` runs them.
 
 /// The task being landed, as the landing transaction first reads it.
-struct LandingTask {
-    export_id: Uuid,
-    tenant_id: String,
-    partition_no: i32,
-    page_no: i64,
-    role: Role,
+pub(super) struct LandingTask {
+    pub(super) export_id: Uuid,
+    pub(super) tenant_id: String,
+    pub(super) partition_no: i32,
+    pub(super) page_no: i64,
+    pub(super) role: Role,
     /// The export's state when the landing began.
-    state: ExportState,
+    pub(super) state: ExportState,
 }
 
 /// The task and its export's state; `None` when the task is unknown.
@@ -641,10 +652,10 @@ fn last_row_per_key(rows: &[(String, String)]) -> PageRows<'_> {
 }
 
 /// What merging a page did to staging.
-#[derive(Debug, Clone, Copy)]
-struct Merged {
-    inserted: u64,
-    replaced: u64,
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Merged {
+    pub(super) inserted: u64,
+    pub(super) replaced: u64,
 }
 
 /// Merges the rows into staging by key: a re-fetched row replaces the
@@ -926,7 +937,7 @@ async fn skip_past_the_end(tx: &Transaction<'_>, task: &LandingTask) -> Result<i
 
 /// The export's counters after a landing, read under its row lock.
 #[derive(Debug, Clone, Copy)]
-struct Counted {
+pub(super) struct Counted {
     /// Every page planned so far has landed.
     all_landed: bool,
     state: ExportState,
@@ -938,7 +949,7 @@ struct Counted {
 /// and in pages_landed once when it is marked done; under this row lock
 /// exactly one landing sees the two meet, and it writes the finalize
 /// message.
-async fn bump_counters(
+pub(super) async fn bump_counters(
     tx: &Transaction<'_>,
     task: &LandingTask,
     planned: i64,

@@ -113,7 +113,7 @@ impl Store {
                    FROM partitions p
                    LEFT JOIN page_tasks t ON t.export_id = p.export_id
                         AND t.partition_no = p.partition_no AND t.state = 'done'
-                  WHERE p.export_id = $1
+                  WHERE p.export_id = $1 AND NOT p.split
                   GROUP BY p.partition_no, p.backward_pass ORDER BY p.partition_no",
                 &[&export_id],
             )

@@ -22,6 +22,7 @@ mod ledger;
 mod migrations;
 mod outbox;
 mod schedules;
+mod splits;
 mod tokens;
 
 pub use dead_letters::{DeadLetter, ReplayTarget};
@@ -31,6 +32,7 @@ pub use firing::Fired;
 pub use landing::{Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use outbox::{OutboxFilter, OutboxMessage};
 pub use schedules::{CreateScheduleError, ScheduleRecord, ScheduleRun};
+pub use splits::PartitionSplit;
 pub use tokens::TokenRecord;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

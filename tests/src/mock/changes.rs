@@ -6,6 +6,10 @@
 //! log is read leaves the window without moving any other). Each record is
 //! `{"id", "updated_at", "rev", "name"}`; every upsert is kept, so a test
 //! can ask what the source held at any instant.
+//!
+//! With `offset=` the same log pages by position instead, stating the
+//! window's `total`, and refuses (400) an offset deeper than the cap a
+//! test set: a source with a deep-pagination limit.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -20,6 +24,7 @@ use super::server::lock;
 #[derive(Default)]
 pub struct Changes {
     versions: Mutex<BTreeMap<u64, Vec<Version>>>,
+    max_offset: Mutex<Option<usize>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +38,7 @@ pub(crate) struct Query {
     pub since: Option<i64>,
     pub until: Option<i64>,
     pub after: Option<u64>,
+    pub offset: Option<usize>,
     pub limit: usize,
 }
 
@@ -81,6 +87,35 @@ impl Changes {
             .iter()
             .filter_map(|(id, history)| Some((*id, record(*id, *history.last()?))))
             .collect()
+    }
+
+    /// Refuse offsets deeper than `max` (or none, with `None`).
+    pub fn set_max_offset(&self, max: Option<usize>) {
+        *lock(&self.max_offset) = max;
+    }
+
+    /// The offset page, or the refusal of a too-deep offset.
+    pub(crate) fn offset_page(&self, query: &Query, offset: usize) -> Result<Value, String> {
+        if let Some(max) = *lock(&self.max_offset) {
+            if offset > max {
+                return Err(format!(
+                    "offset {offset} is deeper than this API allows ({max}); narrow the query"
+                ));
+            }
+        }
+        let versions = lock(&self.versions);
+        let inside: Vec<Value> = versions
+            .iter()
+            .filter_map(|(id, history)| {
+                let current = history.last()?;
+                let inside = query.since.is_none_or(|s| current.updated_at > s)
+                    && query.until.is_none_or(|u| current.updated_at <= u);
+                inside.then(|| record(*id, *current))
+            })
+            .collect();
+        let total = inside.len();
+        let data: Vec<Value> = inside.into_iter().skip(offset).take(query.limit).collect();
+        Ok(json!({ "data": data, "total": total }))
     }
 
     pub(crate) fn page(&self, query: &Query) -> Value {

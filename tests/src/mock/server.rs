@@ -286,6 +286,7 @@ async fn serve_changes(
             since,
             until,
             after: params.get("starting_after").and_then(|a| a.parse().ok()),
+            offset: params.get("offset").and_then(|o| o.parse().ok()),
             limit: params
                 .get("limit")
                 .and_then(|l| l.parse().ok())
@@ -294,7 +295,13 @@ async fn serve_changes(
         },
         (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, &e),
     };
-    Json(shared.changes.page(&query)).into_response()
+    match query.offset {
+        Some(offset) => match shared.changes.offset_page(&query, offset) {
+            Ok(page) => Json(page).into_response(),
+            Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
+        },
+        None => Json(shared.changes.page(&query)).into_response(),
+    }
 }
 
 /// Wrong paths are counted like data requests so a misconfigured client

@@ -1,0 +1,108 @@
+//! Splitting a backfill window too big for the source: in the landing of
+//! the window's first page, the partition is marked split (and planned to
+//! its end), two partitions take its halves with a first page each, and
+//! the split is recorded. The split page stages nothing and states
+//! nothing, so the window's rows and counts come from its halves alone.
+
+use serde_json::json;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::exports::{insert_first_task, insert_partition, write_page_message};
+use super::landing::{bump_counters, LandingTask, Merged};
+use super::{Landed, StoreError};
+use crate::model::RequestCounts;
+use crate::spec::Split;
+
+/// One recorded split, as the manifest shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionSplit {
+    pub partition: i32,
+    pub params: serde_json::Value,
+    pub into: Vec<i32>,
+    pub reason: String,
+}
+
+pub(super) async fn split_partition(
+    tx: &Transaction<'_>,
+    task_id: Uuid,
+    task: &LandingTask,
+    split: &Split,
+    counts: RequestCounts,
+) -> Result<Landed, StoreError> {
+    let (export_id, partition_no) = (task.export_id, task.partition_no);
+    let row = tx
+        .query_one(
+            "UPDATE partitions SET split = true, planned_all = true
+              WHERE export_id = $1 AND partition_no = $2
+          RETURNING params",
+            &[&export_id, &partition_no],
+        )
+        .await?;
+    let params: serde_json::Value = row.try_get("params")?;
+    // Partitions are numbered 0..n: the halves are n and n + 1. The update
+    // locks the export's row, so two splits of one export number in turn.
+    let row = tx
+        .query_one(
+            "UPDATE exports SET partitions = partitions + 2 WHERE id = $1
+          RETURNING partitions - 2 AS first_new",
+            &[&export_id],
+        )
+        .await?;
+    let first_new: i32 = row.try_get("first_new")?;
+    let first: serde_json::Value = tx
+        .query_one("SELECT position FROM page_tasks WHERE id = $1", &[&task_id])
+        .await?
+        .try_get("position")?;
+    let mut outbox_ids = Vec::with_capacity(2);
+    let mut into = Vec::with_capacity(2);
+    for (i, half) in split.halves.iter().enumerate() {
+        let no = first_new + i as i32;
+        insert_partition(tx, export_id, no, &json!(half), &first).await?;
+        let task = insert_first_task(tx, export_id, &task.tenant_id, no, &first).await?;
+        outbox_ids.push(write_page_message(tx, export_id, task).await?);
+        into.push(no);
+    }
+    tx.execute(
+        "INSERT INTO partition_splits (export_id, partition_no, params, into_partitions, reason)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&export_id, &partition_no, &params, &into, &split.reason],
+    )
+    .await?;
+    bump_counters(tx, task, 2, 1, Merged::default(), counts).await?;
+    tracing::info!(export = %export_id, partition = partition_no, into = ?into, reason = %split.reason, "backfill window split");
+    Ok(Landed::Page {
+        rows_inserted: 0,
+        rows_replaced: 0,
+        outbox_ids,
+        finalize: false,
+    })
+}
+
+impl super::Store {
+    /// The export's recorded splits, in partition order.
+    pub async fn partition_splits(
+        &self,
+        export_id: Uuid,
+    ) -> Result<Vec<PartitionSplit>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT partition_no, params, into_partitions, reason FROM partition_splits
+                  WHERE export_id = $1 ORDER BY partition_no",
+                &[&export_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PartitionSplit {
+                    partition: row.try_get("partition_no")?,
+                    params: row.try_get("params")?,
+                    into: row.try_get("into_partitions")?,
+                    reason: row.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}
