@@ -129,3 +129,31 @@ dir = "backfill"
     // export completing says no walk went past the cap.
     fleet.stop().await;
 }
+
+/// `examples/backfill.toml`, pointed at this test's mock seeded like
+/// `pagefleet-mock`: a year in 12 windows, March split, every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backfill_example_runs_against_the_mock() {
+    use pagefleet_tests::mock::{BACKFILL_MAX_OFFSET, BACKFILL_PER_MONTH};
+    let mock = MockServer::start(MockConfig::new(8, 0)).await.unwrap();
+    let ids = mock.changes().seed_2025(1, BACKFILL_PER_MONTH);
+    mock.changes().set_max_offset(Some(BACKFILL_MAX_OFFSET));
+    std::env::set_var("PAGEFLEET_SECRET_default__MOCK_TOKEN", &mock.config().token);
+    let fleet = common::Fleet::start(2).await;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/backfill.toml")).unwrap();
+    let spec =
+        ExportSpec::from_toml(&text.replace("http://127.0.0.1:9000", &mock.base_url())).unwrap();
+    let export = fleet.api.submit(&spec, None).await.unwrap().id;
+    let status = wait_settled(&fleet.api, export, Duration::from_secs(300)).await;
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    assert_eq!(status.csv_rows, Some((ids.end - ids.start) as i64));
+    let csv = fleet.out_dir.join(status.output_path.unwrap());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", csv.display())).unwrap())
+            .unwrap();
+    let splits = manifest["splits"].as_array().unwrap();
+    assert!(!splits.is_empty());
+    assert_eq!(splits[0]["params"]["updated_since"], "2025-03-01T00:00:00Z");
+    fleet.stop().await;
+}

@@ -133,15 +133,24 @@ impl Args {
     }
 }
 
+/// The 2025 history behind `/changes`: records per month (five times as
+/// many in March), and the deepest offset the log serves.
+const BACKFILL_PER_MONTH: u64 = pagefleet_tests::mock::BACKFILL_PER_MONTH;
+const BACKFILL_MAX_OFFSET: usize = pagefleet_tests::mock::BACKFILL_MAX_OFFSET;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let server = MockServer::start_on(args.config(), args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    // `/changes` (examples/incremental.toml) starts with a day of history.
+    // `/changes` starts with a day of history (examples/incremental.toml)
+    // and a year of 2025 behind an offset cap (examples/backfill.toml).
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    server.changes().seed_history(args.records as u64, now);
+    let changes = server.changes();
+    changes.seed_history(args.records as u64, now);
+    changes.seed_2025(args.records as u64 + 1, BACKFILL_PER_MONTH);
+    changes.set_max_offset(Some(BACKFILL_MAX_OFFSET));
     {
         // Scripts wait for this exact line, so it must not sit in a buffer.
         let mut out = std::io::stdout().lock();

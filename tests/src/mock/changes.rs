@@ -20,6 +20,11 @@ use time::OffsetDateTime;
 
 use super::server::lock;
 
+/// What `pagefleet-mock` seeds for examples/backfill.toml: records per
+/// month of 2025 (five times as many in March) and the log's offset cap.
+pub const BACKFILL_PER_MONTH: u64 = 400;
+pub const BACKFILL_MAX_OFFSET: usize = 1000;
+
 /// Every version of every record, in the order written.
 #[derive(Default)]
 pub struct Changes {
@@ -65,6 +70,28 @@ impl Changes {
             let age = (n - id) as i64 * step.max(1);
             self.upsert_at(id, now - age);
         }
+    }
+
+    /// A year of history for a backfill: `per_month` records in each month
+    /// of 2025 and five times as many in March, ids from `first_id`, each
+    /// month's evenly inside it. Returns the ids it wrote.
+    pub fn seed_2025(&self, first_id: u64, per_month: u64) -> std::ops::Range<u64> {
+        let mut id = first_id;
+        for month in 1..=12u8 {
+            let start = month_start(2025, month);
+            let end = if month == 12 {
+                month_start(2026, 1)
+            } else {
+                month_start(2025, month + 1)
+            };
+            let n = if month == 3 { per_month * 5 } else { per_month };
+            let step = (end - start - 1) / n.max(1) as i64;
+            for j in 0..n as i64 {
+                self.upsert_at(id, start + 1 + j * step);
+                id += 1;
+            }
+        }
+        first_id..id
     }
 
     /// The records as the source held them at `t`: for each id, its latest
@@ -153,6 +180,14 @@ fn record(id: u64, version: Version) -> Value {
         "rev": version.rev,
         "name": format!("record {id} rev {}", version.rev),
     })
+}
+
+fn month_start(year: i32, month: u8) -> i64 {
+    time::Month::try_from(month)
+        .ok()
+        .and_then(|m| time::Date::from_calendar_date(year, m, 1).ok())
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .unwrap_or(0)
 }
 
 /// A query parameter as RFC 3339, or `Err` naming it.

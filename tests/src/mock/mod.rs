@@ -32,7 +32,7 @@ mod styles;
 #[cfg(test)]
 mod tests;
 
-pub use changes::Changes;
+pub use changes::{Changes, BACKFILL_MAX_OFFSET, BACKFILL_PER_MONTH};
 pub use config::{Faults, Flood, MockConfig};
 pub use drift::{record_revision, Drift, Truth};
 pub use leak::LEAKED_SIGNATURE;
