@@ -70,6 +70,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/schedules/{name}/run", post(schedules::run_now))
+        .route("/v1/schedules/{name}/backfill", post(schedules::backfill))
         .route("/healthz", get(health))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SPEC_BYTES))
         .with_state(state)

@@ -15,7 +15,7 @@ use pagefleet_shared::store::{ScheduleRecord, TokenRecord};
 
 use crate::admin::{CreateToken, CreatedToken};
 use crate::api::{ApiError, ReplayRequest, ReplayResponse};
-use crate::schedules::{RunNow, ScheduleDetail};
+use crate::schedules::{BackfillRequest, RunNow, ScheduleDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -245,5 +245,16 @@ impl ApiClient {
         let path = format!("/v1/schedules/{name}");
         self.send(self.request(reqwest::Method::DELETE, &path), &path)
             .await
+    }
+
+    /// A range of the schedule's incremental source as one backfill export.
+    pub async fn backfill_schedule(
+        &self,
+        name: &str,
+        request: &BackfillRequest,
+    ) -> Result<Submitted, ClientError> {
+        let path = format!("/v1/schedules/{name}/backfill");
+        let r = self.request(reqwest::Method::POST, &path).json(request);
+        self.send(r, &path).await
     }
 }

@@ -27,6 +27,93 @@ pub struct ScheduleDetail {
     pub runs: Vec<ScheduleRun>,
 }
 
+/// `POST /v1/schedules/{name}/backfill`: a range of the schedule's
+/// incremental source as one backfill export.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    pub from: String,
+    pub to: String,
+    pub window: String,
+    #[serde(default)]
+    pub max_offset: Option<u64>,
+    #[serde(default)]
+    pub split_above: Option<u64>,
+}
+
+/// The schedule's export as a backfill of `request`'s range: the window
+/// parameters and format of its `[incremental]`, no watermark, one file.
+fn backfill_spec(
+    schedule: &str,
+    export: &pagefleet_shared::spec::ExportSpec,
+    request: BackfillRequest,
+) -> Result<pagefleet_shared::spec::ExportSpec, ApiError> {
+    let incremental = export.incremental.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "schedule {schedule:?} is not incremental: its windows have no parameters to send"
+            ),
+        )
+    })?;
+    let until_param = incremental.until_param.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("schedule {schedule:?} has no `until_param`: a window needs an upper bound"),
+        )
+    })?;
+    let mut spec = export.clone();
+    spec.backfill = Some(pagefleet_shared::spec::BackfillSpec {
+        from: request.from,
+        to: request.to,
+        window: request.window,
+        format: incremental.format,
+        since_param: incremental.since_param.clone(),
+        until_param,
+        split_above: request.split_above,
+        max_offset: request.max_offset,
+        min_window: 1,
+    });
+    spec.incremental = None;
+    spec.output.file = Some(format!("{}-backfill.csv", export.name));
+    spec.output.latest = None;
+    spec.pinned(None, OffsetDateTime::now_utc())
+        .map_err(spec_refused)
+}
+
+pub async fn backfill(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: BackfillRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("backfill request is not valid: {e}"),
+        )
+    })?;
+    let export = state
+        .store
+        .schedule_export(tenant.as_str(), &name)
+        .await?
+        .ok_or_else(|| no_schedule(&name))?;
+    let spec = backfill_spec(&name, &export, request)?;
+    refuse_other_tenants(&state, &tenant, &spec)?;
+    refuse_refused_source(&state, &spec)?;
+    let submitted = state
+        .store
+        .submit_export(tenant.as_str(), None, &spec)
+        .await
+        .map_err(|e| match e {
+            pagefleet_shared::store::SubmitError::Store(e) => ApiError::from(e),
+            other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
+        })?;
+    publish_now(&state, &submitted.outbox_ids).await;
+    tracing::info!(schedule = %name, export = %submitted.id, "backfill submitted");
+    Ok((StatusCode::CREATED, Json(submitted)).into_response())
+}
+
 /// What a run-now did.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RunNow {

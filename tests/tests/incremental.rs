@@ -301,6 +301,50 @@ async fn consecutive_runs_miss_no_change_and_chase_none() {
         "no server path: {latest}"
     );
 
+    // The same source backfilled through the CLI: the range up to run 3's
+    // upper bound in 30-minute windows, one CSV of what it holds now.
+    let (code, out, err) = fleet.run_cli(&[
+        "schedule",
+        "backfill",
+        "changes",
+        "--from",
+        &shown(start.unix_timestamp()),
+        "--to",
+        &shown(third.upper),
+        "--window",
+        "30m",
+        "--wait",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let backfilled = std::fs::read_dir(fleet.root.join(DEFAULT_TENANT).join("changes"))
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join("changes-backfill.csv"))
+        .find(|p| p.is_file())
+        .expect("the backfill's CSV");
+    let now: BTreeMap<u64, (String, u64)> = changes
+        .now()
+        .into_iter()
+        .filter(|(_, r)| {
+            let at = OffsetDateTime::parse(r["updated_at"].as_str().unwrap(), &Rfc3339).unwrap();
+            at.unix_timestamp() <= third.upper
+        })
+        .map(|(id, r)| {
+            (
+                id,
+                (
+                    r["updated_at"].as_str().unwrap().to_string(),
+                    r["rev"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows(&backfilled),
+        now,
+        "the backfill holds the range as the source holds it now"
+    );
+
     fleet.stop().await;
 }
 

@@ -225,8 +225,14 @@ async fn submit(client: &ApiClient, path: &Path, options: SubmitOptions) -> Resu
     if !options.json {
         eprintln!("export {} submitted; waiting for the CSV", submitted.id);
     }
-    let status = wait_for(client, submitted.id, options.json).await?;
-    report_final(client, &status, options.json).await
+    wait_and_report(client, submitted.id, options.json).await
+}
+
+/// Waits for the export to settle and reports it; the exit code says how
+/// it ended.
+async fn wait_and_report(client: &ApiClient, id: Uuid, json: bool) -> Result<u8, Failure> {
+    let status = wait_for(client, id, json).await?;
+    report_final(client, &status, json).await
 }
 
 async fn status(client: &ApiClient, id: &str, json: bool) -> Result<u8, Failure> {

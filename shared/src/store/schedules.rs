@@ -170,6 +170,33 @@ impl Store {
         row.as_ref().map(record).transpose()
     }
 
+    /// The export spec the tenant's schedule runs.
+    pub async fn schedule_export(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<crate::spec::ExportSpec>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, spec FROM schedules WHERE tenant_id = $1 AND name = $2",
+                &[&tenant_id, &name],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let spec: serde_json::Value = row.try_get("spec")?;
+        serde_json::from_value(spec)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                what: "schedule spec",
+                export_id: Uuid::nil(),
+                message: e.to_string(),
+            })
+    }
+
     /// The schedule's most recent fired slots, newest first.
     pub async fn schedule_runs(
         &self,

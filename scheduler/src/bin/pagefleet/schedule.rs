@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use pagefleet_scheduler::client::ApiClient;
-use pagefleet_scheduler::schedules::ScheduleDetail;
+use pagefleet_scheduler::schedules::{BackfillRequest, ScheduleDetail};
 use pagefleet_scheduler::terminal::shown;
 use pagefleet_shared::schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 
@@ -51,6 +51,29 @@ pub enum ScheduleCommand {
     Rm { name: String },
     /// Fire one run now, under the schedule's overlap policy.
     RunNow { name: String },
+    /// Export a range of the schedule's incremental source as one backfill
+    /// (one partition per window; windows too deep for the source split).
+    Backfill {
+        name: String,
+        /// The range's lower bound (exclusive), in the cursor's format.
+        #[arg(long)]
+        from: String,
+        /// Its upper bound (inclusive).
+        #[arg(long)]
+        to: String,
+        /// Each window: <n><unit>, unit s, m, h, d, w or mo.
+        #[arg(long, default_value = "1d")]
+        window: String,
+        /// The source's deepest offset.
+        #[arg(long)]
+        max_offset: Option<u64>,
+        /// Split a window that states more records than this.
+        #[arg(long)]
+        split_above: Option<u64>,
+        /// Wait until the CSV is published.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 pub async fn run(client: &ApiClient, command: ScheduleCommand, json: bool) -> Result<u8, Failure> {
@@ -132,6 +155,34 @@ pub async fn run(client: &ApiClient, command: ScheduleCommand, json: bool) -> Re
             } else {
                 println!("schedule {} removed (its exports stay)", shown(&name));
             }
+            Ok(0)
+        }
+        ScheduleCommand::Backfill {
+            name,
+            from,
+            to,
+            window,
+            max_offset,
+            split_above,
+            wait,
+        } => {
+            let request = BackfillRequest {
+                from,
+                to,
+                window,
+                max_offset,
+                split_above,
+            };
+            let submitted = client.backfill_schedule(&name, &request).await?;
+            if json && !wait {
+                print_json(&submitted);
+                return Ok(0);
+            }
+            eprintln!("backfill export {} submitted", submitted.id);
+            if wait {
+                return crate::wait_and_report(client, submitted.id, json).await;
+            }
+            println!("{}", submitted.id);
             Ok(0)
         }
         ScheduleCommand::RunNow { name } => {
