@@ -48,20 +48,20 @@ fn backfill_spec(
     export: &pagefleet_shared::spec::ExportSpec,
     request: BackfillRequest,
 ) -> Result<pagefleet_shared::spec::ExportSpec, ApiError> {
-    let incremental = export.incremental.as_ref().ok_or_else(|| {
+    let refused = |why: &str| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "schedule {schedule:?} is not incremental: its windows have no parameters to send"
-            ),
+            format!("schedule {schedule:?} {why}"),
         )
-    })?;
-    let until_param = incremental.until_param.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("schedule {schedule:?} has no `until_param`: a window needs an upper bound"),
-        )
-    })?;
+    };
+    let incremental = export
+        .incremental
+        .as_ref()
+        .ok_or_else(|| refused("is not incremental: its windows have no parameters to send"))?;
+    let until_param = incremental
+        .until_param
+        .clone()
+        .ok_or_else(|| refused("has no `until_param`: a window needs an upper bound"))?;
     let mut spec = export.clone();
     spec.backfill = Some(pagefleet_shared::spec::BackfillSpec {
         from: request.from,

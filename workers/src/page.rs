@@ -713,17 +713,8 @@ fn prepare(
     };
     if let Some(split) = backfill_split(work, &stated) {
         return Ok(Landing {
-            task_id: work.task_id,
-            rows: Vec::new(),
-            columns: BTreeSet::new(),
-            next: pagination::Next::Done,
-            counts: tally.counts,
-            stated: Vec::new(),
-            marks: Vec::new(),
-            max_pages: spec.verify.max_pages_per_partition,
-            max_columns: limits.max_columns,
-            max_cursor: None,
             split: Some(split),
+            ..empty_landing(work, tally, limits)
         });
     }
     Ok(Landing {
@@ -739,6 +730,23 @@ fn prepare(
         max_cursor,
         split: None,
     })
+}
+
+/// A landing of no records that ends its chain.
+fn empty_landing(work: &PageWork, tally: &Tally, limits: &FleetLimits) -> Landing {
+    Landing {
+        task_id: work.task_id,
+        rows: Vec::new(),
+        columns: BTreeSet::new(),
+        next: pagination::Next::Done,
+        counts: tally.counts,
+        stated: Vec::new(),
+        marks: Vec::new(),
+        max_pages: work.spec.verify.max_pages_per_partition,
+        max_columns: limits.max_columns,
+        max_cursor: None,
+        split: None,
+    }
 }
 
 /// A backfill window whose first page states more records than the source
@@ -806,19 +814,7 @@ async fn land_past_the_end(
     work: &PageWork,
     tally: &Tally,
 ) -> Result<PageResult, PageError> {
-    let landing = Landing {
-        task_id: work.task_id,
-        rows: Vec::new(),
-        columns: BTreeSet::new(),
-        next: pagination::Next::Done,
-        counts: tally.counts,
-        stated: Vec::new(),
-        marks: Vec::new(),
-        max_pages: work.spec.verify.max_pages_per_partition,
-        max_columns: ctx.limits.max_columns,
-        max_cursor: None,
-        split: None,
-    };
+    let landing = empty_landing(work, tally, &ctx.limits);
     let landed = ctx
         .store
         .land_page(&landing)

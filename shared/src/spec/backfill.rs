@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::incremental::CursorFormat;
@@ -230,24 +229,11 @@ impl BackfillSpec {
     }
 
     fn parse(&self, text: &str) -> Result<i64, String> {
-        match self.format {
-            CursorFormat::Rfc3339 => OffsetDateTime::parse(text, &Rfc3339)
-                .map(|t| t.unix_timestamp())
-                .map_err(|e| format!("{text:?} is not RFC 3339 ({e})")),
-            _ => text
-                .parse::<i64>()
-                .map_err(|_| format!("{text:?} is not a whole number")),
-        }
+        self.format.parse(text)
     }
 
     fn render(&self, units: i64) -> String {
-        match self.format {
-            CursorFormat::Rfc3339 => OffsetDateTime::from_unix_timestamp(units)
-                .ok()
-                .and_then(|t| t.format(&Rfc3339).ok())
-                .unwrap_or_else(|| units.to_string()),
-            _ => units.to_string(),
-        }
+        self.format.render(units)
     }
 }
 

@@ -169,13 +169,7 @@ impl IncrementalSpec {
 
     /// A cursor value in the parameters' format.
     pub fn render(&self, units: i64) -> String {
-        match self.format {
-            CursorFormat::Rfc3339 => OffsetDateTime::from_unix_timestamp(units)
-                .ok()
-                .and_then(|t| t.format(&Rfc3339).ok())
-                .unwrap_or_else(|| units.to_string()),
-            _ => units.to_string(),
-        }
+        self.format.render(units)
     }
 
     /// The cursor value of `record`.
@@ -199,13 +193,31 @@ impl IncrementalSpec {
     }
 
     fn parse_text(&self, text: &str) -> Result<i64, String> {
-        match self.format {
+        self.format.parse(text)
+    }
+}
+
+impl CursorFormat {
+    /// A value written in this format, in cursor units.
+    pub fn parse(self, text: &str) -> Result<i64, String> {
+        match self {
             CursorFormat::Rfc3339 => OffsetDateTime::parse(text, &Rfc3339)
                 .map(|t| t.unix_timestamp())
                 .map_err(|e| format!("{text:?} is not RFC 3339 ({e})")),
             _ => text
                 .parse::<i64>()
                 .map_err(|_| format!("{text:?} is not a whole number")),
+        }
+    }
+
+    /// Cursor units written in this format (RFC 3339 in UTC).
+    pub fn render(self, units: i64) -> String {
+        match self {
+            CursorFormat::Rfc3339 => OffsetDateTime::from_unix_timestamp(units)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .unwrap_or_else(|| units.to_string()),
+            _ => units.to_string(),
         }
     }
 }

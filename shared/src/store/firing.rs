@@ -37,6 +37,17 @@ pub struct Fired {
     pub outbox_ids: Vec<i64>,
 }
 
+impl Fired {
+    /// Nothing fired yet, for `schedule`.
+    fn of(schedule: &Locked) -> Fired {
+        Fired {
+            schedule_id: schedule.id,
+            name: schedule.name.clone(),
+            ..Fired::default()
+        }
+    }
+}
+
 /// A schedule row locked for firing.
 struct Locked {
     id: Uuid,
@@ -99,11 +110,7 @@ impl Store {
         // they moved, and a pause they caused stops this firing.
         if settle_ended(&tx, schedule.id).await?.is_some() {
             tx.commit().await?;
-            return Ok(Some(Fired {
-                schedule_id: schedule.id,
-                name: schedule.name,
-                ..Fired::default()
-            }));
+            return Ok(Some(Fired::of(&schedule)));
         }
         let fired = match &schedule.cron {
             Ok(cron) => fire_slots(&tx, &schedule, cron, fired_by).await?,
@@ -114,15 +121,11 @@ impl Store {
                     &format!("its cron expression no longer parses: {e}"),
                 )
                 .await?;
-                Fired::default()
+                Fired::of(&schedule)
             }
         };
         tx.commit().await?;
-        Ok(Some(Fired {
-            schedule_id: schedule.id,
-            name: schedule.name,
-            ..fired
-        }))
+        Ok(Some(fired))
     }
 
     /// Starts the slot that waits (`queue_one`) of one schedule whose run
@@ -149,11 +152,7 @@ impl Store {
         let slot: OffsetDateTime = row.try_get("slot")?;
         // The run that ended moves the watermark before this one pins.
         let paused = settle_ended(&tx, schedule.id).await?.is_some();
-        let mut fired = Fired {
-            schedule_id: schedule.id,
-            name: schedule.name.clone(),
-            ..Fired::default()
-        };
+        let mut fired = Fired::of(&schedule);
         if paused {
             tx.commit().await?;
             return Ok(Some(fired));
@@ -192,11 +191,7 @@ impl Store {
             return Ok(None);
         };
         let schedule = locked(&row)?;
-        let mut fired = Fired {
-            schedule_id: schedule.id,
-            name: schedule.name.clone(),
-            ..Fired::default()
-        };
+        let mut fired = Fired::of(&schedule);
         settle_ended(&tx, schedule.id).await?;
         fire_slot(&tx, &schedule, schedule.now, true, fired_by, &mut fired).await?;
         tx.commit().await?;
@@ -327,7 +322,7 @@ async fn fire_slots(
     );
     let mut fired = Fired {
         missed: due.missed,
-        ..Fired::default()
+        ..Fired::of(schedule)
     };
     for slot in due.fire {
         fire_slot(tx, schedule, slot, false, fired_by, &mut fired).await?;
