@@ -25,6 +25,9 @@ const RUNS_SHOWN: i64 = 50;
 pub struct ScheduleDetail {
     pub schedule: ScheduleRecord,
     pub runs: Vec<ScheduleRun>,
+    /// How the runs' windows read, for an incremental schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_format: Option<pagefleet_shared::spec::CursorFormat>,
 }
 
 /// `POST /v1/schedules/{name}/backfill`: a range of the schedule's
@@ -199,7 +202,17 @@ pub async fn show(
         .await?
         .ok_or_else(|| no_schedule(&name))?;
     let runs = state.store.schedule_runs(schedule.id, RUNS_SHOWN).await?;
-    Ok(Json(ScheduleDetail { schedule, runs }).into_response())
+    let cursor_format = state
+        .store
+        .schedule_export(tenant.as_str(), &name)
+        .await?
+        .and_then(|spec| spec.incremental.map(|i| i.format));
+    Ok(Json(ScheduleDetail {
+        schedule,
+        runs,
+        cursor_format,
+    })
+    .into_response())
 }
 
 pub async fn pause(

@@ -301,6 +301,12 @@ async fn consecutive_runs_miss_no_change_and_chase_none() {
         "no server path: {latest}"
     );
 
+    // `schedule show` lists the runs with their windows and states.
+    let (code, out, err) = fleet.run_cli(&["schedule", "show", "changes"]);
+    assert_eq!(code, Some(0), "{err}");
+    let window = format!("({}, {}]", shown(third.from), shown(third.upper));
+    assert!(out.contains(&window) && out.contains("completed"), "{out}");
+
     // The same source backfilled through the CLI: the range up to run 3's
     // upper bound in 30-minute windows, one CSV of what it holds now.
     let (code, out, err) = fleet.run_cli(&[

@@ -43,6 +43,11 @@ pub struct ScheduleRun {
     pub export_id: Option<Uuid>,
     pub export_state: Option<ExportState>,
     pub fired_by: String,
+    /// An incremental run's window `(from, to]`, in cursor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_from: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_to: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +212,8 @@ impl Store {
             .client()
             .await?
             .query(
-                "SELECT f.slot, f.outcome, f.manual, f.export_id, f.fired_by, e.state
+                "SELECT f.slot, f.outcome, f.manual, f.export_id, f.fired_by, e.state,
+                        f.window_from, f.window_to
                    FROM schedule_firings f LEFT JOIN exports e ON e.id = f.export_id
                   WHERE f.schedule_id = $1
                   ORDER BY f.slot DESC LIMIT $2",
@@ -224,6 +230,8 @@ impl Store {
                     export_id: row.try_get("export_id")?,
                     export_state: state.map(|s| s.parse()).transpose()?,
                     fired_by: row.try_get("fired_by")?,
+                    window_from: row.try_get("window_from")?,
+                    window_to: row.try_get("window_to")?,
                 })
             })
             .collect()

@@ -200,6 +200,14 @@ pub async fn run(client: &ApiClient, command: ScheduleCommand, json: bool) -> Re
     }
 }
 
+/// A window bound as the schedule's cursor writes it.
+fn render(detail: &ScheduleDetail, units: i64) -> String {
+    match detail.cursor_format {
+        Some(format) => format.render(units),
+        None => units.to_string(),
+    }
+}
+
 fn shown_detail(detail: ScheduleDetail, json: bool) -> Result<u8, Failure> {
     if json {
         print_json(&detail);
@@ -221,16 +229,32 @@ fn shown_detail(detail: ScheduleDetail, json: bool) -> Result<u8, Failure> {
         "failures  {} in a row; {} slots missed",
         s.consecutive_failures, s.missed_slots
     );
-    println!("{:<27} {:<9} {:<38} STATE", "SLOT", "OUTCOME", "EXPORT");
+    let window_of = |run: &pagefleet_shared::store::ScheduleRun| match run.window_from {
+        Some(from) => {
+            let to = run
+                .window_to
+                .map_or("…".to_string(), |to| render(&detail, to));
+            format!("({}, {to}]", render(&detail, from))
+        }
+        None => String::new(),
+    };
+    println!(
+        "{:<27} {:<9} {:<38} {:<12} WINDOW",
+        "SLOT", "OUTCOME", "EXPORT", "STATE"
+    );
     for run in &detail.runs {
         let export = run.export_id.map(|id| id.to_string()).unwrap_or_default();
-        let state = run.export_state.map(|s| s.to_string()).unwrap_or_default();
-        let manual = if run.manual { " (run-now)" } else { "" };
+        let mut state = run.export_state.map(|s| s.to_string()).unwrap_or_default();
+        if run.manual {
+            state.push_str(" (run-now)");
+        }
         println!(
-            "{:<27} {:<9} {:<38} {state}{manual}",
+            "{:<27} {:<9} {:<38} {:<12} {}",
             run.slot.to_string(),
             run.outcome,
-            export
+            export,
+            state,
+            window_of(run)
         );
     }
     Ok(0)
