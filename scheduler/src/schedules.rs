@@ -172,7 +172,7 @@ pub async fn create(
         .create_schedule(tenant.as_str(), &spec, &cron)
         .await
         .map_err(|e| match e {
-            CreateScheduleError::NameTaken { .. } => {
+            CreateScheduleError::NameTaken { .. } | CreateScheduleError::TooMany => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
             CreateScheduleError::NoFutureSlot { .. } => {

@@ -50,10 +50,15 @@ pub struct ScheduleRun {
     pub window_to: Option<i64>,
 }
 
+/// Most schedules one tenant may keep.
+pub const MAX_SCHEDULES_PER_TENANT: i64 = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CreateScheduleError {
     #[error("a schedule named {name:?} already exists")]
     NameTaken { name: String },
+    #[error("the tenant has {MAX_SCHEDULES_PER_TENANT} schedules, the most it may keep; remove one first")]
+    TooMany,
     #[error("schedule {name:?}: its cron expression has no future slot")]
     NoFutureSlot { name: String },
     #[error(transparent)]
@@ -109,11 +114,22 @@ impl Store {
             export_id: Uuid::nil(),
             message: e.to_string(),
         })?;
+        let client = self.client().await?;
+        let kept: i64 = client
+            .query_one(
+                "SELECT count(*) FROM schedules WHERE tenant_id = $1",
+                &[&tenant_id],
+            )
+            .await
+            .map_err(StoreError::from)?
+            .try_get(0)
+            .map_err(StoreError::from)?;
+        if kept >= MAX_SCHEDULES_PER_TENANT {
+            return Err(CreateScheduleError::TooMany);
+        }
         let window = i64::try_from(spec.catch_up_window_s).unwrap_or(i64::MAX);
         let pause_after = i32::try_from(spec.pause_after_failures).unwrap_or(i32::MAX);
-        let row = self
-            .client()
-            .await?
+        let row = client
             .query_opt(
                 &format!(
                     "INSERT INTO schedules (id, tenant_id, name, cron, time_zone, spec, overlap,
