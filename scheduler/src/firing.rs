@@ -15,6 +15,8 @@ use pagefleet_shared::store::{Fired, Store};
 /// How often the schedules are looked at: a slot fires within about this
 /// of its time (plus one transaction).
 pub const FIRING_INTERVAL: Duration = Duration::from_millis(500);
+/// Schedules fired (and waiting slots started) per pass at most.
+const PASS_BUDGET: usize = 200;
 
 /// Fires schedules until `shutdown`. `fired_by` names this scheduler in
 /// the firing record.
@@ -52,11 +54,19 @@ async fn fire_once(
     for name in store.settle_schedule_runs().await? {
         tracing::warn!(schedule = %name, "schedule paused: too many runs in a row failed");
     }
-    while let Some(fired) = store.fire_next_due(fired_by).await? {
+    // Each kind of step has a budget per pass, so a flood of due
+    // schedules cannot starve the waiting slots (or the next pass's count).
+    for _ in 0..PASS_BUDGET {
+        let Some(fired) = store.fire_next_due(fired_by).await? else {
+            break;
+        };
         report(&fired);
         publish(store, broker, dispatcher, &fired).await;
     }
-    while let Some(fired) = store.start_next_queued().await? {
+    for _ in 0..PASS_BUDGET {
+        let Some(fired) = store.start_next_queued().await? else {
+            break;
+        };
         report(&fired);
         publish(store, broker, dispatcher, &fired).await;
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use pagefleet_shared::schedule::{CronSchedule, ScheduleError, ScheduleSpec};
+use pagefleet_shared::spec::run_naming;
 use pagefleet_shared::store::{CreateScheduleError, Fired, ScheduleRecord, ScheduleRun};
 
 use crate::api::{
@@ -67,8 +68,8 @@ fn backfill_spec(
         .ok_or_else(|| refused("has no `until_param`: a window needs an upper bound"))?;
     let mut spec = export.clone();
     spec.backfill = Some(pagefleet_shared::spec::BackfillSpec {
-        from: request.from,
-        to: request.to,
+        from: request.from.clone(),
+        to: request.to.clone(),
         window: request.window,
         format: incremental.format,
         since_param: incremental.since_param.clone(),
@@ -77,8 +78,31 @@ fn backfill_spec(
         max_offset: request.max_offset,
         min_window: 1,
     });
+    // The range stands for the window in the output's names; the file is
+    // named by it, so two backfills of one day do not share a file.
+    let bounds = pagefleet_shared::spec::Window {
+        from: incremental
+            .format
+            .parse(&request.from)
+            .map_err(|e| refused_field("from", e))?,
+        to: Some(
+            incremental
+                .format
+                .parse(&request.to)
+                .map_err(|e| refused_field("to", e))?,
+        ),
+    };
+    let now = OffsetDateTime::now_utc();
+    spec.output.dir = run_naming::fill(&export.output.dir, now, Some((incremental, &bounds)));
+    spec.output.file = Some(run_naming::fill(
+        &format!(
+            "{}-backfill-{{window_start}}-{{window_end}}.csv",
+            export.name
+        ),
+        now,
+        Some((incremental, &bounds)),
+    ));
     spec.incremental = None;
-    spec.output.file = Some(format!("{}-backfill.csv", export.name));
     spec.output.latest = None;
     spec.pinned(None, OffsetDateTime::now_utc())
         .map_err(spec_refused)
@@ -146,6 +170,15 @@ fn parse_schedule(body: &[u8]) -> Result<(ScheduleSpec, CronSchedule), ApiError>
     Ok((spec, cron))
 }
 
+fn refused_field(field: &str, message: String) -> ApiError {
+    let mut err = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("`{field}`: {message}"),
+    );
+    err.field = Some(field.to_string());
+    err
+}
+
 fn no_schedule(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no schedule {name:?}"))
 }
@@ -155,7 +188,11 @@ pub async fn create(
     Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (spec, cron) = parse_schedule(&body)?;
+    // Finding an impossible expression's next slot can take a while: off
+    // the runtime.
+    let (spec, cron) = tokio::task::spawn_blocking(move || parse_schedule(&body))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "schedule check failed"))??;
     // What a run would be now is what the tenant checks apply to.
     let sample = spec
         .export

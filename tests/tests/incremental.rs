@@ -325,8 +325,13 @@ async fn consecutive_runs_miss_no_change_and_chase_none() {
     let backfilled = std::fs::read_dir(fleet.root.join(DEFAULT_TENANT).join("changes"))
         .unwrap()
         .filter_map(|d| d.ok())
-        .map(|d| d.path().join("changes-backfill.csv"))
-        .find(|p| p.is_file())
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+        .filter_map(|f| f.ok())
+        .map(|f| f.path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("changes-backfill-") && name.ends_with(".csv")
+        })
         .expect("the backfill's CSV");
     let now: BTreeMap<u64, (String, u64)> = changes
         .now()

@@ -358,7 +358,11 @@ async fn publish(
                 window: manifest.window.clone(),
                 published_at: clock::rfc3339(finished_at),
             };
-            write_latest(ctx, work, latest, &pointer).await?;
+            // The CSV is published: a pointer that cannot be written is
+            // the pointer's failure, not the export's.
+            if let Err(e) = write_latest(ctx, work, latest, &pointer).await {
+                tracing::warn!(export = %export_id, error = %e, "output.latest not updated");
+            }
         }
     }
     Ok(Published {

@@ -20,6 +20,30 @@ use crate::pagination::{Counts, Statement};
 
 /// Most windows one backfill may plan.
 pub const MAX_WINDOWS: usize = 10_000;
+/// Most partitions a backfill may reach by splitting: a window still too
+/// big then is refused (a dead letter naming it), not split further.
+pub const MAX_PARTITIONS: i32 = 20_000;
+
+impl BackfillSpec {
+    /// The thresholds make sense for pages of `page_size`: a cap below one
+    /// page would split every window down to `min_window`.
+    pub fn validate_for(&self, page_size: u32) -> Result<(), SpecError> {
+        let page = u64::from(page_size);
+        if self.split_above.is_some_and(|n| n < page) {
+            return Err(invalid(
+                "backfill.split_above",
+                "must be at least `page_size`",
+            ));
+        }
+        if self.max_offset.is_some_and(|n| n < page) {
+            return Err(invalid(
+                "backfill.max_offset",
+                "must be at least `page_size`",
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,8 +105,11 @@ impl BackfillSpec {
                 "`since_param` and `until_param` must be two different parameters",
             ));
         }
-        if self.min_window < 1 {
-            return Err(invalid("backfill.min_window", "must be at least 1"));
+        if self.min_window < 1 || i128::from(self.min_window) > i128::from(to) - i128::from(from) {
+            return Err(invalid(
+                "backfill.min_window",
+                "must be at least 1 and at most the range",
+            ));
         }
         let windows = self.windows()?;
         if windows.len() > MAX_WINDOWS {
@@ -211,10 +238,13 @@ impl BackfillSpec {
         }
         let from = self.parse(params.get(&self.since_param)?).ok()?;
         let to = self.parse(params.get(&self.until_param)?).ok()?;
-        if to - from < 2 * self.min_window {
+        // Wide arithmetic: bounds near the ends of i64 neither overflow
+        // nor wrap into a window that splits forever.
+        let width = i128::from(to) - i128::from(from);
+        if width / 2 < i128::from(self.min_window) {
             return None;
         }
-        let middle = from + (to - from) / 2;
+        let middle = i64::try_from(i128::from(from) + width / 2).ok()?;
         Some(Split {
             halves: [
                 self.window_params(from, middle),

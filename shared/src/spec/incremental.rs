@@ -223,12 +223,16 @@ impl CursorFormat {
 }
 
 /// The watermark after a published run of `window` that delivered cursor
-/// values up to `max_seen`: the largest value seen, or the window's upper
-/// bound when it held none; never behind `previous`.
+/// values up to `max_seen`: the largest value seen (no further than the
+/// window's upper bound: a source that ignores the bound must not carry
+/// the watermark past rows it will never send again), or the upper bound
+/// when the window held none; never behind `previous`.
 pub fn advanced(previous: i64, window: &Window, max_seen: Option<i64>) -> i64 {
-    let reached = match max_seen {
-        Some(seen) => seen,
-        None => window.to.unwrap_or(previous),
+    let reached = match (max_seen, window.to) {
+        (Some(seen), Some(to)) => seen.min(to),
+        (Some(seen), None) => seen,
+        (None, Some(to)) => to,
+        (None, None) => previous,
     };
     previous.max(reached)
 }
@@ -359,6 +363,10 @@ mod tests {
             to: None,
         };
         assert_eq!(advanced(150, &open, None), 150);
+        assert_eq!(advanced(150, &open, Some(900)), 900);
+        // A record past the upper bound (a source that ignores it) does not
+        // carry the watermark beyond the window.
+        assert_eq!(advanced(150, &window, Some(10_000)), 200);
     }
 
     #[test]

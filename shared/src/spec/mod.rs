@@ -336,6 +336,7 @@ impl ExportSpec {
         }
         if let Some(backfill) = &self.backfill {
             backfill.validate()?;
+            backfill.validate_for(self.page_size)?;
             if self.incremental.is_some() {
                 return Err(invalid(
                     "backfill",
@@ -457,6 +458,19 @@ impl ExportSpec {
                     .and_then(|f| f.to_str())
                     .is_some_and(is_safe_file_name)
                 && !latest.contains(['{', '}']);
+            let normal = |p: &std::path::Path| -> std::path::PathBuf {
+                p.components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .collect()
+            };
+            let csv = normal(&std::path::Path::new(&self.output.dir).join(self.file_name()));
+            let manifest = csv.with_file_name(format!("{}.manifest.json", self.file_name()));
+            if plain && (normal(path) == csv || normal(path) == manifest) {
+                return Err(invalid(
+                    "output.latest",
+                    "must not be the export's own file or its manifest",
+                ));
+            }
             if !plain {
                 return Err(invalid(
                     "output.latest",
@@ -950,6 +964,24 @@ dir = "out"
 
     fn good() -> ExportSpec {
         ExportSpec::from_toml(GOOD).unwrap()
+    }
+
+    #[test]
+    fn the_latest_pointer_is_never_the_exports_own_file() {
+        let mut spec = good();
+        spec.output.dir = ".".into();
+        spec.output.file = Some("orders.csv".into());
+        for bad in [
+            "orders.csv",
+            "./orders.csv.manifest.json",
+            "../latest.json",
+            "l-{date}.json",
+        ] {
+            spec.output.latest = Some(bad.into());
+            assert_eq!(invalid_field(spec.validate()), "output.latest", "{bad}");
+        }
+        spec.output.latest = Some("orders/latest.json".into());
+        assert_eq!(spec.validate(), Ok(()));
     }
 
     #[test]

@@ -105,27 +105,44 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let schedule = locked(&row)?;
-        // Runs that ended count first: a window pins from the watermark
-        // they moved, and a pause they caused stops this firing.
-        if settle_ended(&tx, schedule.id).await?.is_some() {
-            tx.commit().await?;
-            return Ok(Some(Fired::of(&schedule)));
-        }
-        let fired = match &schedule.cron {
-            Ok(cron) => fire_slots(&tx, &schedule, cron, fired_by).await?,
-            Err(e) => {
-                pause(
-                    &tx,
-                    schedule.id,
-                    &format!("its cron expression no longer parses: {e}"),
-                )
-                .await?;
-                Fired::of(&schedule)
-            }
+        let id: Uuid = row.try_get("id")?;
+        let fired = match locked(&row) {
+            Ok(schedule) => fire_locked(&tx, &schedule, fired_by).await,
+            Err(e) => Err(e),
         };
-        tx.commit().await?;
-        Ok(Some(fired))
+        match fired {
+            Ok(fired) => {
+                tx.commit().await?;
+                Ok(Some(fired))
+            }
+            // What fails the same way every time (a stored spec this
+            // version cannot read) pauses its schedule, saying why, and the
+            // others go on firing.
+            Err(e) if !e.is_retryable() => {
+                drop(tx);
+                drop(client);
+                self.pause_broken(id, &e).await?;
+                Ok(Some(Fired {
+                    schedule_id: id,
+                    ..Fired::default()
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn pause_broken(&self, schedule_id: Uuid, e: &StoreError) -> Result<(), StoreError> {
+        tracing::error!(schedule = %schedule_id, error = %e, "schedule cannot fire; pausing it");
+        self.client()
+            .await?
+            .execute(
+                "UPDATE schedules SET paused = true,
+                        paused_reason = 'firing failed; see the scheduler log'
+                  WHERE id = $1",
+                &[&schedule_id],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Starts the slot that waits (`queue_one`) of one schedule whose run
@@ -157,13 +174,7 @@ impl Store {
             tx.commit().await?;
             return Ok(Some(fired));
         }
-        match create_run(&tx, &schedule, slot).await? {
-            Some((export_id, outbox_ids)) => {
-                fired.started.push((slot, export_id));
-                fired.outbox_ids = outbox_ids;
-            }
-            None => mark_skipped(&tx, schedule.id, slot).await?,
-        }
+        start_run(&tx, &schedule, slot, &mut fired).await?;
         tx.commit().await?;
         Ok(Some(fired))
     }
@@ -193,6 +204,7 @@ impl Store {
         let schedule = locked(&row)?;
         let mut fired = Fired::of(&schedule);
         settle_ended(&tx, schedule.id).await?;
+        start_waiting(&tx, &schedule, &mut fired).await?;
         fire_slot(&tx, &schedule, schedule.now, true, fired_by, &mut fired).await?;
         tx.commit().await?;
         Ok(Some(fired))
@@ -293,13 +305,36 @@ async fn advance_watermark(
         .await?;
     let seen: Option<i64> = row.try_get("seen")?;
     let previous: Option<i64> = row.try_get("watermark")?;
-    let next = advanced(previous.unwrap_or(i64::MIN), window, seen);
+    // Set at creation for an incremental schedule; the window's start is
+    // the next best floor.
+    let next = advanced(previous.unwrap_or(window.from), window, seen);
     tx.execute(
         "UPDATE schedules SET watermark = $2 WHERE id = $1",
         &[&schedule_id, &next],
     )
     .await?;
     Ok(())
+}
+
+/// A due schedule's firing, its row locked: the runs that ended counted
+/// first (a window pins from the watermark they moved, and a pause they
+/// caused stops this firing), then its due slots.
+async fn fire_locked(
+    tx: &Transaction<'_>,
+    schedule: &Locked,
+    fired_by: &str,
+) -> Result<Fired, StoreError> {
+    if settle_ended(tx, schedule.id).await?.is_some() {
+        return Ok(Fired::of(schedule));
+    }
+    match &schedule.cron {
+        Ok(cron) => fire_slots(tx, schedule, cron, fired_by).await,
+        Err(e) => {
+            let reason = format!("its cron expression no longer parses: {e}");
+            pause(tx, schedule.id, &reason).await?;
+            Ok(Fired::of(schedule))
+        }
+    }
 }
 
 /// Exports of the schedule that are still going.
@@ -324,6 +359,7 @@ async fn fire_slots(
         missed: due.missed,
         ..Fired::of(schedule)
     };
+    start_waiting(tx, schedule, &mut fired).await?;
     for slot in due.fire {
         fire_slot(tx, schedule, slot, false, fired_by, &mut fired).await?;
     }
@@ -340,6 +376,51 @@ async fn fire_slots(
         None => pause(tx, schedule.id, "its cron expression has no further slot").await?,
     }
     Ok(fired)
+}
+
+/// Starts the run of a decided slot, or skips it when its spec no longer
+/// pins (the schedule is then paused, saying why).
+async fn start_run(
+    tx: &Transaction<'_>,
+    schedule: &Locked,
+    slot: OffsetDateTime,
+    fired: &mut Fired,
+) -> Result<(), StoreError> {
+    match create_run(tx, schedule, slot).await? {
+        Some((export_id, outbox_ids)) => {
+            fired.started.push((slot, export_id));
+            fired.outbox_ids.extend(outbox_ids);
+        }
+        None => {
+            mark_skipped(tx, schedule.id, slot).await?;
+            fired.skipped += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A slot that waited (`queue_one`) starts before any newer slot is
+/// decided, once nothing of the schedule runs.
+async fn start_waiting(
+    tx: &Transaction<'_>,
+    schedule: &Locked,
+    fired: &mut Fired,
+) -> Result<(), StoreError> {
+    let waiting = tx
+        .query_opt(
+            &format!(
+                "SELECT q.slot FROM schedule_firings q, schedules s
+                  WHERE s.id = $1 AND q.schedule_id = s.id AND q.outcome = 'queued'
+                    AND NOT EXISTS ({RUNNING})
+                  ORDER BY q.slot LIMIT 1"
+            ),
+            &[&schedule.id],
+        )
+        .await?;
+    if let Some(row) = waiting {
+        start_run(tx, schedule, row.try_get("slot")?, fired).await?;
+    }
+    Ok(())
 }
 
 /// Decides one slot under the overlap policy and records it.
@@ -390,16 +471,7 @@ async fn fire_slot(
             if outcome == SlotOutcome::CancelThenStart {
                 fired.cancelled += cancel_running(tx, schedule, slot).await?;
             }
-            match create_run(tx, schedule, slot).await? {
-                Some((export_id, outbox_ids)) => {
-                    fired.started.push((slot, export_id));
-                    fired.outbox_ids.extend(outbox_ids);
-                }
-                None => {
-                    mark_skipped(tx, schedule.id, slot).await?;
-                    fired.skipped += 1;
-                }
-            }
+            start_run(tx, schedule, slot, fired).await?;
         }
     }
     Ok(())

@@ -342,7 +342,10 @@ impl Store {
             let landed =
                 super::splits::split_partition(&tx, landing.task_id, &task, split, landing.counts)
                     .await?;
-            tx.commit().await?;
+            // A refused split rolls the task's `done` back with the rest.
+            if !matches!(landed, Landed::Refused { .. }) {
+                tx.commit().await?;
+            }
             return Ok(landed);
         }
         let backward_next = match task.role {

@@ -128,13 +128,25 @@ impl Store {
             return Err(CreateScheduleError::TooMany);
         }
         let window = i64::try_from(spec.catch_up_window_s).unwrap_or(i64::MAX);
+        // An incremental schedule's watermark starts at its `start`: a run
+        // that finds nothing never takes it below.
+        let watermark = match &spec.export.incremental {
+            Some(incremental) => {
+                Some(incremental.start_units().map_err(|e| StoreError::Corrupt {
+                    what: "schedule spec",
+                    export_id: Uuid::nil(),
+                    message: e.to_string(),
+                })?)
+            }
+            None => None,
+        };
         let pause_after = i32::try_from(spec.pause_after_failures).unwrap_or(i32::MAX);
         let row = client
             .query_opt(
                 &format!(
                     "INSERT INTO schedules (id, tenant_id, name, cron, time_zone, spec, overlap,
-                         catch_up, catch_up_window_s, pause_after_failures, next_slot)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         catch_up, catch_up_window_s, pause_after_failures, next_slot, watermark)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                      ON CONFLICT (tenant_id, name) DO NOTHING
                      RETURNING {COLUMNS}"
                 ),
@@ -150,6 +162,7 @@ impl Store {
                     &window,
                     &pause_after,
                     &first,
+                    &watermark,
                 ],
             )
             .await

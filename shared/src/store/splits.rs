@@ -12,6 +12,7 @@ use super::exports::{insert_first_task, insert_partition, write_page_message};
 use super::landing::{bump_counters, LandingTask, Merged};
 use super::{Landed, StoreError};
 use crate::model::RequestCounts;
+use crate::spec::backfill::MAX_PARTITIONS;
 use crate::spec::Split;
 
 /// One recorded split, as the manifest shows it.
@@ -31,6 +32,22 @@ pub(super) async fn split_partition(
     counts: RequestCounts,
 ) -> Result<Landed, StoreError> {
     let (export_id, partition_no) = (task.export_id, task.partition_no);
+    let partitions: i32 = tx
+        .query_one(
+            "SELECT partitions FROM exports WHERE id = $1",
+            &[&export_id],
+        )
+        .await?
+        .try_get("partitions")?;
+    if partitions.saturating_add(2) > MAX_PARTITIONS {
+        // The caller rolls back: the page becomes a dead letter saying so.
+        return Ok(Landed::Refused {
+            reason: format!(
+                "{}; the export has {partitions} partitions, and splits stop at {MAX_PARTITIONS}",
+                split.reason
+            ),
+        });
+    }
     let row = tx
         .query_one(
             "UPDATE partitions SET split = true, planned_all = true
