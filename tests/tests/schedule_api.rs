@@ -180,37 +180,43 @@ async fn a_tenant_manages_its_schedules_and_only_its_own() {
 }
 
 /// A schedule whose runs keep ending `unverified` (the source states half
-/// the records it serves) pauses itself after `pause_after_failures` in a
-/// row, saying why; `resume` starts the count again.
+/// the records it serves), or `blocked` on a dead letter (a page the source
+/// refuses), pauses itself after `pause_after_failures` in a row, saying
+/// why; a blocked run does not hold the schedule's next slots; `resume`
+/// starts the count again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_pauses_after_runs_in_a_row_fail() {
     let mut lying = MockConfig::new(9, 40);
     lying.stated_total = Some(20);
-    let mock = MockServer::start(lying).await.unwrap();
+    pauses_after_two(lying, ExportState::Unverified).await;
+    let mut refusing = MockConfig::new(9, 40);
+    refusing.fail_record = Some(25);
+    pauses_after_two(refusing, ExportState::Blocked).await;
+}
+
+async fn pauses_after_two(config: MockConfig, ends: ExportState) {
+    let mock = MockServer::start(config).await.unwrap();
     let token = secret_env(DEFAULT_TENANT, &mock.config().token);
     let fleet = Fleet::start(1).await;
-    let toml = spec_toml("lies", &mock, Style::Offset, &fleet.out_dir, 10, &token);
+    let toml = spec_toml("flaky", &mock, Style::Offset, &fleet.out_dir, 10, &token);
     let export = ExportSpec::from_toml(&toml).unwrap();
-    let mut spec = schedule("lies", &export, OverlapPolicy::Skip);
+    let mut spec = schedule("flaky", &export, OverlapPolicy::Skip);
     spec.pause_after_failures = 2;
     fleet.api.create_schedule(&spec).await.unwrap();
     for run in 1..=2 {
-        let ran = fleet.api.run_schedule_now("lies").await.unwrap();
+        let ran = fleet.api.run_schedule_now("flaky").await.unwrap();
+        assert_eq!(ran.outcome, "started", "run {run} ({ends}): {ran:?}");
         let status = common::wait_settled(
             &fleet.api,
             ran.export_id.unwrap(),
             std::time::Duration::from_secs(60),
         )
         .await;
-        assert_eq!(
-            status.state,
-            ExportState::Unverified,
-            "run {run}: {status:?}"
-        );
+        assert_eq!(status.state, ends, "run {run}: {status:?}");
         // The scheduler counts the run within a firing pass.
         let started = std::time::Instant::now();
         loop {
-            let s = fleet.api.schedule("lies").await.unwrap().schedule;
+            let s = fleet.api.schedule("flaky").await.unwrap().schedule;
             if s.consecutive_failures == run {
                 break;
             }
@@ -221,13 +227,13 @@ async fn a_schedule_pauses_after_runs_in_a_row_fail() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    let paused = fleet.api.schedule("lies").await.unwrap().schedule;
+    let paused = fleet.api.schedule("flaky").await.unwrap().schedule;
     assert!(paused.paused, "{paused:?}");
     assert!(
         paused.paused_reason.unwrap().contains("2 runs in a row"),
         "the reason is given"
     );
-    let resumed = fleet.api.resume_schedule("lies").await.unwrap().schedule;
+    let resumed = fleet.api.resume_schedule("flaky").await.unwrap().schedule;
     assert!(!resumed.paused);
     assert_eq!(resumed.consecutive_failures, 0);
     fleet.stop().await;

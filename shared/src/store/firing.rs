@@ -218,10 +218,11 @@ impl Store {
             .client()
             .await?
             .query(
-                "SELECT DISTINCT f.schedule_id FROM schedule_firings f
-                   JOIN exports e ON e.id = f.export_id
-                  WHERE f.outcome = 'started' AND NOT f.settled
-                    AND e.state IN ('completed', 'unverified', 'failed', 'cancelled')",
+                &format!(
+                    "SELECT DISTINCT f.schedule_id FROM schedule_firings f
+                       JOIN exports e ON e.id = f.export_id
+                      WHERE f.outcome = 'started' AND NOT f.settled AND {ENDED}"
+                ),
                 &[],
             )
             .await?
@@ -257,14 +258,15 @@ async fn settle_ended(
 ) -> Result<Option<String>, StoreError> {
     let ended = tx
         .query(
-            "WITH ended AS (
-                 UPDATE schedule_firings f SET settled = true
-                   FROM exports e
-                  WHERE f.schedule_id = $1 AND e.id = f.export_id
-                    AND f.outcome = 'started' AND NOT f.settled
-                    AND e.state IN ('completed', 'unverified', 'failed', 'cancelled')
-              RETURNING f.slot, f.export_id, f.window_from, f.window_to, e.state)
-             SELECT * FROM ended ORDER BY slot",
+            &format!(
+                "WITH ended AS (
+                     UPDATE schedule_firings f SET settled = true
+                       FROM exports e
+                      WHERE f.schedule_id = $1 AND e.id = f.export_id
+                        AND f.outcome = 'started' AND NOT f.settled AND {ENDED}
+                  RETURNING f.slot, f.export_id, f.window_from, f.window_to, e.state)
+                 SELECT * FROM ended ORDER BY slot"
+            ),
             &[&schedule_id],
         )
         .await?;
@@ -337,10 +339,26 @@ async fn fire_locked(
     }
 }
 
+/// A run that has ended: finished, or blocked on dead letters with every
+/// other page landed (it waits for an operator; a replay that completes it
+/// later publishes its file, but the schedule has counted it a failure and
+/// moved on, its watermark where it was).
+macro_rules! ended_sql {
+    () => {
+        "(e.state IN ('completed', 'unverified', 'failed', 'cancelled')
+          OR (e.state = 'blocked' AND NOT EXISTS (
+              SELECT 1 FROM page_tasks t
+               WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight'))))"
+    };
+}
+const ENDED: &str = ended_sql!();
+
 /// Exports of the schedule that are still going.
-const RUNNING: &str = "SELECT 1 FROM schedule_firings r JOIN exports e ON e.id = r.export_id
-     WHERE r.schedule_id = s.id AND r.outcome = 'started'
-       AND e.state NOT IN ('completed', 'unverified', 'failed', 'cancelled')";
+const RUNNING: &str = concat!(
+    "SELECT 1 FROM schedule_firings r JOIN exports e ON e.id = r.export_id
+      WHERE r.schedule_id = s.id AND r.outcome = 'started' AND NOT ",
+    ended_sql!()
+);
 
 async fn fire_slots(
     tx: &Transaction<'_>,
@@ -591,7 +609,7 @@ async fn count_outcome(
 ) -> Result<Option<String>, StoreError> {
     let failed = match state {
         ExportState::Completed => false,
-        ExportState::Failed | ExportState::Unverified => true,
+        ExportState::Failed | ExportState::Unverified | ExportState::Blocked => true,
         // A run cancelled (by the overlap policy) says nothing either way.
         _ => return Ok(None),
     };
@@ -610,7 +628,8 @@ async fn count_outcome(
     let failures = if failed { current.saturating_add(1) } else { 0 };
     let pause_now =
         failed && !row.try_get::<_, bool>("paused")? && pause_after > 0 && failures >= pause_after;
-    let reason = format!("paused after {failures} runs in a row ended failed or unverified");
+    let reason =
+        format!("paused after {failures} runs in a row ended failed, unverified or blocked");
     tx.execute(
         "UPDATE schedules SET consecutive_failures = $2,
                 paused = paused OR $3,
