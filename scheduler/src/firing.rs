@@ -15,6 +15,10 @@ use pagefleet_shared::store::{Fired, Store};
 /// How often the schedules are looked at: a slot fires within about this
 /// of its time (plus one transaction).
 pub const FIRING_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a skipped slot's row is kept, and how often (in passes) old
+/// ones are forgotten.
+const KEEP_SKIPPED: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: u64 = 120;
 /// Schedules fired (and waiting slots started) per pass at most.
 const PASS_BUDGET: usize = 200;
 
@@ -28,10 +32,19 @@ pub async fn run_firing(
 ) {
     let mut dispatcher = Dispatcher::new();
     let mut failures = 0u32;
+    let mut passes = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(FIRING_INTERVAL) => {}
+        }
+        passes += 1;
+        if passes.is_multiple_of(PRUNE_EVERY) {
+            match store.prune_skipped_firings(KEEP_SKIPPED).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "forgot old skipped slots"),
+                Err(e) => tracing::warn!(error = %e, "pruning skipped slots failed"),
+            }
         }
         match fire_once(&store, &broker, &mut dispatcher, &fired_by).await {
             Ok(()) => failures = 0,

@@ -238,3 +238,40 @@ async fn pauses_after_two(config: MockConfig, ends: ExportState) {
     assert_eq!(resumed.consecutive_failures, 0);
     fleet.stop().await;
 }
+
+/// Old skipped slots are forgotten; started ones, and recent skipped ones,
+/// stay.
+#[tokio::test]
+async fn old_skipped_slots_are_pruned() {
+    let (db, url) = common::create_db("pft_prune_").await;
+    let store = pagefleet_shared::store::Store::connect(&url, 2).unwrap();
+    store.migrate().await.unwrap();
+    let client = common::connect(&url).await;
+    client
+        .batch_execute(
+            "INSERT INTO schedules (id, tenant_id, name, cron, time_zone, spec, overlap, catch_up,
+                                    catch_up_window_s, pause_after_failures, next_slot)
+             VALUES ('00000000-0000-7000-8000-000000000001', 'default', 's', '* * * * *', 'UTC',
+                     '{}', 'skip', 'once', 60, 0, now());
+             INSERT INTO schedule_firings (schedule_id, slot, outcome, fired_by, fired_at)
+             SELECT '00000000-0000-7000-8000-000000000001', now() - make_interval(mins => n),
+                    CASE WHEN n % 2 = 0 THEN 'skipped' ELSE 'started' END, 'test',
+                    now() - make_interval(days => CASE WHEN n < 10 THEN 0 ELSE 8 END)
+               FROM generate_series(1, 20) AS n;",
+        )
+        .await
+        .unwrap();
+    let pruned = store
+        .prune_skipped_firings(std::time::Duration::from_secs(7 * 24 * 3600))
+        .await
+        .unwrap();
+    // n = 10, 12, ..., 20 are old and skipped.
+    assert_eq!(pruned, 6);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM schedule_firings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 14);
+    common::drop_db(&db).await;
+}

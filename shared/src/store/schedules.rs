@@ -307,6 +307,25 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Forgets `skipped` slots decided more than `keep` ago (a schedule
+    /// that fires every second behind a long run writes one a second);
+    /// started and queued slots stay. Past slots need no row to stay
+    /// decided: `next_slot` is beyond them. Returns how many went.
+    pub async fn prune_skipped_firings(
+        &self,
+        keep: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM schedule_firings
+                  WHERE outcome = 'skipped' AND fired_at < now() - make_interval(secs => $1)",
+                &[&keep.as_secs_f64()],
+            )
+            .await?)
+    }
+
     /// Removes the tenant's schedule and its firing record (its exports
     /// stay); false when there is none.
     pub async fn delete_schedule(&self, tenant_id: &str, name: &str) -> Result<bool, StoreError> {
