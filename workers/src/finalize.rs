@@ -127,8 +127,8 @@ impl ManifestWindow {
         let window = incremental.window?;
         Some(ManifestWindow {
             cursor_field: incremental.cursor_field.clone(),
-            from: incremental.render(window.from),
-            to: window.to.map(|to| incremental.render(to)),
+            from: incremental.format.render(window.from),
+            to: window.to.map(|to| incremental.format.render(to)),
         })
     }
 }
@@ -345,7 +345,7 @@ async fn publish(
     let manifest_temp = out
         .dir
         .join(names.manifest(pagefleet_shared::model::new_id()));
-    out.write_manifest(&manifest, manifest_temp, &manifest_path)
+    out.write_json(&manifest, manifest_temp, &manifest_path)
         .await?;
     if held.is_none() {
         if let Some(latest) = &work.spec.output.latest {
@@ -415,7 +415,7 @@ async fn write_latest(
         ".{name}.{}.tmp",
         pagefleet_shared::model::new_id().simple()
     ));
-    out.write_manifest(pointer, temp, &target).await
+    out.write_json(pointer, temp, &target).await
 }
 
 /// The shortfall that holds the file back, when the counts disagree and
@@ -529,18 +529,17 @@ impl OutputDir {
             })
     }
 
-    /// Writes the manifest the same way as the CSV: a temporary file,
-    /// fsynced and renamed into place.
-    async fn write_manifest(
+    /// Writes a JSON file (a manifest, the latest pointer) the same way as
+    /// the CSV: a temporary file, fsynced and renamed into place.
+    async fn write_json(
         &self,
-        manifest: &impl Serialize,
+        value: &impl Serialize,
         temp: PathBuf,
         target: &Path,
     ) -> Result<(), FinalizeError> {
         // A struct of strings, numbers and JSON values always serializes;
         // the error path only keeps that from needing an unwrap.
-        let text =
-            serde_json::to_vec_pretty(manifest).map_err(|e| self.io_err(target, e.into()))?;
+        let text = serde_json::to_vec_pretty(value).map_err(|e| self.io_err(target, e.into()))?;
         let (f, d) = (target.to_path_buf(), self.dir.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let file = create_fresh(&temp)?;

@@ -126,9 +126,11 @@ impl BackfillSpec {
 
     fn bounds(&self) -> Result<(i64, i64), SpecError> {
         let from = self
+            .format
             .parse(&self.from)
             .map_err(|e| invalid("backfill.from", e))?;
         let to = self
+            .format
             .parse(&self.to)
             .map_err(|e| invalid("backfill.to", e))?;
         Ok((from, to))
@@ -204,8 +206,8 @@ impl BackfillSpec {
 
     fn window_params(&self, from: i64, to: i64) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (self.since_param.clone(), self.render(from)),
-            (self.until_param.clone(), self.render(to)),
+            (self.since_param.clone(), self.format.render(from)),
+            (self.until_param.clone(), self.format.render(to)),
         ])
     }
 
@@ -236,8 +238,8 @@ impl BackfillSpec {
         if total <= limit {
             return None;
         }
-        let from = self.parse(params.get(&self.since_param)?).ok()?;
-        let to = self.parse(params.get(&self.until_param)?).ok()?;
+        let from = self.format.parse(params.get(&self.since_param)?).ok()?;
+        let to = self.format.parse(params.get(&self.until_param)?).ok()?;
         // Wide arithmetic: bounds near the ends of i64 neither overflow
         // nor wrap into a window that splits forever.
         let width = i128::from(to) - i128::from(from);
@@ -252,18 +254,10 @@ impl BackfillSpec {
             ],
             reason: format!(
                 "the window ({}, {}] states {total} records, more than {why} allows ({limit})",
-                self.render(from),
-                self.render(to)
+                self.format.render(from),
+                self.format.render(to)
             ),
         })
-    }
-
-    fn parse(&self, text: &str) -> Result<i64, String> {
-        self.format.parse(text)
-    }
-
-    fn render(&self, units: i64) -> String {
-        self.format.render(units)
     }
 }
 

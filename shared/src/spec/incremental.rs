@@ -119,7 +119,8 @@ impl IncrementalSpec {
         if self.lag_s > MAX_SPAN {
             return Err(invalid("incremental.lag_s", "must be at most a year"));
         }
-        self.parse_text(&self.start)
+        self.format
+            .parse(&self.start)
             .map_err(|e| invalid("incremental.start", e))?;
         if let Some(window) = &self.window {
             if window.to.is_some_and(|to| to < window.from) {
@@ -135,7 +136,8 @@ impl IncrementalSpec {
 
     /// The start watermark in cursor units.
     pub fn start_units(&self) -> Result<i64, SpecError> {
-        self.parse_text(&self.start)
+        self.format
+            .parse(&self.start)
             .map_err(|e| invalid("incremental.start", e))
     }
 
@@ -160,16 +162,11 @@ impl IncrementalSpec {
 
     /// The query parameters that send `window` to the source.
     pub fn params(&self, window: &Window) -> Vec<(String, String)> {
-        let mut params = vec![(self.since_param.clone(), self.render(window.from))];
+        let mut params = vec![(self.since_param.clone(), self.format.render(window.from))];
         if let (Some(param), Some(to)) = (&self.until_param, window.to) {
-            params.push((param.clone(), self.render(to)));
+            params.push((param.clone(), self.format.render(to)));
         }
         params
-    }
-
-    /// A cursor value in the parameters' format.
-    pub fn render(&self, units: i64) -> String {
-        self.format.render(units)
     }
 
     /// The cursor value of `record`.
@@ -183,17 +180,13 @@ impl IncrementalSpec {
             Some(Value::Number(n)) if self.format != CursorFormat::Rfc3339 => n
                 .as_i64()
                 .ok_or_else(|| err(format!("{n} is not a whole number"))),
-            Some(Value::String(s)) => self.parse_text(s).map_err(err),
+            Some(Value::String(s)) => self.format.parse(s).map_err(err),
             Some(other) => Err(err(format!(
                 "{} is not a {} value",
                 crate::flatten::kind(other),
                 self.format
             ))),
         }
-    }
-
-    fn parse_text(&self, text: &str) -> Result<i64, String> {
-        self.format.parse(text)
     }
 }
 

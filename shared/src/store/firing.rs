@@ -133,15 +133,10 @@ impl Store {
 
     async fn pause_broken(&self, schedule_id: Uuid, e: &StoreError) -> Result<(), StoreError> {
         tracing::error!(schedule = %schedule_id, error = %e, "schedule cannot fire; pausing it");
-        self.client()
-            .await?
-            .execute(
-                "UPDATE schedules SET paused = true,
-                        paused_reason = 'firing failed; see the scheduler log'
-                  WHERE id = $1",
-                &[&schedule_id],
-            )
-            .await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        pause(&tx, schedule_id, "firing failed; see the scheduler log").await?;
+        tx.commit().await?;
         Ok(())
     }
 
