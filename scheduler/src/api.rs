@@ -1,4 +1,5 @@
-//! The HTTP API: `/v1/exports`, `/v1/dlq`, `/v1/admin/tokens`, `/healthz`.
+//! The HTTP API: `/v1/exports` (and an operator's actions on one),
+//! `/v1/dlq`, `/v1/audit`, `/v1/schedules`, `/v1/admin/tokens`, `/healthz`.
 //!
 //! Every route but `/healthz` needs a token ([`crate::auth`]); another
 //! tenant's export or dead letter is a 404, as if it did not exist. The
@@ -24,11 +25,11 @@ use pagefleet_shared::outbound::OutboundPolicy;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::redact;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
-use pagefleet_shared::store::{ExportStatus, ReplayTarget, Store, SubmitError};
+use pagefleet_shared::store::{ExportStatus, Store, SubmitError};
 use pagefleet_shared::tenancy::{self, TenantId};
 
 use crate::auth::{AuthConfig, Tenant};
-use crate::{admin, schedules};
+use crate::{admin, dlq, export_actions, schedules};
 
 /// Largest spec accepted by the API.
 const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -52,8 +53,12 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/exports", post(submit).get(list))
         .route("/v1/exports/{id}", get(status))
-        .route("/v1/dlq", get(dlq_list))
-        .route("/v1/dlq/replay", post(dlq_replay))
+        .route("/v1/exports/{id}/{action}", post(export_actions::act))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/replay", post(dlq::replay))
+        .route("/v1/dlq/discard", post(dlq::discard))
+        .route("/v1/dlq/{id}", get(dlq::show))
+        .route("/v1/audit", get(dlq::audit))
         .route(
             "/v1/admin/tokens",
             post(admin::create_token).get(admin::list_tokens),
@@ -284,69 +289,6 @@ fn as_tenant_sees(state: &ApiState, mut status: ExportStatus) -> ExportStatus {
     }
     status.error = (status.error.take()).map(|e| redact::tenant_text(&e, &roots, root));
     status
-}
-
-#[derive(Deserialize)]
-struct DlqQuery {
-    export: Option<String>,
-    #[serde(default)]
-    all: bool,
-}
-
-async fn dlq_list(
-    State(state): State<ApiState>,
-    Tenant(tenant): Tenant,
-    Query(q): Query<DlqQuery>,
-) -> Result<Response, ApiError> {
-    let export = q.export.as_deref().map(parse_id).transpose()?;
-    let letters = state
-        .store
-        .list_dead_letters(tenant.as_str(), export, q.all)
-        .await?;
-    Ok(Json(letters).into_response())
-}
-
-/// `{"task": ID}` (a task or dead-letter id) or `{"export": ID}`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReplayRequest {
-    #[serde(default)]
-    pub task: Option<String>,
-    #[serde(default)]
-    pub export: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReplayResponse {
-    pub replayed: Vec<Uuid>,
-}
-
-async fn dlq_replay(
-    State(state): State<ApiState>,
-    Tenant(tenant): Tenant,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("replay request is not valid JSON: {e}"),
-        )
-    })?;
-    let target = match (&request.task, &request.export) {
-        (Some(t), None) => ReplayTarget::Task(parse_id(t)?),
-        (None, Some(e)) => ReplayTarget::Export(parse_id(e)?),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "give exactly one of `task` or `export`",
-            ))
-        }
-    };
-    let (replayed, outbox) = state.store.replay(tenant.as_str(), target).await?;
-    if !replayed.is_empty() {
-        tracing::info!(count = replayed.len(), ?target, "dead letters replayed");
-    }
-    publish_now(&state, &outbox).await;
-    Ok(Json(ReplayResponse { replayed }).into_response())
 }
 
 async fn health(State(state): State<ApiState>) -> Response {

@@ -22,6 +22,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
 use pagefleet_shared::api_token::{ApiToken, TokenRole};
+use pagefleet_shared::store::Actor;
 use pagefleet_shared::tenancy::TenantId;
 
 use crate::api::{ApiError, ApiState};
@@ -62,6 +63,8 @@ pub enum AuthError {
     NotAdmin,
     #[error("the {0} header may be sent only once")]
     Repeated(String),
+    #[error("X-Pagefleet-User must be 1-64 characters of [A-Za-z0-9_.-]")]
+    BadUser,
 }
 
 impl From<AuthError> for ApiError {
@@ -70,7 +73,9 @@ impl From<AuthError> for ApiError {
             AuthError::Missing | AuthError::Malformed | AuthError::Unknown => {
                 StatusCode::UNAUTHORIZED
             }
-            AuthError::BadTenant | AuthError::Repeated(_) => StatusCode::BAD_REQUEST,
+            AuthError::BadTenant | AuthError::BadUser | AuthError::Repeated(_) => {
+                StatusCode::BAD_REQUEST
+            }
             AuthError::OtherTenant { .. } | AuthError::NotAdmin => StatusCode::FORBIDDEN,
         };
         ApiError::new(status, e.to_string())
@@ -130,9 +135,15 @@ pub fn acting_tenant(caller: &Caller, header: Option<&str>) -> Result<TenantId, 
 
 /// Checks a request's token against the bootstrap token and the store.
 async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    identify(state, headers).await.map(|(caller, _)| caller)
+}
+
+/// The caller, and its name for the audit log: the token's id and label,
+/// never the token.
+async fn identify(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, String), ApiError> {
     let Some(token) = bearer(headers)? else {
         return if state.auth.trust_tenant_header {
-            Ok(Caller::Proxy)
+            Ok((Caller::Proxy, proxy_user(headers)?))
         } else {
             Err(AuthError::Missing.into())
         };
@@ -143,17 +154,30 @@ async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Caller, A
         .as_ref()
         .is_some_and(|admin| admin.hash() == token.hash())
     {
-        return Ok(Caller::Admin);
+        return Ok((Caller::Admin, "admin (bootstrap token)".into()));
     }
     let Some(record) = state.store.find_token(&token).await? else {
         return Err(AuthError::Unknown.into());
     };
+    let name = format!("token {} ({})", record.id, record.label);
     match (record.role, record.tenant_id) {
-        (TokenRole::Admin, _) => Ok(Caller::Admin),
+        (TokenRole::Admin, _) => Ok((Caller::Admin, format!("admin {name}"))),
         (TokenRole::Tenant, Some(tenant)) => TenantId::parse(&tenant)
-            .map(Caller::Tenant)
+            .map(|t| (Caller::Tenant(t), name))
             .map_err(|_| AuthError::Unknown.into()),
         (TokenRole::Tenant, None) => Err(AuthError::Unknown.into()),
+    }
+}
+
+/// Behind a trusted proxy, the user it names in `X-Pagefleet-User` (a
+/// plain name), for the audit log.
+fn proxy_user(headers: &HeaderMap) -> Result<String, AuthError> {
+    match single(headers, "x-pagefleet-user")? {
+        None => Ok("proxy".into()),
+        Some(value) => match value.to_str() {
+            Ok(user) if pagefleet_shared::model::is_plain_name(user) => Ok(format!("proxy:{user}")),
+            _ => Err(AuthError::BadUser),
+        },
     }
 }
 
@@ -167,6 +191,24 @@ impl FromRequestParts<ApiState> for Tenant {
         let caller = authenticate(state, &parts.headers).await?;
         let header = tenant_header(&parts.headers)?;
         Ok(Tenant(acting_tenant(&caller, header)?))
+    }
+}
+
+/// The tenant a request acts for and who is acting, for an action the
+/// audit log records.
+pub struct Operator(pub Actor);
+
+impl FromRequestParts<ApiState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let (caller, name) = identify(state, &parts.headers).await?;
+        let header = tenant_header(&parts.headers)?;
+        let tenant = acting_tenant(&caller, header)?;
+        Ok(Operator(Actor {
+            tenant_id: tenant.as_str().to_string(),
+            name,
+        }))
     }
 }
 

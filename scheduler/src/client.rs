@@ -7,15 +7,25 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use pagefleet_shared::spec::ExportSpec;
-use pagefleet_shared::store::{DeadLetter, ExportStatus, Submitted};
+use pagefleet_shared::store::{
+    ActionDone, ActionOutcome, ActionRequest, AuditRecord, DeadLetter, DlqFilter, DlqPage,
+    ExportStatus, Submitted,
+};
 
 use pagefleet_shared::api_token::ApiToken;
 use pagefleet_shared::schedule::ScheduleSpec;
 use pagefleet_shared::store::{ScheduleRecord, TokenRecord};
 
 use crate::admin::{CreateToken, CreatedToken};
-use crate::api::{ApiError, ReplayRequest, ReplayResponse};
+use crate::api::ApiError;
+use crate::dlq::DlqQuery;
 use crate::schedules::{BackfillRequest, RunNow, ScheduleDetail};
+
+/// The tasks a replay put back in the queue.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub replayed: Vec<Uuid>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -147,32 +157,91 @@ impl ApiClient {
         .await
     }
 
+    /// The open dead letters of an export (or all, resolved too), the
+    /// first page of them.
     pub async fn dead_letters(
         &self,
         export: Option<Uuid>,
         all: bool,
     ) -> Result<Vec<DeadLetter>, ClientError> {
-        let mut path = format!("/v1/dlq?all={all}");
-        if let Some(e) = export {
-            path.push_str(&format!("&export={e}"));
-        }
+        let query = DlqQuery {
+            export: export.map(|e| e.to_string()),
+            all,
+            limit: Some(500),
+            ..DlqQuery::default()
+        };
+        Ok(self.dlq(&query).await?.letters)
+    }
+
+    /// Dead letters as a query filters them, with their counts.
+    pub async fn dlq(&self, query: &DlqQuery) -> Result<DlqPage, ClientError> {
+        let path = "/v1/dlq";
+        let r = self.request(reqwest::Method::GET, path).query(query);
+        self.send(r, path).await
+    }
+
+    /// One dead letter, by its id or its task's.
+    pub async fn dead_letter(&self, id: Uuid) -> Result<DeadLetter, ClientError> {
+        let path = format!("/v1/dlq/{id}");
         self.send(self.request(reqwest::Method::GET, &path), &path)
             .await
     }
 
+    /// Replays (or, `dry_run`, prices) what a request matches.
+    pub async fn dlq_replay(&self, request: &ActionRequest) -> Result<ActionOutcome, ClientError> {
+        let path = "/v1/dlq/replay";
+        let r = self.request(reqwest::Method::POST, path).json(request);
+        self.send(r, path).await
+    }
+
+    /// Discards what a request matches, with its reason.
+    pub async fn dlq_discard(&self, request: &ActionRequest) -> Result<ActionOutcome, ClientError> {
+        let path = "/v1/dlq/discard";
+        let r = self.request(reqwest::Method::POST, path).json(request);
+        self.send(r, path).await
+    }
+
+    /// Replays one dead task (by task or dead-letter id) or every dead
+    /// task of an export; returns the tasks replayed.
     pub async fn replay(
         &self,
         task: Option<Uuid>,
         export: Option<Uuid>,
-    ) -> Result<ReplayResponse, ClientError> {
-        let body = ReplayRequest {
-            task: task.map(|t| t.to_string()),
-            export: export.map(|e| e.to_string()),
+    ) -> Result<Replayed, ClientError> {
+        let request = ActionRequest {
+            filter: DlqFilter {
+                export,
+                ids: task.into_iter().collect(),
+                ..DlqFilter::default()
+            },
+            ..ActionRequest::default()
         };
-        let r = self
-            .request(reqwest::Method::POST, "/v1/dlq/replay")
-            .json(&body);
-        self.send(r, "/v1/dlq/replay").await
+        let outcome = self.dlq_replay(&request).await?;
+        Ok(Replayed {
+            replayed: outcome.pages.iter().map(|p| p.task).collect(),
+        })
+    }
+
+    /// `action` (`cancel`, `pause`, `resume`, `retry`, `accept-gaps`) on an export.
+    pub async fn export_action(&self, id: Uuid, action: &str) -> Result<ActionDone, ClientError> {
+        let path = format!("/v1/exports/{id}/{action}");
+        self.send(self.request(reqwest::Method::POST, &path), &path)
+            .await
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit(
+        &self,
+        action: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, ClientError> {
+        let path = "/v1/audit";
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(action) = action {
+            query.push(("action", action.to_string()));
+        }
+        let r = self.request(reqwest::Method::GET, path).query(&query);
+        self.send(r, path).await
     }
 
     /// Creates a token (admin only): for `tenant`, or an admin token.

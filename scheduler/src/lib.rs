@@ -14,6 +14,8 @@ pub mod app;
 pub mod auth;
 pub mod broker_watch;
 pub mod client;
+pub mod dlq;
+pub mod export_actions;
 pub mod firing;
 pub mod relay;
 pub mod schedules;

@@ -3,15 +3,9 @@
 //!
 //! Export states and their transitions:
 //!
-//! ```text
-//! planning ─► running ─► finalizing ─► completed
-//!               │  ▲          │
-//!               ▼  │ replay   └─► failed   (the CSV could not be written)
-//!             blocked          (a dead-lettered page; no CSV until replayed)
-//! any state before completed ─► cancelled
-//! ```
-//!
-//! States are stored as text but only ever written from this enum.
+//! The transitions are decided in one place, [`crate::lifecycle`], whose
+//! doc holds the diagram. States are stored as text but only ever written
+//! from this enum.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -87,8 +81,13 @@ text_enum!(
         Planning => "planning",
         Running => "running",
         Blocked => "blocked",
+        /// An operator paused it: no page is fetched until it is resumed.
+        Paused => "paused",
         Finalizing => "finalizing",
         Completed => "completed",
+        /// Published without pages an operator discarded and accepted as
+        /// gaps; the manifest lists them.
+        CompletedWithGaps => "completed_with_gaps",
         /// Every page landed but the counts disagree with what the source
         /// stated: the CSV is held beside the final path, unpublished.
         Unverified => "unverified",
@@ -103,6 +102,7 @@ impl ExportState {
         matches!(
             self,
             ExportState::Completed
+                | ExportState::CompletedWithGaps
                 | ExportState::Unverified
                 | ExportState::Failed
                 | ExportState::Cancelled
@@ -111,13 +111,15 @@ impl ExportState {
 }
 
 text_enum!(
-    /// Where a page task is. `done` and `dead` are only left by a replay
-    /// (`dead → queued`).
+    /// Where a page task is. `dead` is left by a replay (`dead → queued`)
+    /// or a discard (`dead → discarded`).
     TaskState {
         Queued => "queued",
         InFlight => "in_flight",
         Done => "done",
         Dead => "dead",
+        /// Given up by an operator, with a reason: a gap in the export.
+        Discarded => "discarded",
     }
 );
 
@@ -216,8 +218,10 @@ mod tests {
             ExportState::Planning,
             ExportState::Running,
             ExportState::Blocked,
+            ExportState::Paused,
             ExportState::Finalizing,
             ExportState::Completed,
+            ExportState::CompletedWithGaps,
             ExportState::Unverified,
             ExportState::Failed,
             ExportState::Cancelled,

@@ -17,7 +17,7 @@ use common::{connect, create_db, drop_db, store_spec};
 use pagefleet_shared::model::{DeadLetterClass, QueueRole, RequestCounts, TaskMessage};
 use pagefleet_shared::pagination::{Next, Position};
 use pagefleet_shared::store::{
-    Claim, DeadLetterInput, Landed, Landing, ReplayTarget, Store, StoreError,
+    ActionRequest, Actor, Claim, DeadLetterInput, DlqFilter, Landed, Landing, Store, StoreError,
 };
 
 /// Reads the outbox rows written since the last call, as (queue, message).
@@ -148,6 +148,9 @@ async fn every_outbox_body_the_store_writes_is_a_task_message() {
             headers: serde_json::json!({}),
             attempts: Vec::new(),
             counts: RequestCounts::default(),
+            request: serde_json::json!({}),
+            source_key: None,
+            fingerprint: "test".into(),
         })
         .await
         .unwrap();
@@ -172,17 +175,39 @@ async fn every_outbox_body_the_store_writes_is_a_task_message() {
     assert_eq!(dead.map(|id| vec![id]), Some(ids));
 
     // 4. Replay of the dead letter.
-    let (tasks, ids) = store
-        .replay("default", ReplayTarget::Task(dead_letter_id))
+    let operator = Actor {
+        tenant_id: "default".into(),
+        name: "test".into(),
+    };
+    let request = ActionRequest {
+        filter: DlqFilter {
+            ids: vec![dead_letter_id],
+            ..DlqFilter::default()
+        },
+        ..ActionRequest::default()
+    };
+    let replayed = store
+        .replay_dead_letters(&operator, &request)
         .await
         .unwrap();
+    let tasks: Vec<Uuid> = replayed.pages.iter().map(|p| p.task).collect();
     assert_eq!(tasks, vec![second]);
-    assert_eq!(outbox.expect("replay", &[page(export, second)]).await, ids);
+    assert_eq!(
+        outbox.expect("replay", &[page(export, second)]).await,
+        replayed.outbox_ids
+    );
 
     // 5. Parked, then due.
     claim(&store, second, lease).await;
     assert!(store
-        .park_page(second, "w1", Duration::ZERO, 0, RequestCounts::default())
+        .park_page(
+            second,
+            "w1",
+            Duration::ZERO,
+            0,
+            RequestCounts::default(),
+            &[]
+        )
         .await
         .unwrap());
     let ids = store.unpark_due().await.unwrap();

@@ -45,6 +45,7 @@ async fn a_parked_task_comes_back_after_its_not_before_time() {
                 retries: 2,
                 rate_limited: 1,
             },
+            &[],
         )
         .await
         .unwrap());

@@ -283,8 +283,10 @@ async fn a_page_that_always_404s_blocks_the_export_until_replayed() {
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    let letters: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let letters = letters.as_array().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["by_class"]["permanent"], 1);
+    let letters = listed["letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["last_status"], 404);
     assert_eq!(letters[0]["class"], "permanent");
@@ -299,7 +301,11 @@ async fn a_page_that_always_404s_blocks_the_export_until_replayed() {
         "{}",
         String::from_utf8_lossy(&replay.stderr)
     );
-    assert!(String::from_utf8_lossy(&replay.stdout).contains("replayed 1 task"));
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("replayed 1 page(s) of 1 export(s)"),
+        "{}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
     let again = cli(&["dlq", "replay", "--export", &id.to_string()]);
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("nothing to replay"),

@@ -110,6 +110,10 @@ pub struct Manifest {
     /// serve them whole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub splits: Vec<pagefleet_shared::store::PartitionSplit>,
+    /// Pages an operator discarded and accepted as gaps: the file lacks
+    /// their rows (and, for a chain page, the rows of the pages after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<pagefleet_shared::store::Gap>,
 }
 
 /// `(from, to]` of an incremental run, in the cursor's own format.
@@ -301,8 +305,17 @@ async fn publish(
     };
     let under_drift = work.spec.pagination.style().under_drift();
     let verification = reconcile(ledgers, written.rows, under_drift);
-    let held = held_because(&verification, work.spec.verify.on_mismatch);
+    let gaps = ctx.store.export_gaps(export_id).await.map_err(store_err)?;
+    // Gaps an operator accepted explain a shortfall: the file is published,
+    // the export ends `completed_with_gaps`, and the manifest lists them.
+    let held = match gaps.is_empty() {
+        true => held_because(&verification, work.spec.verify.on_mismatch),
+        false => None,
+    };
     report_verification(export_id, &verification, held.is_some());
+    if !gaps.is_empty() {
+        tracing::warn!(export = %export_id, gaps = gaps.len(), "publishing with accepted gaps");
+    }
     // A file whose counts disagree never takes the final path (unless the
     // spec says to publish anyway): it is kept beside it, named so.
     let published_name = match held {
@@ -334,6 +347,7 @@ async fn publish(
         verification.clone(),
         finished_at,
     );
+    manifest.gaps = gaps;
     if work.spec.backfill.is_some() {
         manifest.splits = ctx
             .store
@@ -374,6 +388,7 @@ async fn publish(
         verification: serde_json::to_value(&verification)
             .map_err(|e| out.io_err(&manifest_path, e.into()))?,
         held,
+        gaps: !manifest.gaps.is_empty(),
     })
 }
 
@@ -711,6 +726,7 @@ fn manifest(
         verification,
         window: ManifestWindow::of(spec),
         splits: Vec::new(),
+        gaps: Vec::new(),
     }
 }
 

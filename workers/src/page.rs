@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use uuid::Uuid;
 
+use pagefleet_shared::failure;
 use pagefleet_shared::flatten::{flatten_record_within, row_key, FlattenError};
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::limits::{self, Breach, FleetLimits};
@@ -191,25 +192,76 @@ async fn heartbeat(ctx: &WorkerContext, task_id: Uuid, claim: &str) -> PageResul
 const HISTORY: usize = 50;
 const HISTORY_HEAD: usize = 10;
 
-/// Counters of one task's requests, reported when it lands or dies.
+/// Counters of one task's requests, reported when it lands or dies, and
+/// its attempts not yet recorded on the task.
 #[derive(Default)]
 struct Tally {
     counts: RequestCounts,
     attempts: Vec<Attempt>,
 }
 
+/// At most 200 characters of a header or an error in an attempt.
+fn bounded(mut text: String) -> String {
+    if text.len() > 200 {
+        let mut end = 200;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `X-RateLimit-*`, `RateLimit`, `RateLimit-*` (the IETF draft's), lowercase.
+fn is_rate_limit_header(name: &str) -> bool {
+    name.starts_with("x-ratelimit") || name.starts_with("ratelimit")
+}
+
 impl Tally {
     fn record(&mut self, outcome: &str, status: Option<u16>, elapsed: Duration) {
-        // Keep the history bounded: the first attempts and the latest ones.
-        if self.attempts.len() >= HISTORY {
-            self.attempts.remove(HISTORY_HEAD);
-        }
-        self.attempts.push(Attempt {
+        self.push(Attempt {
             at: clock::rfc3339(time::OffsetDateTime::now_utc()),
             outcome: outcome.to_string(),
             status,
             millis: elapsed.as_millis() as u64,
+            error: None,
+            retry_after: None,
+            rate_limit: Default::default(),
         });
+    }
+
+    /// An attempt that got no answer, with what went wrong (redacted).
+    fn record_error(&mut self, outcome: &str, error: String, elapsed: Duration) {
+        self.record(outcome, None, elapsed);
+        if let Some(last) = self.attempts.last_mut() {
+            last.error = Some(bounded(error));
+        }
+    }
+
+    /// An answer, with the `Retry-After` and rate-limit headers it carried.
+    fn record_answer(&mut self, outcome: &str, response: &Fetched) {
+        self.record(outcome, Some(response.status), response.elapsed);
+        let Some(last) = self.attempts.last_mut() else {
+            return;
+        };
+        for (name, value) in &response.headers {
+            let Ok(value) = value.to_str() else { continue };
+            let name = name.as_str();
+            if name == "retry-after" {
+                last.retry_after = Some(bounded(value.to_string()));
+            } else if is_rate_limit_header(name) && last.rate_limit.len() < 8 {
+                last.rate_limit
+                    .insert(name.to_string(), bounded(value.to_string()));
+            }
+        }
+    }
+
+    fn push(&mut self, attempt: Attempt) {
+        // Keep the history bounded: the first attempts and the latest ones.
+        if self.attempts.len() >= HISTORY {
+            self.attempts.remove(HISTORY_HEAD);
+        }
+        self.attempts.push(attempt);
     }
 
     fn count_failure(&mut self, outcome: &Outcome) {
@@ -236,12 +288,19 @@ struct Request {
 }
 
 impl Request {
+    /// The request as a dead letter shows it (no secret in it).
+    fn as_shown(&self) -> Value {
+        let header = self.credential.as_ref().map(|c| c.header_name().as_str());
+        failure::shown_request(&source::display_url(&self.url), header)
+    }
+
     /// What a dead letter of this request shows: `response`, with this
     /// request's credential removed from it by value.
     fn shown<'a>(&'a self, response: Option<&'a Fetched>) -> Shown<'a> {
         Shown {
             response,
             known: self.credential.as_ref().map(Credential::known),
+            request: Some(self),
         }
     }
 }
@@ -251,6 +310,8 @@ impl Request {
 struct Shown<'a> {
     response: Option<&'a Fetched>,
     known: Option<&'a redact::Known>,
+    /// The request, when the task got as far as making one.
+    request: Option<&'a Request>,
 }
 
 impl Shown<'_> {
@@ -259,6 +320,7 @@ impl Shown<'_> {
         Shown {
             response: None,
             known: None,
+            request: None,
         }
     }
 }
@@ -339,6 +401,9 @@ async fn run_task(
         if let Some(pause) = after.pause_source {
             pause_source(ctx, &request.bucket, pause).await;
         }
+        if !matches!(after.next, Next::DeadLetter { .. }) {
+            record_attempts(ctx, work, claim, &mut tally).await;
+        }
         match after.next {
             Next::DeadLetter { class, reason } => {
                 let shown = request.shown(last.as_ref());
@@ -353,6 +418,20 @@ async fn run_task(
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Writes this claim's attempts so far to the task's history: a worker
+/// lost before the task ends leaves them to the dead letter. A failed
+/// write costs the history those attempts, never the task.
+async fn record_attempts(ctx: &WorkerContext, work: &PageWork, claim: &str, tally: &mut Tally) {
+    let attempts = std::mem::take(&mut tally.attempts);
+    if let Err(e) = ctx
+        .store
+        .record_attempts(work.task_id, claim, &attempts)
+        .await
+    {
+        tracing::debug!(error = %e, task = %work.task_id, "attempts not recorded");
     }
 }
 
@@ -508,7 +587,9 @@ async fn attempt(
         Err(e) => {
             metrics().requests.with_label_values(&["error"]).inc();
             let took = request.timeout.min(Duration::from_secs(3600));
-            tally.record("error", None, took);
+            let none = redact::Known::none();
+            let known = request.credential.as_ref().map_or(&none, Credential::known);
+            tally.record_error("error", redact::text(&e.to_string(), known), took);
             let outcome = decide::transport_failure(e.is_transient(), e.to_string());
             Attempted::Failed {
                 outcome,
@@ -543,11 +624,7 @@ async fn judge_response(
     }
     let class = format!("{}xx", status / 100);
     metrics().requests.with_label_values(&[&class]).inc();
-    tally.record(
-        decide::attempt_label(status),
-        Some(status),
-        response.elapsed,
-    );
+    tally.record_answer(decide::attempt_label(status), &response);
     let shown_url = source::display_url(&request.url);
     let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok());
     let answer = Answer {
@@ -609,7 +686,14 @@ async fn park(
 ) -> Result<PageResult, PageError> {
     let parked = ctx
         .store
-        .park_page(work.task_id, claim, wait, failures, tally.counts)
+        .park_page(
+            work.task_id,
+            claim,
+            wait,
+            failures,
+            tally.counts,
+            &tally.attempts,
+        )
         .await
         .map_err(PageError::store(work.task_id))?;
     if parked {
@@ -750,20 +834,13 @@ fn empty_landing(work: &PageWork, tally: &Tally, limits: &FleetLimits) -> Landin
 }
 
 /// A backfill window whose first page states more records than the source
-/// lets a walk reach: its halves, each with the partition's other
-/// parameters.
+/// lets a walk reach: its halves (see `BackfillSpec::halve`).
 fn backfill_split(work: &PageWork, stated: &[Statement]) -> Option<Split> {
     let backfill = work.spec.backfill.as_ref()?;
     if work.page_no != 0 || work.role != Role::Chain {
         return None;
     }
-    let mut split = backfill.split(&work.partition_params, stated, work.spec.page_size)?;
-    for half in &mut split.halves {
-        let mut params = work.partition_params.clone();
-        params.extend(std::mem::take(half));
-        *half = params;
-    }
-    Some(split)
+    backfill.split(&work.partition_params, stated, work.spec.page_size)
 }
 
 /// The counts a page states: the style's, and the spec's `verify.total_path`.
@@ -891,6 +968,15 @@ async fn stage(
     }
 }
 
+/// The URL a letter's fingerprint is of: the request's, or the source's
+/// when the task never made one.
+fn fingerprint_url(work: &PageWork, request: Option<&Request>) -> Option<url::Url> {
+    match request {
+        Some(r) => Some(r.url.clone()),
+        None => url::Url::parse(&work.spec.source.base_url).ok(),
+    }
+}
+
 /// Records the task as dead with what it saw last (`shown.response`: the
 /// latest answer, when there was one). The reason, the body excerpt and
 /// the headers are redacted first (see `redact`): a source may echo our
@@ -909,6 +995,12 @@ async fn dead_letter(
     tracing::warn!(export = %work.export_id, task = %work.task_id, page = work.page_no,
         partition = work.partition_no, %class, %reason, "page dead-lettered");
     let response = shown.response;
+    let fingerprint = failure::fingerprint(
+        class,
+        response.map(|r| r.status),
+        fingerprint_url(work, shown.request).as_ref(),
+        &reason,
+    );
     let input = DeadLetterInput {
         task_id: work.task_id,
         class,
@@ -920,6 +1012,11 @@ async fn dead_letter(
             .unwrap_or_else(|| Value::Object(Default::default())),
         attempts: std::mem::take(&mut tally.attempts),
         counts: tally.counts,
+        request: shown
+            .request
+            .map_or(serde_json::json!({}), Request::as_shown),
+        source_key: shown.request.map(|r| r.bucket.key.clone()),
+        fingerprint,
     };
     let outbox = ctx
         .store

@@ -5,7 +5,8 @@
 //! 4 the export failed or was cancelled; 5 not found; 6 every page landed
 //! but the counts disagree with the source's (`unverified`: the CSV is held
 //! beside its final path); 7 the API refused the token (missing, unknown,
-//! revoked, or not allowed to do this).
+//! revoked, or not allowed to do this); 8 the export is paused; 9 the
+//! action does not apply to the export's state (cancel a completed one).
 //!
 //! The token comes from `PAGEFLEET_TOKEN` (or `--token`, which the process
 //! list shows: prefer the variable).
@@ -19,6 +20,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "pagefleet/admin.rs"]
 mod admin;
+#[path = "pagefleet/dlq.rs"]
+mod dlq;
 #[path = "pagefleet/schedule.rs"]
 mod schedule;
 use uuid::Uuid;
@@ -81,7 +84,25 @@ enum Command {
     /// Dead letters: pages that could not be fetched.
     Dlq {
         #[command(subcommand)]
-        command: DlqCommand,
+        command: dlq::DlqCommand,
+    },
+    /// Stop an export for good: nothing more is fetched, no CSV; its
+    /// staged rows are kept for inspection.
+    Cancel { id: String },
+    /// Stop fetching an export's pages until it is resumed.
+    Pause { id: String },
+    /// Fetch a paused export's pages again.
+    Resume { id: String },
+    /// Finalize a failed export again from its staged pages.
+    Retry { id: String },
+    /// Let an export publish without the pages discarded from it.
+    AcceptGaps { id: String },
+    /// Follow an export until it settles; the exit code says how it ended.
+    Watch { id: String },
+    /// What operators did: replays, dry runs, discards, cancels…
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Exports that fire on a cron expression.
     Schedule {
@@ -96,22 +117,14 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-enum DlqCommand {
-    /// List open dead letters.
+enum AuditCommand {
+    /// The newest actions first.
     Ls {
+        /// Only this action (dlq.replay, dlq.discard, export.cancel…).
         #[arg(long)]
-        export: Option<String>,
-        /// Include replayed ones.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Put dead-lettered tasks back in the queue.
-    Replay {
-        /// A task id or dead-letter id.
-        id: Option<String>,
-        /// Replay every dead task of this export.
-        #[arg(long, conflicts_with = "id")]
-        export: Option<String>,
+        action: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
     },
 }
 
@@ -182,12 +195,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Status { id } => status(&client, &id, json).await,
         Command::Ls => list(&client, json).await,
-        Command::Dlq {
-            command: DlqCommand::Ls { export, all },
-        } => dlq_list(&client, export.as_deref(), all, json).await,
-        Command::Dlq {
-            command: DlqCommand::Replay { id, export },
-        } => dlq_replay(&client, id, export, json).await,
+        Command::Dlq { command } => dlq::run(&client, command, json).await,
+        Command::Cancel { id } => export_action(&client, &id, "cancel", json).await,
+        Command::Pause { id } => export_action(&client, &id, "pause", json).await,
+        Command::Resume { id } => export_action(&client, &id, "resume", json).await,
+        Command::Retry { id } => export_action(&client, &id, "retry", json).await,
+        Command::AcceptGaps { id } => export_action(&client, &id, "accept-gaps", json).await,
+        Command::Watch { id } => wait_and_report(&client, parse_id(&id)?, json).await,
+        Command::Audit {
+            command: AuditCommand::Ls { action, limit },
+        } => dlq::audit(&client, action.as_deref(), limit, json).await,
         Command::Schedule { command } => schedule::run(&client, command, json).await,
         Command::Admin { command } => admin::run(&client, command, json).await,
     }
@@ -268,56 +285,30 @@ async fn list(client: &ApiClient, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-async fn dlq_list(
+/// An operator's action on one export.
+async fn export_action(
     client: &ApiClient,
-    export: Option<&str>,
-    all: bool,
+    id: &str,
+    action: &str,
     json: bool,
 ) -> Result<u8, Failure> {
-    let export = export.map(parse_id).transpose()?;
-    let letters = client.dead_letters(export, all).await?;
+    let done = match client.export_action(parse_id(id)?, action).await {
+        Ok(done) => done,
+        Err(e) if e.status() == Some(409) => {
+            return Err(Failure {
+                code: 9,
+                message: e.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     if json {
-        print_json(&letters);
-    } else if letters.is_empty() {
-        println!("no dead letters");
+        print_json(&done);
     } else {
         println!(
-            "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  REASON",
-            "TASK", "EXPORT", "PART", "PAGE", "CLASS"
+            "export {}: {} → {} (audit {})",
+            done.export, done.from, done.to, done.audit_id
         );
-        for d in letters {
-            println!(
-                "{:<36}  {:<36}  {:>4}  {:>6}  {:<12}  {}",
-                d.task_id,
-                d.export_id,
-                d.partition_no,
-                d.page_no,
-                d.class,
-                shown(&d.reason)
-            );
-        }
-    }
-    Ok(0)
-}
-
-async fn dlq_replay(
-    client: &ApiClient,
-    id: Option<String>,
-    export: Option<String>,
-    json: bool,
-) -> Result<u8, Failure> {
-    let (task, export) = match (id, export) {
-        (Some(t), None) => (Some(parse_id(&t)?), None),
-        (None, Some(e)) => (None, Some(parse_id(&e)?)),
-        _ => return Err(bad_input("give a task id or --export ID")),
-    };
-    let response = client.replay(task, export).await?;
-    if json {
-        print_json(&response);
-    } else if response.replayed.is_empty() {
-        println!("nothing to replay (no dead task matches)");
-    } else {
-        println!("replayed {} task(s)", response.replayed.len());
     }
     Ok(0)
 }
@@ -444,11 +435,31 @@ async fn report_final(
                     );
                 }
                 eprintln!(
-                    "fix the cause, then: pagefleet dlq replay --export {}",
+                    "fix the cause, then: pagefleet dlq replay --export {} --dry-run",
                     status.id
                 );
             }
             Ok(3)
+        }
+        ExportState::CompletedWithGaps => {
+            if !json {
+                print_status(status);
+                eprintln!(
+                    "export {} published with {} discarded page(s) as accepted gaps: its manifest lists them",
+                    status.id, status.pages_discarded
+                );
+            }
+            Ok(0)
+        }
+        ExportState::Paused => {
+            if !json {
+                print_status(status);
+                eprintln!(
+                    "export {} is paused: pagefleet resume {}",
+                    status.id, status.id
+                );
+            }
+            Ok(8)
         }
         ExportState::Unverified => {
             if !json {
@@ -488,6 +499,16 @@ fn print_status(s: &ExportStatus) {
     );
     if s.dead_letters_open > 0 {
         println!("dead      {} open dead letter(s)", s.dead_letters_open);
+    }
+    if s.pages_discarded > 0 {
+        let accepted = match s.accept_gaps {
+            true => "accepted as gaps",
+            false => "not accepted: pagefleet accept-gaps to publish without them",
+        };
+        println!(
+            "gaps      {} discarded page(s), {accepted}",
+            s.pages_discarded
+        );
     }
     if let Some(e) = &s.error {
         println!("error     {}", shown(e));

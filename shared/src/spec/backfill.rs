@@ -240,6 +240,24 @@ impl BackfillSpec {
         }
         let from = self.format.parse(params.get(&self.since_param)?).ok()?;
         let to = self.format.parse(params.get(&self.until_param)?).ok()?;
+        Some(Split {
+            halves: self.halve(params)?,
+            reason: format!(
+                "the window ({}, {}] states {total} records, more than {why} allows ({limit})",
+                self.format.render(from),
+                self.format.render(to)
+            ),
+        })
+    }
+
+    /// A window's two halves, `None` when its parameters are not a window
+    /// of this backfill or a half would be shorter than `min_window`.
+    pub fn halve(
+        &self,
+        params: &BTreeMap<String, String>,
+    ) -> Option<[BTreeMap<String, String>; 2]> {
+        let from = self.format.parse(params.get(&self.since_param)?).ok()?;
+        let to = self.format.parse(params.get(&self.until_param)?).ok()?;
         // Wide arithmetic: bounds near the ends of i64 neither overflow
         // nor wrap into a window that splits forever.
         let width = i128::from(to) - i128::from(from);
@@ -247,17 +265,18 @@ impl BackfillSpec {
             return None;
         }
         let middle = i64::try_from(i128::from(from) + width / 2).ok()?;
-        Some(Split {
-            halves: [
-                self.window_params(from, middle),
-                self.window_params(middle, to),
-            ],
-            reason: format!(
-                "the window ({}, {}] states {total} records, more than {why} allows ({limit})",
-                self.format.render(from),
-                self.format.render(to)
-            ),
-        })
+        let mut halves = [
+            self.window_params(from, middle),
+            self.window_params(middle, to),
+        ];
+        // The window's other parameters (the ones every partition shares)
+        // stay on both halves.
+        for half in &mut halves {
+            for (k, v) in params {
+                half.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        Some(halves)
     }
 }
 

@@ -45,6 +45,12 @@ pub struct ExportStatus {
     pub pages_dead: i64,
     /// Pages queued or in flight.
     pub pages_open: i64,
+    /// Pages an operator discarded: the export's gaps.
+    #[serde(default)]
+    pub pages_discarded: i64,
+    /// An operator accepted the gaps: the export publishes without them.
+    #[serde(default)]
+    pub accept_gaps: bool,
     pub output_path: Option<String>,
     pub manifest_path: Option<String>,
     pub csv_rows: Option<i64>,
@@ -144,9 +150,11 @@ pub(super) fn parse_spec(id: Uuid, value: serde_json::Value) -> Result<ExportSpe
 
 impl ExportStatus {
     /// Nothing more will happen without an operator: the export finished,
-    /// or it is blocked and no page is queued or in flight any more.
+    /// is paused, or is blocked and no page is queued or in flight any more.
     pub fn is_settled(&self) -> bool {
-        self.state.is_terminal() || (self.state == ExportState::Blocked && self.pages_open == 0)
+        self.state.is_terminal()
+            || self.state == ExportState::Paused
+            || (self.state == ExportState::Blocked && self.pages_open == 0)
     }
 }
 
@@ -213,6 +221,9 @@ const STATUS_SELECT: &str = "
                AS pages_dead,
            (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight'))
                AS pages_open,
+           (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'discarded')
+               AS pages_discarded,
+           e.accept_gaps,
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error, e.verification,
            e.created_at, e.finished_at
     FROM exports e";
@@ -238,6 +249,8 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
         dead_letters_open: r.try_get("dead_letters_open")?,
         pages_dead: r.try_get("pages_dead")?,
         pages_open: r.try_get("pages_open")?,
+        pages_discarded: r.try_get("pages_discarded")?,
+        accept_gaps: r.try_get("accept_gaps")?,
         output_path: r.try_get("output_path")?,
         manifest_path: r.try_get("manifest_path")?,
         csv_rows: r.try_get("csv_rows")?,

@@ -1,10 +1,12 @@
 //! The finalizer's statements: what to publish, the staged rows in key
-//! order (streamed, never all in memory), and the record of the published file.
+//! order (streamed, never all in memory), the pages discarded as gaps, and
+//! the record of the published file.
 
 use uuid::Uuid;
 
 use super::exports::parse_spec;
 use super::{Store, StoreError};
+use crate::lifecycle;
 use crate::model::ExportState;
 use crate::spec::ExportSpec;
 
@@ -38,6 +40,28 @@ pub struct Published {
     /// `Some(shortfall)` when the counts disagree and the file is held
     /// beside its final path: the export ends `unverified`, not `completed`.
     pub held: Option<String>,
+    /// Published without discarded pages: the export ends
+    /// `completed_with_gaps`.
+    pub gaps: bool,
+}
+
+/// A page an operator discarded, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Gap {
+    pub partition: i32,
+    pub page: i64,
+    /// The partition's query parameters (a window's bounds, say).
+    pub params: serde_json::Value,
+    pub task: Uuid,
+    pub dead_letter: Option<Uuid>,
+    pub class: Option<String>,
+    /// Why the page died.
+    pub error: Option<String>,
+    pub discarded_by: Option<String>,
+    /// Why the operator discarded it.
+    pub reason: Option<String>,
+    /// A chain page: the pages after it were never planned either.
+    pub chain: bool,
 }
 
 impl Store {
@@ -127,10 +151,11 @@ impl Store {
         published: &Published,
     ) -> Result<bool, StoreError> {
         let client = self.client().await?;
+        let state = lifecycle::finished_state(published.gaps, published.held.is_some());
         let n = client
             .execute(
                 "UPDATE exports
-                    SET state = CASE WHEN $8::text IS NULL THEN 'completed' ELSE 'unverified' END,
+                    SET state = $9,
                         error = $8, output_path = $2, manifest_path = $3, csv_rows = $4,
                         csv_bytes = $5, csv_sha256 = $6, verification = $7,
                         finished_at = now(), updated_at = now()
@@ -144,10 +169,48 @@ impl Store {
                     &published.sha256,
                     &published.verification,
                     &published.held,
+                    &state.as_str(),
                 ],
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// The pages of the export an operator discarded, in partition and
+    /// page order, each with its latest dead letter.
+    pub async fn export_gaps(&self, export_id: Uuid) -> Result<Vec<Gap>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT t.id, t.partition_no, t.page_no, t.role, p.params, d.id AS letter, d.class,
+                        d.reason, d.resolved_by, d.resolution_reason
+                   FROM page_tasks t
+                   JOIN partitions p ON p.export_id = t.export_id AND p.partition_no = t.partition_no
+                   LEFT JOIN LATERAL (SELECT * FROM dead_letters d WHERE d.task_id = t.id
+                                       ORDER BY d.id DESC LIMIT 1) d ON true
+                  WHERE t.export_id = $1 AND t.state = 'discarded'
+                  ORDER BY t.partition_no, t.page_no",
+                &[&export_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok(Gap {
+                    partition: r.try_get("partition_no")?,
+                    page: r.try_get("page_no")?,
+                    params: r.try_get("params")?,
+                    task: r.try_get("id")?,
+                    dead_letter: r.try_get("letter")?,
+                    class: r.try_get("class")?,
+                    error: r.try_get("reason")?,
+                    discarded_by: r.try_get("resolved_by")?,
+                    reason: r.try_get("resolution_reason")?,
+                    chain: role == "chain",
+                })
+            })
+            .collect()
     }
 
     /// The CSV could not be produced: record why.

@@ -340,7 +340,7 @@ async fn fire_locked(
 /// moved on, its watermark where it was).
 macro_rules! ended_sql {
     () => {
-        "(e.state IN ('completed', 'unverified', 'failed', 'cancelled')
+        "(e.state IN ('completed', 'completed_with_gaps', 'unverified', 'failed', 'cancelled')
           OR (e.state = 'blocked' AND NOT EXISTS (
               SELECT 1 FROM page_tasks t
                WHERE t.export_id = e.id AND t.state IN ('queued', 'in_flight'))))"

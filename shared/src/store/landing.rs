@@ -21,6 +21,7 @@ use super::{Store, StoreError};
 use crate::limits::Breach;
 use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts};
 use crate::pagination::{repeat_reason, Next, Position, Role, Statement};
+use crate::replay_edit::TaskOverrides;
 use crate::spec::ExportSpec;
 use crate::spec::Split;
 
@@ -45,6 +46,26 @@ pub struct PageWork {
     pub failures: u32,
     /// Time since the first failed attempt.
     pub failing_for: Duration,
+}
+
+/// The export's spec with the task's overrides (an edited replay's) laid
+/// over it.
+fn task_spec(
+    export_id: Uuid,
+    spec: serde_json::Value,
+    overrides: Option<serde_json::Value>,
+) -> Result<ExportSpec, StoreError> {
+    let spec = parse_spec(export_id, spec)?;
+    let Some(overrides) = overrides else {
+        return Ok(spec);
+    };
+    let overrides: TaskOverrides =
+        serde_json::from_value(overrides).map_err(|e| StoreError::Corrupt {
+            what: "task overrides",
+            export_id,
+            message: e.to_string(),
+        })?;
+    Ok(overrides.apply(spec))
 }
 
 /// The answer to a claim.
@@ -113,6 +134,15 @@ pub struct Attempt {
     pub outcome: String,
     pub status: Option<u16>,
     pub millis: u64,
+    /// What went wrong without an answer (a timeout, a dropped connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The answer's `Retry-After`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// The answer's rate-limit headers (`X-RateLimit-*`, `RateLimit*`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limit: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,8 +154,16 @@ pub struct DeadLetterInput {
     pub body_excerpt: Option<String>,
     /// Response headers with secrets removed.
     pub headers: serde_json::Value,
+    /// Attempts of this claim not yet recorded on the task; the letter
+    /// keeps the task's whole history.
     pub attempts: Vec<Attempt>,
     pub counts: RequestCounts,
+    /// The request as sent: method, URL without secrets, header names.
+    pub request: serde_json::Value,
+    /// The rate-limit bucket it draws from.
+    pub source_key: Option<String>,
+    /// Groups letters failing the same way (see `fingerprint::failure`).
+    pub fingerprint: String,
 }
 
 impl Store {
@@ -156,11 +194,12 @@ impl Store {
                          OR (t.state = 'in_flight'
                              AND (t.lease_until IS NULL OR t.lease_until < now() OR t.claimed_by = $3)))
                     AND e.id = t.export_id
-                    AND e.state NOT IN ('completed', 'unverified', 'failed', 'cancelled')
+                    AND e.state NOT IN ('paused', 'completed', 'completed_with_gaps', 'unverified',
+                                        'failed', 'cancelled')
                     AND p.export_id = t.export_id AND p.partition_no = t.partition_no
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
                         t.deliveries, t.lost_claims, p.params, e.spec, e.state AS export_state,
-                        t.failures,
+                        t.failures, t.overrides,
                         COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8
                             AS failing_for_secs",
                 &[&task_id, &lease.as_secs_f64(), &worker],
@@ -190,7 +229,7 @@ impl Store {
             lost_claims: row.try_get::<_, i32>("lost_claims")?.max(0) as u32,
             partition_params: serde_json::from_value(row.try_get("params")?)
                 .map_err(|e| corrupt("partition params", e))?,
-            spec: parse_spec(export_id, row.try_get("spec")?)?,
+            spec: task_spec(export_id, row.try_get("spec")?, row.try_get("overrides")?)?,
             export_state: state.parse()?,
             failures: row.try_get::<_, i32>("failures")?.max(0) as u32,
             failing_for: Duration::from_secs_f64(
@@ -216,6 +255,30 @@ impl Store {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// Appends attempts to the history of a task this worker holds, as
+    /// they happen: a worker lost mid-task leaves them to the next claim
+    /// and to the dead letter.
+    pub async fn record_attempts(
+        &self,
+        task_id: Uuid,
+        worker: &str,
+        attempts: &[Attempt],
+    ) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let attempts = attempts_json(Uuid::nil(), attempts)?;
+        self.client()
+            .await?
+            .execute(
+                "UPDATE page_tasks SET attempt_log = pagefleet_append_attempts(attempt_log, $3)
+                  WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2",
+                &[&task_id, &worker, &attempts],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Gives up a claim this worker holds without finishing the task (a
@@ -245,19 +308,22 @@ impl Store {
         wait: Duration,
         failures: u32,
         counts: RequestCounts,
+        attempts: &[Attempt],
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let attempts = attempts_json(Uuid::nil(), attempts)?;
         let row = tx
             .query_opt(
                 "UPDATE page_tasks
                     SET state = 'queued', not_before = now() + make_interval(secs => $3),
                         lease_until = NULL, claimed_by = NULL, updated_at = now(),
                         failures = $4,
-                        first_failure_at = CASE WHEN $4 > 0 THEN COALESCE(first_failure_at, now()) END
+                        first_failure_at = CASE WHEN $4 > 0 THEN COALESCE(first_failure_at, now()) END,
+                        attempt_log = pagefleet_append_attempts(attempt_log, $5)
                   WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2
               RETURNING export_id",
-                &[&task_id, &worker, &wait.as_secs_f64(), &(failures as i32)],
+                &[&task_id, &worker, &wait.as_secs_f64(), &(failures as i32), &attempts],
             )
             .await?;
         let Some(row) = row else { return Ok(false) };
@@ -427,15 +493,14 @@ impl Store {
             return Ok(None);
         }
         let id = new_id();
-        let attempts = serde_json::to_value(&input.attempts).map_err(|e| StoreError::Corrupt {
-            what: "attempts",
-            export_id,
-            message: e.to_string(),
-        })?;
+        let attempts = attempts_json(export_id, &input.attempts)?;
         tx.execute(
             "INSERT INTO dead_letters (id, tenant_id, export_id, task_id, class, reason, last_status,
-                                       body_excerpt, headers, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                       body_excerpt, headers, attempts, request, source_key,
+                                       fingerprint)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,
+                    pagefleet_append_attempts(t.attempt_log, $10), $11, $12, $13
+               FROM page_tasks t WHERE t.id = $4",
             &[
                 &id,
                 &tenant_id,
@@ -447,6 +512,9 @@ impl Store {
                 &input.body_excerpt,
                 &input.headers,
                 &attempts,
+                &input.request,
+                &input.source_key,
+                &input.fingerprint,
             ],
         )
         .await?;
@@ -486,7 +554,8 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
             "SELECT t.state,
                     GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8
                         AS lease_remaining_secs,
-                    e.state IN ('completed', 'unverified', 'failed', 'cancelled') AS export_finished
+                    e.state IN ('completed', 'completed_with_gaps', 'unverified', 'failed', 'cancelled')
+                        AS export_finished
                FROM page_tasks t JOIN exports e ON e.id = t.export_id
               WHERE t.id = $1",
             &[&task_id],
@@ -520,6 +589,14 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
     }
 }
 
+fn attempts_json(export_id: Uuid, attempts: &[Attempt]) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(attempts).map_err(|e| StoreError::Corrupt {
+        what: "attempts",
+        export_id,
+        message: e.to_string(),
+    })
+}
+
 // The landing transaction, one function per statement, in the order
 // `Store::land_page` runs them.
 
@@ -532,13 +609,15 @@ pub(super) struct LandingTask {
     pub(super) role: Role,
     /// The export's state when the landing began.
     pub(super) state: ExportState,
+    /// An edited replay's overrides, carried to the chain pages after it.
+    pub(super) overrides: Option<serde_json::Value>,
 }
 
 /// The task and its export's state; `None` when the task is unknown.
 async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<LandingTask>, StoreError> {
     let Some(row) = tx
         .query_opt(
-            "SELECT t.export_id, t.tenant_id, t.partition_no, t.page_no, t.role,
+            "SELECT t.export_id, t.tenant_id, t.partition_no, t.page_no, t.role, t.overrides,
                     e.state AS export_state
                FROM page_tasks t JOIN exports e ON e.id = t.export_id
               WHERE t.id = $1",
@@ -557,6 +636,7 @@ async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<Landing
         page_no: row.try_get("page_no")?,
         role: role.parse()?,
         state: state.parse()?,
+        overrides: row.try_get("overrides")?,
     }))
 }
 
@@ -888,8 +968,9 @@ async fn insert_next_tasks(
     let rows = tx
         .query(
             "WITH inserted AS (
-                 INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
-                 SELECT i, $2, $1, $3, p, pos::jsonb, r
+                 INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position,
+                                         role, overrides)
+                 SELECT i, $2, $1, $3, p, pos::jsonb, r, CASE WHEN r = 'chain' THEN $8::jsonb END
                    FROM unnest($4::uuid[], $5::int8[], $6::text[], $7::text[]) AS t(i, p, pos, r)
                  ON CONFLICT (export_id, partition_no, page_no) DO NOTHING
                  RETURNING id)
@@ -905,6 +986,7 @@ async fn insert_next_tasks(
                 &pages,
                 &positions,
                 &roles,
+                &task.overrides,
             ],
         )
         .await?;
@@ -1010,12 +1092,13 @@ async fn finalize_if_last(
     Ok(Some(write_finalize_message(tx, export_id).await?))
 }
 
-/// Every partition knows its last page (no page is left to plan).
+/// Every partition knows its last page (no page is left to plan), and no
+/// discarded page waits for its gap to be accepted.
 async fn all_partitions_planned(tx: &Transaction<'_>, export_id: Uuid) -> Result<bool, StoreError> {
     let row = tx
         .query_one(
             "SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)
-                    AS all_planned",
+                    AND pagefleet_gaps_settled($1) AS all_planned",
             &[&export_id],
         )
         .await?;

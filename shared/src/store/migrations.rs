@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("../../migrations/0008_fleet_keys.sql")),
     (9, include_str!("../../migrations/0009_schedules.sql")),
     (10, include_str!("../../migrations/0010_incremental.sql")),
+    (11, include_str!("../../migrations/0011_operations.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

@@ -5,13 +5,16 @@
 //! status), [`landing`] (claim a page task, land it in one transaction, or
 //! dead-letter it), [`ledger`] (the counts pages stated, the marks chains
 //! left, and what partitions add up to), [`finalize`] (stream staged rows, mark the CSV published),
-//! [`outbox`] (messages waiting to be published), [`dead_letters`] (list and
-//! replay), [`tokens`] (API tokens, kept as hashes), [`fleet_keys`] (keys
+//! [`outbox`] (messages waiting to be published), [`dead_letters`] (filter,
+//! count and show them), [`replay`] (replay, dry-run and discard them),
+//! [`operations`] (an operator's cancel, pause, resume, retry and accepted
+//! gaps), [`audit`] (every operator action), [`tokens`] (API tokens, kept as hashes), [`fleet_keys`] (keys
 //! the fleet shares).
 //!
 //! Outbox bodies are `model::TaskMessage` as JSON, built in SQL by the
 //! `pagefleet_*_message` functions of migration 4 and nowhere else.
 
+mod audit;
 mod dead_letters;
 mod exports;
 mod finalize;
@@ -20,17 +23,24 @@ mod fleet_keys;
 mod landing;
 mod ledger;
 mod migrations;
+mod operations;
 mod outbox;
+mod replay;
 mod schedules;
 mod splits;
 mod tokens;
 
-pub use dead_letters::{DeadLetter, ReplayTarget};
+pub use audit::{Actor, AuditQuery, AuditRecord};
+pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, MAX_FILTER_IDS};
 pub use exports::{ExportStatus, SubmitError, Submitted};
-pub use finalize::{FinalizeLock, FinalizeWork, Published};
+pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published};
 pub use firing::Fired;
 pub use landing::{Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork};
+pub use operations::{ActionDone, ActionError};
 pub use outbox::{OutboxFilter, OutboxMessage};
+pub use replay::{
+    ActionOutcome, ActionRequest, PlannedPage, ReplayError, SkippedLetter, SourceCost,
+};
 pub use schedules::{CreateScheduleError, ScheduleRecord, ScheduleRun};
 pub use splits::PartitionSplit;
 pub use tokens::TokenRecord;

@@ -138,10 +138,10 @@ impl Store {
     }
 }
 
-/// Exports whose tasks may still run: a task of a finished (a cancelled)
+/// Exports whose tasks may still run: a task of a paused or finished
 /// export is never re-published.
-const OPEN_EXPORTS: &str =
-    "SELECT id FROM exports WHERE state NOT IN ('completed', 'unverified', 'failed', 'cancelled')";
+const OPEN_EXPORTS: &str = "SELECT id FROM exports WHERE state NOT IN
+         ('paused', 'completed', 'completed_with_gaps', 'unverified', 'failed', 'cancelled')";
 
 impl Store {
     /// Re-publishes queued tasks that nothing has touched for `idle`. Call

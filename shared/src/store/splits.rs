@@ -31,7 +31,47 @@ pub(super) async fn split_partition(
     split: &Split,
     counts: RequestCounts,
 ) -> Result<Landed, StoreError> {
-    let (export_id, partition_no) = (task.export_id, task.partition_no);
+    let halved = split_into(
+        tx,
+        task_id,
+        task.export_id,
+        &task.tenant_id,
+        task.partition_no,
+        split,
+    )
+    .await?;
+    let Some(outbox_ids) = halved else {
+        // The caller rolls back: the page becomes a dead letter saying so.
+        return Ok(Landed::Refused {
+            reason: format!("{}; {}", split.reason, too_many_partitions()),
+        });
+    };
+    bump_counters(tx, task, 2, 1, Merged::default(), counts).await?;
+    Ok(Landed::Page {
+        rows_inserted: 0,
+        rows_replaced: 0,
+        outbox_ids,
+        finalize: false,
+    })
+}
+
+pub(super) fn too_many_partitions() -> String {
+    format!("splits stop at {MAX_PARTITIONS} partitions")
+}
+
+/// Marks the partition split (and planned to its end), makes two
+/// partitions of its halves with a first page each (carrying the task's
+/// overrides), and records the split. Returns the halves' outbox ids, or
+/// `None` when the export has too many partitions to split again. The
+/// caller counts the two new pages and the split page.
+pub(super) async fn split_into(
+    tx: &Transaction<'_>,
+    task_id: Uuid,
+    export_id: Uuid,
+    tenant_id: &str,
+    partition_no: i32,
+    split: &Split,
+) -> Result<Option<Vec<i64>>, StoreError> {
     let partitions: i32 = tx
         .query_one(
             "SELECT partitions FROM exports WHERE id = $1",
@@ -40,13 +80,7 @@ pub(super) async fn split_partition(
         .await?
         .try_get("partitions")?;
     if partitions.saturating_add(2) > MAX_PARTITIONS {
-        // The caller rolls back: the page becomes a dead letter saying so.
-        return Ok(Landed::Refused {
-            reason: format!(
-                "{}; the export has {partitions} partitions, and splits stop at {MAX_PARTITIONS}",
-                split.reason
-            ),
-        });
+        return Ok(None);
     }
     let row = tx
         .query_one(
@@ -67,16 +101,32 @@ pub(super) async fn split_partition(
         )
         .await?;
     let first_new: i32 = row.try_get("first_new")?;
-    let first: serde_json::Value = tx
-        .query_one("SELECT position FROM page_tasks WHERE id = $1", &[&task_id])
-        .await?
-        .try_get("position")?;
+    // The halves start where the window did: its first page's position
+    // (the task being split may be a later page of it).
+    let task = tx
+        .query_one(
+            "SELECT f.position, t.overrides FROM page_tasks t
+               JOIN page_tasks f ON f.export_id = t.export_id AND f.partition_no = t.partition_no
+                                AND f.page_no = 0
+              WHERE t.id = $1",
+            &[&task_id],
+        )
+        .await?;
+    let first: serde_json::Value = task.try_get("position")?;
+    let overrides: Option<serde_json::Value> = task.try_get("overrides")?;
     let mut outbox_ids = Vec::with_capacity(2);
     let mut into = Vec::with_capacity(2);
     for (i, half) in split.halves.iter().enumerate() {
         let no = first_new + i as i32;
         insert_partition(tx, export_id, no, &json!(half), &first).await?;
-        let task = insert_first_task(tx, export_id, &task.tenant_id, no, &first).await?;
+        let task = insert_first_task(tx, export_id, tenant_id, no, &first).await?;
+        if overrides.is_some() {
+            tx.execute(
+                "UPDATE page_tasks SET overrides = $2 WHERE id = $1",
+                &[&task, &overrides],
+            )
+            .await?;
+        }
         outbox_ids.push(write_page_message(tx, export_id, task).await?);
         into.push(no);
     }
@@ -86,14 +136,8 @@ pub(super) async fn split_partition(
         &[&export_id, &partition_no, &params, &into, &split.reason],
     )
     .await?;
-    bump_counters(tx, task, 2, 1, Merged::default(), counts).await?;
-    tracing::info!(export = %export_id, partition = partition_no, into = ?into, reason = %split.reason, "backfill window split");
-    Ok(Landed::Page {
-        rows_inserted: 0,
-        rows_replaced: 0,
-        outbox_ids,
-        finalize: false,
-    })
+    tracing::info!(export = %export_id, partition = partition_no, into = ?into, reason = %split.reason, "window split");
+    Ok(Some(outbox_ids))
 }
 
 impl super::Store {

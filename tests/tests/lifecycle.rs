@@ -1,0 +1,175 @@
+//! An operator's actions on running exports, against the real services:
+//! pause stops the fetching (pages in flight still land) and resume picks
+//! it up to a complete CSV; cancel stops an export for good, publishes
+//! nothing and keeps its staged rows; an action that does not apply to the
+//! export's state is refused, naming it; each action has its audit row.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_csv_matches_source, spec_toml, Fleet};
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::spec::ExportSpec;
+use pagefleet_tests::mock::{MockConfig, MockServer, Style};
+use uuid::Uuid;
+
+async fn submit(fleet: &Fleet, toml: &str) -> Uuid {
+    let spec = ExportSpec::from_toml(toml).expect("spec");
+    fleet.api.submit(&spec, None).await.expect("submit").id
+}
+
+/// Waits until the export has landed at least `pages`.
+async fn landed_at_least(fleet: &Fleet, id: Uuid, pages: i64) {
+    let started = Instant::now();
+    loop {
+        let status = fleet.api.status(id).await.unwrap();
+        if status.pages_landed >= pages {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pages landed, once they stop moving: a page in flight when the export
+/// was paused or cancelled may still land, then nothing does.
+async fn landed_once_still(fleet: &Fleet, id: Uuid) -> i64 {
+    let mut last = -1;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = fleet.api.status(id).await.unwrap().pages_landed;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
+    const RECORDS: usize = 2_000;
+    let mut config = MockConfig::new(41, RECORDS);
+    // Slow enough to act mid-export: 40 pages at 20 requests/s.
+    config.rate = 20.0;
+    config.burst = 2;
+    let mock = MockServer::start(config).await.unwrap();
+    let token = common::secret_env("default", &mock.config().token);
+    let fleet = Fleet::start(2).await;
+    let paused = submit(
+        &fleet,
+        &spec_toml("paused", &mock, Style::Cursor, &fleet.out_dir, 50, &token),
+    )
+    .await;
+    landed_at_least(&fleet, paused, 4).await;
+    let arg = paused.to_string();
+    let (code, out, err) = fleet.run_cli(&["pause", &arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("→ paused"), "{out}");
+    let still = landed_once_still(&fleet, paused).await;
+    let requests = mock.stats().requests;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = fleet.api.status(paused).await.unwrap();
+    assert_eq!(status.state, ExportState::Paused);
+    assert_eq!(status.pages_landed, still, "nothing lands while paused");
+    assert_eq!(
+        mock.stats().requests,
+        requests,
+        "nothing is fetched while paused"
+    );
+    assert!(still < 40, "paused mid-export: {still} of 40 pages");
+    let (code, _, _) = fleet.run_cli(&["watch", &arg]);
+    assert_eq!(code, Some(8), "watch says paused");
+    let (code, _, err) = fleet.run_cli(&["pause", &arg]);
+    assert_eq!(code, Some(9), "a paused export cannot be paused: {err}");
+    assert!(
+        err.contains("cannot pause an export that is paused"),
+        "{err}"
+    );
+
+    let (code, out, err) = fleet.run_cli(&["resume", &arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("paused → running"), "{out}");
+    let status = fleet.wait(paused, Duration::from_secs(120)).await;
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    assert_csv_matches_source(&fleet.out_dir.join("paused.csv"), 41, RECORDS);
+
+    // Cancel, mid-export.
+    let cancelled = submit(
+        &fleet,
+        &spec_toml(
+            "cancelled",
+            &mock,
+            Style::Offset,
+            &fleet.out_dir,
+            50,
+            &token,
+        ),
+    )
+    .await;
+    landed_at_least(&fleet, cancelled, 3).await;
+    let arg = cancelled.to_string();
+    let (code, out, err) = fleet.run_cli(&["cancel", &arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("→ cancelled"), "{out}");
+    let still = landed_once_still(&fleet, cancelled).await;
+    let status = fleet.api.status(cancelled).await.unwrap();
+    assert_eq!(status.state, ExportState::Cancelled);
+    assert!(status.pages_landed < status.pages_planned, "{status:?}");
+    assert_eq!(status.pages_landed, still);
+    assert!(
+        status
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("cancelled by admin"),
+        "{status:?}"
+    );
+    assert!(
+        !fleet.out_dir.join("cancelled.csv").exists(),
+        "no CSV for a cancelled export"
+    );
+    let staged: i64 = fleet
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*) AS n FROM staged_rows WHERE export_id = $1",
+            &[&cancelled],
+        )
+        .await
+        .unwrap()
+        .get("n");
+    assert!(staged > 0, "staging is kept for inspection");
+    let (code, _, err) = fleet.run_cli(&["cancel", &arg]);
+    assert_eq!(code, Some(9), "{err}");
+    assert!(err.contains("it has ended"), "{err}");
+    let (code, _, _) = fleet.run_cli(&["resume", &Uuid::now_v7().to_string()]);
+    assert_eq!(code, Some(5), "an unknown export is not found");
+
+    let audit: serde_json::Value = {
+        let (_, out, _) = fleet.run_cli(&["audit", "ls", "--json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["outcome"]["to"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("export.cancel", "cancelled"),
+            ("export.resume", "running"),
+            ("export.pause", "paused"),
+        ],
+        "refused actions are not actions"
+    );
+    fleet.stop().await;
+    mock.shutdown().await;
+}
