@@ -24,6 +24,7 @@ use crate::api::{router, ApiState};
 use crate::auth::AuthConfig;
 use crate::broker_watch::run_broker_watch;
 use crate::firing::run_firing;
+use crate::fleet_gauges::run_fleet_gauges;
 use crate::relay::{run_reconciler, run_relay};
 
 #[derive(Debug, Clone)]
@@ -126,6 +127,10 @@ pub async fn run(
             ),
             shutdown.clone(),
         ),
+    );
+    loops.spawn(
+        "fleet gauges",
+        run_fleet_gauges(store.clone(), broker.clone(), shutdown.clone()),
     );
     loops.spawn(
         "reconciler",

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use pagefleet_shared::model::DeadLetterClass;
+use pagefleet_shared::replay_edit::MAX_EDITS;
 use pagefleet_shared::store::{
     ActionOutcome, ActionRequest, AuditQuery, DlqFilter, ReplayError, MAX_FILTER_IDS,
 };
@@ -67,9 +68,6 @@ impl DlqQuery {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        if ids.len() > MAX_FILTER_IDS {
-            return Err(bad("ids", format!("at most {MAX_FILTER_IDS} ids")));
-        }
         let status = (self.status.as_deref())
             .map(|s| {
                 s.parse::<i32>()
@@ -84,13 +82,7 @@ impl DlqQuery {
                     .map_err(|_| bad("class", class_help(c)))
             })
             .transpose()?;
-        if self.source_key.as_ref().is_some_and(|k| k.len() > 300) {
-            return Err(bad("source_key", "at most 300 characters"));
-        }
-        if self.fingerprint.as_ref().is_some_and(|f| f.len() > 64) {
-            return Err(bad("fingerprint", "at most 64 characters"));
-        }
-        Ok(DlqFilter {
+        let filter = DlqFilter {
             export: self.export.as_deref().map(parse_id).transpose()?,
             source_key: self.source_key.clone(),
             class,
@@ -100,8 +92,24 @@ impl DlqQuery {
             fingerprint: self.fingerprint.clone(),
             ids,
             include_resolved: self.all,
-        })
+        };
+        check_bounds(&filter)?;
+        Ok(filter)
     }
+}
+
+/// The bounds of a filter's free text, wherever it came from.
+fn check_bounds(filter: &DlqFilter) -> Result<(), ApiError> {
+    if filter.source_key.as_ref().is_some_and(|k| k.len() > 300) {
+        return Err(bad("source_key", "at most 300 characters"));
+    }
+    if filter.fingerprint.as_ref().is_some_and(|f| f.len() > 64) {
+        return Err(bad("fingerprint", "at most 64 characters"));
+    }
+    if filter.ids.len() > MAX_FILTER_IDS {
+        return Err(bad("ids", format!("at most {MAX_FILTER_IDS} ids")));
+    }
+    Ok(())
 }
 
 fn class_help(given: &str) -> String {
@@ -166,11 +174,15 @@ fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
     if let Some(export) = &body.export {
         request.filter.export = Some(parse_id(export)?);
     }
-    if request.filter.ids.len() > MAX_FILTER_IDS {
-        return Err(bad("filter.ids", format!("at most {MAX_FILTER_IDS} ids")));
-    }
+    check_bounds(&request.filter)?;
     if request.reason.as_ref().is_some_and(|r| r.len() > 1000) {
         return Err(bad("reason", "at most 1000 characters"));
+    }
+    if request.set.len() > MAX_EDITS || request.set.iter().any(|e| e.len() > 300) {
+        return Err(bad(
+            "set",
+            format!("at most {MAX_EDITS} edits of 300 characters"),
+        ));
     }
     Ok(request)
 }

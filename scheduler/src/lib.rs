@@ -17,6 +17,7 @@ pub mod client;
 pub mod dlq;
 pub mod export_actions;
 pub mod firing;
+pub mod fleet_gauges;
 pub mod relay;
 pub mod schedules;
 pub mod terminal;

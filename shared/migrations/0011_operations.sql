@@ -9,13 +9,15 @@ ALTER TABLE exports DROP CONSTRAINT exports_state_check;
 ALTER TABLE exports ADD CONSTRAINT exports_state_check CHECK (state IN
     ('planning','running','blocked','paused','finalizing','completed',
      'completed_with_gaps','unverified','failed','cancelled'));
--- An operator accepted that the export publishes without its discarded pages.
-ALTER TABLE exports ADD COLUMN accept_gaps boolean NOT NULL DEFAULT false;
 
 -- `discarded`: dead, and given up by an operator (with a reason).
 ALTER TABLE page_tasks DROP CONSTRAINT page_tasks_state_check;
 ALTER TABLE page_tasks ADD CONSTRAINT page_tasks_state_check
     CHECK (state IN ('queued','in_flight','done','dead','discarded'));
+-- An operator accepted that the export publishes without this discarded
+-- page (an acceptance covers the pages discarded when it was given, not
+-- those discarded later).
+ALTER TABLE page_tasks ADD COLUMN gap_accepted boolean NOT NULL DEFAULT false;
 -- Every failed attempt, appended as it happens (bounded by
 -- pagefleet_append_attempts), so a task's history survives parking,
 -- redelivery and a lost worker.
@@ -58,12 +60,10 @@ CREATE FUNCTION pagefleet_append_attempts(log jsonb, more jsonb) RETURNS jsonb
                   WHERE i <= 10 OR i > jsonb_array_length(log || more) - 40)
            END $$;
 
--- An export may finish: it has no discarded page, or an operator accepted
--- the gaps.
+-- An export may finish: every page it discarded is an accepted gap.
 CREATE FUNCTION pagefleet_gaps_settled(export uuid) RETURNS boolean
     LANGUAGE sql STABLE
     AS $$
-    SELECT e.accept_gaps
-           OR NOT EXISTS (SELECT 1 FROM page_tasks t
-                           WHERE t.export_id = e.id AND t.state = 'discarded')
-      FROM exports e WHERE e.id = export $$;
+    SELECT NOT EXISTS (SELECT 1 FROM page_tasks t
+                        WHERE t.export_id = export AND t.state = 'discarded'
+                          AND NOT t.gap_accepted) $$;

@@ -96,12 +96,13 @@ pub fn fetching_state(dead_pages: bool, unaccepted_gaps: bool) -> ExportState {
     }
 }
 
-/// How a finished export ends: with gaps when pages were discarded (and
-/// accepted), unverified when the counts disagree and it is held.
+/// How a finished export ends: unverified when the counts disagree beyond
+/// what its gaps explain (the file is held), with gaps when pages were
+/// discarded and accepted, completed otherwise.
 pub fn finished_state(gaps: bool, held: bool) -> ExportState {
     match (gaps, held) {
-        (true, _) => ExportState::CompletedWithGaps,
-        (false, true) => ExportState::Unverified,
+        (_, true) => ExportState::Unverified,
+        (true, false) => ExportState::CompletedWithGaps,
         (false, false) => ExportState::Completed,
     }
 }
@@ -175,8 +176,9 @@ mod tests {
     }
 
     #[test]
-    fn gaps_outrank_a_held_file() {
-        assert_eq!(finished_state(true, true), CompletedWithGaps);
+    fn a_held_file_outranks_gaps() {
+        assert_eq!(finished_state(true, true), Unverified);
+        assert_eq!(finished_state(true, false), CompletedWithGaps);
         assert_eq!(finished_state(false, true), Unverified);
         assert_eq!(finished_state(false, false), Completed);
     }

@@ -37,7 +37,7 @@ macro_rules! text_enum {
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
         }

@@ -2,21 +2,26 @@
 //! (`dlq replay --set key=value`), parsed and checked before anything is
 //! written:
 //!
-//! - `page_size=N` — ask for pages of N records from this page on (a chain
-//!   page only: the pages of a fanned-out set sit at offsets that assume
-//!   the export's page size, so changing one would leave a gap);
+//! - `page_size=N` — ask for pages of N records from this page on (a page
+//!   of a chain that follows the source's pointers only: offsets, page
+//!   numbers and numbered links assume the export's page size, so another
+//!   would skip or repeat records);
 //! - `secret.env=NAME` or `secret.file=NAME` — the secret reference the
 //!   page is fetched with (a rotated key), never the secret itself;
 //! - `window=split` — cut the page's backfill window in two halves, each a
 //!   partition of its own (the first page of a window only).
 //!
 //! A task's edits ([`TaskOverrides`]) are stored on the task, carried to
-//! the chain pages after it, and laid over the export's spec when a worker
-//! fetches it ([`TaskOverrides::apply`]).
+//! the pages it plans (the page size to chain pages only), and laid over
+//! the export's spec when a worker fetches it ([`TaskOverrides::apply`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{AuthSpec, ExportSpec, SecretRef};
+
+/// The styles whose next page is where the source points (a cursor, the
+/// last record, a URL), whatever the size of the pages before it.
+pub const SIZE_FREE_STYLES: [&str; 3] = ["cursor", "last_record", "next_url"];
 
 /// At most this many `--set` edits in one replay.
 pub const MAX_EDITS: usize = 8;
@@ -167,6 +172,16 @@ impl TaskOverrides {
                 "a page size applies to a chain page only: this page is one of a fanned-out \
                  set whose offsets assume the export's page size",
             ));
+        }
+        // Offsets, page numbers and numbered links are counted in pages of
+        // the export's size: another size would skip or repeat records.
+        if self.page_size.is_some() && !SIZE_FREE_STYLES.contains(&spec.pagination.style_name()) {
+            return Err(refuse(&format!(
+                "a page size applies to a chain that follows the source's own pointers \
+                 ({}); `{}` positions pages by the export's page size",
+                SIZE_FREE_STYLES.join(", "),
+                spec.pagination.style_name()
+            )));
         }
         if self.secret.is_some() && spec.source.auth.is_none() {
             return Err(refuse("the export's spec has no `source.auth` to change"));

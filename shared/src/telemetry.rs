@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Installs the tracing subscriber. `PAGEFLEET_LOG_FORMAT=json` gives JSON
@@ -30,7 +30,11 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub rate_limited: IntCounter,
     pub retries: IntCounter,
-    pub token_wait: Histogram,
+    /// Per source key: the time a request took, answered or not (p95 from
+    /// its buckets).
+    pub request_duration: HistogramVec,
+    /// Per source key: the time a task waited for a rate-limit token.
+    pub token_wait: HistogramVec,
     pub pages_landed: IntCounter,
     pub duplicate_deliveries: IntCounter,
     pub rows_staged: IntCounter,
@@ -45,6 +49,30 @@ pub struct Metrics {
     pub retry_budget_denied: IntCounter,
     pub source_pauses: IntCounter,
     pub breaker_opened: IntCounter,
+    /// Finalizes that failed the export (its CSV could not be written).
+    pub finalize_failures: IntCounter,
+    /// Files held beside their final path because their counts disagree.
+    pub artifacts_held: IntCounter,
+    /// The scheduler's view of the fleet, refreshed every few seconds
+    /// (see `scheduler::fleet_gauges`).
+    pub fleet: FleetGauges,
+}
+
+/// Gauges the scheduler sets from Postgres and RabbitMQ.
+pub struct FleetGauges {
+    /// Exports by state (every state, zero included).
+    pub exports: IntGaugeVec,
+    /// Page tasks by state: queued, in_flight, parked, dead, discarded.
+    pub page_tasks: IntGaugeVec,
+    /// Messages ready on each queue.
+    pub queue_depth: IntGaugeVec,
+    pub dead_letters_open: IntGauge,
+    /// Per export still going (the newest few hundred): pages not landed,
+    /// retries, 429s, and seconds since its last progress.
+    pub export_pages_remaining: IntGaugeVec,
+    pub export_retries: IntGaugeVec,
+    pub export_rate_limited: IntGaugeVec,
+    pub export_idle_seconds: IntGaugeVec,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -85,7 +113,66 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_gauge());
         let _ = registry.register(Box::new(breaker_state.clone()));
+        let histogram_vec = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["source"])
+                .unwrap_or_else(|_| unreachable_histogram_vec());
+            let _ = registry.register(Box::new(h.clone()));
+            h
+        };
+        let gauge_vec = |name: &str, help: &str, label: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label])
+                .unwrap_or_else(|_| unreachable_gauge());
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let dead_letters_open = IntGauge::new("dead_letters_open", "Dead letters not resolved")
+            .unwrap_or_else(|_| std::process::abort());
+        let _ = registry.register(Box::new(dead_letters_open.clone()));
+        let fleet = FleetGauges {
+            exports: gauge_vec("exports", "Exports by state", "state"),
+            page_tasks: gauge_vec(
+                "page_tasks",
+                "Page tasks by state (parked: queued with a not-before time)",
+                "state",
+            ),
+            queue_depth: gauge_vec("queue_depth", "Messages ready on each queue", "queue"),
+            dead_letters_open,
+            export_pages_remaining: gauge_vec(
+                "export_pages_remaining",
+                "Pages of an export still going not yet landed",
+                "export",
+            ),
+            export_retries: gauge_vec(
+                "export_retries",
+                "Retries of an export still going",
+                "export",
+            ),
+            export_rate_limited: gauge_vec(
+                "export_rate_limited",
+                "429 answers to an export still going",
+                "export",
+            ),
+            export_idle_seconds: gauge_vec(
+                "export_idle_seconds",
+                "Seconds since an export still going last made progress",
+                "export",
+            ),
+        };
         Metrics {
+            fleet,
+            request_duration: histogram_vec(
+                "source_request_duration_seconds",
+                "Time a request to a source took, by source key",
+                vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            finalize_failures: counter(
+                "finalize_failures_total",
+                "Finalizes that failed their export",
+            ),
+            artifacts_held: counter(
+                "artifacts_held_total",
+                "CSV files held beside their final path (unverified)",
+            ),
             breaker_state,
             retry_budget_denied: counter(
                 "retry_budget_denied_total",
@@ -94,9 +181,9 @@ impl Metrics {
             requests,
             rate_limited: counter("source_429_total", "429 answers from source APIs"),
             retries: counter("retries_total", "Retried requests"),
-            token_wait: histogram(
+            token_wait: histogram_vec(
                 "token_wait_seconds",
-                "Time spent waiting for a rate-limit token",
+                "Time spent waiting for a rate-limit token, by source key",
                 vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
             ),
             pages_landed: counter("pages_landed_total", "Pages landed in Postgres"),
@@ -150,6 +237,13 @@ fn unreachable_counter() -> IntCounter {
 fn unreachable_histogram() -> Histogram {
     Histogram::with_opts(HistogramOpts::new("invalid_histogram_fallback", "fallback"))
         .unwrap_or_else(|_| std::process::abort())
+}
+fn unreachable_histogram_vec() -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new("invalid_histogram_vec_fallback", "fallback"),
+        &["x"],
+    )
+    .unwrap_or_else(|_| std::process::abort())
 }
 fn unreachable_gauge() -> IntGaugeVec {
     IntGaugeVec::new(Opts::new("invalid_gauge_fallback", "fallback"), &["x"])

@@ -129,6 +129,15 @@ impl Verification {
     pub fn agreed(&self) -> bool {
         self.status != VerificationStatus::Mismatch
     }
+
+    /// Whether the disagreement is more than the accepted gaps explain: a
+    /// failed check of a partition without a gap. (The checks over the
+    /// whole export fail with any gap, so they are the gaps' to explain.)
+    pub fn fails_beyond(&self, gap_partitions: &std::collections::BTreeSet<i32>) -> bool {
+        (self.checks.iter())
+            .filter(|c| !c.ok)
+            .any(|c| c.partition.is_some_and(|p| !gap_partitions.contains(&p)))
+    }
 }
 
 /// The partitions to read again backwards: their stated counts moved, the

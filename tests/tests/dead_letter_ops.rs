@@ -278,7 +278,8 @@ async fn discarded_pages_publish_only_as_accepted_gaps_listed_in_the_manifest() 
         "{shown}"
     );
 
-    // The other, with the gaps accepted: published, completed with gaps.
+    // The other, its gap accepted: the first still holds the export back
+    // (an acceptance covers the pages it names, not those before it).
     let done = ok_json(
         &fleet,
         &[
@@ -292,6 +293,20 @@ async fn discarded_pages_publish_only_as_accepted_gaps_listed_in_the_manifest() 
         ],
     );
     assert_eq!(done["pages"].as_array().unwrap().len(), 1, "{done}");
+    let (code, _, err) = fleet.run_cli(&["watch", &export_arg]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("2 page(s) were discarded and not every gap is accepted"),
+        "{err}"
+    );
+    assert!(!fleet.out_dir.join("gaps.csv").exists());
+
+    // Accepting the export's gaps publishes it, completed with gaps.
+    let (code, out, err) = fleet.run_cli(&["accept-gaps", &export_arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("blocked → finalizing"), "{out}");
+    let (code, _, err) = fleet.run_cli(&["accept-gaps", &export_arg]);
+    assert_eq!(code, Some(9), "nothing left to accept: {err}");
     let (code, _, err) = fleet.run_cli(&["watch", &export_arg]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
@@ -503,6 +518,166 @@ dir = "dense"
         .contains("split on replay"));
     let page = as_acme(&["dlq", "ls", "--export", &export_arg]);
     assert_eq!(page["total"], 0, "both letters resolved by the split");
+    fleet.stop().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_with_a_rotated_secret_reaches_every_page_the_first_one_fans_out() {
+    const RECORDS: usize = 600;
+    let mock = MockServer::start(MockConfig::new(34, RECORDS))
+        .await
+        .unwrap();
+    // The spec's key is revoked: the first page is refused (401).
+    let revoked = common::secret_env("default", "revoked-key");
+    let fleet = Fleet::start(2).await;
+    let toml = spec_toml(
+        "rotated",
+        &mock,
+        Style::Offset,
+        &fleet.out_dir,
+        50,
+        &revoked,
+    );
+    let export = submit(&fleet, &toml).await;
+    let status = fleet.wait(export, Duration::from_secs(60)).await;
+    assert_eq!(status.state, ExportState::Blocked, "{status:?}");
+    let export_arg = export.to_string();
+    let page = ok_json(&fleet, &["dlq", "ls", "--export", &export_arg]);
+    assert_eq!(page["letters"][0]["last_status"], 401, "{page}");
+
+    // A page size would shift the offsets the first page fans out to.
+    let (code, refused) = cli_json(
+        &fleet,
+        &[
+            "dlq",
+            "replay",
+            "--export",
+            &export_arg,
+            "--set",
+            "page_size=100",
+        ],
+    );
+    assert_eq!(code, Some(2), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("positions pages by the export's page size"),
+        "{refused}"
+    );
+    // Another tenant's secret is not this tenant's to name.
+    let (code, refused) = cli_json(
+        &fleet,
+        &[
+            "dlq",
+            "replay",
+            "--export",
+            &export_arg,
+            "--set",
+            "secret.env=PAGEFLEET_SECRET_globex__KEY",
+        ],
+    );
+    assert_eq!(code, Some(2), "{refused}");
+
+    let rotated = common::secret_env("default", &mock.config().token);
+    let secret = format!("secret.env={rotated}");
+    let replayed = ok_json(
+        &fleet,
+        &["dlq", "replay", "--export", &export_arg, "--set", &secret],
+    );
+    assert_eq!(replayed["pages"].as_array().unwrap().len(), 1);
+    // Page 0 lands with the new key and fans out 12 pages and a sentinel:
+    // they carry it too, or they would die with 401.
+    let status = fleet.wait(export, Duration::from_secs(60)).await;
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    assert_eq!(status.dead_letters_open, 0);
+    assert_csv_matches_source(&fleet.out_dir.join("rotated.csv"), 34, RECORDS);
+    let audit = ok_json(&fleet, &["audit", "ls", "--action", "dlq.replay"]);
+    let text = audit.to_string();
+    assert!(text.contains(&rotated), "the reference is audited: {audit}");
+    assert!(!text.contains(&mock.config().token), "never the secret");
+    fleet.stop().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_tenant_reaches_none_of_the_dead_letters_exports_or_audit() {
+    let mock = MockServer::start(MockConfig::new(35, 300)).await.unwrap();
+    mock.set_fail_records(vec![120]);
+    let (fleet, token) = isolated_fleet(1, &mock).await;
+    let (acme, _) = fleet.tenant_client("acme").await;
+    let (globex, _) = fleet.tenant_client("globex").await;
+    let toml = spec_toml(
+        "mine",
+        &mock,
+        Style::Offset,
+        std::path::Path::new("mine"),
+        100,
+        &token,
+    );
+    let export = acme
+        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
+        .await
+        .unwrap()
+        .id;
+    let status = common::wait_settled(&acme, export, Duration::from_secs(60)).await;
+    assert_eq!(status.state, ExportState::Blocked, "{status:?}");
+    let letter = acme.dead_letters(Some(export), false).await.unwrap()[0].clone();
+
+    // The other tenant sees nothing and changes nothing.
+    let not_found = globex.dead_letter(letter.id).await.unwrap_err();
+    assert_eq!(not_found.status(), Some(404), "{not_found}");
+    assert!(globex.dead_letters(None, true).await.unwrap().is_empty());
+    let request = pagefleet_shared::store::ActionRequest {
+        filter: pagefleet_shared::store::DlqFilter {
+            export: Some(export),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(globex.dlq_replay(&request).await.unwrap().pages.is_empty());
+    let discard = pagefleet_shared::store::ActionRequest {
+        reason: Some("not mine".into()),
+        ..request.clone()
+    };
+    assert!(globex.dlq_discard(&discard).await.unwrap().pages.is_empty());
+    for action in ["cancel", "pause", "resume", "retry", "accept-gaps"] {
+        let refused = globex.export_action(export, action).await.unwrap_err();
+        assert_eq!(refused.status(), Some(404), "{action}: {refused}");
+    }
+    // Its own two tries are in its own log, taking nothing; acme's log
+    // holds none of them.
+    let theirs = globex.audit(None, 500).await.unwrap();
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
+    assert!(theirs
+        .iter()
+        .all(|r| r.outcome["pages"] == serde_json::json!([])));
+    assert!(
+        acme.audit(None, 500).await.unwrap().is_empty(),
+        "globex's actions are not acme's"
+    );
+    let status = acme.status(export).await.unwrap();
+    assert_eq!(
+        (status.state, status.dead_letters_open),
+        (ExportState::Blocked, 1)
+    );
+
+    // A reason of blanks is no reason, whatever the client.
+    let blank = pagefleet_shared::store::ActionRequest {
+        reason: Some("   ".into()),
+        ..request.clone()
+    };
+    let refused = acme.dlq_discard(&blank).await.unwrap_err();
+    assert_eq!(refused.status(), Some(422), "{refused}");
+    let edits = pagefleet_shared::store::ActionRequest {
+        reason: Some("gone".into()),
+        set: vec!["page_size=5".into()],
+        ..request.clone()
+    };
+    assert_eq!(
+        acme.dlq_discard(&edits).await.unwrap_err().status(),
+        Some(422)
+    );
     fleet.stop().await;
     mock.shutdown().await;
 }

@@ -94,6 +94,39 @@ async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
     assert_eq!(status.state, ExportState::Completed, "{status:?}");
     assert_csv_matches_source(&fleet.out_dir.join("paused.csv"), 41, RECORDS);
 
+    // A pause reaches a page that is retrying through an outage: it stops
+    // within a heartbeat instead of retrying on.
+    mock.set_outage(true);
+    let retrying = submit(
+        &fleet,
+        &spec_toml("retrying", &mock, Style::Cursor, &fleet.out_dir, 50, &token),
+    )
+    .await;
+    let before = mock.stats().requests;
+    let started = Instant::now();
+    while mock.stats().requests < before + 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no retries seen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _, err) = fleet.run_cli(&["pause", &retrying.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after_pause = mock.stats().requests;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        mock.stats().requests,
+        after_pause,
+        "a paused page stops retrying"
+    );
+    mock.set_outage(false);
+    let (code, _, err) = fleet.run_cli(&["resume", &retrying.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    let status = fleet.wait(retrying, Duration::from_secs(120)).await;
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+
     // Cancel, mid-export.
     let cancelled = submit(
         &fleet,
@@ -165,6 +198,8 @@ async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
         actions,
         vec![
             ("export.cancel", "cancelled"),
+            ("export.resume", "running"),
+            ("export.pause", "paused"),
             ("export.resume", "running"),
             ("export.pause", "paused"),
         ],

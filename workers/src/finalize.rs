@@ -215,6 +215,9 @@ async fn finalize_locked(
                 .complete_export(export_id, &published)
                 .await
                 .map_err(store_err)?;
+            if completed && published.held.is_some() {
+                metrics().artifacts_held.inc();
+            }
             if completed {
                 metrics().exports_finalized.inc();
                 let seconds = (time::OffsetDateTime::now_utc() - work.started_at).as_seconds_f64();
@@ -226,6 +229,7 @@ async fn finalize_locked(
         Err(e) if e.is_retryable() => Err(e),
         Err(e) => {
             tracing::error!(export = %export_id, error = %e, "export failed in finalize");
+            metrics().finalize_failures.inc();
             ctx.store
                 .fail_export(export_id, &e.to_string())
                 .await
@@ -306,9 +310,13 @@ async fn publish(
     let under_drift = work.spec.pagination.style().under_drift();
     let verification = reconcile(ledgers, written.rows, under_drift);
     let gaps = ctx.store.export_gaps(export_id).await.map_err(store_err)?;
-    // Gaps an operator accepted explain a shortfall: the file is published,
-    // the export ends `completed_with_gaps`, and the manifest lists them.
-    let held = match gaps.is_empty() {
+    // Gaps an operator accepted explain the shortfall of their partitions:
+    // the file is published, the export ends `completed_with_gaps`, and the
+    // manifest lists them. A partition without a gap that disagrees is
+    // held as ever.
+    let gap_partitions: std::collections::BTreeSet<i32> =
+        gaps.iter().map(|g| g.partition).collect();
+    let held = match gaps.is_empty() || verification.fails_beyond(&gap_partitions) {
         true => held_because(&verification, work.spec.verify.on_mismatch),
         false => None,
     };

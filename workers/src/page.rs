@@ -150,6 +150,10 @@ async fn wait_for_claim(
         match claimed.map_err(PageError::store(task_id))? {
             Claim::Claimed(work) => return Ok(Claimed::Work(work)),
             Claim::Gone => return Ok(Claimed::Nothing(PageResult::Skipped)),
+            Claim::Duplicate => {
+                metrics().duplicate_deliveries.inc();
+                return Ok(Claimed::Nothing(PageResult::Skipped));
+            }
             // Another worker holds the task. Keep this delivery, unacked,
             // until the holder lands it (then it is gone) or dies (then its
             // lease runs out within LEASE and this one takes over). Acking
@@ -533,7 +537,7 @@ async fn admit(
         .permit(&request.bucket, ctx.max_token_wait, ctx.park_after);
     match permit.await {
         Waited::Go(waited) => {
-            metrics().token_wait.observe(waited.as_secs_f64());
+            (metrics().token_wait.with_label_values(&[key])).observe(waited.as_secs_f64());
             None
         }
         Waited::Park(wait) => Some(wait),
@@ -549,6 +553,7 @@ async fn attempt(
 ) -> Attempted {
     let credential = request.credential.as_ref();
     let (max_body, cap_setting) = ctx.limits.body_cap(work.spec.source.max_body_bytes);
+    let sent = std::time::Instant::now();
     let fetched = (ctx.source)
         .fetch(&request.url, credential, request.timeout, max_body)
         .await;
@@ -586,7 +591,11 @@ async fn attempt(
         }
         Err(e) => {
             metrics().requests.with_label_values(&["error"]).inc();
-            let took = request.timeout.min(Duration::from_secs(3600));
+            let took = sent.elapsed();
+            (metrics()
+                .request_duration
+                .with_label_values(&[&request.bucket.key]))
+            .observe(took.as_secs_f64());
             let none = redact::Known::none();
             let known = request.credential.as_ref().map_or(&none, Credential::known);
             tally.record_error("error", redact::text(&e.to_string(), known), took);
@@ -624,6 +633,10 @@ async fn judge_response(
     }
     let class = format!("{}xx", status / 100);
     metrics().requests.with_label_values(&[&class]).inc();
+    (metrics()
+        .request_duration
+        .with_label_values(&[&request.bucket.key]))
+    .observe(response.elapsed.as_secs_f64());
     tally.record_answer(decide::attempt_label(status), &response);
     let shown_url = source::display_url(&request.url);
     let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok());

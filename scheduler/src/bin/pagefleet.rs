@@ -411,6 +411,17 @@ async fn report_final(
             }
             Ok(0)
         }
+        ExportState::Blocked if status.pages_dead == 0 && !status.accept_gaps => {
+            if !json {
+                print_status(status);
+                eprintln!(
+                    "export {} is blocked: {} page(s) were discarded and not every gap is \
+                     accepted; pagefleet accept-gaps {} publishes without them",
+                    status.id, status.pages_discarded, status.id
+                );
+            }
+            Ok(3)
+        }
         ExportState::Blocked => {
             if !json {
                 print_status(status);

@@ -48,7 +48,8 @@ pub struct ExportStatus {
     /// Pages an operator discarded: the export's gaps.
     #[serde(default)]
     pub pages_discarded: i64,
-    /// An operator accepted the gaps: the export publishes without them.
+    /// Every discarded page is a gap an operator accepted: the export
+    /// publishes without them (true too when there is none).
     #[serde(default)]
     pub accept_gaps: bool,
     pub output_path: Option<String>,
@@ -223,7 +224,7 @@ const STATUS_SELECT: &str = "
                AS pages_open,
            (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'discarded')
                AS pages_discarded,
-           e.accept_gaps,
+           pagefleet_gaps_settled(e.id) AS accept_gaps,
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error, e.verification,
            e.created_at, e.finished_at
     FROM exports e";

@@ -568,7 +568,7 @@ async fn cancel_running(
                     finished_at = now(), updated_at = now()
                FROM schedule_firings f
               WHERE f.schedule_id = $1 AND f.outcome = 'started' AND f.export_id = e.id
-                AND e.state IN ('planning', 'running', 'blocked')",
+                AND e.state IN ('planning', 'running', 'blocked', 'paused')",
             &[&schedule.id, &reason],
         )
         .await?)
@@ -603,7 +603,9 @@ async fn count_outcome(
     state: ExportState,
 ) -> Result<Option<String>, StoreError> {
     let failed = match state {
-        ExportState::Completed => false,
+        // Gaps an operator accepted: the run counts as done (its
+        // watermark stays, so the next window reads the gap's range again).
+        ExportState::Completed | ExportState::CompletedWithGaps => false,
         ExportState::Failed | ExportState::Unverified | ExportState::Blocked => true,
         // A run cancelled (by the overlap policy) says nothing either way.
         _ => return Ok(None),

@@ -76,8 +76,10 @@ pub enum Claim {
     Held {
         remaining: Duration,
     },
-    /// Done, dead, or unknown: nothing to do.
+    /// Dead, or unknown: nothing to do.
     Gone,
+    /// Already landed: a duplicate delivery, counted on the export.
+    Duplicate,
 }
 
 /// A fetched page, ready to land.
@@ -239,7 +241,10 @@ impl Store {
     }
 
     /// Extends the lease of a task this worker still holds. False when the
-    /// task is no longer in flight under this worker (taken over or done).
+    /// task is no longer in flight under this worker (taken over or done),
+    /// or its export was paused or has ended: the claim is given back then
+    /// (queued, for a resume to publish again), so a page retrying when an
+    /// operator pauses or cancels stops within one heartbeat.
     pub async fn extend_lease(
         &self,
         task_id: Uuid,
@@ -249,12 +254,20 @@ impl Store {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE page_tasks SET lease_until = now() + make_interval(secs => $2)
-                  WHERE id = $1 AND state = 'in_flight' AND claimed_by = $3",
+                "UPDATE page_tasks t SET lease_until = now() + make_interval(secs => $2)
+                   FROM exports e
+                  WHERE t.id = $1 AND t.state = 'in_flight' AND t.claimed_by = $3
+                    AND e.id = t.export_id
+                    AND e.state NOT IN ('paused', 'completed', 'completed_with_gaps',
+                                        'unverified', 'failed', 'cancelled')",
                 &[&task_id, &lease.as_secs_f64(), &worker],
             )
             .await?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(true);
+        }
+        self.release_claim(task_id, worker).await?;
+        Ok(false)
     }
 
     /// Appends attempts to the history of a task this worker holds, as
@@ -485,8 +498,10 @@ impl Store {
             .execute(
                 "UPDATE page_tasks SET state = 'dead', lease_until = NULL, last_error = $2,
                         updated_at = now()
-                  WHERE id = $1 AND state IN ('queued', 'in_flight')",
-                &[&input.task_id, &input.reason],
+                  WHERE id = $1 AND state IN ('queued', 'in_flight')
+                    AND NOT EXISTS (SELECT 1 FROM exports e
+                                     WHERE e.id = $3 AND e.state = 'cancelled')",
+                &[&input.task_id, &input.reason, &export_id],
             )
             .await?;
         if marked == 0 {
@@ -576,7 +591,7 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
                     &[&task_id],
                 )
                 .await?;
-            Ok(Claim::Gone)
+            Ok(Claim::Duplicate)
         }
         // Nothing more will happen to a finished export's tasks,
         // whatever lease a dead holder left on them.
@@ -609,7 +624,8 @@ pub(super) struct LandingTask {
     pub(super) role: Role,
     /// The export's state when the landing began.
     pub(super) state: ExportState,
-    /// An edited replay's overrides, carried to the chain pages after it.
+    /// An edited replay's overrides, carried to the pages it plans (its
+    /// page size to chain pages only).
     pub(super) overrides: Option<serde_json::Value>,
 }
 
@@ -970,7 +986,8 @@ async fn insert_next_tasks(
             "WITH inserted AS (
                  INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position,
                                          role, overrides)
-                 SELECT i, $2, $1, $3, p, pos::jsonb, r, CASE WHEN r = 'chain' THEN $8::jsonb END
+                 SELECT i, $2, $1, $3, p, pos::jsonb, r, CASE WHEN r = 'chain' THEN $8::jsonb
+                                                   ELSE $8::jsonb - 'page_size' END
                    FROM unnest($4::uuid[], $5::int8[], $6::text[], $7::text[]) AS t(i, p, pos, r)
                  ON CONFLICT (export_id, partition_no, page_no) DO NOTHING
                  RETURNING id)

@@ -259,8 +259,15 @@ async fn plan_partition_pass(
     let first = tx
         .query_opt(
             "WITH first AS (
-                 INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position, role)
-                 SELECT $3, e.tenant_id, b.export_id, b.partition_no, b.page_no, b.position, 'backward'
+                 INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position,
+                                         role, overrides)
+                 SELECT $3, e.tenant_id, b.export_id, b.partition_no, b.page_no, b.position,
+                        'backward',
+                        -- A secret an edited replay gave the partition goes on.
+                        (SELECT t.overrides - 'page_size' FROM page_tasks t
+                          WHERE t.export_id = b.export_id AND t.partition_no = b.partition_no
+                            AND t.overrides IS NOT NULL
+                          ORDER BY t.page_no DESC LIMIT 1)
                    FROM backward_passes b JOIN exports e ON e.id = b.export_id
                   WHERE b.export_id = $1 AND b.partition_no = $2
                   ORDER BY b.page_no LIMIT 1

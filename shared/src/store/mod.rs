@@ -27,6 +27,7 @@ mod operations;
 mod outbox;
 mod replay;
 mod schedules;
+mod snapshot;
 mod splits;
 mod tokens;
 
@@ -42,6 +43,7 @@ pub use replay::{
     ActionOutcome, ActionRequest, PlannedPage, ReplayError, SkippedLetter, SourceCost,
 };
 pub use schedules::{CreateScheduleError, ScheduleRecord, ScheduleRun};
+pub use snapshot::{ActiveExport, FleetSnapshot};
 pub use splits::PartitionSplit;
 pub use tokens::TokenRecord;
 

@@ -12,7 +12,8 @@
 //!   landed), and every queued page published again.
 //! - retry: a `failed` export back to `finalizing`, its finalize message
 //!   written.
-//! - accept gaps: the export may publish without its discarded pages.
+//! - accept gaps: the export may publish without the pages discarded from
+//!   it so far (a page discarded later needs its own acceptance).
 
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -31,6 +32,12 @@ pub enum ActionError {
     Refused { id: Uuid, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<tokio_postgres::Error> for ActionError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ActionError::Store(e.into())
+    }
 }
 
 /// What an action did to an export.
@@ -116,7 +123,7 @@ async fn apply(
     actor: &Actor,
     export: Uuid,
     action: ExportAction,
-) -> Result<(ExportState, Vec<i64>), StoreError> {
+) -> Result<(ExportState, Vec<i64>), ActionError> {
     match action {
         ExportAction::Cancel => {
             let error = format!("cancelled by {}", actor.name);
@@ -125,6 +132,13 @@ async fn apply(
                 "DELETE FROM outbox WHERE sent_at IS NULL AND queue = 'pages'
                    AND body->>'export_id' = $1::text",
                 &[&export.to_string()],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE dead_letters SET resolved_at = now(), resolution = 'cancelled',
+                        resolved_by = $2
+                  WHERE export_id = $1 AND resolved_at IS NULL",
+                &[&export, &actor.name],
             )
             .await?;
             Ok((ExportState::Cancelled, Vec::new()))
@@ -161,11 +175,19 @@ async fn apply(
             Ok((ExportState::Finalizing, vec![id]))
         }
         ExportAction::AcceptGaps => {
-            tx.execute(
-                "UPDATE exports SET accept_gaps = true, updated_at = now() WHERE id = $1",
-                &[&export],
-            )
-            .await?;
+            let accepted = tx
+                .execute(
+                    "UPDATE page_tasks SET gap_accepted = true, updated_at = now()
+                      WHERE export_id = $1 AND state = 'discarded' AND NOT gap_accepted",
+                    &[&export],
+                )
+                .await?;
+            if accepted == 0 {
+                return Err(ActionError::Refused {
+                    id: export,
+                    why: "no discarded page waits for its gap to be accepted".into(),
+                });
+            }
             let (to, finalize) = settle(tx, export).await?;
             Ok((to, finalize.into_iter().collect()))
         }

@@ -41,7 +41,7 @@ pub enum ReplayError {
     NoFilter,
     #[error("no dry run {0} of this tenant's")]
     UnknownDryRun(Uuid),
-    #[error("dry run {id} was of a different action or filter; dry-run this one")]
+    #[error("dry run {id} was of another action; dry-run this one")]
     OtherDryRun { id: Uuid },
     #[error(
         "the pages this would {action} changed since dry run {id} ({then} then, {now} now); \
@@ -55,6 +55,8 @@ pub enum ReplayError {
     },
     #[error("a discard needs a reason")]
     NoReason,
+    #[error("a discard changes nothing about a page: `set` is for a replay")]
+    EditsOnDiscard,
 }
 
 /// A replay or discard as asked.
@@ -199,6 +201,9 @@ impl Store {
         if reason.is_empty() {
             return Err(ReplayError::NoReason);
         }
+        if !request.set.is_empty() {
+            return Err(ReplayError::EditsOnDiscard);
+        }
         self.act(actor, request, Kind::Discard, &ReplayEdits::default())
             .await
     }
@@ -215,11 +220,16 @@ impl Store {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
-        let matched = lock_matched(&tx, &actor.tenant_id, &request.filter).await?;
-        let exports = lock_exports(&tx, &matched).await?;
+        // A dry run reads; only the action itself locks what it takes.
+        let lock = !request.dry_run;
+        let matched = lock_matched(&tx, &actor.tenant_id, &request.filter, lock).await?;
+        if lock && edits.split_window {
+            lock_split_windows(&tx, &matched).await?;
+        }
+        let exports = lock_exports(&tx, &matched, lock).await?;
         let (taken, skipped) = choose(matched, &exports);
         let pages = plan_pages(&taken, &exports, edits)?;
-        let digest = pages_digest(kind, &pages);
+        let digest = action_digest(kind, request, &pages);
         if let Some(id) = request.follows {
             check_follows(&tx, actor, id, kind, &digest, pages.len()).await?;
         }
@@ -252,15 +262,7 @@ impl Store {
                 Kind::Replay => replay_pages(&tx, actor, &taken, &mut outcome, edits).await?,
                 Kind::Discard => {
                     let reason = request.reason.as_deref().unwrap_or("").trim();
-                    discard_pages(&tx, actor, &taken, reason).await?;
-                    if request.accept_gaps {
-                        tx.execute(
-                            "UPDATE exports SET accept_gaps = true WHERE id = ANY($1)",
-                            &[&outcome.exports],
-                        )
-                        .await
-                        .map_err(StoreError::from)?;
-                    }
+                    discard_pages(&tx, actor, &taken, reason, request.accept_gaps).await?;
                 }
             }
             resolve_landed(&tx, actor, &outcome.skipped).await?;
@@ -292,6 +294,7 @@ async fn lock_matched(
     tx: &Transaction<'_>,
     tenant_id: &str,
     filter: &DlqFilter,
+    lock: bool,
 ) -> Result<Vec<Matched>, ReplayError> {
     let filter = DlqFilter {
         include_resolved: false,
@@ -309,8 +312,8 @@ async fn lock_matched(
                    FROM dead_letters d JOIN page_tasks t ON t.id = d.task_id
                    JOIN partitions p ON p.export_id = t.export_id AND p.partition_no = t.partition_no
                   WHERE {FILTER_WHERE}
-                  ORDER BY t.id LIMIT $11
-                    FOR UPDATE OF t"
+                  ORDER BY t.id LIMIT $11 {}",
+                if lock { "FOR UPDATE OF t" } else { "" }
             ),
             &params,
         )
@@ -359,9 +362,27 @@ fn matched_from_row(r: &tokio_postgres::Row) -> Result<Matched, ReplayError> {
 
 /// The matched letters' exports, locked (after their tasks), with their
 /// states and specs.
+/// Every dead or discarded page of the windows a replay splits, locked
+/// before the exports (the split supersedes them all).
+async fn lock_split_windows(tx: &Transaction<'_>, matched: &[Matched]) -> Result<(), StoreError> {
+    let exports: Vec<Uuid> = matched.iter().map(|m| m.export).collect();
+    let partitions: Vec<i32> = matched.iter().map(|m| m.partition).collect();
+    tx.query(
+        "SELECT t.id FROM page_tasks t
+           JOIN unnest($1::uuid[], $2::int4[]) AS w(export_id, partition_no)
+             ON t.export_id = w.export_id AND t.partition_no = w.partition_no
+          WHERE t.state IN ('dead', 'discarded')
+          ORDER BY t.id FOR UPDATE OF t",
+        &[&exports, &partitions],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn lock_exports(
     tx: &Transaction<'_>,
     matched: &[Matched],
+    lock: bool,
 ) -> Result<BTreeMap<Uuid, (ExportState, ExportSpec)>, ReplayError> {
     let ids: Vec<Uuid> = (matched.iter().map(|m| m.export))
         .collect::<BTreeSet<_>>()
@@ -369,7 +390,10 @@ async fn lock_exports(
         .collect();
     let rows = tx
         .query(
-            "SELECT id, state, spec FROM exports WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &format!(
+                "SELECT id, state, spec FROM exports WHERE id = ANY($1) ORDER BY id {}",
+                if lock { "FOR UPDATE" } else { "" }
+            ),
             &[&ids],
         )
         .await
@@ -464,19 +488,24 @@ fn halves(m: &Matched, spec: &ExportSpec) -> Result<[BTreeMap<String, String>; 2
 }
 
 /// What the replay costs per source key, at the specs' rates: one request
-/// a page, two for a split (each half's first page).
+/// a page, two for a window split (each half's first page), once a window.
 fn costs(
     taken: &[Matched],
     pages: &[PlannedPage],
     exports: &BTreeMap<Uuid, (ExportState, ExportSpec)>,
 ) -> Vec<SourceCost> {
     let mut by_key: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    let mut split = BTreeSet::new();
     for (m, page) in taken.iter().zip(pages) {
         let rate = exports
             .get(&m.export)
             .map_or(1.0, |(_, s)| s.rate_limit.rate);
         let key = m.source_key.clone().unwrap_or_else(|| "unknown".into());
-        let requests = if page.split_into.is_some() { 2 } else { 1 };
+        let requests = match &page.split_into {
+            Some(_) if split.insert((m.export, m.partition)) => 2,
+            Some(_) => 0,
+            None => 1,
+        };
         let entry = by_key.entry(key).or_insert((0, rate));
         entry.0 += requests;
         // Exports sharing a key share its budget: the slowest rate bounds it.
@@ -497,11 +526,20 @@ fn costs(
         .collect()
 }
 
-/// Names the pages an action takes, so a later action can check that it
-/// takes what its dry run showed.
-fn pages_digest(kind: Kind, pages: &[PlannedPage]) -> String {
+/// Names what an action does (its kind, edits, reason, acceptance) and the
+/// pages it takes, so a later action can check that it does what its dry
+/// run showed.
+fn action_digest(kind: Kind, request: &ActionRequest, pages: &[PlannedPage]) -> String {
     let mut hash = Sha256::new();
     hash.update(kind.action());
+    for part in [
+        request.set.join("\n").as_str(),
+        request.reason.as_deref().unwrap_or(""),
+    ] {
+        hash.update(b"\0");
+        hash.update(part.trim());
+    }
+    hash.update([u8::from(request.accept_gaps)]);
     for page in pages {
         hash.update(page.task.as_bytes());
     }
@@ -557,14 +595,6 @@ async fn replay_pages(
 ) -> Result<(), ReplayError> {
     let mut split = BTreeSet::new();
     for (m, page) in taken.iter().zip(outcome.pages.iter()) {
-        if let Some(halves) = &page.split_into {
-            // A window splits once, whichever of its dead pages asked.
-            if split.insert((m.export, m.partition)) {
-                let outbox = split_window(tx, actor, m, halves).await?;
-                outcome.outbox_ids.extend(outbox);
-            }
-            continue;
-        }
         let overrides = (!edits.overrides.is_empty())
             .then(|| edits.overrides.over(m.overrides.as_ref()))
             .or_else(|| m.overrides.clone());
@@ -576,6 +606,16 @@ async fn replay_pages(
                 export_id: m.export,
                 message: e.to_string(),
             })?;
+        if let Some(halves) = &page.split_into {
+            // A window splits once, whichever of its dead pages asked; the
+            // halves take the edits from the page it splits on.
+            if split.insert((m.export, m.partition)) {
+                set_overrides(tx, m.task, &overrides).await?;
+                let outbox = split_window(tx, actor, m, halves).await?;
+                outcome.outbox_ids.extend(outbox);
+            }
+            continue;
+        }
         requeue(tx, m.task, &overrides).await?;
         outcome
             .outbox_ids
@@ -589,6 +629,19 @@ async fn replay_pages(
     )
     .await
     .map_err(StoreError::from)?;
+    Ok(())
+}
+
+async fn set_overrides(
+    tx: &Transaction<'_>,
+    task: Uuid,
+    overrides: &Option<serde_json::Value>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE page_tasks SET overrides = $2 WHERE id = $1",
+        &[&task, overrides],
+    )
+    .await?;
     Ok(())
 }
 
@@ -670,7 +723,7 @@ async fn split_window(
     let superseded: Vec<Uuid> = tx
         .query(
             "UPDATE page_tasks SET state = 'done', records = 0, updated_at = now()
-              WHERE export_id = $1 AND partition_no = $2 AND state = 'dead'
+              WHERE export_id = $1 AND partition_no = $2 AND state IN ('dead', 'discarded')
           RETURNING id",
             &[&m.export, &m.partition],
         )
@@ -705,12 +758,13 @@ async fn discard_pages(
     actor: &Actor,
     taken: &[Matched],
     reason: &str,
+    accept_gaps: bool,
 ) -> Result<(), StoreError> {
     let tasks: Vec<Uuid> = taken.iter().map(|m| m.task).collect();
     tx.execute(
-        "UPDATE page_tasks SET state = 'discarded', updated_at = now()
+        "UPDATE page_tasks SET state = 'discarded', gap_accepted = $2, updated_at = now()
           WHERE id = ANY($1) AND state = 'dead'",
-        &[&tasks],
+        &[&tasks, &accept_gaps],
     )
     .await?;
     tx.execute(
