@@ -26,6 +26,7 @@ pub mod limits;
 pub mod model;
 pub mod outbound;
 pub mod pagination;
+pub mod progress;
 pub mod queue;
 pub mod rate_keys;
 pub mod ratelimit;

@@ -159,6 +159,25 @@ pub struct RequestCounts {
     pub retries: u32,
     /// Answers that were 429.
     pub rate_limited: u32,
+    /// Where the task's time went.
+    #[serde(default)]
+    pub time: TimeSpent,
+}
+
+/// Where a page task's time went, in microseconds (a local source answers
+/// in less than a millisecond).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeSpent {
+    /// Sending requests and reading their answers.
+    pub fetching_us: u64,
+    /// Waiting for a rate-limit token, a fleet-wide pause or the breaker.
+    pub tokens_us: u64,
+    /// Backing off before a retry.
+    pub retrying_us: u64,
+    /// Queued, until a worker claimed it.
+    pub queued_us: u64,
+    /// Parked until its source had tokens again.
+    pub parked_us: u64,
 }
 
 /// The queues, by role. Their names on the broker carry a namespace.

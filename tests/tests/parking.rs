@@ -44,6 +44,7 @@ async fn a_parked_task_comes_back_after_its_not_before_time() {
                 requests: 3,
                 retries: 2,
                 rate_limited: 1,
+                ..RequestCounts::default()
             },
             &[],
         )

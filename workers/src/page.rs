@@ -204,6 +204,10 @@ struct Tally {
     attempts: Vec<Attempt>,
 }
 
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// At most 200 characters of a header or an error in an attempt.
 fn bounded(mut text: String) -> String {
     if text.len() > 200 {
@@ -357,6 +361,7 @@ async fn run_task(
     claim: &str,
 ) -> Result<PageResult, PageError> {
     let mut tally = Tally::default();
+    tally.counts.time.queued_us = micros(work.queued_for);
     let request = match prepare_request(ctx, work).await {
         Ok(request) => request,
         Err((class, reason)) => {
@@ -370,9 +375,12 @@ async fn run_task(
     let mut last: Option<Fetched> = None;
     let mut retrying = work.failures > 0;
     loop {
+        let admitting = std::time::Instant::now();
         if let Some(wait) = admit(ctx, work, &request, retrying).await {
+            tally.counts.time.parked_us += micros(wait);
             return park(ctx, work, claim, &tally, budget.failed_attempts(), wait).await;
         }
+        tally.counts.time.tokens_us += micros(admitting.elapsed());
         let outcome = match attempt(ctx, work, &request, &mut tally).await {
             Attempted::Land { response, body } => {
                 return land(ctx, work, &mut tally, &response, &body, &request).await;
@@ -419,6 +427,7 @@ async fn run_task(
                 tally.count_retry();
                 let delay_ms = delay.as_millis() as u64;
                 tracing::debug!(task = %work.task_id, ?outcome, delay_ms, "transient failure; retrying");
+                tally.counts.time.retrying_us += micros(delay);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -557,6 +566,7 @@ async fn attempt(
     let fetched = (ctx.source)
         .fetch(&request.url, credential, request.timeout, max_body)
         .await;
+    tally.counts.time.fetching_us += micros(sent.elapsed());
     // Not a request sent, and nothing the breaker should hear of: the
     // source was neither up nor down.
     if let Err(refused @ SourceError::Refused { .. }) = &fetched {

@@ -368,9 +368,15 @@ async fn wait_for(client: &ApiClient, id: Uuid, quiet: bool) -> Result<ExportSta
             Err(e) => return Err(e.into()),
         };
         let total = if status.pages_total_known { "" } else { "+" };
+        let eta = (status.progress.eta.as_ref())
+            .map_or(String::new(), |e| format!(", eta {}", duration(e.seconds)));
         let msg = format!(
-            "{} rows, {} retries, {} 429s, {} dead",
-            status.rows_staged, status.retries, status.rate_limited, status.dead_letters_open
+            "{} rows, {} retries, {} 429s, {} parked, {} dead{eta}",
+            status.rows_staged,
+            status.retries,
+            status.rate_limited,
+            status.progress.pages_parked,
+            status.dead_letters_open
         );
         if let Some(bar) = &bar {
             bar.set_length(status.pages_planned as u64);
@@ -511,6 +517,7 @@ fn print_status(s: &ExportStatus) {
     if s.dead_letters_open > 0 {
         println!("dead      {} open dead letter(s)", s.dead_letters_open);
     }
+    print_progress(s);
     if s.pages_discarded > 0 {
         let accepted = match s.accept_gaps {
             true => "accepted as gaps",
@@ -538,6 +545,53 @@ fn print_status(s: &ExportStatus) {
     }
     if let Some(v) = &s.verification {
         println!("verified  {}", verified_line(v));
+    }
+}
+
+/// The ETA, the parked pages, where the time goes and why it is slow.
+fn print_progress(s: &ExportStatus) {
+    let p = &s.progress;
+    if let Some(eta) = &p.eta {
+        println!(
+            "eta       {} ({} page(s) left at {:.2} pages/s{})",
+            duration(eta.seconds),
+            eta.pages_remaining,
+            eta.pages_per_s,
+            p.source_rate
+                .map_or(String::new(), |r| format!("; the source's rate is {r}/s"))
+        );
+    } else if !s.state.is_terminal() && !s.pages_total_known {
+        println!("eta       unknown until the chain's last page is read");
+    }
+    if p.pages_parked > 0 {
+        println!(
+            "parked    {} page(s) until their source has tokens",
+            p.pages_parked
+        );
+    }
+    let t = &p.time;
+    println!(
+        "time      fetching {:.1}s · tokens {:.1}s · retrying {:.1}s · parked {:.1}s · \
+         waiting for a worker {:.1}s · finalizing {:.1}s (pages summed)",
+        t.fetching_s,
+        t.waiting_for_tokens_s,
+        t.retrying_s,
+        t.parked_s,
+        t.waiting_for_a_worker_s,
+        t.finalizing_s
+    );
+    if let Some(why) = &p.why_slow {
+        println!("why slow  {why}");
+    }
+}
+
+/// Seconds as `1h 02m`, `3m 05s` or `42s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Submitting an export (and planning its first pages) and reading its status.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::model::{new_id, ExportState};
 use crate::pagination::{first_position, Role};
+use crate::progress::{self, Eta, Pace, TimeBreakdown};
 use crate::spec::ExportSpec;
 
 /// The answer to a submission.
@@ -52,6 +53,9 @@ pub struct ExportStatus {
     /// publishes without them (true too when there is none).
     #[serde(default)]
     pub accept_gaps: bool,
+    /// Pages parked, the ETA, and where the time goes.
+    #[serde(default)]
+    pub progress: Progress,
     pub output_path: Option<String>,
     pub manifest_path: Option<String>,
     pub csv_rows: Option<i64>,
@@ -67,6 +71,19 @@ pub struct ExportStatus {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+}
+
+/// How far an export is and where its time goes (see `progress`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Pages parked until their source has tokens.
+    pub pages_parked: i64,
+    /// The spec's rate, requests per second.
+    pub source_rate: Option<f64>,
+    /// While it runs and its pages are known.
+    pub eta: Option<Eta>,
+    pub time: TimeBreakdown,
+    pub why_slow: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,9 +242,52 @@ const STATUS_SELECT: &str = "
            (SELECT count(*) FROM page_tasks t WHERE t.export_id = e.id AND t.state = 'discarded')
                AS pages_discarded,
            pagefleet_gaps_settled(e.id) AS accept_gaps,
+           (SELECT count(*) FROM page_tasks t
+             WHERE t.export_id = e.id AND t.state = 'queued' AND t.not_before IS NOT NULL)
+               AS pages_parked,
+           e.time_fetching_us, e.time_tokens_us, e.time_retrying_us, e.time_queued_us,
+           e.time_parked_us,
+           COALESCE(EXTRACT(EPOCH FROM COALESCE(e.finished_at, now()) - e.finalizing_since), 0)::float8
+               AS finalizing_secs,
+           EXTRACT(EPOCH FROM COALESCE(e.finished_at, now()) - COALESCE(e.started_at, e.created_at))::float8
+               AS elapsed_secs,
+           (e.spec->'rate_limit'->>'rate')::float8 AS source_rate,
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error, e.verification,
            e.created_at, e.finished_at
     FROM exports e";
+
+/// The ETA and the time breakdown of a row of `STATUS_SELECT`.
+fn progress_from_row(r: &tokio_postgres::Row) -> Result<Progress, StoreError> {
+    let seconds =
+        |column: &str| -> Result<f64, StoreError> { Ok(r.try_get::<_, i64>(column)? as f64 / 1e6) };
+    let time = TimeBreakdown {
+        fetching_s: seconds("time_fetching_us")?,
+        waiting_for_tokens_s: seconds("time_tokens_us")?,
+        retrying_s: seconds("time_retrying_us")?,
+        parked_s: seconds("time_parked_us")?,
+        waiting_for_a_worker_s: seconds("time_queued_us")?,
+        finalizing_s: r.try_get::<_, f64>("finalizing_secs")?.max(0.0),
+    };
+    let source_rate: Option<f64> = r.try_get("source_rate")?;
+    let state: ExportState = r.try_get::<_, String>("state")?.parse()?;
+    let eta = match state {
+        ExportState::Planning | ExportState::Running => progress::eta(Pace {
+            pages_landed: r.try_get("pages_landed")?,
+            pages_planned: r.try_get("pages_planned")?,
+            total_known: r.try_get("pages_total_known")?,
+            elapsed_s: r.try_get::<_, f64>("elapsed_secs")?.max(0.0),
+            source_rate,
+        }),
+        _ => None,
+    };
+    Ok(Progress {
+        pages_parked: r.try_get("pages_parked")?,
+        source_rate,
+        eta,
+        why_slow: time.why_slow(source_rate),
+        time,
+    })
+}
 
 /// A row of `STATUS_SELECT`, read by column name.
 fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> {
@@ -252,6 +312,7 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
         pages_open: r.try_get("pages_open")?,
         pages_discarded: r.try_get("pages_discarded")?,
         accept_gaps: r.try_get("accept_gaps")?,
+        progress: progress_from_row(r)?,
         output_path: r.try_get("output_path")?,
         manifest_path: r.try_get("manifest_path")?,
         csv_rows: r.try_get("csv_rows")?,

@@ -19,7 +19,7 @@ use super::exports::parse_spec;
 use super::ledger::{leave_marks, record_statements};
 use super::{Store, StoreError};
 use crate::limits::Breach;
-use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts};
+use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts, TimeSpent};
 use crate::pagination::{repeat_reason, Next, Position, Role, Statement};
 use crate::replay_edit::TaskOverrides;
 use crate::spec::ExportSpec;
@@ -46,6 +46,9 @@ pub struct PageWork {
     pub failures: u32,
     /// Time since the first failed attempt.
     pub failing_for: Duration,
+    /// How long it waited for this claim (queued, or held by a worker
+    /// that was lost).
+    pub queued_for: Duration,
 }
 
 /// The export's spec with the task's overrides (an edited replay's) laid
@@ -189,7 +192,9 @@ impl Store {
                                    THEN 1 ELSE 0 END,
                         lease_until = now() + make_interval(secs => $2), updated_at = now(),
                         claimed_by = $3, claimed_at = now()
-                   FROM exports e, partitions p
+                   FROM exports e, partitions p,
+                        -- Read before the update: since when it waited.
+                        (SELECT updated_at AS waiting_since FROM page_tasks WHERE id = $1) q
                   WHERE t.id = $1
                     AND (t.not_before IS NULL OR t.not_before <= now())
                     AND (t.state = 'queued'
@@ -202,6 +207,8 @@ impl Store {
               RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
                         t.deliveries, t.lost_claims, p.params, e.spec, e.state AS export_state,
                         t.failures, t.overrides,
+                        GREATEST(0, EXTRACT(EPOCH FROM now() - q.waiting_since))::float8
+                            AS queued_secs,
                         COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8
                             AS failing_for_secs",
                 &[&task_id, &lease.as_secs_f64(), &worker],
@@ -237,6 +244,7 @@ impl Store {
             failing_for: Duration::from_secs_f64(
                 row.try_get::<_, f64>("failing_for_secs")?.max(0.0),
             ),
+            queued_for: Duration::from_secs_f64(row.try_get::<_, f64>("queued_secs")?.max(0.0)),
         })))
     }
 
@@ -345,6 +353,7 @@ impl Store {
             requests,
             retries,
             rate_limited,
+            time,
         } = counts;
         tx.execute(
             "UPDATE exports SET requests = requests + $2, retries = retries + $3,
@@ -358,6 +367,7 @@ impl Store {
             ],
         )
         .await?;
+        add_time(&tx, export_id, &time).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -547,6 +557,7 @@ impl Store {
             ],
         )
         .await?;
+        add_time(&tx, export_id, &input.counts.time).await?;
         let outbox: i64 = tx
             .query_one(
                 "INSERT INTO outbox (queue, body)
@@ -602,6 +613,35 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
         }),
         _ => Ok(Claim::Gone),
     }
+}
+
+/// Adds a task's time to its export's, in the transaction that counts its
+/// requests (the export's row is locked by then).
+pub(super) async fn add_time(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    time: &TimeSpent,
+) -> Result<(), StoreError> {
+    if *time == TimeSpent::default() {
+        return Ok(());
+    }
+    let us = |us: u64| i64::try_from(us).unwrap_or(i64::MAX);
+    tx.execute(
+        "UPDATE exports SET time_fetching_us = time_fetching_us + $2,
+                time_tokens_us = time_tokens_us + $3, time_retrying_us = time_retrying_us + $4,
+                time_queued_us = time_queued_us + $5, time_parked_us = time_parked_us + $6
+          WHERE id = $1",
+        &[
+            &export_id,
+            &us(time.fetching_us),
+            &us(time.tokens_us),
+            &us(time.retrying_us),
+            &us(time.queued_us),
+            &us(time.parked_us),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 fn attempts_json(export_id: Uuid, attempts: &[Attempt]) -> Result<serde_json::Value, StoreError> {
@@ -721,7 +761,7 @@ async fn count_duplicate(
         &[&export_id, &(counts.requests as i64)],
     )
     .await?;
-    Ok(())
+    add_time(tx, export_id, &counts.time).await
 }
 
 /// A page's rows ready to merge: one per key, in key order.
@@ -1080,6 +1120,7 @@ pub(super) async fn bump_counters(
             ],
         )
         .await?;
+    add_time(tx, task.export_id, &counts.time).await?;
     let state: String = row.try_get("state")?;
     Ok(Counted {
         all_landed: row.try_get("all_landed")?,

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (9, include_str!("../../migrations/0009_schedules.sql")),
     (10, include_str!("../../migrations/0010_incremental.sql")),
     (11, include_str!("../../migrations/0011_operations.sql")),
+    (12, include_str!("../../migrations/0012_progress.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

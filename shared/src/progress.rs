@@ -1,0 +1,174 @@
+//! How far an export is, when it will be done, and where its time goes:
+//! the ETA from the pages left and the pace (the source's rate, or the
+//! pace seen so far when that is slower), and the time its pages spent
+//! fetching, waiting for tokens, retrying, parked, waiting for a worker
+//! and finalizing, with the biggest named ("why slow").
+
+use serde::{Deserialize, Serialize};
+
+/// Where an export's time went, in seconds. The page times are summed
+/// over its pages, which run side by side: they add up to more than the
+/// wall time, and their shares are what tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeBreakdown {
+    pub fetching_s: f64,
+    pub waiting_for_tokens_s: f64,
+    pub retrying_s: f64,
+    pub parked_s: f64,
+    pub waiting_for_a_worker_s: f64,
+    /// Wall time of the latest finalize.
+    pub finalizing_s: f64,
+}
+
+impl TimeBreakdown {
+    /// The share that took the most, when any took time.
+    pub fn slowest(&self) -> Option<(&'static str, f64)> {
+        [
+            ("fetching pages from the source", self.fetching_s),
+            ("waiting for rate-limit tokens", self.waiting_for_tokens_s),
+            ("waiting to retry failed requests", self.retrying_s),
+            ("parked until the source has tokens", self.parked_s),
+            ("waiting for a worker", self.waiting_for_a_worker_s),
+            ("finalizing the CSV", self.finalizing_s),
+        ]
+        .into_iter()
+        .filter(|(_, s)| *s > 0.0)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// One sentence on why the export takes the time it does.
+    pub fn why_slow(&self, source_rate: Option<f64>) -> Option<String> {
+        let (what, seconds) = self.slowest()?;
+        let total = self.fetching_s
+            + self.waiting_for_tokens_s
+            + self.retrying_s
+            + self.parked_s
+            + self.waiting_for_a_worker_s
+            + self.finalizing_s;
+        let share = 100.0 * seconds / total.max(f64::EPSILON);
+        let hint = match (what, source_rate) {
+            (
+                "waiting for rate-limit tokens" | "parked until the source has tokens",
+                Some(rate),
+            ) => {
+                format!(": the source's rate ({rate}/s) bounds this export")
+            }
+            ("waiting to retry failed requests", _) => ": the source is failing requests".into(),
+            ("waiting for a worker", _) => {
+                ": the workers are busy (more workers, or more concurrency)".into()
+            }
+            ("fetching pages from the source", _) => ": the source answers slowly".into(),
+            _ => String::new(),
+        };
+        Some(format!("{share:.0} % of the time is spent {what}{hint}"))
+    }
+}
+
+/// What the ETA is worked out from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub pages_landed: i64,
+    pub pages_planned: i64,
+    /// Every partition knows its last page.
+    pub total_known: bool,
+    /// Seconds since the export started.
+    pub elapsed_s: f64,
+    /// The spec's `rate_limit.rate`, requests per second.
+    pub source_rate: Option<f64>,
+}
+
+/// When an export will have landed every page.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Eta {
+    pub pages_remaining: i64,
+    /// Pages a second it is worked out at.
+    pub pages_per_s: f64,
+    pub seconds: f64,
+}
+
+/// Landed pages before the pace seen is trusted over the source's rate.
+const PAGES_BEFORE_PACE: i64 = 5;
+
+/// The ETA, when the pages left are known: at the source's rate, or at
+/// the pace seen so far when that is slower (retries, a shared key, few
+/// workers). `None` while a chain's length is still being learned.
+pub fn eta(pace: Pace) -> Option<Eta> {
+    if !pace.total_known {
+        return None;
+    }
+    let remaining = (pace.pages_planned - pace.pages_landed).max(0);
+    let seen = (pace.pages_landed >= PAGES_BEFORE_PACE && pace.elapsed_s > 0.0)
+        .then(|| pace.pages_landed as f64 / pace.elapsed_s);
+    let rate = match (pace.source_rate.filter(|r| *r > 0.0), seen) {
+        (Some(r), Some(s)) => r.min(s),
+        (Some(r), None) => r,
+        (None, Some(s)) => s,
+        (None, None) => return None,
+    };
+    Some(Eta {
+        pages_remaining: remaining,
+        pages_per_s: rate,
+        seconds: remaining as f64 / rate,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(landed: i64, planned: i64, elapsed_s: f64, rate: Option<f64>) -> Pace {
+        Pace {
+            pages_landed: landed,
+            pages_planned: planned,
+            total_known: true,
+            elapsed_s,
+            source_rate: rate,
+        }
+    }
+
+    #[test]
+    fn the_eta_goes_at_the_slower_of_the_source_rate_and_the_pace_seen() {
+        // 10 pages in 20 s is 0.5/s, slower than the rate of 2/s.
+        let e = eta(pace(10, 30, 20.0, Some(2.0))).unwrap();
+        assert_eq!(e.pages_remaining, 20);
+        assert_eq!(e.pages_per_s, 0.5);
+        assert_eq!(e.seconds, 40.0);
+        // Faster than the rate: the rate bounds it.
+        assert_eq!(eta(pace(100, 130, 10.0, Some(2.0))).unwrap().seconds, 15.0);
+        // Too few pages to trust the pace: the rate alone.
+        assert_eq!(eta(pace(2, 12, 100.0, Some(5.0))).unwrap().seconds, 2.0);
+    }
+
+    #[test]
+    fn no_eta_while_a_chain_is_being_learned_or_nothing_tells_the_pace() {
+        let mut learning = pace(10, 11, 5.0, Some(1.0));
+        learning.total_known = false;
+        assert_eq!(eta(learning), None);
+        assert_eq!(eta(pace(0, 10, 0.0, None)), None);
+        assert_eq!(eta(pace(10, 10, 4.0, Some(1.0))).unwrap().seconds, 0.0);
+    }
+
+    #[test]
+    fn why_slow_names_the_biggest_share_and_what_it_means() {
+        let time = TimeBreakdown {
+            fetching_s: 10.0,
+            waiting_for_tokens_s: 30.0,
+            ..TimeBreakdown::default()
+        };
+        assert_eq!(
+            time.why_slow(Some(1.0)).unwrap(),
+            "75 % of the time is spent waiting for rate-limit tokens: the source's rate (1/s) \
+             bounds this export"
+        );
+        let retrying = TimeBreakdown {
+            retrying_s: 3.0,
+            fetching_s: 1.0,
+            ..TimeBreakdown::default()
+        };
+        assert!(retrying
+            .why_slow(None)
+            .unwrap()
+            .contains("the source is failing requests"));
+        assert_eq!(TimeBreakdown::default().why_slow(None), None);
+    }
+}
