@@ -1,12 +1,12 @@
 # pagefleet: `make demo` runs a real export; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: demo test chaos bench fuzz up build lint clean peers
+.PHONY: demo test chaos bench fuzz up build lint clean peers browser
 
 demo: up build
 	deploy/demo.sh
 
-test: up build peers
+test: up build peers browser
 	$(CARGO) test --workspace --no-fail-fast
 
 # Real sources some tests export from (json-server), where Node is installed.
@@ -14,6 +14,17 @@ peers:
 	@if command -v npm >/dev/null; then \
 		npm ci --prefix tests/peers/json-server --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the json-server peer test will be skipped"; fi
+
+# Headless Chromium and its WebDriver for the console's browser test
+# (tests/tests/console.rs), from Debian's packages where they can be
+# installed; without them that test says it skipped.
+browser:
+	@if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+		  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; } \
+		|| echo "chromium could not be installed: the console's browser test will be skipped"; \
+	else echo "chromium and chromium-driver are missing: the console's browser test will be skipped"; fi
 
 # Kills workers (and stops some with SIGTERM) and the scheduler and restarts
 # RabbitMQ, Postgres and Redis under a 2,000-page export, once per seed;

@@ -77,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/schedules/{name}/run", post(schedules::run_now))
         .route("/v1/schedules/{name}/backfill", post(schedules::backfill))
         .route("/healthz", get(health))
+        .merge(crate::console::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SPEC_BYTES))
         .with_state(state)
 }
@@ -281,7 +282,7 @@ async fn list(
 
 /// A tenant sees its files by their paths in its own directory, never the
 /// server's (see `redact::tenant_path`).
-fn as_tenant_sees(state: &ApiState, mut status: ExportStatus) -> ExportStatus {
+pub(crate) fn as_tenant_sees(state: &ApiState, mut status: ExportStatus) -> ExportStatus {
     let root = state.output_root.as_path();
     let roots = tenancy::tenant_roots(root, &status.tenant_id);
     for path in [&mut status.output_path, &mut status.manifest_path] {

@@ -148,6 +148,25 @@ async fn identify(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Stri
             Err(AuthError::Missing.into())
         };
     };
+    identify_token(state, &token).await
+}
+
+/// The operator a token is, acting for `tenant` (the default tenant when
+/// an admin names none): what the console checks its session cookie with.
+pub async fn operator_of(
+    state: &ApiState,
+    token: &ApiToken,
+    tenant: Option<&str>,
+) -> Result<Actor, ApiError> {
+    let (caller, name) = identify_token(state, token).await?;
+    let tenant = acting_tenant(&caller, tenant)?;
+    Ok(Actor {
+        tenant_id: tenant.as_str().to_string(),
+        name,
+    })
+}
+
+async fn identify_token(state: &ApiState, token: &ApiToken) -> Result<(Caller, String), ApiError> {
     if state
         .auth
         .admin_token
@@ -156,7 +175,7 @@ async fn identify(state: &ApiState, headers: &HeaderMap) -> Result<(Caller, Stri
     {
         return Ok((Caller::Admin, "admin (bootstrap token)".into()));
     }
-    let Some(record) = state.store.find_token(&token).await? else {
+    let Some(record) = state.store.find_token(token).await? else {
         return Err(AuthError::Unknown.into());
     };
     let name = format!("token {} ({})", record.id, record.label);

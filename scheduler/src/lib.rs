@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod broker_watch;
 pub mod client;
+pub mod console;
 pub mod dlq;
 pub mod export_actions;
 pub mod firing;

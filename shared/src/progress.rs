@@ -112,6 +112,16 @@ pub fn eta(pace: Pace) -> Option<Eta> {
     })
 }
 
+/// Seconds as `1h 02m`, `3m 05s` or `42s`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +156,14 @@ mod tests {
         assert_eq!(eta(learning), None);
         assert_eq!(eta(pace(0, 10, 0.0, None)), None);
         assert_eq!(eta(pace(10, 10, 4.0, Some(1.0))).unwrap().seconds, 0.0);
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(human_duration(42.4), "42s");
+        assert_eq!(human_duration(185.0), "3m 05s");
+        assert_eq!(human_duration(3720.0), "1h 02m");
+        assert_eq!(human_duration(-3.0), "0s");
     }
 
     #[test]

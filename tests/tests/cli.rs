@@ -152,9 +152,13 @@ async fn the_api_answers_bad_specs_with_422_and_the_field() {
         .text()
         .await
         .unwrap();
+    // Unlabelled metrics are there from the start; those by source key
+    // (token waits, request durations) once a source was asked
+    // (tests/tests/dashboard.rs).
     for name in [
         "pagefleet_source_429_total",
-        "pagefleet_token_wait_seconds",
+        "pagefleet_finalize_failures_total",
+        "pagefleet_artifacts_held_total",
         "pagefleet_tasks_parked_total",
         "pagefleet_source_pauses_total",
         "pagefleet_retry_budget_denied_total",

@@ -30,6 +30,7 @@ use pagefleet_scheduler::client::{ApiClient, ClientError};
 use pagefleet_scheduler::terminal::shown;
 use pagefleet_shared::api_token::ApiToken;
 use pagefleet_shared::model::ExportState;
+use pagefleet_shared::progress::human_duration as duration;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
 use pagefleet_shared::verification::{Verification, VerificationStatus};
@@ -582,16 +583,6 @@ fn print_progress(s: &ExportStatus) {
     );
     if let Some(why) = &p.why_slow {
         println!("why slow  {why}");
-    }
-}
-
-/// Seconds as `1h 02m`, `3m 05s` or `42s`.
-fn duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
