@@ -16,9 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use pagefleet_shared::model::DeadLetterClass;
-use pagefleet_shared::replay_edit::MAX_EDITS;
 use pagefleet_shared::store::{
-    ActionOutcome, ActionRequest, AuditQuery, DlqFilter, ReplayError, MAX_FILTER_IDS,
+    ActionOutcome, ActionRequest, AuditQuery, DlqFilter, OverBound, ReplayError,
 };
 use pagefleet_shared::tenancy;
 
@@ -98,18 +97,14 @@ impl DlqQuery {
     }
 }
 
-/// The bounds of a filter's free text, wherever it came from.
+/// The bounds of a filter's free text (`DlqFilter::check_bounds`), as a
+/// refusal naming the field.
 fn check_bounds(filter: &DlqFilter) -> Result<(), ApiError> {
-    if filter.source_key.as_ref().is_some_and(|k| k.len() > 300) {
-        return Err(bad("source_key", "at most 300 characters"));
-    }
-    if filter.fingerprint.as_ref().is_some_and(|f| f.len() > 64) {
-        return Err(bad("fingerprint", "at most 64 characters"));
-    }
-    if filter.ids.len() > MAX_FILTER_IDS {
-        return Err(bad("ids", format!("at most {MAX_FILTER_IDS} ids")));
-    }
-    Ok(())
+    filter.check_bounds().map_err(over_bound)
+}
+
+fn over_bound(e: OverBound) -> ApiError {
+    bad(e.field, e.why)
 }
 
 fn class_help(given: &str) -> String {
@@ -174,22 +169,14 @@ fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
     if let Some(export) = &body.export {
         request.filter.export = Some(parse_id(export)?);
     }
-    check_bounds(&request.filter)?;
-    if request.reason.as_ref().is_some_and(|r| r.len() > 1000) {
-        return Err(bad("reason", "at most 1000 characters"));
-    }
-    if request.set.len() > MAX_EDITS || request.set.iter().any(|e| e.len() > 300) {
-        return Err(bad(
-            "set",
-            format!("at most {MAX_EDITS} edits of 300 characters"),
-        ));
-    }
+    request.check_bounds().map_err(over_bound)?;
     Ok(request)
 }
 
 fn refused(e: ReplayError) -> ApiError {
     match e {
         ReplayError::Store(e) => e.into(),
+        ReplayError::OverBound(e) => over_bound(e),
         ReplayError::UnknownDryRun(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
         ReplayError::Changed { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),

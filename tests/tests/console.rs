@@ -313,30 +313,42 @@ async fn the_console_refuses_foreign_forms_and_other_tenants_and_cannot_be_frame
     let answer = http
         .post(format!("{base}/console/login"))
         .header("content-type", FORM)
+        .header("sec-fetch-site", "same-origin")
         .body(form(&[("token", globex_token.reveal())]))
         .send()
         .await
         .unwrap();
-    let cookies: Vec<String> = answer
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+    let set_cookies: Vec<String> = (answer.headers().get_all("set-cookie").iter())
+        .map(|v| v.to_str().unwrap().to_string())
         .collect();
-    let set = answer.headers()["set-cookie"].to_str().unwrap();
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
+    assert_eq!(set_cookies.len(), 2, "{set_cookies:?}");
+    for set in &set_cookies {
+        for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/console"] {
+            assert!(set.contains(attribute), "{attribute} in {set}");
+        }
+    }
+    assert_eq!(
+        answer.headers()["cache-control"],
+        "no-store",
+        "even on the redirect"
     );
-    let cookie = cookies.join("; ");
-    let page = http
-        .get(format!("{base}/console/exports/{id}"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status().as_u16(), 404);
-    let csp = page.headers()["content-security-policy"]
+    let cookie = (set_cookies.iter())
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let get = |path: String, cookie: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let listing = get("/console/exports".into(), cookie.clone()).await;
+    assert_eq!(listing.status().as_u16(), 200);
+    let csp = listing.headers()["content-security-policy"]
         .to_str()
         .unwrap()
         .to_string();
@@ -344,24 +356,96 @@ async fn the_console_refuses_foreign_forms_and_other_tenants_and_cannot_be_frame
         csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
         "{csp}"
     );
-    assert_eq!(page.headers()["x-frame-options"], "DENY");
-
-    // A form without the session's token is refused, whatever it asks.
-    for (path, fields) in [
-        (
-            format!("/console/exports/{id}/cancel"),
-            vec![("csrf", "00000000000000000000000000000000")],
-        ),
-        ("/console/dlq/replay".to_string(), vec![("csrf", "")]),
-    ] {
-        let answer = http
-            .post(format!("{base}{path}"))
-            .header("cookie", &cookie)
-            .header("content-type", FORM)
-            .body(form(&fields))
-            .send()
+    assert_eq!(listing.headers()["x-frame-options"], "DENY");
+    let html = listing.text().await.unwrap();
+    assert!(
+        !html.contains(globex_token.reveal()),
+        "the token is never in a page"
+    );
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form token on the page")
+        .to_string();
+    assert_eq!(
+        get(format!("/console/exports/{id}"), cookie.clone())
             .await
-            .unwrap();
+            .status()
+            .as_u16(),
+        404
+    );
+
+    // A cookie planted beside the console's own (another path or domain)
+    // makes no session.
+    let planted = format!("{cookie}; pagefleet_console=pft_planted");
+    assert_eq!(
+        get("/console/exports".into(), planted)
+            .await
+            .status()
+            .as_u16(),
+        303
+    );
+
+    let post = |path: String, fields: Vec<(&'static str, String)>, site: &'static str| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move {
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http.post(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .header("content-type", FORM)
+                .header("sec-fetch-site", site)
+                .body(form(&pairs))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // With its own valid form token, globex still reaches nothing of acme's.
+    let cancel = format!("/console/exports/{id}/cancel");
+    let answer = post(cancel.clone(), vec![("csrf", csrf.clone())], "same-origin").await;
+    assert_eq!(answer.status().as_u16(), 404);
+    let dry = post(
+        "/console/dlq/discard".into(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("export", id.to_string()),
+            ("reason", "x".into()),
+            ("dry_run", "true".into()),
+        ],
+        "same-origin",
+    )
+    .await;
+    assert_eq!(dry.status().as_u16(), 200);
+    assert!(dry
+        .text()
+        .await
+        .unwrap()
+        .contains("Would discard 0 page(s)"));
+    // No filter and no "every letter" box: refused, not everything.
+    let everything = post(
+        "/console/dlq/replay".into(),
+        vec![("csrf", csrf.clone()), ("dry_run", "true".into())],
+        "same-origin",
+    )
+    .await;
+    assert_eq!(everything.status().as_u16(), 422);
+    // A form another site posts is refused, sign-in too.
+    let forged = post(cancel.clone(), vec![("csrf", csrf.clone())], "cross-site").await;
+    assert_eq!(forged.status().as_u16(), 403);
+    let forged_login = post(
+        "/console/login".into(),
+        vec![("token", "pft_x".into())],
+        "cross-site",
+    )
+    .await;
+    assert_eq!(forged_login.status().as_u16(), 403);
+    // A form without the session's token is refused, whatever it asks.
+    for (path, token) in [
+        (cancel.clone(), "0".repeat(32)),
+        ("/console/dlq/replay".to_string(), String::new()),
+    ] {
+        let answer = post(path.clone(), vec![("csrf", token)], "same-origin").await;
         assert_eq!(answer.status().as_u16(), 403, "{path}");
     }
     let status = acme.status(id).await.unwrap();

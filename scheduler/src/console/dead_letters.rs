@@ -16,6 +16,17 @@ use super::session::Session;
 use crate::api::{publish_now, ApiState};
 use crate::dlq::DlqQuery;
 
+/// The list's filter as hidden fields (without `all`: the box says it).
+fn hidden_filter(form: &FilterForm) -> Markup {
+    html! {
+        input type="hidden" name="export" value=(form.export);
+        input type="hidden" name="class" value=(form.class);
+        input type="hidden" name="status" value=(form.status);
+        input type="hidden" name="fingerprint" value=(form.fingerprint);
+        input type="hidden" name="source_key" value=(form.source_key);
+    }
+}
+
 /// The filter as the list's form and the action forms carry it.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct FilterForm {
@@ -29,6 +40,9 @@ pub struct FilterForm {
     fingerprint: String,
     #[serde(default)]
     source_key: String,
+    /// Every open letter: an action without a filter must say so.
+    #[serde(default)]
+    all: String,
 }
 
 fn some(text: &str) -> Option<String> {
@@ -52,11 +66,29 @@ impl FilterForm {
     /// The same filter, as hidden fields of an action's form.
     fn hidden(&self) -> Markup {
         html! {
-            input type="hidden" name="export" value=(self.export);
-            input type="hidden" name="class" value=(self.class);
-            input type="hidden" name="status" value=(self.status);
-            input type="hidden" name="fingerprint" value=(self.fingerprint);
-            input type="hidden" name="source_key" value=(self.source_key);
+            (hidden_filter(self))
+            input type="hidden" name="all" value=(self.all);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        [
+            &self.export,
+            &self.class,
+            &self.status,
+            &self.fingerprint,
+            &self.source_key,
+        ]
+        .iter()
+        .all(|f| f.trim().is_empty())
+    }
+
+    /// Without a filter, the box that says "every open letter".
+    fn all_box(&self) -> Markup {
+        html! {
+            @if self.is_empty() {
+                label { input type="checkbox" name="all" value="true"; " every open dead letter (no filter)" }
+            }
         }
     }
 }
@@ -96,7 +128,8 @@ pub async fn list(
                 form method="post" action="/console/dlq/replay" {
                     input type="hidden" name="csrf" value=(session.csrf);
                     input type="hidden" name="dry_run" value="true";
-                    (form.hidden())
+                    (hidden_filter(&form))
+                    (form.all_box())
                     button type="submit" id="dry-run" { "Dry run" }
                     span.note { " shows the pages, what they cost at the sources' rates, and changes nothing" }
                 }
@@ -105,10 +138,12 @@ pub async fn list(
                 legend { "Discard what the filter matches" }
                 form method="post" action="/console/dlq/discard" {
                     input type="hidden" name="csrf" value=(session.csrf);
-                    (form.hidden())
-                    label { "Reason " input type="text" name="reason" required size="40"; }
+                    input type="hidden" name="dry_run" value="true";
+                    (hidden_filter(&form))
+                    (form.all_box())
+                    label { "Reason " input type="text" name="reason" required size="40" maxlength="1000"; }
                     label { input type="checkbox" name="accept_gaps" value="true"; " accept the gaps (publish without these pages)" }
-                    button type="submit" { "Discard" }
+                    button type="submit" id="discard-dry-run" { "Dry run of the discard" }
                 }
             }
         }
@@ -211,7 +246,7 @@ impl ActionForm {
             .map(|f| uuid::Uuid::parse_str(&f).map_err(|_| "not a dry-run id".to_string()))
             .transpose()?;
         Ok(ActionRequest {
-            all: filter.is_everything(),
+            all: self.filter.all == "true",
             filter,
             dry_run: self.dry_run.as_deref() == Some("true"),
             follows,
@@ -275,14 +310,17 @@ async fn act(state: ApiState, session: Session, form: ActionForm, verb: &str) ->
         (false, "replay") => "Replayed".to_string(),
         (false, _) => "Discarded".to_string(),
     };
-    page(
-        &title,
-        Some(&session),
-        result(&session, &form.filter, &outcome, verb),
-    )
+    let body = result(&session, &form.filter, &request, &outcome, verb);
+    page(&title, Some(&session), body)
 }
 
-fn result(session: &Session, filter: &FilterForm, o: &ActionOutcome, verb: &str) -> Markup {
+fn result(
+    session: &Session,
+    filter: &FilterForm,
+    request: &ActionRequest,
+    o: &ActionOutcome,
+    verb: &str,
+) -> Markup {
     html! {
         p id="outcome" {
             @if o.dry_run { "Would " (verb) " " } @else { (verb) "ed " }
@@ -309,12 +347,14 @@ fn result(session: &Session, filter: &FilterForm, o: &ActionOutcome, verb: &str)
         @for (export, state) in &o.export_states {
             p { "Export " a href={ "/console/exports/" (export) } { (export) } " is " span.state { (state) } }
         }
-        @if o.dry_run && !o.pages.is_empty() && verb == "replay" {
-            form method="post" action="/console/dlq/replay" {
+        @if o.dry_run && !o.pages.is_empty() {
+            form method="post" action={ "/console/dlq/" (verb) } {
                 input type="hidden" name="csrf" value=(session.csrf);
                 input type="hidden" name="follows" value=(o.audit_id);
                 (filter.hidden())
-                button type="submit" id="replay" { "Replay exactly these" }
+                @if let Some(reason) = &request.reason { input type="hidden" name="reason" value=(reason); }
+                @if request.accept_gaps { input type="hidden" name="accept_gaps" value="true"; }
+                button type="submit" id=(verb) { (if verb == "replay" { "Replay exactly these" } else { "Discard exactly these" }) }
             }
         }
         p.note { "Audit record " (o.audit_id) " · " a href="/console/audit" { "audit log" } }

@@ -31,7 +31,7 @@ pub async fn list(
 ) -> Response {
     let exports = match state
         .store
-        .list_exports(&session.actor.tenant_id, 500)
+        .list_exports(&session.actor.tenant_id, 100)
         .await
     {
         Ok(exports) => exports,
@@ -112,7 +112,7 @@ pub async fn detail(
     let response = page(&format!("Export {}", status.name), Some(&session), body);
     match status.is_settled() {
         true => response,
-        false => refreshing(response, 2),
+        false => refreshing(response, 5),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Response {
             }
         }
     };
-    guarded(Html(markup.into_string()).into_response())
+    Html(markup.into_string()).into_response()
 }
 
 /// The same page with a refresh every few seconds (an export still going).
@@ -66,8 +66,9 @@ pub fn refreshing(mut response: Response, seconds: u32) -> Response {
     response
 }
 
-/// No framing, no script, nothing loaded from elsewhere, no referrer.
-fn guarded(mut response: Response) -> Response {
+/// No framing, no script, nothing loaded from elsewhere, no referrer, no
+/// cache: on every console response, redirects and refusals included.
+pub fn guarded(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let set = [
         (

@@ -17,10 +17,31 @@ mod layout;
 mod lists;
 mod session;
 
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::api::ApiState;
+
+/// Refuses a POST a browser says came from another site (sign-in
+/// included: a forged sign-in would swap the operator's session for the
+/// forger's), and guards every response.
+async fn same_site_only(request: Request, next: Next) -> Response {
+    let foreign = request.method() == Method::POST
+        && (request.headers().get("sec-fetch-site"))
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|site| site != "same-origin");
+    if foreign {
+        return layout::guarded(layout::refused(
+            403,
+            "a console form must come from the console",
+        ));
+    }
+    layout::guarded(next.run(request).await)
+}
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -39,4 +60,5 @@ pub fn router() -> Router<ApiState> {
         .route("/console/dlq/{id}", get(dead_letters::detail))
         .route("/console/schedules", get(lists::schedules))
         .route("/console/audit", get(lists::audit))
+        .layer(middleware::from_fn(same_site_only))
 }

@@ -34,26 +34,38 @@ pub struct Session {
 impl Session {
     /// The refusal of a form that did not come from this session's pages.
     pub fn foreign_form(&self, csrf: &str) -> Option<Response> {
-        // Both are hex of one length: comparing them leaks nothing useful.
-        let ours = csrf.len() == self.csrf.len() && csrf == self.csrf;
+        let ours = csrf.len() == self.csrf.len()
+            && (csrf.bytes().zip(self.csrf.bytes())).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
         (!ours).then(|| refused(403, "this form is not from this session; reload the page"))
     }
 }
 
-/// The form token of a session: a digest of its API token, so it is
-/// known only to pages served to that session.
-fn csrf_of(token: &ApiToken) -> String {
-    let digest = Sha256::digest(format!("pagefleet console form:{}", token.reveal()));
+/// The form token of a session: a digest of its API token and the tenant
+/// it acts for, so it is known only to pages served to that session, and a
+/// form made for one tenant does not act for another.
+fn csrf_of(token: &ApiToken, tenant: &str) -> String {
+    let digest = Sha256::digest(format!(
+        "pagefleet console form:{tenant}:{}",
+        token.reveal()
+    ));
     pagefleet_shared::spec::hex(&digest[..16])
 }
 
+/// A cookie's value. Sent twice (one planted with another path or domain
+/// beside the console's own), it is no value: which one is the console's
+/// cannot be told.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    (headers.get_all(COOKIE).iter())
+    let mut values = (headers.get_all(COOKIE).iter())
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = values.next();
+    match values.next() {
+        Some(_) => None,
+        None => first,
+    }
 }
 
 impl FromRequestParts<ApiState> for Session {
@@ -66,10 +78,8 @@ impl FromRequestParts<ApiState> for Session {
             .ok_or_else(to_login)?;
         let tenant = cookie(&parts.headers, TENANT_COOKIE).filter(|t| !t.is_empty());
         let actor = (operator_of(state, &token, tenant).await).map_err(|_| to_login())?;
-        Ok(Session {
-            actor,
-            csrf: csrf_of(&token),
-        })
+        let csrf = csrf_of(&token, &actor.tenant_id);
+        Ok(Session { actor, csrf })
     }
 }
 
@@ -125,7 +135,8 @@ pub async fn login(State(state): State<ApiState>, Form(login): Form<Login>) -> R
     if let Err(e) = operator_of(&state, &token, tenant_arg).await {
         return login_form(Some(&e.error));
     }
-    let attributes = format!("HttpOnly; SameSite=Strict; Path=/console; Max-Age={MAX_AGE_S}");
+    let attributes =
+        format!("HttpOnly; Secure; SameSite=Strict; Path=/console; Max-Age={MAX_AGE_S}");
     let mut response = Redirect::to("/console/exports").into_response();
     for value in [
         format!("{TOKEN_COOKIE}={}; {attributes}", token.reveal()),
@@ -149,7 +160,7 @@ pub async fn logout(session: Session, Form(form): Form<CsrfOnly>) -> Response {
     }
     let mut response = Redirect::to("/console/login").into_response();
     for name in [TOKEN_COOKIE, TENANT_COOKIE] {
-        let value = format!("{name}=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0");
+        let value = format!("{name}=; HttpOnly; Secure; SameSite=Strict; Path=/console; Max-Age=0");
         if let Ok(value) = value.parse() {
             response.headers_mut().append(SET_COOKIE, value);
         }
@@ -170,9 +181,13 @@ mod tests {
         );
         assert_eq!(cookie(&headers, TOKEN_COOKIE), Some("pft_abc"));
         assert_eq!(cookie(&headers, TENANT_COOKIE), None);
-        let a = csrf_of(&ApiToken::presented("pft_abc").unwrap());
-        let b = csrf_of(&ApiToken::presented("pft_abd").unwrap());
+        let a = csrf_of(&ApiToken::presented("pft_abc").unwrap(), "acme");
+        let b = csrf_of(&ApiToken::presented("pft_abd").unwrap(), "acme");
+        let other_tenant = csrf_of(&ApiToken::presented("pft_abc").unwrap(), "globex");
         assert_ne!(a, b);
+        assert_ne!(a, other_tenant);
+        headers.append(COOKIE, "pagefleet_console=pft_planted".parse().unwrap());
+        assert_eq!(cookie(&headers, TOKEN_COOKIE), None, "two values are none");
         assert_eq!(a.len(), 32);
         assert!(!a.contains("abc"));
     }

@@ -84,7 +84,38 @@ pub struct DlqFilter {
     pub include_resolved: bool,
 }
 
+/// A field over its bound, and the bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {why}")]
+pub struct OverBound {
+    pub field: &'static str,
+    pub why: String,
+}
+
+pub(super) fn at_most(
+    field: &'static str,
+    len: usize,
+    max: usize,
+    what: &str,
+) -> Result<(), OverBound> {
+    if len > max {
+        return Err(OverBound {
+            field,
+            why: format!("at most {max} {what}"),
+        });
+    }
+    Ok(())
+}
+
 impl DlqFilter {
+    /// The bounds of its free text, wherever the filter came from.
+    pub fn check_bounds(&self) -> Result<(), OverBound> {
+        let len = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        at_most("source_key", len(&self.source_key), 300, "characters")?;
+        at_most("fingerprint", len(&self.fingerprint), 64, "characters")?;
+        at_most("ids", self.ids.len(), MAX_FILTER_IDS, "ids")
+    }
+
     /// Matches every letter: a replay or discard of "everything" must say
     /// so with a filter, not by forgetting one.
     pub fn is_everything(&self) -> bool {

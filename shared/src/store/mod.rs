@@ -32,7 +32,7 @@ mod splits;
 mod tokens;
 
 pub use audit::{Actor, AuditQuery, AuditRecord};
-pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, MAX_FILTER_IDS};
+pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, OverBound, MAX_FILTER_IDS};
 pub use exports::{ExportStatus, Progress, SubmitError, Submitted};
 pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published};
 pub use firing::Fired;

@@ -16,14 +16,14 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};
-use super::dead_letters::{filter_params, DlqFilter, FILTER_WHERE};
+use super::dead_letters::{at_most, filter_params, DlqFilter, OverBound, FILTER_WHERE};
 use super::exports::parse_spec;
 use super::splits::{split_into, too_many_partitions};
 use super::{Store, StoreError};
 use crate::lifecycle;
 use crate::model::{ExportState, TaskState};
 use crate::pagination::Role;
-use crate::replay_edit::{EditError, ReplayEdits, TaskOverrides};
+use crate::replay_edit::{EditError, ReplayEdits, TaskOverrides, MAX_EDITS};
 use crate::spec::{ExportSpec, Split};
 
 /// At most this many letters in one replay or discard.
@@ -31,6 +31,8 @@ pub const MAX_LETTERS_PER_ACTION: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    #[error(transparent)]
+    OverBound(#[from] OverBound),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -81,6 +83,19 @@ pub struct ActionRequest {
     /// Discard only: the exports may publish without the discarded pages.
     #[serde(default)]
     pub accept_gaps: bool,
+}
+
+impl ActionRequest {
+    /// The bounds of everything free in it: the filter, the reason, the
+    /// edits. Every action checks them, whoever asked.
+    pub fn check_bounds(&self) -> Result<(), OverBound> {
+        self.filter.check_bounds()?;
+        let reason = self.reason.as_ref().map_or(0, String::len);
+        at_most("reason", reason, 1000, "characters")?;
+        at_most("set", self.set.len(), MAX_EDITS, "edits")?;
+        let longest = self.set.iter().map(String::len).max().unwrap_or(0);
+        at_most("set", longest, 300, "characters an edit")
+    }
 }
 
 /// One page the action takes.
@@ -215,6 +230,7 @@ impl Store {
         kind: Kind,
         edits: &ReplayEdits,
     ) -> Result<ActionOutcome, ReplayError> {
+        request.check_bounds()?;
         if request.filter.is_everything() && !request.all {
             return Err(ReplayError::NoFilter);
         }
