@@ -22,7 +22,7 @@ const MAX_LABEL: usize = 200;
 
 /// `{"tenant": "acme"}` for a tenant token, `{"admin": true}` for another
 /// admin token; a label says whose it is.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
     #[serde(default)]
     pub tenant: Option<String>,
@@ -33,7 +33,7 @@ pub struct CreateToken {
 }
 
 /// The new token (shown this once) and its record.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub token: String,
     #[serde(flatten)]
@@ -57,6 +57,10 @@ fn token_request(request: &CreateToken) -> Result<(TokenRole, Option<TenantId>),
     }
 }
 
+#[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin", request_body = CreateToken,
+    responses((status = 201, description = "the new token, shown this once", body = CreatedToken),
+        (status = 422, description = "refused", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn create_token(
     State(state): State<ApiState>,
     _: Admin,
@@ -87,6 +91,9 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/tokens", tag = "admin",
+    responses((status = 200, description = "every token's record, never a token", body = Vec<TokenRecord>), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn list_tokens(
     State(state): State<ApiState>,
     _: Admin,
@@ -94,6 +101,11 @@ pub async fn list_tokens(
     Ok(Json(state.store.list_tokens().await?))
 }
 
+#[utoipa::path(delete, path = "/v1/admin/tokens/{id}", tag = "admin",
+    params(("id" = Uuid, Path, description = "the token's record")),
+    responses((status = 200, description = "revoked", body = TokenRecord),
+        (status = 404, description = "no such token", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn revoke_token(
     State(state): State<ApiState>,
     _: Admin,

@@ -15,21 +15,24 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use pagefleet_shared::dispatch::Dispatcher;
 use pagefleet_shared::outbound::OutboundPolicy;
+use pagefleet_shared::progress::parse_age;
 use pagefleet_shared::queue::Broker;
 use pagefleet_shared::redact;
 use pagefleet_shared::spec::{ExportSpec, SpecError};
-use pagefleet_shared::store::{ExportStatus, Store, SubmitError};
+use pagefleet_shared::store::{ExportListFilter, ExportStatus, Store, SubmitError, Submitted};
 use pagefleet_shared::tenancy::{self, TenantId};
 
 use crate::auth::{AuthConfig, Tenant};
-use crate::{admin, dlq, export_actions, schedules};
+use crate::{admin, dlq, export_actions, openapi, schedules};
 
 /// Largest spec accepted by the API.
 const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -50,40 +53,35 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/exports", post(submit).get(list))
-        .route("/v1/exports/{id}", get(status))
-        .route("/v1/exports/{id}/{action}", post(export_actions::act))
-        .route("/v1/dlq", get(dlq::list))
-        .route("/v1/dlq/replay", post(dlq::replay))
-        .route("/v1/dlq/discard", post(dlq::discard))
-        .route("/v1/dlq/{id}", get(dlq::show))
-        .route("/v1/audit", get(dlq::audit))
-        .route(
-            "/v1/admin/tokens",
-            post(admin::create_token).get(admin::list_tokens),
-        )
-        .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
-        .route(
-            "/v1/schedules",
-            post(schedules::create).get(schedules::list),
-        )
-        .route(
-            "/v1/schedules/{name}",
-            get(schedules::show).delete(schedules::remove),
-        )
-        .route("/v1/schedules/{name}/pause", post(schedules::pause))
-        .route("/v1/schedules/{name}/resume", post(schedules::resume))
-        .route("/v1/schedules/{name}/run", post(schedules::run_now))
-        .route("/v1/schedules/{name}/backfill", post(schedules::backfill))
-        .route("/healthz", get(health))
-        .merge(crate::console::router())
+    let (api, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(submit, list))
+        .routes(routes!(status))
+        .routes(routes!(export_actions::act))
+        .routes(routes!(dlq::list))
+        .routes(routes!(dlq::replay))
+        .routes(routes!(dlq::discard))
+        .routes(routes!(dlq::show))
+        .routes(routes!(dlq::audit))
+        .routes(routes!(admin::create_token, admin::list_tokens))
+        .routes(routes!(admin::revoke_token))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::show, schedules::remove))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::run_now))
+        .routes(routes!(schedules::backfill))
+        .routes(routes!(health))
+        .routes(routes!(openapi::serve))
+        .split_for_parts();
+    document.info.version = env!("CARGO_PKG_VERSION").to_string();
+    openapi::keep(document);
+    api.merge(crate::console::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SPEC_BYTES))
         .with_state(state)
 }
 
 /// An API error: status, message, and the spec field when there is one.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     #[serde(skip)]
     status: u16,
@@ -208,6 +206,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/exports", tag = "exports",
+    request_body(content = Object, description = "an export spec (JSON; see the README's \"The export spec\")"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key returns the same export")),
+    responses(
+        (status = 201, description = "submitted", body = Submitted),
+        (status = 200, description = "already submitted with this key", body = Submitted),
+        (status = 409, description = "the key was used for another spec", body = ApiError),
+        (status = 422, description = "the spec is refused, naming the field", body = ApiError),
+        (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 async fn submit(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -245,6 +253,13 @@ async fn submit(
     Ok((code, Json(submitted)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/exports/{id}", tag = "exports",
+    params(("id" = Uuid, Path, description = "the export")),
+    responses(
+        (status = 200, description = "its state, counters, progress, ETA and time breakdown", body = ExportStatus),
+        (status = 404, description = "no such export of this tenant's", body = ApiError),
+        (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 async fn status(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -265,15 +280,63 @@ async fn status(
 #[derive(Deserialize)]
 struct ListQuery {
     limit: Option<i64>,
+    state: Option<String>,
+    name: Option<String>,
+    source: Option<String>,
+    newer_than: Option<String>,
+    older_than: Option<String>,
 }
 
+impl ListQuery {
+    /// The filter, each field parsed and a bad one named.
+    fn filter(&self) -> Result<ExportListFilter, ApiError> {
+        let bad = |field: &str, why: &str| {
+            let mut e = ApiError::new(StatusCode::BAD_REQUEST, format!("`{field}`: {why}"));
+            e.field = Some(field.into());
+            e
+        };
+        let age = |field: &str, text: &Option<String>| {
+            (text.as_deref())
+                .map(|t| {
+                    parse_age(t).ok_or_else(|| bad(field, "an age such as 90s, 30m, 2h or 7d"))
+                })
+                .transpose()
+        };
+        let text = |field: &str, text: &Option<String>| match text {
+            Some(t) if t.len() > 300 => Err(bad(field, "at most 300 characters")),
+            _ => Ok(text.clone().filter(|t| !t.is_empty())),
+        };
+        Ok(ExportListFilter {
+            state: (self.state.as_deref().filter(|s| !s.is_empty()))
+                .map(|s| s.parse().map_err(|_| bad("state", "not an export state")))
+                .transpose()?,
+            name: text("name", &self.name)?,
+            source: text("source", &self.source)?,
+            newer_than_s: age("newer_than", &self.newer_than)?,
+            older_than_s: age("older_than", &self.older_than)?,
+        })
+    }
+}
+
+#[utoipa::path(get, path = "/v1/exports", tag = "exports",
+    params(("limit" = Option<i64>, Query, description = "1-1000, default 50"),
+           ("state" = Option<String>, Query, description = "an export state"),
+           ("name" = Option<String>, Query, description = "part of the export's name"),
+           ("source" = Option<String>, Query, description = "part of its source's base URL"),
+           ("newer_than" = Option<String>, Query, description = "created at most this long ago: 90s, 30m, 2h, 7d"),
+           ("older_than" = Option<String>, Query, description = "created at least this long ago")),
+    responses((status = 200, description = "the newest exports", body = Vec<ExportStatus>), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let exports = state.store.list_exports(tenant.as_str(), limit).await?;
+    let filter = q.filter()?;
+    let exports = (state.store)
+        .list_exports_where(tenant.as_str(), &filter, limit)
+        .await?;
     let exports: Vec<ExportStatus> = (exports.into_iter())
         .map(|s| as_tenant_sees(&state, s))
         .collect();
@@ -292,6 +355,10 @@ pub(crate) fn as_tenant_sees(state: &ApiState, mut status: ExportStatus) -> Expo
     status
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "fleet",
+    responses(
+        (status = 200, description = "Postgres and RabbitMQ are reachable", body = Object),
+        (status = 503, description = "one is not", body = Object)))]
 async fn health(State(state): State<ApiState>) -> Response {
     let db = state.store.ping().await.is_ok();
     let broker = state.broker.is_connected();

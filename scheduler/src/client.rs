@@ -150,11 +150,18 @@ impl ApiClient {
     }
 
     pub async fn list(&self) -> Result<Vec<ExportStatus>, ClientError> {
-        self.send(
-            self.request(reqwest::Method::GET, "/v1/exports"),
-            "/v1/exports",
-        )
-        .await
+        self.list_where(&[]).await
+    }
+
+    /// Exports as `GET /v1/exports` filters them (`state`, `name`,
+    /// `source`, `newer_than`, `older_than`, `limit`).
+    pub async fn list_where(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Vec<ExportStatus>, ClientError> {
+        let path = "/v1/exports";
+        let r = self.request(reqwest::Method::GET, path).query(query);
+        self.send(r, path).await
     }
 
     /// The open dead letters of an export (or all, resolved too), the

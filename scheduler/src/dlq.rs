@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use pagefleet_shared::model::DeadLetterClass;
 use pagefleet_shared::store::{
-    ActionOutcome, ActionRequest, AuditQuery, DlqFilter, OverBound, ReplayError,
+    ActionOutcome, ActionRequest, AuditQuery, AuditRecord, DeadLetter, DlqFilter, DlqPage,
+    OverBound, ReplayError,
 };
 use pagefleet_shared::tenancy;
 
@@ -26,7 +27,8 @@ use crate::auth::{Operator, Tenant};
 
 /// The query of `GET /v1/dlq`, as text: each field is parsed and a bad one
 /// named.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DlqQuery {
     pub export: Option<String>,
     pub source_key: Option<String>,
@@ -114,6 +116,10 @@ fn class_help(given: &str) -> String {
     )
 }
 
+#[utoipa::path(get, path = "/v1/dlq", tag = "dead letters", params(DlqQuery),
+    responses((status = 200, description = "a page of letters and the counts of all the filter matches", body = DlqPage),
+        (status = 400, description = "a filter field is not valid, naming it", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -128,6 +134,11 @@ pub async fn list(
     Ok(Json(page).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/dlq/{id}", tag = "dead letters",
+    params(("id" = Uuid, Path, description = "a dead-letter or task id")),
+    responses((status = 200, description = "the letter whole: request, attempts, body excerpt", body = DeadLetter),
+        (status = 404, description = "no such letter of this tenant's", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn show(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -183,6 +194,11 @@ fn refused(e: ReplayError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/dlq/replay", tag = "dead letters", request_body = ActionRequest,
+    responses((status = 200, description = "what was (or, dry, would be) replayed and what it costs", body = ActionOutcome),
+        (status = 409, description = "the pages changed since the dry run it follows", body = ApiError),
+        (status = 422, description = "an edit does not fit a page, or no filter", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn replay(
     State(state): State<ApiState>,
     Operator(actor): Operator,
@@ -198,6 +214,10 @@ pub async fn replay(
     Ok(Json(outcome).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/dlq/discard", tag = "dead letters", request_body = ActionRequest,
+    responses((status = 200, description = "what was (or, dry, would be) discarded", body = ActionOutcome),
+        (status = 422, description = "no reason, or no filter", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn discard(
     State(state): State<ApiState>,
     Operator(actor): Operator,
@@ -237,6 +257,9 @@ async fn finish(state: &ApiState, what: &str, outcome: &ActionOutcome) {
     publish_now(state, &outcome.outbox_ids).await;
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "the tenant's operator actions, newest first", body = Vec<AuditRecord>), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn audit(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

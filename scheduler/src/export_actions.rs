@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use pagefleet_shared::lifecycle::ExportAction;
-use pagefleet_shared::store::ActionError;
+use pagefleet_shared::store::{ActionDone, ActionError};
 
 use crate::api::{parse_id, publish_now, ApiError, ApiState};
 use crate::auth::Operator;
@@ -26,6 +26,13 @@ pub fn action_named(name: &str) -> Option<ExportAction> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/exports/{id}/{action}", tag = "exports",
+    params(("id" = Uuid, Path, description = "the export"),
+           ("action" = String, Path, description = "cancel, pause, resume, retry or accept-gaps")),
+    responses((status = 200, description = "the state it moved from and to", body = ActionDone),
+        (status = 404, description = "no such export or action", body = ApiError),
+        (status = 409, description = "the action does not apply to the export's state", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn act(
     State(state): State<ApiState>,
     Operator(actor): Operator,

@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod export_actions;
 pub mod firing;
 pub mod fleet_gauges;
+pub mod openapi;
 pub mod relay;
 pub mod schedules;
 pub mod terminal;

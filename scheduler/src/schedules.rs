@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use pagefleet_shared::schedule::{CronSchedule, ScheduleError, ScheduleSpec};
 use pagefleet_shared::spec::run_naming;
-use pagefleet_shared::store::{CreateScheduleError, Fired, ScheduleRecord, ScheduleRun};
+use pagefleet_shared::store::{CreateScheduleError, Fired, ScheduleRecord, ScheduleRun, Submitted};
 
 use crate::api::{
     publish_now, refuse_other_tenants, refuse_refused_source, spec_refused, ApiError, ApiState,
@@ -22,18 +22,19 @@ use crate::auth::Tenant;
 const RUNS_SHOWN: i64 = 50;
 
 /// A schedule with its most recent runs, newest first.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleDetail {
     pub schedule: ScheduleRecord,
     pub runs: Vec<ScheduleRun>,
     /// How the runs' windows read, for an incremental schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub cursor_format: Option<pagefleet_shared::spec::CursorFormat>,
 }
 
 /// `POST /v1/schedules/{name}/backfill`: a range of the schedule's
 /// incremental source as one backfill export.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackfillRequest {
     pub from: String,
@@ -108,6 +109,13 @@ fn backfill_spec(
         .map_err(spec_refused)
 }
 
+#[utoipa::path(post, path = "/v1/schedules/{name}/backfill", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule")),
+    request_body(content = BackfillRequest, description = "the range and its windows"),
+    responses((status = 200, description = "the backfill export", body = Submitted),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn backfill(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -142,7 +150,7 @@ pub async fn backfill(
 }
 
 /// What a run-now did.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunNow {
     /// `started`, `queued` or `skipped` (the overlap policy's answer).
     pub outcome: String,
@@ -183,6 +191,12 @@ fn no_schedule(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no schedule {name:?}"))
 }
 
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules",
+    request_body(content = Object, description = "a schedule: cron, time_zone, overlap, catch_up, pause_after_failures and the export spec"),
+    responses((status = 200, description = "created", body = ScheduleRecord),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -221,6 +235,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
+    responses((status = 200, description = "the tenant's schedules", body = Vec<ScheduleRecord>),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -228,6 +247,12 @@ pub async fn list(
     Ok(Json(state.store.list_schedules(tenant.as_str()).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule")),
+    responses((status = 200, description = "the schedule and its recent runs", body = ScheduleDetail),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn show(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -252,6 +277,12 @@ pub async fn show(
     .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule")),
+    responses((status = 200, description = "paused", body = ScheduleRecord),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn pause(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -267,6 +298,12 @@ pub async fn pause(
     show(State(state), Tenant(tenant), Path(name)).await
 }
 
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule")),
+    responses((status = 200, description = "resumed", body = ScheduleRecord),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn resume(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -296,6 +333,12 @@ pub async fn resume(
     show(State(state), Tenant(tenant), Path(name)).await
 }
 
+#[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule")),
+    responses((status = 200, description = "removed", body = Object),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn remove(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -307,6 +350,12 @@ pub async fn remove(
     Ok(Json(serde_json::json!({ "removed": name })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/schedules/{name}/run", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule")),
+    responses((status = 200, description = "what the overlap policy made of it", body = RunNow),
+        (status = 404, description = "no such schedule of this tenant's", body = ApiError),
+        (status = 422, description = "refused, naming the field", body = ApiError), (status = 401, description = "no token, or not a valid one", body = ApiError),
+        (status = 403, description = "the token may not do this", body = ApiError)))]
 pub async fn run_now(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

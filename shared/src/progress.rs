@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Where an export's time went, in seconds. The page times are summed
 /// over its pages, which run side by side: they add up to more than the
 /// wall time, and their shares are what tell.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimeBreakdown {
     pub fetching_s: f64,
     pub waiting_for_tokens_s: f64,
@@ -78,7 +78,7 @@ pub struct Pace {
 }
 
 /// When an export will have landed every page.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Eta {
     pub pages_remaining: i64,
     /// Pages a second it is worked out at.
@@ -122,6 +122,21 @@ pub fn human_duration(seconds: f64) -> String {
     }
 }
 
+/// An age as people write it: `90s`, `30m`, `2h`, `7d`; seconds.
+pub fn parse_age(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let scale = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86_400.0,
+        _ => return None,
+    };
+    let n: u32 = text[..text.len() - 1].parse().ok()?;
+    Some(f64::from(n) * scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +171,16 @@ mod tests {
         assert_eq!(eta(learning), None);
         assert_eq!(eta(pace(0, 10, 0.0, None)), None);
         assert_eq!(eta(pace(10, 10, 4.0, Some(1.0))).unwrap().seconds, 0.0);
+    }
+
+    #[test]
+    fn ages_parse_in_their_units_and_nothing_else() {
+        assert_eq!(parse_age("90s"), Some(90.0));
+        assert_eq!(parse_age("2h"), Some(7200.0));
+        assert_eq!(parse_age("7d"), Some(604_800.0));
+        for bad in ["", "h", "2", "-2h", "2w", "1.5h"] {
+            assert_eq!(parse_age(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -50,12 +50,14 @@ async fn landed_once_still(fleet: &Fleet, id: Uuid) -> i64 {
 async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
     const RECORDS: usize = 2_000;
     let mut config = MockConfig::new(41, RECORDS);
-    // Slow enough to act mid-export: 40 pages at 20 requests/s.
-    config.rate = 20.0;
+    // Slow enough to act mid-export: 40 pages at 10 requests/s.
+    config.rate = 10.0;
     config.burst = 2;
     let mock = MockServer::start(config).await.unwrap();
     let token = common::secret_env("default", &mock.config().token);
     let fleet = Fleet::start(2).await;
+    // The CLI is built (or found up to date) before anything is timed.
+    common::cli_bin();
     let paused = submit(
         &fleet,
         &spec_toml("paused", &mock, Style::Cursor, &fleet.out_dir, 50, &token),
@@ -178,6 +180,27 @@ async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
     assert!(err.contains("it has ended"), "{err}");
     let (code, _, _) = fleet.run_cli(&["resume", &Uuid::now_v7().to_string()]);
     assert_eq!(code, Some(5), "an unknown export is not found");
+
+    // `ls` filters by state, name, source and age.
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["ls", "--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = fleet.run_cli(&all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        let exports: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (exports.as_array().unwrap().iter())
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&["--state", "cancelled"]), vec!["cancelled"]);
+    assert_eq!(listed(&["--name", "paus"]), vec!["paused"]);
+    assert_eq!(listed(&["--newer-than", "1h"]).len(), 3);
+    assert!(listed(&["--older-than", "1h"]).is_empty());
+    assert_eq!(listed(&["--source", &mock.base_url()]).len(), 3);
+    assert!(listed(&["--source", "https://elsewhere.example"]).is_empty());
+    let (code, _, err) = fleet.run_cli(&["ls", "--newer-than", "2w"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("newer_than"), "{err}");
 
     let audit: serde_json::Value = {
         let (_, out, _) = fleet.run_cli(&["audit", "ls", "--json"]);

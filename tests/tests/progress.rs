@@ -21,6 +21,8 @@ async fn status_shows_the_eta_and_that_the_source_rate_is_what_takes_the_time() 
     let mock = MockServer::start(config).await.unwrap();
     let token = common::secret_env("default", &mock.config().token);
     let fleet = Fleet::start(2).await;
+    // The CLI is built (or found up to date) before anything is timed.
+    common::cli_bin();
     let toml = spec_toml("paced", &mock, Style::Offset, &fleet.out_dir, 20, &token);
     let id = fleet
         .api

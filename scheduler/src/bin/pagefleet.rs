@@ -80,8 +80,26 @@ enum Command {
     },
     /// Show an export's state and counters.
     Status { id: String },
-    /// List recent exports.
-    Ls,
+    /// List recent exports, newest first.
+    Ls {
+        /// Only exports in this state (running, blocked, completed…).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only exports whose name contains this.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only exports whose source's base URL contains this.
+        #[arg(long)]
+        source: Option<String>,
+        /// Created at most this long ago: 90s, 30m, 2h, 7d.
+        #[arg(long)]
+        newer_than: Option<String>,
+        /// Created at least this long ago.
+        #[arg(long)]
+        older_than: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Dead letters: pages that could not be fetched.
     Dlq {
         #[command(subcommand)]
@@ -195,7 +213,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             submit(&client, &spec, options).await
         }
         Command::Status { id } => status(&client, &id, json).await,
-        Command::Ls => list(&client, json).await,
+        Command::Ls {
+            state,
+            name,
+            source,
+            newer_than,
+            older_than,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            for (key, value) in [
+                ("state", state),
+                ("name", name),
+                ("source", source),
+                ("newer_than", newer_than),
+                ("older_than", older_than),
+            ] {
+                query.extend(value.map(|v| (key, v)));
+            }
+            list(&client, &query, json).await
+        }
         Command::Dlq { command } => dlq::run(&client, command, json).await,
         Command::Cancel { id } => export_action(&client, &id, "cancel", json).await,
         Command::Pause { id } => export_action(&client, &id, "pause", json).await,
@@ -263,8 +300,8 @@ async fn status(client: &ApiClient, id: &str, json: bool) -> Result<u8, Failure>
     Ok(0)
 }
 
-async fn list(client: &ApiClient, json: bool) -> Result<u8, Failure> {
-    let list = client.list().await?;
+async fn list(client: &ApiClient, query: &[(&str, String)], json: bool) -> Result<u8, Failure> {
+    let list = client.list_where(query).await?;
     if json {
         print_json(&list);
         return Ok(0);

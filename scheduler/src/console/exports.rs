@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use pagefleet_shared::lifecycle::ExportAction;
 use pagefleet_shared::progress::human_duration;
-use pagefleet_shared::store::{ActionError, DlqFilter, ExportStatus};
+use pagefleet_shared::store::{ActionError, DlqFilter, ExportListFilter, ExportStatus};
 
 use super::layout::{page, problem, refreshing};
 use super::session::Session;
@@ -29,25 +29,25 @@ pub async fn list(
     session: Session,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let exports = match state
-        .store
-        .list_exports(&session.actor.tenant_id, 100)
-        .await
-    {
+    let filter = ExportListFilter {
+        state: q.state.parse().ok(),
+        name: Some(q.name.clone()).filter(|n| !n.is_empty() && n.len() <= 300),
+        ..ExportListFilter::default()
+    };
+    let listed = (state.store)
+        .list_exports_where(&session.actor.tenant_id, &filter, 100)
+        .await;
+    let shown = match listed {
         Ok(exports) => exports,
         Err(e) => return problem(&session, 503, &crate::api::ApiError::from(e).error),
     };
-    let shown: Vec<&ExportStatus> = (exports.iter())
-        .filter(|e| q.state.is_empty() || e.state.as_str() == q.state)
-        .filter(|e| q.name.is_empty() || e.name.contains(q.name.as_str()))
-        .collect();
     let body = html! {
         form method="get" action="/console/exports" {
             label { "State " input type="text" name="state" value=(q.state) placeholder="any"; }
             label { "Name contains " input type="text" name="name" value=(q.name); }
             button type="submit" { "Filter" }
         }
-        p.note { (shown.len()) " of the newest " (exports.len()) " export(s)" }
+        p.note { "The newest " (shown.len()) " export(s) the filter matches (100 at most)" }
         table {
             tr { th { "Export" } th { "Name" } th { "State" } th { "Pages" } th { "Rows" } th { "ETA" } th { "Created" } }
             @for e in &shown {

@@ -33,7 +33,7 @@ pub struct AuditEntry<'a> {
 }
 
 /// A recorded action.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: Uuid,
     pub actor: String,
@@ -89,7 +89,8 @@ const SELECT: &str =
 
 /// The audit log of a tenant, newest first: `action` keeps one action,
 /// `before` pages on (an id from the previous page).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     #[serde(default)]
     pub action: Option<String>,

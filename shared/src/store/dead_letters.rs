@@ -15,7 +15,7 @@ use crate::model::{DeadLetterClass, TaskState};
 /// At most this many ids in one filter.
 pub const MAX_FILTER_IDS: usize = 1000;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: Uuid,
     pub export_id: Uuid,
@@ -51,7 +51,7 @@ pub struct DeadLetter {
 }
 
 /// Which dead letters an operator means. Empty fields match everything.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DlqFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,7 +191,7 @@ const LETTER_COLUMNS: &str = "d.id, d.export_id, d.task_id, t.partition_no, t.pa
     t.state AS task_state";
 
 /// One page of a listing, with the counts of everything the filter matches.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DlqPage {
     pub letters: Vec<DeadLetter>,
     /// Letters the filter matches, all pages.

@@ -12,7 +12,7 @@ use crate::progress::{self, Eta, Pace, TimeBreakdown};
 use crate::spec::ExportSpec;
 
 /// The answer to a submission.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Submitted {
     pub id: Uuid,
     /// False when the idempotency key had already created this export.
@@ -23,7 +23,7 @@ pub struct Submitted {
 }
 
 /// What an operator (or `pagefleet status`) sees of an export.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ExportStatus {
     pub id: Uuid,
     pub tenant_id: String,
@@ -66,6 +66,7 @@ pub struct ExportStatus {
     /// What the finalizer checked against the source's counts (the
     /// manifest's `verification`); absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub verification: Option<crate::verification::Verification>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -73,8 +74,22 @@ pub struct ExportStatus {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+/// Which exports a listing shows. Empty fields match every export.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportListFilter {
+    pub state: Option<ExportState>,
+    /// Part of the export's name.
+    pub name: Option<String>,
+    /// Part of its source's base URL.
+    pub source: Option<String>,
+    /// Created at most this many seconds ago.
+    pub newer_than_s: Option<f64>,
+    /// Created at least this many seconds ago.
+    pub older_than_s: Option<f64>,
+}
+
 /// How far an export is and where its time goes (see `progress`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     /// Pages parked until their source has tokens.
     pub pages_parked: i64,
@@ -138,11 +153,39 @@ impl Store {
         tenant_id: &str,
         limit: i64,
     ) -> Result<Vec<ExportStatus>, StoreError> {
+        (self.list_exports_where(tenant_id, &ExportListFilter::default(), limit)).await
+    }
+
+    /// The newest exports a filter matches, first.
+    pub async fn list_exports_where(
+        &self,
+        tenant_id: &str,
+        filter: &ExportListFilter,
+        limit: i64,
+    ) -> Result<Vec<ExportStatus>, StoreError> {
         let client = self.client().await?;
+        let state = filter.state.map(ExportState::as_str);
         let rows = client
             .query(
-                &format!("{STATUS_SELECT} WHERE e.tenant_id = $1 ORDER BY e.id DESC LIMIT $2"),
-                &[&tenant_id, &limit],
+                &format!(
+                    "{STATUS_SELECT}
+                      WHERE e.tenant_id = $1
+                        AND ($2::text IS NULL OR e.state = $2)
+                        AND ($3::text IS NULL OR strpos(e.name, $3) > 0)
+                        AND ($4::text IS NULL OR strpos(e.spec->'source'->>'base_url', $4) > 0)
+                        AND ($5::float8 IS NULL OR e.created_at >= now() - make_interval(secs => $5))
+                        AND ($6::float8 IS NULL OR e.created_at < now() - make_interval(secs => $6))
+                      ORDER BY e.id DESC LIMIT $7"
+                ),
+                &[
+                    &tenant_id,
+                    &state,
+                    &filter.name,
+                    &filter.source,
+                    &filter.newer_than_s,
+                    &filter.older_than_s,
+                    &limit,
+                ],
             )
             .await?;
         rows.iter().map(status_from_row).collect()

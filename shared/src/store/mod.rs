@@ -33,7 +33,7 @@ mod tokens;
 
 pub use audit::{Actor, AuditQuery, AuditRecord};
 pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, OverBound, MAX_FILTER_IDS};
-pub use exports::{ExportStatus, Progress, SubmitError, Submitted};
+pub use exports::{ExportListFilter, ExportStatus, Progress, SubmitError, Submitted};
 pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published};
 pub use firing::Fired;
 pub use landing::{Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork};

@@ -41,7 +41,7 @@ impl From<tokio_postgres::Error> for ActionError {
 }
 
 /// What an action did to an export.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ActionDone {
     pub export: Uuid,
     pub action: String,

@@ -62,7 +62,7 @@ pub enum ReplayError {
 }
 
 /// A replay or discard as asked.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActionRequest {
     #[serde(default)]
     pub filter: DlqFilter,
@@ -99,7 +99,7 @@ impl ActionRequest {
 }
 
 /// One page the action takes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PlannedPage {
     pub dead_letter: Uuid,
     pub task: Uuid,
@@ -109,11 +109,12 @@ pub struct PlannedPage {
     pub class: String,
     /// The two halves of its window, when the replay splits it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub split_into: Option<[BTreeMap<String, String>; 2]>,
 }
 
 /// A matched letter the action leaves alone, and why.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SkippedLetter {
     pub dead_letter: Uuid,
     pub task: Uuid,
@@ -121,7 +122,7 @@ pub struct SkippedLetter {
 }
 
 /// What a replay costs at one source key.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SourceCost {
     pub source_key: String,
     /// Requests the replay sends at least (a chain page's later pages
@@ -133,7 +134,7 @@ pub struct SourceCost {
 }
 
 /// What an action matched and what it did (or, dry, would do).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActionOutcome {
     /// The audit row of this action (a dry run's is what `follows` names).
     pub audit_id: Uuid,

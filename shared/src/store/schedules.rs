@@ -10,7 +10,7 @@ use crate::model::{new_id, ExportState};
 use crate::schedule::{CatchUpPolicy, CronSchedule, OverlapPolicy, ScheduleSpec};
 
 /// A schedule as its tenant sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ScheduleRecord {
     pub id: Uuid,
     pub name: String,
@@ -33,7 +33,7 @@ pub struct ScheduleRecord {
 }
 
 /// One fired slot and, when it started one, its export.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ScheduleRun {
     #[serde(with = "time::serde::rfc3339")]
     pub slot: OffsetDateTime,

@@ -10,7 +10,7 @@ use crate::api_token::{ApiToken, TokenRole};
 use crate::model::new_id;
 
 /// A token as listed: who it acts for, never the token or its hash.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub id: Uuid,
     pub role: TokenRole,
