@@ -32,7 +32,7 @@ use pagefleet_shared::store::{ExportListFilter, ExportStatus, Store, SubmitError
 use pagefleet_shared::tenancy::{self, TenantId};
 
 use crate::auth::{AuthConfig, Tenant};
-use crate::{admin, dlq, export_actions, openapi, schedules};
+use crate::{admin, dlq, download, export_actions, openapi, schedules};
 
 /// Largest spec accepted by the API.
 const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -57,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(submit, list))
         .routes(routes!(status))
         .routes(routes!(export_actions::act))
+        .routes(routes!(download::download))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::replay))
         .routes(routes!(dlq::discard))

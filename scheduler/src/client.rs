@@ -236,6 +236,55 @@ impl ApiClient {
             .await
     }
 
+    /// Streams an export's published CSV into `out`, checking its SHA-256
+    /// against the one the API states; returns the bytes and the digest.
+    pub async fn download(
+        &self,
+        id: Uuid,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<(u64, String), ClientError> {
+        use sha2::{Digest, Sha256};
+        let path = format!("/v1/exports/{id}/download");
+        let url = format!("{}{}", self.base, path);
+        let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        let mut response = (self.request(reqwest::Method::GET, &path).send().await)
+            .map_err(|e| unreachable(&e))?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = response.bytes().await.map_err(|e| unreachable(&e))?;
+            let parsed: Option<ApiError> = serde_json::from_slice(&body).ok();
+            return Err(ClientError::Refused {
+                status,
+                message: (parsed.as_ref().map(|e| e.error.clone()))
+                    .unwrap_or_else(|| format!("HTTP {status} from {url}")),
+                field: parsed.and_then(|e| e.field),
+            });
+        }
+        let stated = (response.headers().get(crate::download::SHA256_HEADER))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut digest = Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| unreachable(&e))? {
+            digest.update(&chunk);
+            bytes += chunk.len() as u64;
+            out.write_all(&chunk).map_err(|e| unreachable(&e))?;
+        }
+        let sha256 = pagefleet_shared::spec::hex(&digest.finalize());
+        if stated.as_deref().is_some_and(|s| s != sha256) {
+            return Err(ClientError::Protocol {
+                url,
+                reason: format!(
+                    "the file's SHA-256 is {sha256}, not the {stated:?} its export states"
+                ),
+            });
+        }
+        Ok((bytes, sha256))
+    }
+
     /// The audit log, newest first.
     pub async fn audit(
         &self,

@@ -18,19 +18,6 @@ use pagefleet_shared::telemetry::{metrics, FleetGauges};
 /// How often the gauges are refreshed.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
-const EXPORT_STATES: [ExportState; 10] = [
-    ExportState::Planning,
-    ExportState::Running,
-    ExportState::Blocked,
-    ExportState::Paused,
-    ExportState::Finalizing,
-    ExportState::Completed,
-    ExportState::CompletedWithGaps,
-    ExportState::Unverified,
-    ExportState::Failed,
-    ExportState::Cancelled,
-];
-
 const TASK_STATES: [&str; 6] = [
     TaskState::Queued.as_str(),
     "parked",
@@ -71,7 +58,7 @@ fn set(gauges: &FleetGauges, snapshot: &FleetSnapshot) {
             .find(|(s, _)| s == state)
             .map_or(0, |(_, n)| *n)
     };
-    for state in EXPORT_STATES {
+    for state in ExportState::ALL {
         let n = count(&snapshot.exports_by_state, state.as_str());
         gauges.exports.with_label_values(&[state.as_str()]).set(n);
     }

@@ -16,6 +16,7 @@ pub mod broker_watch;
 pub mod client;
 pub mod console;
 pub mod dlq;
+pub mod download;
 pub mod export_actions;
 pub mod firing;
 pub mod fleet_gauges;

@@ -112,19 +112,6 @@ mod tests {
     use super::*;
     use ExportState::*;
 
-    const ALL: [ExportState; 10] = [
-        Planning,
-        Running,
-        Blocked,
-        Paused,
-        Finalizing,
-        Completed,
-        CompletedWithGaps,
-        Unverified,
-        Failed,
-        Cancelled,
-    ];
-
     #[test]
     fn no_action_touches_an_ended_export_but_retry_of_a_failed_one() {
         for action in [
@@ -133,7 +120,7 @@ mod tests {
             ExportAction::Resume,
             ExportAction::AcceptGaps,
         ] {
-            for state in ALL.iter().filter(|s| s.is_terminal()) {
+            for state in ExportState::ALL.iter().filter(|s| s.is_terminal()) {
                 assert!(!action.applies_to(*state), "{action:?} {state}");
             }
         }

@@ -97,6 +97,20 @@ text_enum!(
 );
 
 impl ExportState {
+    /// Every state, in the order of an export's life.
+    pub const ALL: [ExportState; 10] = [
+        ExportState::Planning,
+        ExportState::Running,
+        ExportState::Blocked,
+        ExportState::Paused,
+        ExportState::Finalizing,
+        ExportState::Completed,
+        ExportState::CompletedWithGaps,
+        ExportState::Unverified,
+        ExportState::Failed,
+        ExportState::Cancelled,
+    ];
+
     /// No further change will happen by itself.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -233,18 +247,7 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_text() {
-        for s in [
-            ExportState::Planning,
-            ExportState::Running,
-            ExportState::Blocked,
-            ExportState::Paused,
-            ExportState::Finalizing,
-            ExportState::Completed,
-            ExportState::CompletedWithGaps,
-            ExportState::Unverified,
-            ExportState::Failed,
-            ExportState::Cancelled,
-        ] {
+        for s in ExportState::ALL {
             assert_eq!(s.as_str().parse::<ExportState>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }

@@ -163,12 +163,7 @@ async fn an_operator_finds_a_blocked_export_dry_runs_and_replays_it_in_the_brows
     let token = common::secret_env("default", &mock.config().token);
     let fleet = Fleet::start(1).await;
     let toml = spec_toml("console", &mock, Style::Offset, &fleet.out_dir, 100, &token);
-    let id = fleet
-        .api
-        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
-        .await
-        .unwrap()
-        .id;
+    let id = fleet.submit_toml(&toml).await;
     let status = fleet.wait(id, Duration::from_secs(60)).await;
     assert_eq!(status.state, ExportState::Blocked, "{status:?}");
 

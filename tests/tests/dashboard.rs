@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{spec_toml, Fleet};
 use pagefleet_shared::model::ExportState;
-use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::mock::{Faults, MockConfig, MockServer, Style};
-use uuid::Uuid;
 
 /// Every sample: `name{labels}` → value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -110,11 +108,6 @@ async fn scrape(fleet: &Fleet) -> String {
         .unwrap()
 }
 
-async fn submit(fleet: &Fleet, toml: &str) -> Uuid {
-    let spec = ExportSpec::from_toml(toml).unwrap();
-    fleet.api.submit(&spec, None).await.unwrap().id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_metrics_move_with_the_exports_and_the_dashboard_names_only_real_ones() {
     // 120 pages at 30 requests/s: several gauge refreshes while it runs.
@@ -130,18 +123,16 @@ async fn the_metrics_move_with_the_exports_and_the_dashboard_names_only_real_one
     mock.set_fail_records(vec![2_500]);
     let token = common::secret_env("default", &mock.config().token);
     let fleet = Fleet::start(2).await;
-    let blocked = submit(
-        &fleet,
-        &spec_toml(
+    let blocked = fleet
+        .submit_toml(&spec_toml(
             "metered",
             &mock,
             Style::Offset,
             Path::new("metered"),
             50,
             &token,
-        ),
-    )
-    .await;
+        ))
+        .await;
 
     // Scraped while it runs: pages land, requests are timed, tasks are
     // out at some point.
@@ -184,34 +175,30 @@ async fn the_metrics_move_with_the_exports_and_the_dashboard_names_only_real_one
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::create_dir_all(fleet.root.join("default")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, fleet.root.join("default/link")).unwrap();
-    let failing = submit(
-        &fleet,
-        &spec_toml(
+    let failing = fleet
+        .submit_toml(&spec_toml(
             "failing",
             &mock,
             Style::Cursor,
             Path::new("link"),
             100,
             &token,
-        ),
-    )
-    .await;
+        ))
+        .await;
     let mut lying = MockConfig::new(62, 300);
     lying.stated_total = Some(250);
     let liar = MockServer::start(lying).await.unwrap();
     let liar_token = common::secret_env("default", &liar.config().token);
-    let held = submit(
-        &fleet,
-        &spec_toml(
+    let held = fleet
+        .submit_toml(&spec_toml(
             "held",
             &liar,
             Style::Offset,
             Path::new("held"),
             50,
             &liar_token,
-        ),
-    )
-    .await;
+        ))
+        .await;
     for (id, state) in [
         (failing, ExportState::Failed),
         (held, ExportState::Unverified),

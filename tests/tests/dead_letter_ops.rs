@@ -16,15 +16,9 @@ use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::mock::{MockConfig, MockServer, Style};
 use serde_json::Value;
-use uuid::Uuid;
 
 fn token_env(mock: &MockServer) -> String {
     common::secret_env("default", &mock.config().token)
-}
-
-async fn submit(fleet: &Fleet, toml: &str) -> Uuid {
-    let spec = ExportSpec::from_toml(toml).expect("spec");
-    fleet.api.submit(&spec, None).await.expect("submit").id
 }
 
 /// Runs the CLI with `--json`; its exit code and parsed output.
@@ -57,30 +51,26 @@ async fn a_filtered_set_of_dead_letters_is_priced_dry_then_replayed_once() {
     mock.set_fail_records(vec![150, 450, 850]);
     let token = token_env(&mock);
     let fleet = Fleet::start(2).await;
-    let offset = submit(
-        &fleet,
-        &spec_toml(
+    let offset = fleet
+        .submit_toml(&spec_toml(
             "ops-offset",
             &mock,
             Style::Offset,
             &fleet.out_dir,
             100,
             &token,
-        ),
-    )
-    .await;
-    let cursor = submit(
-        &fleet,
-        &spec_toml(
+        ))
+        .await;
+    let cursor = fleet
+        .submit_toml(&spec_toml(
             "ops-cursor",
             &mock,
             Style::Cursor,
             &fleet.out_dir,
             100,
             &token,
-        ),
-    )
-    .await;
+        ))
+        .await;
     for id in [offset, cursor] {
         let status = fleet.wait(id, Duration::from_secs(120)).await;
         assert_eq!(status.state, ExportState::Blocked, "{status:?}");
@@ -237,7 +227,7 @@ async fn discarded_pages_publish_only_as_accepted_gaps_listed_in_the_manifest() 
     let token = token_env(&mock);
     let fleet = Fleet::start(2).await;
     let toml = spec_toml("gaps", &mock, Style::Offset, &fleet.out_dir, 100, &token);
-    let export = submit(&fleet, &toml).await;
+    let export = fleet.submit_toml(&toml).await;
     let status = fleet.wait(export, Duration::from_secs(120)).await;
     assert_eq!(status.state, ExportState::Blocked, "{status:?}");
     let export_arg = export.to_string();
@@ -539,7 +529,7 @@ async fn a_replay_with_a_rotated_secret_reaches_every_page_the_first_one_fans_ou
         50,
         &revoked,
     );
-    let export = submit(&fleet, &toml).await;
+    let export = fleet.submit_toml(&toml).await;
     let status = fleet.wait(export, Duration::from_secs(60)).await;
     assert_eq!(status.state, ExportState::Blocked, "{status:?}");
     let export_arg = export.to_string();
@@ -641,6 +631,9 @@ async fn another_tenant_reaches_none_of_the_dead_letters_exports_or_audit() {
         ..request.clone()
     };
     assert!(globex.dlq_discard(&discard).await.unwrap().pages.is_empty());
+    let mut sink = Vec::new();
+    let refused = globex.download(export, &mut sink).await.unwrap_err();
+    assert_eq!(refused.status(), Some(404), "{refused}");
     for action in ["cancel", "pause", "resume", "retry", "accept-gaps"] {
         let refused = globex.export_action(export, action).await.unwrap_err();
         assert_eq!(refused.status(), Some(404), "{action}: {refused}");

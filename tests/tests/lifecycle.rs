@@ -10,14 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{assert_csv_matches_source, spec_toml, Fleet};
 use pagefleet_shared::model::ExportState;
-use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::mock::{MockConfig, MockServer, Style};
 use uuid::Uuid;
-
-async fn submit(fleet: &Fleet, toml: &str) -> Uuid {
-    let spec = ExportSpec::from_toml(toml).expect("spec");
-    fleet.api.submit(&spec, None).await.expect("submit").id
-}
 
 /// Waits until the export has landed at least `pages`.
 async fn landed_at_least(fleet: &Fleet, id: Uuid, pages: i64) {
@@ -58,11 +52,16 @@ async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
     let fleet = Fleet::start(2).await;
     // The CLI is built (or found up to date) before anything is timed.
     common::cli_bin();
-    let paused = submit(
-        &fleet,
-        &spec_toml("paused", &mock, Style::Cursor, &fleet.out_dir, 50, &token),
-    )
-    .await;
+    let paused = fleet
+        .submit_toml(&spec_toml(
+            "paused",
+            &mock,
+            Style::Cursor,
+            &fleet.out_dir,
+            50,
+            &token,
+        ))
+        .await;
     landed_at_least(&fleet, paused, 4).await;
     let arg = paused.to_string();
     let (code, out, err) = fleet.run_cli(&["pause", &arg]);
@@ -95,15 +94,29 @@ async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
     let status = fleet.wait(paused, Duration::from_secs(120)).await;
     assert_eq!(status.state, ExportState::Completed, "{status:?}");
     assert_csv_matches_source(&fleet.out_dir.join("paused.csv"), 41, RECORDS);
+    // Downloaded, byte for byte, its digest checked.
+    let saved = fleet.out_dir.join("downloaded.csv");
+    let (code, out, err) = fleet.run_cli(&["download", &arg, "-o", saved.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(as the export states)"), "{out}");
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(fleet.out_dir.join("paused.csv")).unwrap()
+    );
 
     // A pause reaches a page that is retrying through an outage: it stops
     // within a heartbeat instead of retrying on.
     mock.set_outage(true);
-    let retrying = submit(
-        &fleet,
-        &spec_toml("retrying", &mock, Style::Cursor, &fleet.out_dir, 50, &token),
-    )
-    .await;
+    let retrying = fleet
+        .submit_toml(&spec_toml(
+            "retrying",
+            &mock,
+            Style::Cursor,
+            &fleet.out_dir,
+            50,
+            &token,
+        ))
+        .await;
     let before = mock.stats().requests;
     let started = Instant::now();
     while mock.stats().requests < before + 3 {
@@ -130,18 +143,16 @@ async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
     assert_eq!(status.state, ExportState::Completed, "{status:?}");
 
     // Cancel, mid-export.
-    let cancelled = submit(
-        &fleet,
-        &spec_toml(
+    let cancelled = fleet
+        .submit_toml(&spec_toml(
             "cancelled",
             &mock,
             Style::Offset,
             &fleet.out_dir,
             50,
             &token,
-        ),
-    )
-    .await;
+        ))
+        .await;
     landed_at_least(&fleet, cancelled, 3).await;
     let arg = cancelled.to_string();
     let (code, out, err) = fleet.run_cli(&["cancel", &arg]);
@@ -178,6 +189,9 @@ async fn pause_stops_fetching_resume_finishes_and_cancel_ends_without_a_csv() {
     let (code, _, err) = fleet.run_cli(&["cancel", &arg]);
     assert_eq!(code, Some(9), "{err}");
     assert!(err.contains("it has ended"), "{err}");
+    let (code, _, err) = fleet.run_cli(&["download", &arg]);
+    assert_eq!(code, Some(2), "a cancelled export has no CSV: {err}");
+    assert!(err.contains("only a published CSV is downloaded"), "{err}");
     let (code, _, _) = fleet.run_cli(&["resume", &Uuid::now_v7().to_string()]);
     assert_eq!(code, Some(5), "an unknown export is not found");
 

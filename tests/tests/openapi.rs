@@ -18,6 +18,7 @@ const ROUTES: &[&str] = &[
     "GET /v1/exports",
     "GET /v1/exports/{id}",
     "POST /v1/exports/{id}/{action}",
+    "GET /v1/exports/{id}/download",
     "GET /v1/dlq",
     "GET /v1/dlq/{id}",
     "POST /v1/dlq/replay",

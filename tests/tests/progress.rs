@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::{spec_toml, Fleet};
 use pagefleet_shared::model::ExportState;
-use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::mock::{MockConfig, MockServer, Style};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -24,12 +23,7 @@ async fn status_shows_the_eta_and_that_the_source_rate_is_what_takes_the_time() 
     // The CLI is built (or found up to date) before anything is timed.
     common::cli_bin();
     let toml = spec_toml("paced", &mock, Style::Offset, &fleet.out_dir, 20, &token);
-    let id = fleet
-        .api
-        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
-        .await
-        .unwrap()
-        .id;
+    let id = fleet.submit_toml(&toml).await;
 
     // Mid-export, once the fan-out is known and a few pages landed.
     let started = Instant::now();

@@ -118,6 +118,13 @@ enum Command {
     AcceptGaps { id: String },
     /// Follow an export until it settles; the exit code says how it ended.
     Watch { id: String },
+    /// Save an export's published CSV (checked against its SHA-256).
+    Download {
+        id: String,
+        /// Where to write it (default: `<id>.csv` here).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// What operators did: replays, dry runs, discards, cancels…
     Audit {
         #[command(subcommand)]
@@ -240,6 +247,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Retry { id } => export_action(&client, &id, "retry", json).await,
         Command::AcceptGaps { id } => export_action(&client, &id, "accept-gaps", json).await,
         Command::Watch { id } => wait_and_report(&client, parse_id(&id)?, json).await,
+        Command::Download { id, output } => download(&client, &id, output, json).await,
         Command::Audit {
             command: AuditCommand::Ls { action, limit },
         } => dlq::audit(&client, action.as_deref(), limit, json).await,
@@ -318,6 +326,43 @@ async fn list(client: &ApiClient, query: &[(&str, String)], json: bool) -> Resul
             format!("{}/{}", s.pages_landed, s.pages_planned),
             s.rows_staged,
             shown(&s.name)
+        );
+    }
+    Ok(0)
+}
+
+/// Writes the CSV to a temporary file beside the target, renamed into
+/// place once its digest checked out.
+async fn download(
+    client: &ApiClient,
+    id: &str,
+    output: Option<PathBuf>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let id = parse_id(id)?;
+    let target = output.unwrap_or_else(|| PathBuf::from(format!("{id}.csv")));
+    let temp = target.with_extension("csv.partial");
+    let failed = |what: &str, e: &dyn std::fmt::Display| Failure {
+        code: 1,
+        message: format!("cannot {what} {}: {e}", temp.display()),
+    };
+    let mut file = std::fs::File::create(&temp).map_err(|e| failed("write", &e))?;
+    let fetched = client.download(id, &mut file).await;
+    let (bytes, sha256) = match fetched {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e.into());
+        }
+    };
+    file.sync_all().map_err(|e| failed("sync", &e))?;
+    std::fs::rename(&temp, &target).map_err(|e| failed("rename", &e))?;
+    if json {
+        print_json(&serde_json::json!({"file": target, "bytes": bytes, "sha256": sha256}));
+    } else {
+        println!(
+            "{}: {bytes} bytes, sha256 {sha256} (as the export states)",
+            target.display()
         );
     }
     Ok(0)

@@ -201,6 +201,12 @@ impl Fleet {
         )
     }
 
+    /// Submits an export spec's TOML as the admin (the default tenant).
+    pub async fn submit_toml(&self, toml: &str) -> Uuid {
+        let spec = ExportSpec::from_toml(toml).expect("a valid spec");
+        self.api.submit(&spec, None).await.expect("submitted").id
+    }
+
     /// Waits until the export completes, fails, or is blocked with every
     /// other page landed.
     pub async fn wait(&self, id: Uuid, limit: Duration) -> ExportStatus {
