@@ -615,8 +615,14 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
     }
 }
 
+/// Microseconds as Postgres's bigint.
+fn micros(us: u64) -> i64 {
+    i64::try_from(us).unwrap_or(i64::MAX)
+}
+
 /// Adds a task's time to its export's, in the transaction that counts its
-/// requests (the export's row is locked by then).
+/// requests (the export's row is locked by then); a landing adds it in its
+/// own counters' statement instead.
 pub(super) async fn add_time(
     tx: &Transaction<'_>,
     export_id: Uuid,
@@ -625,7 +631,7 @@ pub(super) async fn add_time(
     if *time == TimeSpent::default() {
         return Ok(());
     }
-    let us = |us: u64| i64::try_from(us).unwrap_or(i64::MAX);
+
     tx.execute(
         "UPDATE exports SET time_fetching_us = time_fetching_us + $2,
                 time_tokens_us = time_tokens_us + $3, time_retrying_us = time_retrying_us + $4,
@@ -633,11 +639,11 @@ pub(super) async fn add_time(
           WHERE id = $1",
         &[
             &export_id,
-            &us(time.fetching_us),
-            &us(time.tokens_us),
-            &us(time.retrying_us),
-            &us(time.queued_us),
-            &us(time.parked_us),
+            &micros(time.fetching_us),
+            &micros(time.tokens_us),
+            &micros(time.retrying_us),
+            &micros(time.queued_us),
+            &micros(time.parked_us),
         ],
     )
     .await?;
@@ -1099,13 +1105,19 @@ pub(super) async fn bump_counters(
     merged: Merged,
     counts: RequestCounts,
 ) -> Result<Counted, StoreError> {
+    // The task's time goes in the same statement: a landing is the hot
+    // path, and the export's row is the one lock all landings share.
+    let time = &counts.time;
     let row = tx
         .query_one(
             "UPDATE exports
                 SET pages_landed = pages_landed + $8, pages_planned = pages_planned + $2,
                     rows_staged = rows_staged + $3, rows_replaced = rows_replaced + $4,
                     requests = requests + $5, retries = retries + $6,
-                    rate_limited = rate_limited + $7, updated_at = now()
+                    rate_limited = rate_limited + $7,
+                    time_fetching_us = time_fetching_us + $9, time_tokens_us = time_tokens_us + $10,
+                    time_retrying_us = time_retrying_us + $11, time_queued_us = time_queued_us + $12,
+                    time_parked_us = time_parked_us + $13, updated_at = now()
               WHERE id = $1
           RETURNING pages_landed >= pages_planned AS all_landed, state",
             &[
@@ -1117,10 +1129,14 @@ pub(super) async fn bump_counters(
                 &(counts.retries as i64),
                 &(counts.rate_limited as i64),
                 &landed,
+                &micros(time.fetching_us),
+                &micros(time.tokens_us),
+                &micros(time.retrying_us),
+                &micros(time.queued_us),
+                &micros(time.parked_us),
             ],
         )
         .await?;
-    add_time(tx, task.export_id, &counts.time).await?;
     let state: String = row.try_get("state")?;
     Ok(Counted {
         all_landed: row.try_get("all_landed")?,
