@@ -188,11 +188,9 @@ async fn an_operator_finds_a_blocked_export_dry_runs_and_replays_it_in_the_brows
         .await
         .unwrap();
     click(&client, "button[type=submit]").await;
-    let listed = client.source().await.unwrap();
-    assert!(
-        listed.contains("console") && listed.contains("blocked"),
-        "{listed}"
-    );
+    // A click returns before the page it leads to has loaded: wait for it.
+    let listed = wait_for_text(&client, "main table", "blocked").await;
+    assert!(listed.contains("console"), "{listed}");
     shot(&client, "01-exports").await;
 
     client
@@ -202,14 +200,12 @@ async fn an_operator_finds_a_blocked_export_dry_runs_and_replays_it_in_the_brows
     assert_eq!(text_of(&client, "#state").await, "blocked");
     shot(&client, "02-export-blocked").await;
     click(&client, "main a[href^='/console/dlq?export=']").await;
-    assert!(text_of(&client, "#counts")
-        .await
-        .starts_with("1 open dead letter(s)"));
+    wait_for_text(&client, "#counts", "1 open dead letter(s)").await;
     assert!(text_of(&client, "#letters").await.contains("404"));
     shot(&client, "03-dead-letters").await;
 
     click(&client, "#dry-run").await;
-    let outcome = text_of(&client, "#outcome").await;
+    let outcome = wait_for_text(&client, "#outcome", "Would replay").await;
     assert!(
         outcome.contains("Would replay 1 page(s) of 1 export(s)"),
         "{outcome}"
