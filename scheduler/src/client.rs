@@ -50,6 +50,18 @@ impl ClientError {
     }
 }
 
+/// A refused request: the API's JSON error (message and field), or the
+/// status when the body is not one.
+fn refusal(status: u16, body: &[u8], url: &str) -> ClientError {
+    let parsed: Option<ApiError> = serde_json::from_slice(body).ok();
+    ClientError::Refused {
+        status,
+        message: (parsed.as_ref().map(|e| e.error.clone()))
+            .unwrap_or_else(|| format!("HTTP {status} from {url}")),
+        field: parsed.and_then(|e| e.field),
+    }
+}
+
 pub struct ApiClient {
     base: String,
     token: Option<ApiToken>,
@@ -113,15 +125,7 @@ impl ApiClient {
                 reason: e.to_string(),
             })?;
         if !status.is_success() {
-            let parsed: Option<ApiError> = serde_json::from_slice(&body).ok();
-            return Err(ClientError::Refused {
-                status: status.as_u16(),
-                message: parsed
-                    .as_ref()
-                    .map(|e| e.error.clone())
-                    .unwrap_or_else(|| format!("HTTP {status} from {url}")),
-                field: parsed.and_then(|e| e.field),
-            });
+            return Err(refusal(status.as_u16(), &body, &url));
         }
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
             url,
@@ -255,13 +259,7 @@ impl ApiClient {
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let body = response.bytes().await.map_err(|e| unreachable(&e))?;
-            let parsed: Option<ApiError> = serde_json::from_slice(&body).ok();
-            return Err(ClientError::Refused {
-                status,
-                message: (parsed.as_ref().map(|e| e.error.clone()))
-                    .unwrap_or_else(|| format!("HTTP {status} from {url}")),
-                field: parsed.and_then(|e| e.field),
-            });
+            return Err(refusal(status, &body, &url));
         }
         let stated = (response.headers().get(crate::download::SHA256_HEADER))
             .and_then(|v| v.to_str().ok())

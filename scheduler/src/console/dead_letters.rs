@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use pagefleet_shared::store::{ActionOutcome, ActionRequest, DeadLetter, ReplayError};
 
-use super::layout::{page, problem};
+use super::layout::{page, problem, store_problem};
 use super::session::Session;
 use crate::api::{publish_now, ApiState};
 use crate::dlq::DlqQuery;
@@ -107,7 +107,7 @@ pub async fn list(
         .await;
     let letters = match page_of {
         Ok(p) => p,
-        Err(e) => return problem(&session, 503, &crate::api::ApiError::from(e).error),
+        Err(e) => return store_problem(&session, e),
     };
     let body = html! {
         form method="get" action="/console/dlq" id="filter" {
@@ -186,7 +186,7 @@ pub async fn detail(
     {
         Ok(Some(d)) => d,
         Ok(None) => return problem(&session, 404, &format!("no dead letter {id}")),
-        Err(e) => return problem(&session, 503, &crate::api::ApiError::from(e).error),
+        Err(e) => return store_problem(&session, e),
     };
     let attempts = d.attempts.as_array().cloned().unwrap_or_default();
     let field = |a: &serde_json::Value, k: &str| match a.get(k) {
@@ -297,9 +297,7 @@ async fn act(state: ApiState, session: Session, form: ActionForm, verb: &str) ->
     };
     let outcome = match outcome {
         Ok(o) => o,
-        Err(ReplayError::Store(e)) => {
-            return problem(&session, 503, &crate::api::ApiError::from(e).error)
-        }
+        Err(ReplayError::Store(e)) => return store_problem(&session, e),
         Err(e) => return problem(&session, 422, &e.to_string()),
     };
     if !outcome.dry_run {

@@ -11,7 +11,7 @@ use pagefleet_shared::lifecycle::ExportAction;
 use pagefleet_shared::progress::human_duration;
 use pagefleet_shared::store::{ActionError, DlqFilter, ExportListFilter, ExportStatus};
 
-use super::layout::{page, problem, refreshing};
+use super::layout::{page, problem, refreshing, store_problem};
 use super::session::Session;
 use crate::api::{as_tenant_sees, publish_now, ApiState};
 use crate::export_actions::action_named;
@@ -39,7 +39,7 @@ pub async fn list(
         .await;
     let shown = match listed {
         Ok(exports) => exports,
-        Err(e) => return problem(&session, 503, &crate::api::ApiError::from(e).error),
+        Err(e) => return store_problem(&session, e),
     };
     let body = html! {
         form method="get" action="/console/exports" {
@@ -77,7 +77,7 @@ pub async fn detail(
     let status = match state.store.export_status(id).await {
         Ok(Some(s)) if s.tenant_id == session.actor.tenant_id => as_tenant_sees(&state, s),
         Ok(_) => return problem(&session, 404, &format!("no export {id}")),
-        Err(e) => return problem(&session, 503, &crate::api::ApiError::from(e).error),
+        Err(e) => return store_problem(&session, e),
     };
     let filter = DlqFilter {
         export: Some(id),
@@ -213,6 +213,6 @@ pub async fn act(
         }
         Err(ActionError::NotFound(_)) => problem(&session, 404, &format!("no export {id}")),
         Err(e @ ActionError::Refused { .. }) => problem(&session, 409, &e.to_string()),
-        Err(ActionError::Store(e)) => problem(&session, 503, &crate::api::ApiError::from(e).error),
+        Err(ActionError::Store(e)) => store_problem(&session, e),
     }
 }

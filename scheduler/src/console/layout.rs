@@ -92,6 +92,12 @@ pub fn refused(status: u16, why: &str) -> Response {
     response
 }
 
+/// The store could not answer: the API's reference-only message (the
+/// details go to the scheduler's log).
+pub fn store_problem(session: &Session, e: pagefleet_shared::store::StoreError) -> Response {
+    problem(session, 503, &crate::api::ApiError::from(e).error)
+}
+
 /// A refusal page inside the signed-in layout.
 pub fn problem(session: &Session, status: u16, why: &str) -> Response {
     let mut response = page("Refused", Some(session), html! { p.error { (why) } });

@@ -6,14 +6,14 @@ use maud::html;
 
 use pagefleet_shared::store::AuditQuery;
 
-use super::layout::{page, problem};
+use super::layout::{page, store_problem};
 use super::session::Session;
 use crate::api::ApiState;
 
 pub async fn schedules(State(state): State<ApiState>, session: Session) -> Response {
     let schedules = match state.store.list_schedules(&session.actor.tenant_id).await {
         Ok(s) => s,
-        Err(e) => return problem(&session, 503, &crate::api::ApiError::from(e).error),
+        Err(e) => return store_problem(&session, e),
     };
     let body = html! {
         table {
@@ -42,7 +42,7 @@ pub async fn audit(State(state): State<ApiState>, session: Session) -> Response 
         .await
     {
         Ok(r) => r,
-        Err(e) => return problem(&session, 503, &crate::api::ApiError::from(e).error),
+        Err(e) => return store_problem(&session, e),
     };
     let body = html! {
         table id="audit" {
