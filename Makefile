@@ -35,11 +35,15 @@ chaos: up build
 	$(CARGO) run -q -p pagefleet-tests --bin pagefleet-chaos -- --seeds $(SEEDS)
 
 # Rate-limit use against the mock source (R = 50 and 200/s; 1, 4, 8 workers;
-# shared limiter vs a naive baseline), an outage, and the limiter alone.
-# Measured on a release build: a debug build measures the compiler, not us.
+# shared limiter vs a naive baseline), the other walks, a chain against a
+# slow source, the adaptive rate against a source that states its limit only
+# by refusing, an unthrottled export of 1,000,000 rows (BENCH_SCALE=10m for
+# 10,000,000), an outage, and the limiter alone; BENCH_ONLY=chain,adaptive
+# runs only those parts. Measured on a release build: a debug build measures
+# the compiler, not us.
 bench: up
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) run --release -q -p pagefleet-tests --bin pagefleet-bench
+	$${CARGO_TARGET_DIR:-target}/release/pagefleet-bench
 
 # Every parser of outside input (spec, pagination, Retry-After and rate-limit
 # headers, flattener, CSV writer and checker) under generated input for

@@ -233,11 +233,16 @@ fn accepted_spec(spec: &ExportSpec) {
             panic!("an accepted spec has no first page URL: {e}");
         }
     }
-    let bucket = pagefleet_shared::rate_keys::bucket_for(spec, "tenant", None, &[]);
+    let bucket = pagefleet_shared::rate_keys::bucket_for(spec, "tenant", None, &[], 100.0);
     assert!(
         bucket.key.starts_with("tenant:tenant:"),
         "a spec's bucket is its tenant's: {}",
         bucket.key
+    );
+    let b = bucket.bounds;
+    assert!(
+        b.floor > 0.0 && b.floor <= b.start && b.start <= b.ceiling && b.ceiling.is_finite(),
+        "an accepted spec's bucket has a usable rate: {b:?}"
     );
 }
 

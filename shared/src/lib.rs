@@ -12,6 +12,7 @@
 //! [`outbound`] says which addresses a worker may connect to; [`redact`]
 //! holds every rule that keeps secrets out of what the fleet shows.
 
+pub mod adaptive_rate;
 pub mod api_token;
 pub mod config;
 pub mod csv_check;

@@ -66,6 +66,9 @@ pub struct FleetLimits {
     pub max_columns: u64,
     /// Bytes of one column name.
     pub max_column_name_bytes: u64,
+    /// Requests per second a source whose spec states no rate may reach
+    /// while the fleet learns its limit (see `adaptive_rate`).
+    pub max_unstated_rate: u64,
 }
 
 impl FleetLimits {
@@ -78,6 +81,7 @@ impl FleetLimits {
         max_record_bytes: 1024 * 1024,
         max_columns: 2_000,
         max_column_name_bytes: 256,
+        max_unstated_rate: 100,
     };
 }
 
@@ -97,6 +101,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("PAGEFLEET_MAX_RECORD_BYTES", "max_record_bytes"),
     ("PAGEFLEET_MAX_COLUMNS", "max_columns"),
     ("PAGEFLEET_MAX_COLUMN_NAME_BYTES", "max_column_name_bytes"),
+    ("PAGEFLEET_MAX_UNSTATED_RATE", "max_unstated_rate"),
 ];
 
 /// A ceiling set to something unusable.
@@ -124,6 +129,7 @@ impl FleetLimits {
             "max_record_bytes" => ("max_record_bytes", &mut self.max_record_bytes),
             "max_columns" => ("max_columns", &mut self.max_columns),
             "max_column_name_bytes" => ("max_column_name_bytes", &mut self.max_column_name_bytes),
+            "max_unstated_rate" => ("max_unstated_rate", &mut self.max_unstated_rate),
             "max_json_depth" => {
                 let depth = value.trim().parse().map_err(|_| LimitsError::NotANumber {
                     field: "max_json_depth",
@@ -151,6 +157,7 @@ impl FleetLimits {
             ("max_record_bytes", self.max_record_bytes),
             ("max_columns", self.max_columns),
             ("max_column_name_bytes", self.max_column_name_bytes),
+            ("max_unstated_rate", self.max_unstated_rate),
         ];
         match fields.iter().find(|(_, v)| *v == 0) {
             Some((field, _)) => Err(LimitsError::Zero { field }),

@@ -176,6 +176,18 @@ pub struct RequestCounts {
     /// Where the task's time went.
     #[serde(default)]
     pub time: TimeSpent,
+    /// The rate its source key's bucket ran at when the task last took a
+    /// token, as the fleet learned it (see `adaptive_rate`), in thousandths
+    /// of a request per second (whole, so counts compare exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_rate_milli: Option<u64>,
+}
+
+impl RequestCounts {
+    /// [`RequestCounts::source_rate_milli`] in requests per second.
+    pub fn source_rate(&self) -> Option<f64> {
+        self.source_rate_milli.map(|m| m as f64 / 1000.0)
+    }
 }
 
 /// Where a page task's time went, in microseconds (a local source answers

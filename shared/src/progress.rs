@@ -112,6 +112,31 @@ pub fn eta(pace: Pace) -> Option<Eta> {
     })
 }
 
+/// One line on the rate an export's source runs at: learned or stated,
+/// and the spec's rate beside a learned one.
+pub fn rate_line(source_rate: Option<f64>, stated_rate: Option<f64>, learned: bool) -> String {
+    let rate = |r: f64| {
+        if r >= 10.0 {
+            format!("{r:.0}/s")
+        } else {
+            format!("{r:.2}/s")
+        }
+    };
+    match (source_rate, stated_rate, learned) {
+        (Some(r), Some(s), true) => format!(
+            "{} learned from the source (the spec states {})",
+            rate(r),
+            rate(s)
+        ),
+        (Some(r), None, true) => {
+            format!("{} learned from the source (the spec states none)", rate(r))
+        }
+        (_, Some(s), false) => format!("{} as the spec states (nothing learned yet)", rate(s)),
+        _ => "not learned yet (the spec states none: the fleet starts low and finds the limit)"
+            .to_string(),
+    }
+}
+
 /// Seconds as `1h 02m`, `3m 05s` or `42s`.
 pub fn human_duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -181,6 +206,23 @@ mod tests {
         for bad in ["", "h", "2", "-2h", "2w", "1.5h"] {
             assert_eq!(parse_age(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_rate_line_says_where_the_rate_comes_from() {
+        assert_eq!(
+            rate_line(Some(4.851), Some(50.0), true),
+            "4.85/s learned from the source (the spec states 50/s)"
+        );
+        assert_eq!(
+            rate_line(Some(12.0), None, true),
+            "12/s learned from the source (the spec states none)"
+        );
+        assert_eq!(
+            rate_line(Some(50.0), Some(50.0), false),
+            "50/s as the spec states (nothing learned yet)"
+        );
+        assert!(rate_line(None, None, false).starts_with("not learned yet"));
     }
 
     #[test]

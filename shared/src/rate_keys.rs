@@ -104,12 +104,15 @@ fn origin_of(url: &str) -> Option<String> {
 }
 
 /// The bucket a request of `tenant`'s export draws from. `fingerprint` is
-/// the credential's keyed fingerprint, when the source is authenticated.
+/// the credential's keyed fingerprint, when the source is authenticated;
+/// `unstated_ceiling` the most a bucket whose spec states no rate may
+/// learn (the fleet's `limits.max_unstated_rate`).
 pub fn bucket_for(
     spec: &ExportSpec,
     tenant: &str,
     fingerprint: Option<&str>,
     shared: &[SharedRateKey],
+    unstated_ceiling: f64,
 ) -> Bucket {
     let origin = origin_of(&spec.source.base_url).unwrap_or_else(|| spec.source.base_url.clone());
     let declared = shared.iter().find(|s| {
@@ -118,27 +121,24 @@ pub fn bucket_for(
             .any(|o| origin_of(o).as_deref() == Some(&origin))
     });
     if let Some(s) = declared {
-        return Bucket {
-            key: format!("shared:{}", s.name),
-            rate: s.rate,
-            burst: s.burst,
-        };
+        return Bucket::stated(format!("shared:{}", s.name), s.rate, s.burst);
     }
     let key = match (&spec.rate_limit.key, fingerprint) {
         (Some(key), _) => format!("tenant:{tenant}:{key}"),
         (None, Some(fp)) => format!("tenant:{tenant}:{origin}#{fp}"),
         (None, None) => format!("tenant:{tenant}:{origin}"),
     };
-    Bucket {
-        key,
-        rate: spec.rate_limit.rate,
-        burst: spec.rate_limit.burst,
+    let burst = spec.rate_limit.burst;
+    match spec.rate_limit.rate {
+        Some(rate) => Bucket::stated(key, rate, burst),
+        None => Bucket::unstated(key, unstated_ceiling, burst),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adaptive_rate::RateBounds;
 
     fn spec(key: Option<&str>, rate: f64) -> ExportSpec {
         let mut spec = ExportSpec::from_toml(
@@ -158,7 +158,7 @@ dir = "out"
         )
         .unwrap();
         spec.rate_limit.key = key.map(String::from);
-        spec.rate_limit.rate = rate;
+        spec.rate_limit.rate = Some(rate);
         spec
     }
 
@@ -174,17 +174,17 @@ dir = "out"
     #[test]
     fn every_key_a_spec_can_name_or_imply_is_its_tenant_s() {
         for key in [None, Some("budget")] {
-            let acme = bucket_for(&spec(key, 5.0), "acme", Some("fp"), &[]);
-            let globex = bucket_for(&spec(key, 0.001), "globex", Some("fp"), &[]);
+            let acme = bucket_for(&spec(key, 5.0), "acme", Some("fp"), &[], 100.0);
+            let globex = bucket_for(&spec(key, 0.001), "globex", Some("fp"), &[], 100.0);
             assert_ne!(acme.key, globex.key, "{key:?}");
             assert!(acme.key.starts_with("tenant:acme:"), "{}", acme.key);
         }
         assert_eq!(
-            bucket_for(&spec(None, 5.0), "acme", Some("fp"), &[]).key,
+            bucket_for(&spec(None, 5.0), "acme", Some("fp"), &[], 100.0).key,
             "tenant:acme:https://api.example.com#fp"
         );
         assert_eq!(
-            bucket_for(&spec(None, 5.0), "acme", None, &[]).key,
+            bucket_for(&spec(None, 5.0), "acme", None, &[], 100.0).key,
             "tenant:acme:https://api.example.com"
         );
         // A tenant cannot name another tenant's bucket by its text.
@@ -193,6 +193,7 @@ dir = "out"
             "acme",
             None,
             &[],
+            100.0,
         );
         assert!(forged.key.starts_with("tenant:acme:"));
     }
@@ -201,14 +202,10 @@ dir = "out"
     fn a_shared_key_is_the_operator_s_rate_whatever_the_spec_says() {
         let shared = [example()];
         for (key, tenant) in [(Some("example"), "acme"), (None, "globex")] {
-            let bucket = bucket_for(&spec(key, 0.001), tenant, Some("fp"), &shared);
+            let bucket = bucket_for(&spec(key, 0.001), tenant, Some("fp"), &shared, 100.0);
             assert_eq!(
                 bucket,
-                Bucket {
-                    key: "shared:example".into(),
-                    rate: 10.0,
-                    burst: 20
-                },
+                Bucket::stated("shared:example", 10.0, 20),
                 "{key:?} {tenant}"
             );
         }
@@ -216,9 +213,21 @@ dir = "out"
         // runs, whose 429s would pause everyone) gets the tenant's own.
         let mut elsewhere = spec(Some("example"), 5.0);
         elsewhere.source.base_url = "https://attacker.example.net".into();
-        let own = bucket_for(&elsewhere, "acme", None, &shared);
+        let own = bucket_for(&elsewhere, "acme", None, &shared, 100.0);
         assert_eq!(own.key, "tenant:acme:example");
-        assert_eq!(own.rate, 5.0);
+        assert_eq!(own.bounds, RateBounds::stated(5.0));
+    }
+
+    #[test]
+    fn a_spec_without_a_rate_learns_it_under_the_fleets_ceiling() {
+        let mut unstated = spec(None, 5.0);
+        unstated.rate_limit.rate = None;
+        let bucket = bucket_for(&unstated, "acme", None, &[], 40.0);
+        assert_eq!(bucket.bounds, RateBounds::unstated(40.0));
+        assert_eq!(bucket.bounds.ceiling, 40.0);
+        // The operator's shared key states its rate, whatever the spec.
+        let shared = bucket_for(&unstated, "acme", None, &[example()], 40.0);
+        assert_eq!(shared.bounds, RateBounds::stated(10.0));
     }
 
     #[test]

@@ -19,82 +19,154 @@ use std::time::{Duration, Instant};
 use deadpool_redis::{Config, Pool, Runtime};
 use redis::Script;
 
+use crate::adaptive_rate::{Adaptation, RateBounds, LEARNED_TTL_MS};
 use crate::config::redact_url;
 
-/// One decision on one bucket. `ARGV[3]` names the operation and
-/// `ARGV[4]` is its argument (see [`Op`]): `reserve` (max wait µs),
-/// `check` (is the source paused?), `pause` (µs, > 0) or `sync` (tokens the
-/// source says remain, >= 0). Returns `{code, wait_us}` (see [`Reply`]):
-/// 0 go now, 1 reserved (sleep wait, then go), 2 not reserved (retry after
-/// wait), 3 paused (retry after wait), 4 synced.
+/// One decision on one bucket, and the learning of its rate (see
+/// [`crate::adaptive_rate`]). `ARGV[3]` names the operation and `ARGV[4]`
+/// is its argument (see [`Op`]): `reserve` (max wait µs), `check` (is the
+/// source paused?), `pause` (a 429: µs, > 0) or `sync` (tokens the source
+/// says remain, >= 0, and in `ARGV[11]` the rate its policy states, 0 for
+/// none). `ARGV[1]`, `[5]` and `[6]` are the ceiling, start and floor of the
+/// rate, `[2]` the burst, `[7]`–`[10]`, `[13]` and `[14]` the learning's
+/// tunables, `[12]` how long the bucket is kept (ms). Returns
+/// `{code, wait_us, rate in milli-requests/s}` (see [`Reply`]): 0 go now, 1
+/// reserved (sleep wait, then go), 2 not reserved (retry after wait), 3
+/// paused (retry after wait), 4 synced.
 const GCRA: &str = r#"
 local key = KEYS[1]
-local rate = tonumber(ARGV[1])
+local ceiling = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local op = ARGV[3]
 local value = tonumber(ARGV[4])
+local start = tonumber(ARGV[5])
+local floor_rate = tonumber(ARGV[6])
+local cut = tonumber(ARGV[7])
+local growth = tonumber(ARGV[8])
+local margin = tonumber(ARGV[9])
+local probe = tonumber(ARGV[10])
+local stated = tonumber(ARGV[11])
+local ttl_ms = tonumber(ARGV[12])
+local soon_us = tonumber(ARGV[13])
+local deep = tonumber(ARGV[14])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local T = 1000000 / rate
-local tau = T * burst
-local tat = tonumber(redis.call('HGET', key, 'tat') or '0')
-local pause = tonumber(redis.call('HGET', key, 'pause') or '0')
-local ttl_ms = math.ceil((tau + math.max(0, pause - now)) / 1000) + 60000
+local f = redis.call('HMGET', key, 'tat', 'pause', 'rate', 'refused', 'grown_at', 'quiet_from')
+local tat = tonumber(f[1]) or 0
+local pause = tonumber(f[2]) or 0
+local rate = math.max(floor_rate, math.min(ceiling, tonumber(f[3]) or start))
+local refused = tonumber(f[4])
+local grown_at = tonumber(f[5]) or now
+local quiet_from = tonumber(f[6])
+local function save()
+  if refused then
+    redis.call('HSET', key, 'tat', tat, 'pause', pause, 'rate', rate, 'grown_at', grown_at,
+      'refused', refused, 'quiet_from', quiet_from or 0)
+  else
+    redis.call('HSET', key, 'tat', tat, 'pause', pause, 'rate', rate, 'grown_at', grown_at)
+  end
+  redis.call('PEXPIRE', key, ttl_ms + math.ceil(math.max(0, pause - now) / 1000))
+end
+local function milli() return math.floor(rate * 1000) end
 if op == 'pause' then
-  local until_ = math.max(pause, now + value)
+  if pause <= now then
+    -- A new refusal (answers arriving while paused are the same one):
+    -- remember the rate that was refused and cut below it. Refused again
+    -- soon after the last pause, the limit is well below this rate.
+    if quiet_from and now - quiet_from < soon_us then
+      refused = rate * deep
+    else
+      refused = rate
+    end
+    rate = math.max(floor_rate, refused * cut)
+    grown_at = now
+    quiet_from = math.max(pause, now + value)
+  end
+  local T = 1000000 / rate
+  local tau = T * burst
+  pause = math.max(pause, now + value)
   -- The bucket is empty when the pause ends: no burst right after a 429.
-  local empty_at = until_ + tau - T
+  local empty_at = pause + tau - T
   if empty_at > tat then tat = empty_at end
-  redis.call('HSET', key, 'tat', tat, 'pause', until_)
-  redis.call('PEXPIRE', key, math.ceil((until_ - now + tau) / 1000) + 60000)
-  return {3, until_ - now}
+  -- A pause is not time the rate was tried at: growth starts after it.
+  if pause > grown_at then grown_at = pause end
+  save()
+  return {3, pause - now, milli()}
 end
 if op == 'sync' then
-  -- The source knows best: never believe in more tokens than it has left.
-  local floor = now + tau - value * T
-  if floor > tat then
-    redis.call('HSET', key, 'tat', floor)
-    redis.call('PEXPIRE', key, ttl_ms)
+  if stated > 0 then
+    -- The source states its policy: that is the rate, and what probing
+    -- stops at.
+    rate = math.max(floor_rate, math.min(ceiling, stated))
+    refused = rate / margin
+    grown_at = now
   end
-  return {4, 0}
+  -- The source knows best: never believe in more tokens than it has left.
+  local T = 1000000 / rate
+  local floor = now + T * burst - value * T
+  if floor > tat then tat = floor end
+  save()
+  return {4, 0, milli()}
 end
 if pause > now then
-  return {3, pause - now}
+  return {3, pause - now, milli()}
 end
 if op == 'check' then
-  return {0, 0}
+  return {0, 0, milli()}
 end
 if op ~= 'reserve' then
   return redis.error_reply('unknown limiter operation ' .. tostring(op))
 end
+-- Growth, only while the bucket is what holds requests back (its
+-- theoretical arrival time runs ahead of the clock).
+local dt = math.min(math.max(0, now - grown_at), 1000000) / 1000000
+if tat > now and dt > 0 then
+  if not refused then
+    rate = rate * (1 + growth) ^ dt
+  elseif rate < refused * margin then
+    rate = math.min(refused * margin, rate * (1 + growth) ^ dt)
+  else
+    refused = refused * (1 + probe * dt)
+    rate = refused * margin
+  end
+  rate = math.min(ceiling, rate)
+end
+grown_at = now
+local T = 1000000 / rate
+local tau = T * burst
 local max_wait = value
 if tat < now then tat = now end
 local new_tat = tat + T
 local wait = new_tat - tau - now
 if wait <= 0 then
-  redis.call('HSET', key, 'tat', new_tat)
-  redis.call('PEXPIRE', key, ttl_ms)
-  return {0, 0}
+  tat = new_tat
+  save()
+  return {0, 0, milli()}
 end
 if wait <= max_wait then
-  redis.call('HSET', key, 'tat', new_tat)
-  redis.call('PEXPIRE', key, ttl_ms)
-  return {1, math.ceil(wait)}
+  tat = new_tat
+  save()
+  return {1, math.ceil(wait), milli()}
 end
-return {2, math.ceil(wait)}
+save()
+return {2, math.ceil(wait), milli()}
 "#;
 
 /// What the script is asked to do, with its argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
     /// Take a token now, or reserve one at most this far ahead.
     Reserve { max_wait: Duration },
     /// Only tell whether the source is paused.
     CheckPause,
-    /// Pause the source for this long (after a 429).
+    /// The source refused (429): pause it for this long and learn.
     Pause(Duration),
-    /// The source says this many tokens remain.
-    Sync { remaining: u64 },
+    /// The source says this many tokens remain, and perhaps the rate its
+    /// policy allows.
+    Sync {
+        remaining: u64,
+        stated_rate: Option<f64>,
+    },
 }
 
 impl Op {
@@ -104,7 +176,18 @@ impl Op {
             Op::Reserve { max_wait } => ("reserve", max_wait.as_micros() as u64),
             Op::CheckPause => ("check", 0),
             Op::Pause(d) => ("pause", (d.as_micros() as u64).max(1)),
-            Op::Sync { remaining } => ("sync", remaining),
+            Op::Sync { remaining, .. } => ("sync", remaining),
+        }
+    }
+
+    /// `ARGV[11]`: the rate a source's policy states, 0 for none.
+    fn stated_rate(self) -> f64 {
+        match self {
+            Op::Sync {
+                stated_rate: Some(rate),
+                ..
+            } if rate.is_finite() && rate > 0.0 => rate,
+            _ => 0.0,
         }
     }
 }
@@ -177,12 +260,38 @@ pub enum Waited {
     Park(Duration),
 }
 
-/// The bucket parameters of one source.
+/// The bucket parameters of one source: its key, where its rate starts
+/// and the most it may reach, its burst, and how it learns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
     pub key: String,
-    pub rate: f64,
+    pub bounds: RateBounds,
     pub burst: u32,
+    pub adaptation: Adaptation,
+}
+
+impl Bucket {
+    /// A bucket at a rate someone stated: it starts there and never
+    /// exceeds it, and learns a lower one from 429s.
+    pub fn stated(key: impl Into<String>, rate: f64, burst: u32) -> Bucket {
+        Bucket {
+            key: key.into(),
+            bounds: RateBounds::stated(rate),
+            burst,
+            adaptation: Adaptation::DEFAULT,
+        }
+    }
+
+    /// A bucket whose rate nobody stated: it starts low and finds the
+    /// source's limit, never past `ceiling`.
+    pub fn unstated(key: impl Into<String>, ceiling: f64, burst: u32) -> Bucket {
+        Bucket {
+            key: key.into(),
+            bounds: RateBounds::unstated(ceiling),
+            burst,
+            adaptation: Adaptation::DEFAULT,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -199,6 +308,9 @@ pub struct RateLimiter {
 struct LocalFallback {
     fleet_size: AtomicU32,
     buckets: Mutex<HashMap<String, LocalBucket>>,
+    /// The rate each bucket's last reply from Redis carried: what the
+    /// fleet has learned, and what the fallback splits.
+    learned: Mutex<HashMap<String, f64>>,
 }
 
 #[derive(Clone, Copy)]
@@ -211,7 +323,8 @@ impl LocalFallback {
     /// Reserves the next local slot and returns how long to wait for it.
     fn reserve(&self, bucket: &Bucket) -> Duration {
         let fleet = self.fleet_size.load(Ordering::Relaxed).max(1) as f64;
-        let interval = Duration::from_secs_f64(fleet / bucket.rate);
+        let rate = self.learned(&bucket.key).unwrap_or(bucket.bounds.start);
+        let interval = Duration::from_secs_f64(fleet / rate.max(f64::MIN_POSITIVE));
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let entry = buckets.entry(bucket.key.clone()).or_insert(LocalBucket {
@@ -221,6 +334,20 @@ impl LocalFallback {
         let at = entry.next_at.max(entry.paused_until).max(now);
         entry.next_at = at + interval;
         at - now
+    }
+
+    fn learned(&self, key: &str) -> Option<f64> {
+        let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        learned.get(key).copied()
+    }
+
+    fn learn(&self, key: &str, rate: f64) {
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = learned.get_mut(key) {
+            *known = rate;
+        } else {
+            learned.insert(key.to_string(), rate);
+        }
     }
 
     fn pause(&self, bucket: &Bucket, duration: Duration) {
@@ -244,6 +371,7 @@ impl RateLimiter {
             fallback: Arc::new(LocalFallback {
                 fleet_size: AtomicU32::new(1),
                 buckets: Mutex::new(HashMap::new()),
+                learned: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -268,18 +396,37 @@ impl RateLimiter {
             .await
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
         let (name, value) = op.args();
+        let (bounds, learning) = (&bucket.bounds, &bucket.adaptation);
         // invoke_async reloads the script after a Redis restart (NOSCRIPT).
-        let (code, wait): (i64, i64) = self
+        let (code, wait, rate_milli): (i64, i64, i64) = self
             .script
             .key(format!("{}{}", self.prefix, bucket.key))
-            .arg(bucket.rate)
+            .arg(bounds.ceiling)
             .arg(bucket.burst)
             .arg(name)
             .arg(value)
+            .arg(bounds.start)
+            .arg(bounds.floor)
+            .arg(learning.cut)
+            .arg(learning.growth_per_s)
+            .arg(learning.margin)
+            .arg(learning.probe_per_s)
+            .arg(op.stated_rate())
+            .arg(LEARNED_TTL_MS)
+            .arg(learning.soon.as_micros() as u64)
+            .arg(learning.deep)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
+        self.fallback
+            .learn(&bucket.key, rate_milli.max(0) as f64 / 1000.0);
         Reply::parse(code, wait)
+    }
+
+    /// The rate this bucket's last decision in this process ran at
+    /// (learned fleet-wide), requests per second.
+    pub fn learned_rate(&self, bucket: &Bucket) -> Option<f64> {
+        self.fallback.learned(&bucket.key)
     }
 
     /// One decision for one request.
@@ -319,15 +466,21 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Tells the bucket what the source reported left in its budget; the
-    /// bucket drops to that many tokens when it believed in more.
+    /// Tells the bucket what the source reported left in its budget (the
+    /// bucket drops to that many tokens when it believed in more) and the
+    /// rate its policy states, when it states one (the bucket takes it).
     pub async fn sync_with_source(
         &self,
         bucket: &Bucket,
         remaining: u64,
+        stated_rate: Option<f64>,
     ) -> Result<(), RateLimitError> {
         let remaining = remaining.min(bucket.burst as u64);
-        self.run(bucket, Op::Sync { remaining }).await?;
+        let op = Op::Sync {
+            remaining,
+            stated_rate,
+        };
+        self.run(bucket, op).await?;
         Ok(())
     }
 
@@ -429,12 +582,21 @@ mod tests {
         assert_eq!(Op::Pause(ms(2)).args(), ("pause", 2_000));
         // The script pauses only for a positive duration.
         assert_eq!(Op::Pause(Duration::ZERO).args(), ("pause", 1));
-        assert_eq!(Op::Sync { remaining: 0 }.args(), ("sync", 0));
+        let sync = |remaining, stated_rate| Op::Sync {
+            remaining,
+            stated_rate,
+        };
+        assert_eq!(sync(0, None).args(), ("sync", 0));
+        assert_eq!(sync(0, None).stated_rate(), 0.0);
+        assert_eq!(sync(3, Some(2.5)).stated_rate(), 2.5);
+        // Nonsense from a source's headers states nothing.
+        assert_eq!(sync(3, Some(f64::NAN)).stated_rate(), 0.0);
+        assert_eq!(sync(3, Some(-1.0)).stated_rate(), 0.0);
         for op in [
             Op::Reserve { max_wait: ms(1) },
             Op::CheckPause,
             Op::Pause(ms(1)),
-            Op::Sync { remaining: 1 },
+            sync(1, None),
         ] {
             let (name, _) = op.args();
             assert!(
@@ -449,11 +611,7 @@ mod tests {
     fn the_local_fallback_splits_the_rate_across_the_fleet() {
         let limiter = limiter();
         limiter.set_fleet_size(4);
-        let bucket = Bucket {
-            key: "k".into(),
-            rate: 100.0,
-            burst: 10,
-        };
+        let bucket = Bucket::stated("k", 100.0, 10);
         // 4 workers at 100/s: each may send every 40 ms, and never bursts.
         let waits: Vec<Duration> = (0..5).map(|_| limiter.fallback.reserve(&bucket)).collect();
         assert!(waits[0] < Duration::from_millis(5));
@@ -469,12 +627,26 @@ mod tests {
     #[test]
     fn a_pause_holds_the_local_fallback_too() {
         let limiter = limiter();
-        let bucket = Bucket {
-            key: "k".into(),
-            rate: 1000.0,
-            burst: 1,
-        };
+        let bucket = Bucket::stated("k", 1000.0, 1);
         limiter.fallback.pause(&bucket, Duration::from_secs(2));
         assert!(limiter.fallback.reserve(&bucket) > Duration::from_millis(1900));
+    }
+
+    #[test]
+    fn the_local_fallback_splits_what_the_fleet_learned() {
+        let limiter = limiter();
+        let bucket = Bucket::unstated("k", 100.0, 1);
+        // Nothing learned yet: the bucket's start, 1/s.
+        limiter.fallback.reserve(&bucket);
+        let unlearned = limiter.fallback.reserve(&bucket);
+        assert!(unlearned > Duration::from_millis(900), "{unlearned:?}");
+        // Redis said the source takes 20/s: a slot every 50 ms.
+        limiter.fallback.learn("k", 20.0);
+        assert_eq!(limiter.learned_rate(&bucket), Some(20.0));
+        let other = Bucket::unstated("other", 100.0, 1);
+        limiter.fallback.learn("other", 20.0);
+        limiter.fallback.reserve(&other);
+        let learned = limiter.fallback.reserve(&other);
+        assert!(learned.abs_diff(Duration::from_millis(50)) < Duration::from_millis(10));
     }
 }

@@ -5,7 +5,9 @@
 //! now, or as a Unix time when it is that large), the IETF drafts'
 //! `RateLimit-Limit/Remaining/Reset` headers, and the combined
 //! `RateLimit: limit=100, remaining=5, reset=3` and structured
-//! `RateLimit: "default";r=5;t=3` forms.
+//! `RateLimit: "default";r=5;t=3` forms; and the rate a source's policy
+//! states, `q` requests per `w` seconds, from `RateLimit-Policy:
+//! "default";q=100;w=60` (or `100;w=60`, also inside `RateLimit-Limit`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +20,8 @@ pub struct SourceBudget {
     pub remaining: u64,
     /// When the budget is back (full, or the window resets).
     pub reset: Option<Duration>,
+    /// Requests per second the source's stated policy allows.
+    pub policy_rate: Option<f64>,
 }
 
 /// Reset values above this are Unix timestamps, not delays.
@@ -35,12 +39,18 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<SourceBudget> {
             .filter(|n| n.is_finite() && *n >= 0.0)
     };
 
+    let policy_rate = ["ratelimit-policy", "ratelimit-limit", "x-ratelimit-limit"]
+        .into_iter()
+        .find_map(|name| get(name).and_then(policy_rate));
     for prefix in ["x-ratelimit-", "ratelimit-"] {
         if let Some(remaining) = num(get(&format!("{prefix}remaining"))) {
             return Some(SourceBudget {
-                limit: num(get(&format!("{prefix}limit"))).map(|n| n as u64),
+                limit: get(&format!("{prefix}limit"))
+                    .and_then(|v| num(v.split([',', ';']).next()))
+                    .map(|n| n as u64),
                 remaining: remaining as u64,
                 reset: num(get(&format!("{prefix}reset"))).map(|r| reset_delay(r, now)),
+                policy_rate,
             });
         }
     }
@@ -64,7 +74,33 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<SourceBudget> {
         limit,
         remaining: remaining?,
         reset,
+        policy_rate,
     })
+}
+
+/// The rate of the first policy in a `RateLimit-Policy` value (or a
+/// `RateLimit-Limit` carrying one after its limit): `q` (or the leading
+/// number) over `w` seconds. A policy without a window states no rate.
+fn policy_rate(value: &str) -> Option<f64> {
+    value.split(',').find_map(one_policy_rate)
+}
+
+fn one_policy_rate(first: &str) -> Option<f64> {
+    let mut quota = None;
+    let mut window = None;
+    for (i, part) in first.split(';').enumerate() {
+        let mut kv = part.splitn(2, '=');
+        let key = kv.next().unwrap_or("").trim();
+        match (key, kv.next().map(str::trim)) {
+            ("q", Some(v)) => quota = v.parse::<f64>().ok(),
+            ("w", Some(v)) => window = v.parse::<f64>().ok(),
+            (n, None) if i == 0 => quota = n.parse::<f64>().ok(),
+            _ => {}
+        }
+    }
+    let (quota, window) = (quota?, window?);
+    let rate = quota / window;
+    (quota > 0.0 && window > 0.0 && rate.is_finite()).then_some(rate)
 }
 
 fn reset_delay(value: f64, now: SystemTime) -> Duration {
@@ -113,7 +149,8 @@ mod tests {
             Some(SourceBudget {
                 limit: Some(10),
                 remaining: 3,
-                reset: Some(Duration::from_secs(2))
+                reset: Some(Duration::from_secs(2)),
+                policy_rate: None,
             })
         );
     }
@@ -149,7 +186,8 @@ mod tests {
             Some(SourceBudget {
                 limit: Some(100),
                 remaining: 5,
-                reset: Some(Duration::from_secs(3))
+                reset: Some(Duration::from_secs(3)),
+                policy_rate: None,
             })
         );
         let structured = headers(&[
@@ -161,9 +199,39 @@ mod tests {
             Some(SourceBudget {
                 limit: None,
                 remaining: 7,
-                reset: Some(Duration::from_secs(12))
+                reset: Some(Duration::from_secs(12)),
+                policy_rate: Some(100.0 / 60.0),
             })
         );
+    }
+
+    #[test]
+    fn a_stated_policy_is_a_rate() {
+        let rate = |pairs: &[(&str, &str)]| {
+            let mut with_remaining = pairs.to_vec();
+            with_remaining.push(("RateLimit-Remaining", "1"));
+            parse(&headers(&with_remaining), at(0)).and_then(|b| b.policy_rate)
+        };
+        assert_eq!(rate(&[("RateLimit-Policy", "10;w=1")]), Some(10.0));
+        assert_eq!(
+            rate(&[(
+                "RateLimit-Policy",
+                "\"burst\";q=120;w=60, \"day\";q=1000;w=86400"
+            )]),
+            Some(2.0)
+        );
+        assert_eq!(rate(&[("RateLimit-Limit", "100, 100;w=50")]), Some(2.0));
+        // The limit alone names no window: no rate.
+        assert_eq!(rate(&[("RateLimit-Limit", "100")]), None);
+        for nonsense in ["q=5;w=0", "q=-5;w=1", "q=x;w=1", "w=10", "q=1e308;w=1e-308"] {
+            assert_eq!(rate(&[("RateLimit-Policy", nonsense)]), None, "{nonsense}");
+        }
+        // With a policy, the limit header's leading number is still the limit.
+        let h = headers(&[
+            ("RateLimit-Limit", "100, 100;w=50"),
+            ("RateLimit-Remaining", "4"),
+        ]);
+        assert_eq!(parse(&h, at(0)).unwrap().limit, Some(100));
     }
 
     #[test]

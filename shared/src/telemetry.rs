@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -35,6 +35,12 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Per source key: the time a task waited for a rate-limit token.
     pub token_wait: HistogramVec,
+    /// Per source key: the rate its bucket runs at, as the fleet learned
+    /// it (requests per second; see `adaptive_rate`).
+    pub source_rate: GaugeVec,
+    /// From a chain page's landing to its next page's request, when the
+    /// worker that landed it fetches the next one itself.
+    pub chain_hop: Histogram,
     pub pages_landed: IntCounter,
     pub duplicate_deliveries: IntCounter,
     pub rows_staged: IntCounter,
@@ -125,6 +131,15 @@ impl Metrics {
             let _ = registry.register(Box::new(g.clone()));
             g
         };
+        let source_rate = GaugeVec::new(
+            Opts::new(
+                "source_rate",
+                "Requests per second each source key's bucket runs at, as learned fleet-wide",
+            ),
+            &["source"],
+        )
+        .unwrap_or_else(|_| std::process::abort());
+        let _ = registry.register(Box::new(source_rate.clone()));
         let dead_letters_open = IntGauge::new("dead_letters_open", "Dead letters not resolved")
             .unwrap_or_else(|_| std::process::abort());
         let _ = registry.register(Box::new(dead_letters_open.clone()));
@@ -174,6 +189,12 @@ impl Metrics {
                 "CSV files held beside their final path (unverified)",
             ),
             breaker_state,
+            source_rate,
+            chain_hop: histogram(
+                "chain_hop_seconds",
+                "From a chain page's landing to the request of the next page, fetched by the same worker",
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+            ),
             retry_budget_denied: counter(
                 "retry_budget_denied_total",
                 "Retries held back because the source's retry budget was spent",

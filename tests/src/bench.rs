@@ -13,6 +13,14 @@ use pagefleet_shared::model::ExportState;
 use pagefleet_shared::ratelimit::{Bucket, Permit, RateLimiter};
 use pagefleet_shared::spec::ExportSpec;
 
+pub mod adaptive;
+pub mod chain;
+pub mod throughput;
+
+use adaptive::{run_adaptive, AdaptiveConfig, AdaptiveResult};
+use chain::{run_chain, ChainConfig, ChainResult};
+use throughput::{run_throughput, ThroughputConfig, ThroughputResult};
+
 use crate::chaos::fleet::offset_spec;
 use crate::chaos::ProcessFleet;
 use crate::mock::{MockConfig, MockServer};
@@ -25,7 +33,30 @@ pub struct BenchConfig {
     pub burst: u32,
     pub workers: Vec<usize>,
     pub outage: Duration,
+    /// The parts to run (`BENCH_ONLY`); every part when empty.
+    pub only: Vec<String>,
+    pub adaptive: AdaptiveConfig,
+    pub chain: ChainConfig,
+    pub throughput: ThroughputConfig,
 }
+
+impl BenchConfig {
+    /// Whether the part `name` runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|n| n == name)
+    }
+}
+
+/// The parts of the bench, in the order they run.
+pub const PARTS: [&str; 7] = [
+    "rate",
+    "walks",
+    "chain",
+    "adaptive",
+    "throughput",
+    "outage",
+    "limiter",
+];
 
 impl Default for BenchConfig {
     fn default() -> Self {
@@ -36,6 +67,10 @@ impl Default for BenchConfig {
             burst: 10,
             workers: vec![1, 4, 8],
             outage: Duration::from_secs(60),
+            only: Vec::new(),
+            adaptive: AdaptiveConfig::default(),
+            chain: ChainConfig::default(),
+            throughput: ThroughputConfig::default(),
         }
     }
 }
@@ -61,8 +96,9 @@ impl Walk {
         }
     }
 
-    /// The bench spec's source path and pagination for this walk.
-    fn adapt(self, offset_toml: String) -> String {
+    /// The spec `offset_toml` (an [`offset_spec`]) walking this way
+    /// instead: its source path and pagination.
+    pub fn adapt(self, offset_toml: String) -> String {
         let (path, pagination) = match self {
             Walk::OffsetFanOut => return offset_toml,
             Walk::LinkFanOut => (
@@ -274,11 +310,7 @@ pub struct LimiterResult {
 pub async fn run_limiter(duration: Duration) -> anyhow::Result<LimiterResult> {
     let ns = format!("bench-{}", Uuid::now_v7().simple());
     let limiter = RateLimiter::new("redis://127.0.0.1:6379", &ns)?;
-    let bucket = Bucket {
-        key: "limiter-bench".into(),
-        rate: 1_000_000.0,
-        burst: 1_000,
-    };
+    let bucket = Bucket::stated("limiter-bench", 1_000_000.0, 1_000);
     let mut tasks = Vec::new();
     let started = Instant::now();
     for _ in 0..16 {
@@ -315,11 +347,179 @@ pub async fn run_limiter(duration: Duration) -> anyhow::Result<LimiterResult> {
     })
 }
 
-/// Runs everything and returns the printed report.
+/// One line of the summary table: what was measured against its goal.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    pub what: String,
+    pub measured: String,
+    pub goal: String,
+    /// `None` when the row has no pass mark (context for another row).
+    pub met: Option<bool>,
+}
+
+impl Goal {
+    fn new(
+        what: impl Into<String>,
+        measured: impl Into<String>,
+        goal: &str,
+        met: Option<bool>,
+    ) -> Goal {
+        Goal {
+            what: what.into(),
+            measured: measured.into(),
+            goal: goal.to_string(),
+            met,
+        }
+    }
+}
+
+/// The report: each part's own table, then one summary of every goal.
+#[derive(Debug, Default)]
+struct Report {
+    parts: Vec<String>,
+    goals: Vec<Goal>,
+}
+
+impl Report {
+    fn render(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "| measured | value | goal | met |");
+        let _ = writeln!(t, "|---|---:|---|---|");
+        for g in &self.goals {
+            let met = match g.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "",
+            };
+            let _ = writeln!(t, "| {} | {} | {} | {met} |", g.what, g.measured, g.goal);
+        }
+        for part in &self.parts {
+            let _ = writeln!(t);
+            t.push_str(part);
+        }
+        t
+    }
+}
+
+/// Runs the parts `config.only` names (all by default) and returns the
+/// printed report.
 pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::Result<String> {
     let work_dir =
         std::env::temp_dir().join(format!("pagefleet-bench-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&work_dir)?;
+    let mut report = Report::default();
+    let mut runs = Vec::new();
+    if config.runs("rate") {
+        runs = rate_runs(config, &work_dir, &progress).await?;
+        report.parts.push(render_rate(config, &runs));
+        report.goals.extend(rate_goals(&runs));
+    }
+    if config.runs("walks") {
+        let walks = walk_runs(config, &work_dir, &progress).await?;
+        report.parts.push(render_walks(&runs, &walks));
+        report.goals.extend(walk_goals(&walks));
+    }
+    if config.runs("chain") {
+        let mut results = Vec::new();
+        for &latency in &config.chain.latencies_ms {
+            for followed in [true, false] {
+                progress(&format!(
+                    "bench: a chain against a source answering in {latency} ms, {}...",
+                    if followed {
+                        "followed by its worker"
+                    } else {
+                        "every page through the queue"
+                    }
+                ));
+                let r = run_chain(&config.chain, latency, followed, &work_dir).await?;
+                progress(&format!(
+                    "  {:.1} pages/s, {:.0}% of 1/latency",
+                    r.pages_per_s,
+                    r.share_of_latency_bound() * 100.0
+                ));
+                results.push(r);
+            }
+        }
+        report.parts.push(render_chain(&config.chain, &results));
+        report.goals.extend(chain_goals(&results));
+    }
+    if config.runs("adaptive") {
+        let mut results = Vec::new();
+        let ten_times = config.adaptive.limit * 10.0;
+        for stated in [Some(ten_times), None] {
+            progress(&format!(
+                "bench: a source limited to {}/s that states it only by refusing, spec rate {}...",
+                config.adaptive.limit,
+                stated.map_or("none".to_string(), |r| format!("{r}/s"))
+            ));
+            let r = run_adaptive(&config.adaptive, stated, &work_dir).await?;
+            progress(&format!(
+                "  after learning: {:.2}% 429s, {:.1}% of the limit",
+                r.after_learning.share_429() * 100.0,
+                r.after_learning.share_of_limit(config.adaptive.limit) * 100.0
+            ));
+            results.push(r);
+        }
+        report
+            .parts
+            .push(render_adaptive(&config.adaptive, &results));
+        report
+            .goals
+            .extend(adaptive_goals(&config.adaptive, &results));
+    }
+    if config.runs("throughput") {
+        let t = &config.throughput;
+        progress(&format!(
+            "bench: {} rows unthrottled, pages of {}, {} workers...",
+            t.rows, t.page_size, t.workers
+        ));
+        let r = run_throughput(t, &work_dir).await?;
+        progress(&format!("  {:.0} rows/s", r.rows_per_s()));
+        report.parts.push(render_throughput(t, &r));
+        report.goals.extend(throughput_goals(&r));
+    }
+    if config.runs("outage") {
+        let outage_rate = config.rates[0];
+        let outage_workers = *config.workers.last().unwrap_or(&1);
+        progress(&format!(
+            "bench: outage of {:?} at R={outage_rate}/s with {outage_workers} workers...",
+            config.outage
+        ));
+        let outage = run_outage(config, outage_rate, outage_workers, &work_dir).await?;
+        let line = render_outage(config, &outage, outage_rate, outage_workers);
+        report.parts.push(line);
+        let ratio = outage.rate_during / outage.rate_before.max(0.001);
+        report.goals.push(Goal::new(
+            format!("outage: requests during / before ({outage_workers} workers)"),
+            format!("{ratio:.3}"),
+            "≤ 0.05",
+            Some(ratio <= 0.05),
+        ));
+    }
+    if config.runs("limiter") {
+        progress("bench: the limiter alone...");
+        let limiter = run_limiter(Duration::from_secs(3)).await?;
+        report.parts.push(render_limiter(&limiter));
+        report.goals.push(Goal::new(
+            "limiter alone: decisions/s (p99)",
+            format!(
+                "{:.0} ({:.2} ms)",
+                limiter.decisions_per_sec,
+                limiter.p99.as_secs_f64() * 1000.0
+            ),
+            "",
+            None,
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&work_dir);
+    Ok(report.render())
+}
+
+async fn rate_runs(
+    config: &BenchConfig,
+    work_dir: &Path,
+    progress: &impl Fn(&str),
+) -> anyhow::Result<Vec<RunResult>> {
     let mut runs = Vec::new();
     for &rate in &config.rates {
         for &workers in &config.workers {
@@ -329,7 +529,7 @@ pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::R
                     if shared { "shared" } else { "no shared" }
                 ));
                 let walk = Walk::OffsetFanOut;
-                let r = run_export(config, rate, workers, shared, walk, &work_dir).await?;
+                let r = run_export(config, rate, workers, shared, walk, work_dir).await?;
                 progress(&format!(
                     "  {:.1}% of R, {:.2}% 429s, peak {} in 1 s",
                     r.efficiency() * 100.0,
@@ -340,49 +540,192 @@ pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::R
             }
         }
     }
-    let mut walks = Vec::new();
-    // At the highest rate, where one page at a time cannot keep up.
+    Ok(runs)
+}
+
+/// The other walks at the highest rate, where one page at a time cannot
+/// keep up.
+async fn walk_runs(
+    config: &BenchConfig,
+    work_dir: &Path,
+    progress: &impl Fn(&str),
+) -> anyhow::Result<Vec<RunResult>> {
     let walk_rate = config.rates.iter().copied().fold(0.0, f64::max);
     let walk_workers = 4;
+    let mut walks = Vec::new();
     for walk in [Walk::LinkFanOut, Walk::LinkChain] {
         progress(&format!(
             "bench: {} at R={walk_rate}/s, {walk_workers} workers...",
             walk.label()
         ));
-        let r = run_export(config, walk_rate, walk_workers, true, walk, &work_dir).await?;
+        let r = run_export(config, walk_rate, walk_workers, true, walk, work_dir).await?;
         progress(&format!("  {:.1}% of R", r.efficiency() * 100.0));
         walks.push(r);
     }
-    let outage_rate = config.rates[0];
-    let outage_workers = *config.workers.last().unwrap_or(&1);
-    progress(&format!(
-        "bench: outage of {:?} at R={outage_rate}/s with {outage_workers} workers...",
-        config.outage
-    ));
-    let outage = run_outage(config, outage_rate, outage_workers, &work_dir).await?;
-    progress("bench: the limiter alone...");
-    let limiter = run_limiter(Duration::from_secs(3)).await?;
-    let _ = std::fs::remove_dir_all(&work_dir);
-    Ok(render(
-        config,
-        &runs,
-        &walks,
-        &outage,
-        outage_rate,
-        outage_workers,
-        &limiter,
-    ))
+    Ok(walks)
 }
 
-fn render(
-    config: &BenchConfig,
-    runs: &[RunResult],
-    walks: &[RunResult],
-    outage: &OutageResult,
-    outage_rate: f64,
-    outage_workers: usize,
-    limiter: &LimiterResult,
-) -> String {
+fn rate_goals(runs: &[RunResult]) -> Vec<Goal> {
+    runs.iter()
+        .filter(|r| r.shared)
+        .map(|r| {
+            Goal::new(
+                format!("rate use at R={}/s, {} worker(s)", r.rate, r.workers),
+                format!(
+                    "{:.1} % ({:.2} % 429s)",
+                    r.efficiency() * 100.0,
+                    r.share_429() * 100.0
+                ),
+                "≥ 95 %, 0 429s",
+                Some(r.efficiency() >= 0.95 && r.status_429 == 0),
+            )
+        })
+        .collect()
+}
+
+fn walk_goals(walks: &[RunResult]) -> Vec<Goal> {
+    walks
+        .iter()
+        .map(|r| {
+            Goal::new(
+                format!("{} at R={}/s", r.walk.label(), r.rate),
+                format!("{:.1} % of R", r.efficiency() * 100.0),
+                "",
+                None,
+            )
+        })
+        .collect()
+}
+
+fn adaptive_goals(config: &AdaptiveConfig, results: &[AdaptiveResult]) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    for r in results {
+        let spec = r
+            .stated
+            .map_or("no rate in the spec".to_string(), |s| format!("spec {s}/s"));
+        let after = &r.after_learning;
+        goals.push(Goal::new(
+            format!(
+                "adaptive, real limit {}/s, {spec}: 429 share after 30 s",
+                config.limit
+            ),
+            format!("{:.2} %", after.share_429() * 100.0),
+            "< 1 %",
+            Some(after.share_429() < 0.01),
+        ));
+        let used = after.share_of_limit(config.limit);
+        goals.push(Goal::new(
+            format!(
+                "adaptive, real limit {}/s, {spec}: share of the limit used after 30 s",
+                config.limit
+            ),
+            format!("{:.1} %", used * 100.0),
+            "≥ 95 %",
+            Some(used >= 0.95),
+        ));
+    }
+    goals
+}
+
+fn chain_goals(results: &[ChainResult]) -> Vec<Goal> {
+    results
+        .iter()
+        .filter(|r| r.followed)
+        .map(|r| {
+            let share = r.share_of_latency_bound();
+            Goal::new(
+                format!(
+                    "chain, source latency {} ms: pages/s (median answer → next request)",
+                    r.latency_ms
+                ),
+                format!(
+                    "{:.1} = {:.0} % of 1/latency ({:.1} ms)",
+                    r.pages_per_s,
+                    share * 100.0,
+                    r.median_between.as_secs_f64() * 1000.0
+                ),
+                "≥ 90 % of 1/latency",
+                Some(share >= 0.9),
+            )
+        })
+        .collect()
+}
+
+fn render_chain(config: &ChainConfig, results: &[ChainResult]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "chain: Link rel=\"next\" only, {} pages of {} records, {} workers, source latency as shown",
+        config.pages, config.page_size, config.workers
+    );
+    let _ = writeln!(
+        t,
+        "| latency ms | next page fetched by | pages/s | of 1/latency | median answer → next request ms |"
+    );
+    let _ = writeln!(t, "|---:|---|---:|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.1} | {:.0} % | {:.1} |",
+            r.latency_ms,
+            if r.followed {
+                "the worker that landed the page"
+            } else {
+                "the queue (baseline)"
+            },
+            r.pages_per_s,
+            r.share_of_latency_bound() * 100.0,
+            r.median_between.as_secs_f64() * 1000.0
+        );
+    }
+    t
+}
+
+fn throughput_goals(r: &ThroughputResult) -> Vec<Goal> {
+    let mib = r.worker_rss_kib as f64 / 1024.0;
+    vec![
+        Goal::new(
+            format!("throughput: {} rows end to end, rows/s", r.rows),
+            format!("{:.0}", r.rows_per_s()),
+            "≥ 150,000",
+            Some(r.rows_per_s() >= 150_000.0),
+        ),
+        Goal::new(
+            format!("throughput: worker peak RSS over {} rows", r.rows),
+            format!("{mib:.0} MiB"),
+            "< 150 MB",
+            Some(mib * 1.048_576 < 150.0),
+        ),
+    ]
+}
+
+fn render_throughput(config: &ThroughputConfig, r: &ThroughputResult) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "throughput: {} rows from the mock, unthrottled, pages of {}, {} workers (page times summed over pages running side by side)",
+        config.rows, config.page_size, config.workers
+    );
+    let _ = writeln!(
+        t,
+        "| rows | wall s | rows/s | worker RSS MiB | fetching s | waiting for a worker s | finalizing s |"
+    );
+    let _ = writeln!(t, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        t,
+        "| {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+        r.rows,
+        r.wall.as_secs_f64(),
+        r.rows_per_s(),
+        r.worker_rss_kib as f64 / 1024.0,
+        r.fetching_s,
+        r.queued_s,
+        r.finalizing_s
+    );
+    t
+}
+
+fn render_rate(config: &BenchConfig, runs: &[RunResult]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -411,7 +754,11 @@ fn render(
             r.rss_kib as f64 / 1024.0
         );
     }
-    let _ = writeln!(t);
+    t
+}
+
+fn render_walks(runs: &[RunResult], walks: &[RunResult]) -> String {
+    let mut t = String::new();
     let _ = writeln!(
         t,
         "| pagination | R/s | workers | wall s | useful/(R*busy) | requests | 429 share |"
@@ -435,10 +782,45 @@ fn render(
             r.share_429() * 100.0
         );
     }
-    let _ = writeln!(t);
+    t
+}
+
+fn render_adaptive(config: &AdaptiveConfig, results: &[AdaptiveResult]) -> String {
+    let mut t = String::new();
     let _ = writeln!(
         t,
-        "outage: 100 % 503 for {:.0} s at R={outage_rate}/s, {outage_workers} workers: {:.1} req/s before, {:.2} req/s during → ratio {:.3}; back to >= 95 % of R {}",
+        "adaptive rate: a source limited to {}/s (burst {}) that says so only by refusing (429, Retry-After, no rate-limit headers); {} pages, {} workers",
+        config.limit, config.source_burst, config.pages, config.workers
+    );
+    let _ = writeln!(
+        t,
+        "| spec rate | whole run s | 429 share (whole) | limit used (whole) | 429 share after 30 s | limit used after 30 s | learned rate |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            t,
+            "| {} | {:.1} | {:.2} % | {:.1} % | {:.2} % | {:.1} % | {} |",
+            r.stated.map_or("none".to_string(), |s| format!("{s}/s")),
+            r.whole.seconds,
+            r.whole.share_429() * 100.0,
+            r.whole.share_of_limit(config.limit) * 100.0,
+            r.after_learning.share_429() * 100.0,
+            r.after_learning.share_of_limit(config.limit) * 100.0,
+            r.learned.map_or("-".to_string(), |l| format!("{l:.2}/s")),
+        );
+    }
+    t
+}
+
+fn render_outage(
+    config: &BenchConfig,
+    outage: &OutageResult,
+    outage_rate: f64,
+    outage_workers: usize,
+) -> String {
+    format!(
+        "outage: 100 % 503 for {:.0} s at R={outage_rate}/s, {outage_workers} workers: {:.1} req/s before, {:.2} req/s during → ratio {:.3}; back to >= 95 % of R {}\n",
         config.outage.as_secs_f64(),
         outage.rate_before,
         outage.rate_during,
@@ -447,13 +829,14 @@ fn render(
             Some(d) => format!("{:.1} s after it ended", d.as_secs_f64()),
             None => "not within 90 s".to_string(),
         }
-    );
-    let _ = writeln!(
-        t,
-        "limiter alone (16 concurrent callers, one bucket): {:.0} decisions/s, p50 {:.2} ms, p99 {:.2} ms",
+    )
+}
+
+fn render_limiter(limiter: &LimiterResult) -> String {
+    format!(
+        "limiter alone (16 concurrent callers, one bucket): {:.0} decisions/s, p50 {:.2} ms, p99 {:.2} ms\n",
         limiter.decisions_per_sec,
         limiter.p50.as_secs_f64() * 1000.0,
         limiter.p99.as_secs_f64() * 1000.0
-    );
-    t
+    )
 }

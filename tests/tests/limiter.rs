@@ -72,11 +72,7 @@ async fn the_bucket_never_grants_more_than_burst_plus_rate_times_t() {
     for (rate, burst, callers) in [(50.0, 10u32, 8usize), (200.0, 5, 16), (20.0, 1, 4)] {
         let ns = unique("pft-limiter-");
         let limiter = RateLimiter::new(REDIS, &ns).unwrap();
-        let bucket = Bucket {
-            key: "source".into(),
-            rate,
-            burst,
-        };
+        let bucket = Bucket::stated("source", rate, burst);
         let times = grants(&limiter, &bucket, callers, Duration::from_secs(2)).await;
         limiter.clear().await.unwrap();
         assert!(
@@ -104,11 +100,7 @@ async fn a_pause_empties_the_bucket_for_the_whole_fleet() {
     let limiter = RateLimiter::new(REDIS, &ns).unwrap();
     let other_worker = RateLimiter::new(REDIS, &ns).unwrap();
     // 20/s: a token every 50 ms; a full bucket would let 10 go at once.
-    let bucket = Bucket {
-        key: "source".into(),
-        rate: 20.0,
-        burst: 10,
-    };
+    let bucket = Bucket::stated("source", 20.0, 10);
     limiter
         .pause(&bucket, Duration::from_millis(800))
         .await
@@ -147,13 +139,9 @@ async fn a_pause_empties_the_bucket_for_the_whole_fleet() {
 async fn the_source_s_remaining_count_lowers_the_bucket() {
     let ns = unique("pft-limiter-");
     let limiter = RateLimiter::new(REDIS, &ns).unwrap();
-    let bucket = Bucket {
-        key: "source".into(),
-        rate: 10.0,
-        burst: 10,
-    };
+    let bucket = Bucket::stated("source", 10.0, 10);
     // A full bucket would let 10 go at once; the source says 2 remain.
-    limiter.sync_with_source(&bucket, 2).await.unwrap();
+    limiter.sync_with_source(&bucket, 2, None).await.unwrap();
     let mut immediate = 0;
     for _ in 0..10 {
         if limiter
@@ -166,6 +154,129 @@ async fn the_source_s_remaining_count_lowers_the_bucket() {
         }
     }
     assert_eq!(immediate, 2);
+    limiter.clear().await.unwrap();
+}
+
+/// Takes every token the bucket grants for `run_for`, as a busy fleet
+/// would, and returns the rate its last reply carried.
+async fn keep_busy(limiter: &RateLimiter, bucket: &Bucket, run_for: Duration) -> f64 {
+    let started = Instant::now();
+    while started.elapsed() < run_for {
+        match limiter
+            .acquire(bucket, Duration::from_millis(50))
+            .await
+            .unwrap()
+        {
+            Permit::Go => {}
+            Permit::Reserved(wait) | Permit::Later(wait) | Permit::Paused(wait) => {
+                tokio::time::sleep(wait.min(Duration::from_millis(50))).await
+            }
+        }
+    }
+    limiter.learned_rate(bucket).unwrap()
+}
+
+#[tokio::test]
+async fn a_429_cuts_the_rate_once_per_pause_for_the_whole_fleet() {
+    let ns = unique("pft-limiter-");
+    let limiter = RateLimiter::new(REDIS, &ns).unwrap();
+    let other_worker = RateLimiter::new(REDIS, &ns).unwrap();
+    let bucket = Bucket::stated("source", 100.0, 1);
+    let (cut, deep) = (bucket.adaptation.cut, bucket.adaptation.deep);
+    limiter.acquire(&bucket, Duration::ZERO).await.unwrap();
+    assert_eq!(limiter.learned_rate(&bucket), Some(100.0));
+    limiter
+        .pause(&bucket, Duration::from_millis(300))
+        .await
+        .unwrap();
+    // Every answer the refusal sent back while paused is the same refusal.
+    other_worker
+        .pause(&bucket, Duration::from_millis(300))
+        .await
+        .unwrap();
+    other_worker.acquire(&bucket, Duration::ZERO).await.unwrap();
+    let after = other_worker.learned_rate(&bucket).unwrap();
+    assert!(
+        (after - 100.0 * cut).abs() < 0.01,
+        "one cut, seen fleet-wide: {after}"
+    );
+    // A refusal after the pause ended is a new one; this soon after it,
+    // the limit is well below the rate refused.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    limiter
+        .pause(&bucket, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let twice = limiter.learned_rate(&bucket).unwrap();
+    let expected = 100.0 * cut * deep * cut;
+    assert!((twice - expected).abs() < 0.01, "{twice} vs {expected}");
+    limiter.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_stated_rate_the_bucket_grows_while_it_binds_and_never_past_its_ceiling() {
+    let ns = unique("pft-limiter-");
+    let limiter = RateLimiter::new(REDIS, &ns).unwrap();
+    let mut bucket = Bucket::unstated("source", 40.0, 1);
+    // Fast learning, so the test takes a second, not a minute.
+    bucket.adaptation.growth_per_s = 4.0;
+    assert!(limiter.acquire(&bucket, Duration::ZERO).await.unwrap() == Permit::Go);
+    assert_eq!(limiter.learned_rate(&bucket), Some(bucket.bounds.start));
+    let grown = keep_busy(&limiter, &bucket, Duration::from_millis(1500)).await;
+    assert!(
+        grown > 5.0,
+        "slow start should have grown from 1/s: {grown}"
+    );
+    let capped = keep_busy(&limiter, &bucket, Duration::from_millis(1500)).await;
+    assert_eq!(capped, 40.0, "the fleet's ceiling bounds what it learns");
+    // Idle: nothing binds, nothing grows (and a refusal brings it down).
+    limiter
+        .pause(&bucket, Duration::from_millis(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    limiter.acquire(&bucket, Duration::ZERO).await.unwrap();
+    let idle = limiter.learned_rate(&bucket).unwrap();
+    assert!((idle - 40.0 * bucket.adaptation.cut).abs() < 0.5, "{idle}");
+    limiter.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn after_a_429_the_rate_settles_a_margin_below_the_refused_one() {
+    let ns = unique("pft-limiter-");
+    let limiter = RateLimiter::new(REDIS, &ns).unwrap();
+    let mut bucket = Bucket::stated("source", 50.0, 1);
+    bucket.adaptation.growth_per_s = 4.0;
+    limiter.acquire(&bucket, Duration::ZERO).await.unwrap();
+    limiter
+        .pause(&bucket, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let settled = keep_busy(&limiter, &bucket, Duration::from_millis(1500)).await;
+    let margin = 50.0 * bucket.adaptation.margin;
+    // Probing creeps up 0.05 % a second: within a few thousandths.
+    assert!(
+        settled >= margin && settled < margin * 1.005,
+        "settled at {settled}, expected just above {margin}"
+    );
+    limiter.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stated_policy_sets_the_rate_under_the_ceiling() {
+    let ns = unique("pft-limiter-");
+    let limiter = RateLimiter::new(REDIS, &ns).unwrap();
+    let bucket = Bucket::unstated("source", 100.0, 1);
+    limiter
+        .sync_with_source(&bucket, 1, Some(12.5))
+        .await
+        .unwrap();
+    assert_eq!(limiter.learned_rate(&bucket), Some(12.5));
+    limiter
+        .sync_with_source(&bucket, 1, Some(500.0))
+        .await
+        .unwrap();
+    assert_eq!(limiter.learned_rate(&bucket), Some(100.0));
     limiter.clear().await.unwrap();
 }
 

@@ -33,6 +33,11 @@ pub struct WorkerContext {
     /// Off only for the naive baseline in `make bench`: no shared bucket,
     /// no breaker; each task only waits out its own 429s.
     pub shared_limiter: bool,
+    /// The worker that lands a chain's page fetches the next one itself
+    /// (its message is still written, and marked sent): no hop through the
+    /// queue between a chain's pages. Off only for the baseline in `make
+    /// bench`.
+    pub follow_chains: bool,
     /// Cancelled when a drain runs out of time: page tasks still running
     /// release their claims and are handed back to the queue.
     pub hand_back: CancellationToken,
@@ -72,6 +77,7 @@ impl WorkerContext {
             guard,
             park_after: options.park_after,
             shared_limiter: options.shared_limiter,
+            follow_chains: options.follow_chains,
             hand_back: CancellationToken::new(),
             draining: CancellationToken::new(),
             output_root: std::path::PathBuf::from("out"),

@@ -11,6 +11,7 @@ mod clock;
 pub mod context;
 pub mod file_check;
 pub mod finalize;
+mod follow;
 pub mod page;
 pub mod run;
 

@@ -31,6 +31,10 @@ struct Args {
     /// task only waits out its own 429s.
     #[arg(long, hide = true)]
     no_shared_limiter: bool,
+    /// Benchmark baseline only: every chain page goes through the queue,
+    /// instead of the worker that landed the page before it fetching it.
+    #[arg(long, hide = true)]
+    no_follow_chains: bool,
     /// Seconds to finish tasks in flight after SIGTERM.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
@@ -69,6 +73,7 @@ async fn main() -> ExitCode {
         drain_timeout: Duration::from_secs(args.drain_secs),
         name: args.name.unwrap_or(defaults.name),
         shared_limiter: !args.no_shared_limiter,
+        follow_chains: !args.no_follow_chains,
         ..defaults
     };
     match run(&config, options, shutdown).await {

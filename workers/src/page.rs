@@ -27,7 +27,7 @@ use pagefleet_shared::retry::{Outcome, RetryBudget};
 use pagefleet_shared::source::{self, Credential, Fetched, SourceError};
 use pagefleet_shared::spec::{ExportSpec, Split};
 use pagefleet_shared::store::{
-    Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
+    Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
 };
 use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy;
@@ -36,8 +36,10 @@ use tracing::Instrument;
 use crate::clock;
 use crate::context::WorkerContext;
 
+mod ahead;
 mod decide;
 
+use ahead::Ahead;
 use decide::{Admission, Answer, Next, Verdict};
 
 /// How long a claim holds a task without a heartbeat.
@@ -64,11 +66,14 @@ impl PageError {
 }
 
 /// What became of a task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum PageResult {
     Landed {
         rows: u64,
         finalize: bool,
+        /// The chain's next page, for this worker to fetch itself (its
+        /// message was not published).
+        follow: Option<Follow>,
     },
     Duplicate,
     DeadLettered,
@@ -80,16 +85,107 @@ pub enum PageResult {
     HandedBack,
 }
 
+/// How a worker came to run a page task.
+#[derive(Debug)]
+pub enum Taken {
+    /// A delivery from the queue.
+    Delivered(Uuid),
+    /// The chain's next page after one this worker landed (see
+    /// `WorkerContext::follow_chains`).
+    Followed(Follow),
+}
+
+/// A chain's next page to fetch without the queue, when the page before
+/// it landed (the hop is measured from there), and its answer when it was
+/// fetched while that page landed.
+#[derive(Debug)]
+pub struct Follow {
+    pub next: ChainNext,
+    pub landed_at: std::time::Instant,
+    ahead: Option<Box<Ahead>>,
+    /// The claim on `next`, made as soon as the landing committed.
+    claimed: Option<ClaimMade>,
+}
+
+/// A claim made ahead of running the task, and the token it was made with.
+#[derive(Debug)]
+struct ClaimMade {
+    token: String,
+    claim: Result<Claim, StoreError>,
+}
+
+/// What was done for a chain's next page while the page before it
+/// landed: its request, and its claim once the landing committed.
+#[derive(Debug, Default)]
+struct Readied {
+    ahead: Option<Box<Ahead>>,
+    claimed: Option<ClaimMade>,
+}
+
+impl Follow {
+    /// Leaves the page to the queue after all (the worker is draining): the
+    /// claim made ahead is released and the message sent. Whatever fails
+    /// here, the reconciler re-queues the task.
+    pub async fn give_back(self, ctx: &WorkerContext) {
+        let (task_id, outbox_id) = (self.next.task_id, self.next.outbox_id);
+        if let Some(ClaimMade {
+            token,
+            claim: Ok(Claim::Claimed(_)),
+        }) = &self.claimed
+        {
+            if let Err(e) = ctx.store.release_claim(task_id, token).await {
+                tracing::warn!(error = %e, %task_id, "claim not released; its lease will run out");
+            }
+        }
+        match ctx.store.resend_outbox(outbox_id).await {
+            Ok(()) => ctx.publish_outbox(&[outbox_id]).await,
+            Err(e) => {
+                tracing::warn!(error = %e, outbox_id, "message not resent; the reconciler will")
+            }
+        }
+    }
+
+    /// Nothing fetched or claimed ahead (tests).
+    pub fn new(next: ChainNext) -> Follow {
+        Follow {
+            next,
+            landed_at: std::time::Instant::now(),
+            ahead: None,
+            claimed: None,
+        }
+    }
+}
+
+/// A claim token: each claim gets its own, so a second delivery of the
+/// same task to this very process (after a channel recovery) sees the
+/// first as a live holder instead of claiming it again.
+fn claim_token(ctx: &WorkerContext) -> String {
+    format!("{}/{}", ctx.worker, pagefleet_shared::model::new_id())
+}
+
+impl Taken {
+    pub fn task_id(&self) -> Uuid {
+        match self {
+            Taken::Delivered(task_id) => *task_id,
+            Taken::Followed(follow) => follow.next.task_id,
+        }
+    }
+}
+
 /// Claims and runs one page task to the end.
-pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResult, PageError> {
-    // Each claim gets its own token: a second delivery of the same task to
-    // this very process (after a channel recovery) sees the first as a live
-    // holder instead of claiming it again.
-    let claim = format!("{}/{}", ctx.worker, pagefleet_shared::model::new_id());
+pub async fn handle_page(ctx: &WorkerContext, taken: Taken) -> Result<PageResult, PageError> {
+    let task_id = taken.task_id();
+    let claim = match &taken {
+        Taken::Followed(Follow {
+            claimed: Some(made),
+            ..
+        }) => made.token.clone(),
+        _ => claim_token(ctx),
+    };
     tokio::select! {
         // A task that finished as the hand-back fired keeps its result.
         biased;
-        result = claim_and_run(ctx, task_id, &claim) => result,
+        result = claim_and_run(ctx, taken, &claim) => result,
         // A drain that ran out of time: give the claim up in Postgres so the
         // next worker takes the task at once instead of waiting out a lease.
         // A landing cut short here rolls back; one that already committed
@@ -106,10 +202,22 @@ pub async fn handle_page(ctx: &WorkerContext, task_id: Uuid) -> Result<PageResul
 
 async fn claim_and_run(
     ctx: &WorkerContext,
-    task_id: Uuid,
+    taken: Taken,
     claim: &str,
 ) -> Result<PageResult, PageError> {
-    let work = match wait_for_claim(ctx, task_id, claim).await? {
+    let task_id = taken.task_id();
+    let (claimed, hop_from, ahead) = match taken {
+        Taken::Delivered(task_id) => (wait_for_claim(ctx, task_id, claim).await?, None, None),
+        Taken::Followed(follow) => {
+            let made = match follow.claimed {
+                Some(made) => made.claim,
+                None => ctx.store.claim_followed(follow.next, LEASE, claim).await,
+            };
+            let claimed = settle_followed(ctx, follow.next, made).await?;
+            (claimed, Some(follow.landed_at), follow.ahead)
+        }
+    };
+    let work = match claimed {
         Claimed::Work(work) => work,
         Claimed::Nothing(result) => return Ok(result),
     };
@@ -125,7 +233,7 @@ async fn claim_and_run(
     let span = tracing::info_span!("page", export = %work.export_id, task = %task_id,
         partition = work.partition_no, page = work.page_no);
     tokio::select! {
-        result = run_task(ctx, &work, claim).instrument(span) => result,
+        result = run_task(ctx, &work, claim, hop_from, ahead).instrument(span) => result,
         lost = heartbeat(ctx, task_id, claim) => Ok(lost),
     }
 }
@@ -176,6 +284,24 @@ async fn wait_for_claim(
     }
 }
 
+/// What claiming a chain's next page for this worker (which landed the
+/// page before it) came to. Not claimed (the export paused or ended
+/// meanwhile), its message goes to the queue after all.
+async fn settle_followed(
+    ctx: &WorkerContext,
+    next: ChainNext,
+    claimed: Result<Claim, StoreError>,
+) -> Result<Claimed, PageError> {
+    let task_id = next.task_id;
+    match claimed.map_err(PageError::store(task_id))? {
+        Claim::Claimed(work) => Ok(Claimed::Work(work)),
+        Claim::Gone | Claim::Duplicate | Claim::Held { .. } => {
+            ctx.publish_outbox(&[next.outbox_id]).await;
+            Ok(Claimed::Nothing(PageResult::Skipped))
+        }
+    }
+}
+
 /// Keeps the lease fresh while the task waits for tokens and retries;
 /// returns once another worker took the task over (it decided this one was
 /// dead). A failed extension is only logged: the next one may succeed
@@ -198,7 +324,7 @@ const HISTORY_HEAD: usize = 10;
 
 /// Counters of one task's requests, reported when it lands or dies, and
 /// its attempts not yet recorded on the task.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Tally {
     counts: RequestCounts,
     attempts: Vec<Attempt>,
@@ -226,6 +352,21 @@ fn is_rate_limit_header(name: &str) -> bool {
 }
 
 impl Tally {
+    /// Takes over what another tally counted (a request sent for this
+    /// task before it was claimed).
+    fn absorb(&mut self, other: Tally) {
+        let (mine, theirs) = (&mut self.counts, other.counts);
+        mine.requests += theirs.requests;
+        mine.retries += theirs.retries;
+        mine.rate_limited += theirs.rate_limited;
+        mine.time.fetching_us += theirs.time.fetching_us;
+        mine.time.tokens_us += theirs.time.tokens_us;
+        mine.source_rate_milli = theirs.source_rate_milli.or(mine.source_rate_milli);
+        for attempt in other.attempts {
+            self.push(attempt);
+        }
+    }
+
     fn record(&mut self, outcome: &str, status: Option<u16>, elapsed: Duration) {
         self.push(Attempt {
             at: clock::rfc3339(time::OffsetDateTime::now_utc()),
@@ -334,6 +475,7 @@ impl Shown<'_> {
 }
 
 /// What one attempt came to.
+#[derive(Debug)]
 enum Attempted {
     /// A 2xx with a JSON body.
     Land { response: Fetched, body: Value },
@@ -359,6 +501,8 @@ async fn run_task(
     ctx: &WorkerContext,
     work: &PageWork,
     claim: &str,
+    mut hop_from: Option<std::time::Instant>,
+    ahead: Option<Box<Ahead>>,
 ) -> Result<PageResult, PageError> {
     let mut tally = Tally::default();
     tally.counts.time.queued_us = micros(work.queued_for);
@@ -374,14 +518,29 @@ async fn run_task(
     // The latest answer that did not land: what a dead letter shows.
     let mut last: Option<Fetched> = None;
     let mut retrying = work.failures > 0;
+    let mut ahead = ahead.and_then(|a| ahead::for_request(*a, &request, &mut tally));
     loop {
-        let admitting = std::time::Instant::now();
-        if let Some(wait) = admit(ctx, work, &request, retrying).await {
-            tally.counts.time.parked_us += micros(wait);
-            return park(ctx, work, claim, &tally, budget.failed_attempts(), wait).await;
-        }
-        tally.counts.time.tokens_us += micros(admitting.elapsed());
-        let outcome = match attempt(ctx, work, &request, &mut tally).await {
+        let attempted = match ahead.take() {
+            // Sent while the page before landed: no hop at all.
+            Some(attempted) => {
+                hop_from = None;
+                metrics().chain_hop.observe(0.0);
+                attempted
+            }
+            None => {
+                let admitting = std::time::Instant::now();
+                if let Some(wait) = admit(ctx, work, &request, retrying, &mut tally).await {
+                    tally.counts.time.parked_us += micros(wait);
+                    return park(ctx, work, claim, &tally, budget.failed_attempts(), wait).await;
+                }
+                tally.counts.time.tokens_us += micros(admitting.elapsed());
+                if let Some(landed_at) = hop_from.take() {
+                    (metrics().chain_hop).observe(landed_at.elapsed().as_secs_f64());
+                }
+                attempt(ctx, work, &request, &mut tally).await
+            }
+        };
+        let outcome = match attempted {
             Attempted::Land { response, body } => {
                 return land(ctx, work, &mut tally, &response, &body, &request).await;
             }
@@ -480,6 +639,7 @@ async fn prepare_request(
         &work.tenant_id,
         credential.as_ref().map(Credential::fingerprint),
         &ctx.shared_rate_keys,
+        ctx.limits.max_unstated_rate as f64,
     );
     Ok(Request {
         url,
@@ -514,12 +674,14 @@ fn check_listed_columns(
 
 /// Waits until the breaker, the retry budget and the token bucket let the
 /// task send; `Some(wait)` when the wait is long enough to park instead.
+/// The rate the bucket ran at goes to the tally (and the export's status).
 /// Without the shared limiter (the naive baseline) every attempt goes at once.
 async fn admit(
     ctx: &WorkerContext,
     work: &PageWork,
     request: &Request,
     retrying: bool,
+    tally: &mut Tally,
 ) -> Option<Duration> {
     if !ctx.shared_limiter {
         return None;
@@ -544,7 +706,12 @@ async fn admit(
     let permit = ctx
         .limiter
         .permit(&request.bucket, ctx.max_token_wait, ctx.park_after);
-    match permit.await {
+    let waited = permit.await;
+    if let Some(rate) = ctx.limiter.learned_rate(&request.bucket) {
+        (metrics().source_rate.with_label_values(&[key])).set(rate);
+        tally.counts.source_rate_milli = Some((rate * 1000.0).round() as u64);
+    }
+    match waited {
         Waited::Go(waited) => {
             (metrics().token_wait.with_label_values(&[key])).observe(waited.as_secs_f64());
             None
@@ -582,7 +749,12 @@ async fn attempt(
             Err(e) => !e.is_transient(),
             Ok(r) => decide::source_is_up(r.status),
         };
-        if ctx.guard.record(&request.bucket.key, healthy).await {
+        let said = (fetched.as_ref().ok())
+            .and_then(|r| ratelimit_headers::parse(&r.headers, SystemTime::now()));
+        // Side by side: two round trips to Redis on every page's path.
+        let breaker = ctx.guard.record(&request.bucket.key, healthy);
+        let (opened, ()) = tokio::join!(breaker, follow_the_source(ctx, request, said));
+        if opened {
             metrics().breaker_opened.inc();
         }
     }
@@ -619,8 +791,21 @@ async fn attempt(
     }
 }
 
-/// Records an answer, lets the shared bucket follow what the source says
-/// is left, and judges it.
+/// Lets the shared bucket follow what the source says is left, and the
+/// rate its policy states.
+async fn follow_the_source(
+    ctx: &WorkerContext,
+    request: &Request,
+    said: Option<ratelimit_headers::SourceBudget>,
+) {
+    let Some(said) = said else { return };
+    let synced = (ctx.limiter).sync_with_source(&request.bucket, said.remaining, said.policy_rate);
+    if let Err(e) = synced.await {
+        tracing::debug!(error = %e, "bucket not synced with the source's headers");
+    }
+}
+
+/// Records an answer and judges it.
 async fn judge_response(
     ctx: &WorkerContext,
     request: &Request,
@@ -628,19 +813,6 @@ async fn judge_response(
     response: Fetched,
 ) -> Attempted {
     let status = response.status;
-    if ctx.shared_limiter {
-        if let Some(said) = ratelimit_headers::parse(&response.headers, SystemTime::now()) {
-            // Only a correction of the local estimate: without it the
-            // bucket still holds the spec's rate.
-            if let Err(e) = ctx
-                .limiter
-                .sync_with_source(&request.bucket, said.remaining)
-                .await
-            {
-                tracing::debug!(error = %e, "bucket not synced with the source's headers");
-            }
-        }
-    }
     let class = format!("{}xx", status / 100);
     metrics().requests.with_label_values(&[&class]).inc();
     (metrics()
@@ -888,8 +1060,8 @@ async fn land(
     body: &Value,
     request: &Request,
 ) -> Result<PageResult, PageError> {
-    let landed = match stage(ctx, work, tally, response, body, request).await? {
-        Staged::Landed(landed) => landed,
+    let (landed, readied) = match stage(ctx, work, tally, response, body, request).await? {
+        Staged::Landed(landed, readied) => (landed, readied),
         Staged::Unusable(class, reason) => {
             let shown = request.shown(Some(response));
             return dead_letter(ctx, work, tally, class, reason, shown).await;
@@ -901,7 +1073,7 @@ async fn land(
             DeadLetterClass::OverLimit,
             decide::over_limit(work, &breach),
         ),
-        landed => return Ok(landed_result(ctx, work, landed).await),
+        landed => return Ok(landed_result(ctx, work, landed, readied).await),
     };
     let shown = request.shown(Some(response));
     dead_letter(ctx, work, tally, class, reason, shown).await
@@ -920,11 +1092,18 @@ async fn land_past_the_end(
         .land_page(&landing)
         .await
         .map_err(PageError::store(work.task_id))?;
-    Ok(landed_result(ctx, work, landed).await)
+    Ok(landed_result(ctx, work, landed, Readied::default()).await)
 }
 
-/// Counts and publishes what a landing did.
-async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> PageResult {
+/// Counts and publishes what a landing did. A chain's next page is left
+/// to this worker (with what was readied for it), unless the worker is
+/// draining.
+async fn landed_result(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    landed: Landed,
+    readied: Readied,
+) -> PageResult {
     match landed {
         // Only a page with marks or a plan can be refused, and the callers
         // that can meet one handle it first.
@@ -938,15 +1117,37 @@ async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> 
             rows_replaced,
             outbox_ids,
             finalize,
+            chain_next,
         } => {
+            let landed_at = std::time::Instant::now();
             metrics().pages_landed.inc();
             metrics().rows_staged.inc_by(rows_inserted);
             metrics().rows_replaced.inc_by(rows_replaced);
-            ctx.publish_outbox(&outbox_ids).await;
+            let follow = chain_next.filter(|_| ctx.follow_chains).map(|next| Follow {
+                next,
+                landed_at,
+                ahead: readied.ahead,
+                claimed: readied.claimed,
+            });
+            // A draining worker leaves the chain to the queue.
+            let follow = match follow {
+                Some(follow) if ctx.draining.is_cancelled() => {
+                    follow.give_back(ctx).await;
+                    None
+                }
+                follow => follow,
+            };
+            let followed = follow.as_ref().map(|f| f.next.outbox_id);
+            let publish: Vec<i64> = outbox_ids
+                .into_iter()
+                .filter(|id| Some(*id) != followed)
+                .collect();
+            ctx.publish_outbox(&publish).await;
             tracing::debug!(export = %work.export_id, page = work.page_no, rows = rows_inserted, "page landed");
             PageResult::Landed {
                 rows: rows_inserted + rows_replaced,
                 finalize,
+                follow,
             }
         }
     }
@@ -955,7 +1156,8 @@ async fn landed_result(ctx: &WorkerContext, work: &PageWork, landed: Landed) -> 
 /// What staging a page came to; a Postgres that did not answer is the
 /// error instead (hand the delivery back).
 enum Staged {
-    Landed(Landed),
+    /// With what was readied for the chain's next page meanwhile.
+    Landed(Landed, Readied),
     /// Why the page's data cannot be used: it is dead-lettered.
     Unusable(DeadLetterClass, String),
 }
@@ -973,8 +1175,37 @@ async fn stage(
         Ok(landing) => landing,
         Err((class, reason)) => return Ok(Staged::Unusable(class, reason)),
     };
-    match ctx.store.land_page(&landing).await {
-        Ok(landed) => Ok(Staged::Landed(landed)),
+    // A chain's next page is fetched while this one lands: the landing's
+    // round trips hide behind the source's latency.
+    // A chain's next page is fetched while this one lands, and claimed as
+    // soon as it exists: the landing's round trips hide behind the
+    // source's latency.
+    let (landed, readied) = match (&landing.next, work.role) {
+        (pagination::Next::Chain(next), Role::Chain) if ctx.follow_chains => {
+            let land_then_claim = async {
+                let landed = ctx.store.land_page(&landing).await;
+                let claimed = match &landed {
+                    Ok(Landed::Page {
+                        chain_next: Some(next),
+                        ..
+                    }) if !ctx.draining.is_cancelled() => {
+                        let token = claim_token(ctx);
+                        let claim = ctx.store.claim_followed(*next, LEASE, &token).await;
+                        Some(ClaimMade { token, claim })
+                    }
+                    _ => None,
+                };
+                (landed, claimed)
+            };
+            let fetch_next = ahead::fetch(ctx, work, next);
+            let ((landed, claimed), ahead) = tokio::join!(land_then_claim, fetch_next);
+            let ahead = ahead.map(Box::new);
+            (landed, Readied { ahead, claimed })
+        }
+        _ => (ctx.store.land_page(&landing).await, Readied::default()),
+    };
+    match landed {
+        Ok(landed) => Ok(Staged::Landed(landed, readied)),
         Err(source) if source.is_retryable() => Err(PageError::Store {
             task_id: work.task_id,
             source,

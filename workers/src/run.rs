@@ -25,7 +25,8 @@ use pagefleet_shared::store::{Store, StoreError};
 
 use crate::context::WorkerContext;
 use crate::finalize::{handle_finalize, FinalizeError, FinalizeResult};
-use crate::page::{handle_page, PageError, PageResult};
+use crate::follow::follow_chain;
+use crate::page::{handle_page, Follow, PageError, PageResult, Taken};
 
 /// How often the worker checks its broker connection and the fleet size.
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
@@ -48,6 +49,8 @@ pub struct WorkerOptions {
     pub park_after: Duration,
     /// See `WorkerContext::shared_limiter`.
     pub shared_limiter: bool,
+    /// See `WorkerContext::follow_chains`.
+    pub follow_chains: bool,
 }
 
 impl Default for WorkerOptions {
@@ -62,6 +65,7 @@ impl Default for WorkerOptions {
             ),
             park_after: Duration::from_secs(5),
             shared_limiter: true,
+            follow_chains: true,
         }
     }
 }
@@ -304,10 +308,15 @@ async fn drain(ctx: &WorkerContext, tracker: &TaskTracker, feeds: [&Feed; 2], ti
 async fn process(ctx: &WorkerContext, delivery: Delivery) {
     match serde_json::from_slice::<TaskMessage>(&delivery.data) {
         Ok(message) => {
-            if handle(ctx, message).await {
+            let (settled, follow) = handle(ctx, message).await;
+            if settled {
                 ack(delivery).await;
             } else {
                 hand_back(ctx, delivery).await;
+            }
+            // The delivery is finished with; its slot goes on down the chain.
+            if let Some(follow) = follow {
+                follow_chain(ctx, follow).await;
             }
         }
         Err(e) => {
@@ -318,16 +327,22 @@ async fn process(ctx: &WorkerContext, delivery: Delivery) {
     }
 }
 
-/// Runs a task; true when its delivery is finished with.
-async fn handle(ctx: &WorkerContext, message: TaskMessage) -> bool {
+/// Runs a task; true when its delivery is finished with, and the chain's
+/// next page when this worker is to fetch it.
+async fn handle(ctx: &WorkerContext, message: TaskMessage) -> (bool, Option<Follow>) {
     match message {
         TaskMessage::Page { task_id, .. } => {
-            let result = handle_page(ctx, task_id).await;
+            let result = handle_page(ctx, Taken::Delivered(task_id)).await;
             match &result {
                 Ok(result) => tracing::trace!(?result, %task_id, "page task finished"),
                 Err(e) => tracing::warn!(error = %e, "page task not finished; handing it back"),
             }
-            page_settled(&result)
+            let settled = page_settled(&result);
+            let follow = match result {
+                Ok(PageResult::Landed { follow, .. }) => follow,
+                _ => None,
+            };
+            (settled, follow)
         }
         TaskMessage::Finalize { export_id } => {
             let result = handle_finalize(ctx, export_id).await;
@@ -338,9 +353,9 @@ async fn handle(ctx: &WorkerContext, message: TaskMessage) -> bool {
                 // Other failures were logged as the export failed.
                 _ => {}
             }
-            finalize_settled(&result)
+            (finalize_settled(&result), None)
         }
-        TaskMessage::DeadLetter { .. } => true,
+        TaskMessage::DeadLetter { .. } => (true, None),
     }
 }
 
@@ -409,13 +424,14 @@ mod tests {
             PageResult::Landed {
                 rows: 3,
                 finalize: false,
+                follow: None,
             },
             PageResult::Duplicate,
             PageResult::DeadLettered,
             PageResult::Skipped,
             PageResult::Parked,
         ] {
-            assert!(page_settled(&Ok(done.clone())), "{done:?}");
+            assert!(page_settled(&Ok(done)));
         }
         assert!(!page_settled(&Ok(PageResult::HandedBack)));
         let store = PageError::Store {

@@ -30,7 +30,7 @@ use pagefleet_scheduler::client::{ApiClient, ClientError};
 use pagefleet_scheduler::terminal::shown;
 use pagefleet_shared::api_token::ApiToken;
 use pagefleet_shared::model::ExportState;
-use pagefleet_shared::progress::human_duration as duration;
+use pagefleet_shared::progress::{self, human_duration as duration};
 use pagefleet_shared::spec::ExportSpec;
 use pagefleet_shared::store::ExportStatus;
 use pagefleet_shared::verification::{Verification, VerificationStatus};
@@ -646,6 +646,10 @@ fn print_progress(s: &ExportStatus) {
     } else if !s.state.is_terminal() && !s.pages_total_known {
         println!("eta       unknown until the chain's last page is read");
     }
+    println!(
+        "rate      {}",
+        progress::rate_line(p.source_rate, p.stated_rate, p.rate_learned)
+    );
     if p.pages_parked > 0 {
         println!(
             "parked    {} page(s) until their source has tokens",

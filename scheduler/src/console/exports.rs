@@ -8,7 +8,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use pagefleet_shared::lifecycle::ExportAction;
-use pagefleet_shared::progress::human_duration;
+use pagefleet_shared::progress::{self, human_duration};
 use pagefleet_shared::store::{ActionError, DlqFilter, ExportListFilter, ExportStatus};
 
 use super::layout::{page, problem, refreshing, store_problem};
@@ -150,7 +150,7 @@ fn progress(s: &ExportStatus) -> Markup {
                 }
             } }
             tr { th { "Parked" } td { (p.pages_parked) " page(s)" } }
-            tr { th { "Source rate" } td { (p.source_rate.map(|r| format!("{r}/s")).unwrap_or_default()) } }
+            tr { th { "Source rate" } td { (progress::rate_line(p.source_rate, p.stated_rate, p.rate_learned)) } }
         }
         h2 { "Where the time goes" }
         table {

@@ -27,7 +27,7 @@ pub use crate::pagination::PaginationSpec;
 
 /// Bounds of `rate_limit.rate`: one request every ~17 minutes up to far
 /// beyond any real API. Outside them the bucket arithmetic stops making sense.
-const MIN_RATE: f64 = 0.001;
+use crate::adaptive_rate::MIN_RATE;
 const MAX_RATE: f64 = 100_000.0;
 
 /// Deepest JSON path a spec may name; deeper paths are almost always a typo.
@@ -47,6 +47,8 @@ pub struct ExportSpec {
     pub page_size: u32,
     #[serde(default)]
     pub partitions: Vec<PartitionSpec>,
+    /// Optional: without a rate the fleet learns the source's limit.
+    #[serde(default)]
     pub rate_limit: RateLimitSpec,
     #[serde(default)]
     pub retry: RetrySpec,
@@ -151,8 +153,12 @@ pub struct PartitionSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
-    /// Requests per second the source allows for this credential.
-    pub rate: f64,
+    /// Requests per second the source allows for this credential: where
+    /// the fleet starts and the most it sends. Without it the fleet starts
+    /// low and learns the limit from the source's answers (see
+    /// `adaptive_rate`); with it, it learns only a lower one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
     /// Requests that may go at once after idleness.
     #[serde(default = "default_burst")]
     pub burst: u32,
@@ -165,6 +171,16 @@ pub struct RateLimitSpec {
 
 fn default_burst() -> u32 {
     1
+}
+
+impl Default for RateLimitSpec {
+    fn default() -> Self {
+        RateLimitSpec {
+            rate: None,
+            burst: default_burst(),
+            key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -648,7 +664,8 @@ impl RateLimitSpec {
                 ));
             }
         }
-        if !(self.rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&self.rate)) {
+        let stated = self.rate.unwrap_or(MIN_RATE);
+        if !(stated.is_finite() && (MIN_RATE..=MAX_RATE).contains(&stated)) {
             return Err(invalid(
                 "rate_limit.rate",
                 format!(
@@ -1102,10 +1119,15 @@ dir = "out"
     #[test]
     fn rate_limit_bounds() {
         let rate = |rate: f64, burst: u32| RateLimitSpec {
-            rate,
+            rate: Some(rate),
             burst,
             key: None,
         };
+        let unstated = RateLimitSpec {
+            rate: None,
+            ..RateLimitSpec::default()
+        };
+        assert_eq!(unstated.validate(), Ok(()));
         assert_eq!(rate(MIN_RATE, 1).validate(), Ok(()));
         assert_eq!(rate(MAX_RATE, 1).validate(), Ok(()));
         for bad in [

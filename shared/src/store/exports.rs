@@ -93,8 +93,15 @@ pub struct ExportListFilter {
 pub struct Progress {
     /// Pages parked until their source has tokens.
     pub pages_parked: i64,
-    /// The spec's rate, requests per second.
+    /// The rate the source key runs at, requests per second: as the fleet
+    /// learned it once a page has asked, else the spec's.
     pub source_rate: Option<f64>,
+    /// The spec's `rate_limit.rate`, when it states one.
+    #[serde(default)]
+    pub stated_rate: Option<f64>,
+    /// `source_rate` was learned from the source's answers.
+    #[serde(default)]
+    pub rate_learned: bool,
     /// While it runs and its pages are known.
     pub eta: Option<Eta>,
     pub time: TimeBreakdown,
@@ -294,7 +301,7 @@ const STATUS_SELECT: &str = "
                AS finalizing_secs,
            EXTRACT(EPOCH FROM COALESCE(e.finished_at, now()) - COALESCE(e.started_at, e.created_at))::float8
                AS elapsed_secs,
-           (e.spec->'rate_limit'->>'rate')::float8 AS source_rate,
+           (e.spec->'rate_limit'->>'rate')::float8 AS stated_rate, e.learned_rate,
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error, e.verification,
            e.created_at, e.finished_at
     FROM exports e";
@@ -311,7 +318,9 @@ fn progress_from_row(r: &tokio_postgres::Row) -> Result<Progress, StoreError> {
         waiting_for_a_worker_s: seconds("time_queued_us")?,
         finalizing_s: r.try_get::<_, f64>("finalizing_secs")?.max(0.0),
     };
-    let source_rate: Option<f64> = r.try_get("source_rate")?;
+    let stated_rate: Option<f64> = r.try_get("stated_rate")?;
+    let learned_rate: Option<f64> = r.try_get("learned_rate")?;
+    let source_rate = learned_rate.or(stated_rate);
     let state: ExportState = r.try_get::<_, String>("state")?.parse()?;
     let eta = match state {
         ExportState::Planning | ExportState::Running => progress::eta(Pace {
@@ -326,6 +335,8 @@ fn progress_from_row(r: &tokio_postgres::Row) -> Result<Progress, StoreError> {
     Ok(Progress {
         pages_parked: r.try_get("pages_parked")?,
         source_rate,
+        stated_rate,
+        rate_learned: learned_rate.is_some(),
         eta,
         why_slow: time.why_slow(source_rate),
         time,

@@ -129,7 +129,18 @@ pub enum Landed {
         outbox_ids: Vec<i64>,
         /// This was the export's last page: the finalize message is in the outbox.
         finalize: bool,
+        /// The chain's next page, when the landing planned one: the
+        /// worker may fetch it itself (see [`Store::claim_followed`]); its
+        /// message is in the outbox all the same.
+        chain_next: Option<ChainNext>,
     },
+}
+
+/// A chain's next page task and the outbox row of its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainNext {
+    pub task_id: Uuid,
+    pub outbox_id: i64,
 }
 
 /// One attempt in a dead letter's history.
@@ -184,68 +195,39 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "UPDATE page_tasks t
-                    SET state = 'in_flight', deliveries = t.deliveries + 1,
-                        lost_claims = t.lost_claims
-                            + CASE WHEN t.state = 'in_flight' AND t.claimed_by IS DISTINCT FROM $3
-                                   THEN 1 ELSE 0 END,
-                        lease_until = now() + make_interval(secs => $2), updated_at = now(),
-                        claimed_by = $3, claimed_at = now()
-                   FROM exports e, partitions p,
-                        -- Read before the update: since when it waited.
-                        (SELECT updated_at AS waiting_since FROM page_tasks WHERE id = $1) q
-                  WHERE t.id = $1
-                    AND (t.not_before IS NULL OR t.not_before <= now())
-                    AND (t.state = 'queued'
-                         OR (t.state = 'in_flight'
-                             AND (t.lease_until IS NULL OR t.lease_until < now() OR t.claimed_by = $3)))
-                    AND e.id = t.export_id
-                    AND e.state NOT IN ('paused', 'completed', 'completed_with_gaps', 'unverified',
-                                        'failed', 'cancelled')
-                    AND p.export_id = t.export_id AND p.partition_no = t.partition_no
-              RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
-                        t.deliveries, t.lost_claims, p.params, e.spec, e.state AS export_state,
-                        t.failures, t.overrides,
-                        GREATEST(0, EXTRACT(EPOCH FROM now() - q.waiting_since))::float8
-                            AS queued_secs,
-                        COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8
-                            AS failing_for_secs",
-                &[&task_id, &lease.as_secs_f64(), &worker],
-            )
+            .query_opt(CLAIM_PAGE, &[&task_id, &lease.as_secs_f64(), &worker])
             .await?;
-        let Some(row) = row else {
-            return unclaimed(&client, task_id).await;
-        };
-        let export_id: Uuid = row.try_get("export_id")?;
-        let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
-            what,
-            export_id,
-            message: e.to_string(),
-        };
-        let role: String = row.try_get("role")?;
-        let state: String = row.try_get("export_state")?;
-        Ok(Claim::Claimed(Box::new(PageWork {
-            task_id,
-            export_id,
-            tenant_id: row.try_get("tenant_id")?,
-            partition_no: row.try_get("partition_no")?,
-            page_no: row.try_get("page_no")?,
-            position: serde_json::from_value(row.try_get("position")?)
-                .map_err(|e| corrupt("position", e))?,
-            role: role.parse()?,
-            deliveries: row.try_get("deliveries")?,
-            lost_claims: row.try_get::<_, i32>("lost_claims")?.max(0) as u32,
-            partition_params: serde_json::from_value(row.try_get("params")?)
-                .map_err(|e| corrupt("partition params", e))?,
-            spec: task_spec(export_id, row.try_get("spec")?, row.try_get("overrides")?)?,
-            export_state: state.parse()?,
-            failures: row.try_get::<_, i32>("failures")?.max(0) as u32,
-            failing_for: Duration::from_secs_f64(
-                row.try_get::<_, f64>("failing_for_secs")?.max(0.0),
-            ),
-            queued_for: Duration::from_secs_f64(row.try_get::<_, f64>("queued_secs")?.max(0.0)),
-        })))
+        match row {
+            Some(row) => claimed_work(task_id, &row),
+            None => unclaimed(&client, task_id).await,
+        }
+    }
+
+    /// Claims a chain's next page for the worker that landed the page
+    /// before it, and marks its message (outbox row `outbox_id`) sent, in
+    /// one statement: the worker fetches it next, without the hop through
+    /// the queue. A worker killed after this leaves an in-flight task with
+    /// no message; the reconciler re-queues it when its lease runs out.
+    /// Not claimed (the export paused or ended meanwhile), the message
+    /// stays unsent for the caller to publish.
+    pub async fn claim_followed(
+        &self,
+        next: ChainNext,
+        lease: Duration,
+        worker: &str,
+    ) -> Result<Claim, StoreError> {
+        let client = self.client().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+            &next.task_id,
+            &lease.as_secs_f64(),
+            &worker,
+            &next.outbox_id,
+        ];
+        let row = client.query_opt(CLAIM_FOLLOWED, &params).await?;
+        match row {
+            Some(row) => claimed_work(next.task_id, &row),
+            None => unclaimed(&client, next.task_id).await,
+        }
     }
 
     /// Extends the lease of a task this worker still holds. False when the
@@ -349,24 +331,21 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(false) };
         let export_id: Uuid = row.try_get("export_id")?;
-        let RequestCounts {
-            requests,
-            retries,
-            rate_limited,
-            time,
-        } = counts;
         tx.execute(
             "UPDATE exports SET requests = requests + $2, retries = retries + $3,
-                    rate_limited = rate_limited + $4, updated_at = now()
+                    rate_limited = rate_limited + $4,
+                    learned_rate = COALESCE($5, learned_rate), updated_at = now()
               WHERE id = $1",
             &[
                 &export_id,
-                &(requests as i64),
-                &(retries as i64),
-                &(rate_limited as i64),
+                &(counts.requests as i64),
+                &(counts.retries as i64),
+                &(counts.rate_limited as i64),
+                &counts.source_rate(),
             ],
         )
         .await?;
+        let time = counts.time;
         add_time(&tx, export_id, &time).await?;
         tx.commit().await?;
         Ok(true)
@@ -457,7 +436,12 @@ impl Store {
         if plan.touches_partition {
             advance_checkpoint(&tx, &task, &plan).await?;
         }
-        let mut outbox_ids = insert_next_tasks(&tx, &task, &plan.tasks).await?;
+        let created = insert_next_tasks(&tx, &task, &plan.tasks).await?;
+        let chain_next = match (task.role, plan.tasks.as_slice(), created.as_slice()) {
+            (Role::Chain, [planned], [next]) if planned.role == Role::Chain => Some(*next),
+            _ => None,
+        };
+        let mut outbox_ids: Vec<i64> = created.iter().map(|c| c.outbox_id).collect();
         let skipped = match (task.role, landing.rows.is_empty()) {
             (Role::Leaf, true) => skip_past_the_end(&tx, &task).await?,
             _ => 0,
@@ -482,6 +466,7 @@ impl Store {
             rows_replaced: merged.replaced,
             outbox_ids,
             finalize: finalize_id.is_some(),
+            chain_next,
         })
     }
 
@@ -547,13 +532,15 @@ impl Store {
             "UPDATE exports
                 SET state = CASE WHEN state IN ('planning', 'running') THEN 'blocked' ELSE state END,
                     dead_letters = dead_letters + 1, requests = requests + $2,
-                    retries = retries + $3, rate_limited = rate_limited + $4, updated_at = now()
+                    retries = retries + $3, rate_limited = rate_limited + $4,
+                    learned_rate = COALESCE($5, learned_rate), updated_at = now()
               WHERE id = $1",
             &[
                 &export_id,
                 &(input.counts.requests as i64),
                 &(input.counts.retries as i64),
                 &(input.counts.rate_limited as i64),
+                &input.counts.source_rate(),
             ],
         )
         .await?;
@@ -570,6 +557,83 @@ impl Store {
         tx.commit().await?;
         Ok(Some(outbox))
     }
+}
+
+/// The claim statement (a macro, so [`CLAIM_FOLLOWED`] can embed it):
+/// marks a page task in flight under a worker's lease (`$1` the task, `$2`
+/// the lease in seconds, `$3` the claim) and returns what to fetch.
+macro_rules! claim_page_sql {
+    () => {
+        "UPDATE page_tasks t
+            SET state = 'in_flight', deliveries = t.deliveries + 1,
+                lost_claims = t.lost_claims
+                    + CASE WHEN t.state = 'in_flight' AND t.claimed_by IS DISTINCT FROM $3
+                           THEN 1 ELSE 0 END,
+                lease_until = now() + make_interval(secs => $2), updated_at = now(),
+                claimed_by = $3, claimed_at = now()
+           FROM exports e, partitions p,
+                -- Read before the update: since when it waited.
+                (SELECT updated_at AS waiting_since FROM page_tasks WHERE id = $1) q
+          WHERE t.id = $1
+            AND (t.not_before IS NULL OR t.not_before <= now())
+            AND (t.state = 'queued'
+                 OR (t.state = 'in_flight'
+                     AND (t.lease_until IS NULL OR t.lease_until < now() OR t.claimed_by = $3)))
+            AND e.id = t.export_id
+            AND e.state NOT IN ('paused', 'completed', 'completed_with_gaps', 'unverified',
+                                'failed', 'cancelled')
+            AND p.export_id = t.export_id AND p.partition_no = t.partition_no
+      RETURNING t.export_id, t.tenant_id, t.partition_no, t.page_no, t.position, t.role,
+                t.deliveries, t.lost_claims, p.params, e.spec, e.state AS export_state,
+                t.failures, t.overrides,
+                GREATEST(0, EXTRACT(EPOCH FROM now() - q.waiting_since))::float8
+                    AS queued_secs,
+                COALESCE(EXTRACT(EPOCH FROM now() - t.first_failure_at), 0)::float8
+                    AS failing_for_secs"
+    };
+}
+
+const CLAIM_PAGE: &str = claim_page_sql!();
+
+/// The claim, marking the task's message (`$4`, an outbox id) sent when it
+/// succeeds.
+const CLAIM_FOLLOWED: &str = concat!(
+    "WITH claimed AS (",
+    claim_page_sql!(),
+    "), sent AS (UPDATE outbox SET sent_at = now()
+                  WHERE id = $4 AND sent_at IS NULL AND EXISTS (SELECT 1 FROM claimed))
+     SELECT * FROM claimed"
+);
+
+/// The work a claim statement's row describes.
+fn claimed_work(task_id: Uuid, row: &tokio_postgres::Row) -> Result<Claim, StoreError> {
+    let export_id: Uuid = row.try_get("export_id")?;
+    let corrupt = |what: &'static str, e: serde_json::Error| StoreError::Corrupt {
+        what,
+        export_id,
+        message: e.to_string(),
+    };
+    let role: String = row.try_get("role")?;
+    let state: String = row.try_get("export_state")?;
+    Ok(Claim::Claimed(Box::new(PageWork {
+        task_id,
+        export_id,
+        tenant_id: row.try_get("tenant_id")?,
+        partition_no: row.try_get("partition_no")?,
+        page_no: row.try_get("page_no")?,
+        position: serde_json::from_value(row.try_get("position")?)
+            .map_err(|e| corrupt("position", e))?,
+        role: role.parse()?,
+        deliveries: row.try_get("deliveries")?,
+        lost_claims: row.try_get::<_, i32>("lost_claims")?.max(0) as u32,
+        partition_params: serde_json::from_value(row.try_get("params")?)
+            .map_err(|e| corrupt("partition params", e))?,
+        spec: task_spec(export_id, row.try_get("spec")?, row.try_get("overrides")?)?,
+        export_state: state.parse()?,
+        failures: row.try_get::<_, i32>("failures")?.max(0) as u32,
+        failing_for: Duration::from_secs_f64(row.try_get::<_, f64>("failing_for_secs")?.max(0.0)),
+        queued_for: Duration::from_secs_f64(row.try_get::<_, f64>("queued_secs")?.max(0.0)),
+    })))
 }
 
 /// Why a task could not be claimed: a duplicate delivery of a landed page
@@ -1011,12 +1075,12 @@ async fn advance_checkpoint(
 
 /// Creates the planned tasks and their page messages. A task that already
 /// exists (a landing before a crash created it) is left alone and gets no
-/// message. Returns the outbox ids: one per task created.
+/// message. Returns each task created with its message's outbox id.
 async fn insert_next_tasks(
     tx: &Transaction<'_>,
     task: &LandingTask,
     tasks: &[PlannedTask<'_>],
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<Vec<ChainNext>, StoreError> {
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
@@ -1040,7 +1104,7 @@ async fn insert_next_tasks(
              INSERT INTO outbox (queue, body)
              SELECT 'pages', pagefleet_page_message($1, id)
                FROM inserted
-             RETURNING id",
+             RETURNING id, (body->>'task_id')::uuid AS task_id",
             &[
                 &task.export_id,
                 &task.tenant_id,
@@ -1054,7 +1118,12 @@ async fn insert_next_tasks(
         )
         .await?;
     rows.iter()
-        .map(|r| Ok(r.try_get::<_, i64>("id")?))
+        .map(|r| {
+            Ok(ChainNext {
+                task_id: r.try_get("task_id")?,
+                outbox_id: r.try_get("id")?,
+            })
+        })
         .collect()
 }
 
@@ -1117,7 +1186,8 @@ pub(super) async fn bump_counters(
                     rate_limited = rate_limited + $7,
                     time_fetching_us = time_fetching_us + $9, time_tokens_us = time_tokens_us + $10,
                     time_retrying_us = time_retrying_us + $11, time_queued_us = time_queued_us + $12,
-                    time_parked_us = time_parked_us + $13, updated_at = now()
+                    time_parked_us = time_parked_us + $13,
+                    learned_rate = COALESCE($14, learned_rate), updated_at = now()
               WHERE id = $1
           RETURNING pages_landed >= pages_planned AS all_landed, state",
             &[
@@ -1134,6 +1204,7 @@ pub(super) async fn bump_counters(
                 &micros(time.retrying_us),
                 &micros(time.queued_us),
                 &micros(time.parked_us),
+                &counts.source_rate(),
             ],
         )
         .await?;

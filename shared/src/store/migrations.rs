@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("../../migrations/0010_incremental.sql")),
     (11, include_str!("../../migrations/0011_operations.sql")),
     (12, include_str!("../../migrations/0012_progress.sql")),
+    (13, include_str!("../../migrations/0013_learned_rate.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

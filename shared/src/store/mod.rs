@@ -36,7 +36,7 @@ pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, OverBound, MAX_FILTER_IDS
 pub use exports::{ExportListFilter, ExportStatus, Progress, SubmitError, Submitted};
 pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published};
 pub use firing::Fired;
-pub use landing::{Attempt, Claim, DeadLetterInput, Landed, Landing, PageWork};
+pub use landing::{Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use operations::{ActionDone, ActionError};
 pub use outbox::{OutboxFilter, OutboxMessage};
 pub use replay::{

@@ -28,6 +28,17 @@ pub enum OutboxFilter<'a> {
 }
 
 impl Store {
+    /// Marks a message unsent again: one taken by hand (a chain's next page
+    /// its worker meant to fetch itself) that the worker handed back
+    /// unfinished, so the relay or the caller publishes it after all.
+    pub async fn resend_outbox(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("UPDATE outbox SET sent_at = NULL WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+
     /// Locks unsent messages (skipping those another publisher holds), hands
     /// them to `publish`, and marks the ids it returns as sent, all in one
     /// transaction. Two relays, or a relay and a worker, never publish the

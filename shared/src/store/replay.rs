@@ -20,6 +20,7 @@ use super::dead_letters::{at_most, filter_params, DlqFilter, OverBound, FILTER_W
 use super::exports::parse_spec;
 use super::splits::{split_into, too_many_partitions};
 use super::{Store, StoreError};
+use crate::adaptive_rate::UNSTATED_START;
 use crate::lifecycle;
 use crate::model::{ExportState, TaskState};
 use crate::pagination::Role;
@@ -504,8 +505,8 @@ fn halves(m: &Matched, spec: &ExportSpec) -> Result<[BTreeMap<String, String>; 2
     })
 }
 
-/// What the replay costs per source key, at the specs' rates: one request
-/// a page, two for a window split (each half's first page), once a window.
+/// What the replay costs per source key, at the specs' rates (a spec that
+/// states none at the rate learning starts from): one request a page, two for a window split (each half's first page), once a window.
 fn costs(
     taken: &[Matched],
     pages: &[PlannedPage],
@@ -516,7 +517,8 @@ fn costs(
     for (m, page) in taken.iter().zip(pages) {
         let rate = exports
             .get(&m.export)
-            .map_or(1.0, |(_, s)| s.rate_limit.rate);
+            .and_then(|(_, s)| s.rate_limit.rate)
+            .unwrap_or(UNSTATED_START);
         let key = m.source_key.clone().unwrap_or_else(|| "unknown".into());
         let requests = match &page.split_into {
             Some(_) if split.insert((m.export, m.partition)) => 2,

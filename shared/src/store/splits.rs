@@ -52,6 +52,7 @@ pub(super) async fn split_partition(
         rows_replaced: 0,
         outbox_ids,
         finalize: false,
+        chain_next: None,
     })
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use pagefleet_tests::bench::{run_all, BenchConfig};
+use pagefleet_tests::bench::throughput::ThroughputConfig;
+use pagefleet_tests::bench::{run_all, BenchConfig, PARTS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +23,13 @@ struct Args {
     workers: Vec<usize>,
     #[arg(long, env = "BENCH_OUTAGE_SECS", default_value_t = 60)]
     outage_secs: u64,
+    /// Run only these parts (comma-separated): rate, walks, adaptive,
+    /// outage, limiter. All by default.
+    #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Rows of the throughput part: 1m or 10m.
+    #[arg(long, env = "BENCH_SCALE", default_value = "1m")]
+    scale: String,
 }
 
 #[tokio::main]
@@ -32,8 +40,27 @@ async fn main() -> ExitCode {
         rates: args.rates,
         workers: args.workers,
         outage: Duration::from_secs(args.outage_secs),
+        only: args.only,
         ..BenchConfig::default()
     };
+    let Some(throughput) = ThroughputConfig::at_scale(&args.scale) else {
+        eprintln!(
+            "pagefleet-bench: BENCH_SCALE is 1m or 10m, not {:?}",
+            args.scale
+        );
+        return ExitCode::from(2);
+    };
+    let config = BenchConfig {
+        throughput,
+        ..config
+    };
+    if let Some(unknown) = config.only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        eprintln!(
+            "pagefleet-bench: BENCH_ONLY names {unknown:?}; the parts are {}",
+            PARTS.join(", ")
+        );
+        return ExitCode::from(2);
+    }
     match run_all(&config, |line| eprintln!("{line}")).await {
         Ok(table) => {
             println!("{table}");

@@ -47,6 +47,10 @@ struct Args {
     /// Token bucket capacity.
     #[arg(long, env = "MOCK_BURST", default_value_t = 100)]
     burst: u32,
+    /// State the limit only by refusing: no rate-limit headers, 429s with
+    /// `Retry-After` alone (as an nginx `limit_req` in front of an API).
+    #[arg(long, env = "MOCK_SILENT_LIMIT")]
+    silent_limit: bool,
     /// Fault preset.
     #[arg(long, env = "MOCK_FAULTS", value_enum, default_value_t = FaultPreset::None)]
     faults: FaultPreset,
@@ -110,6 +114,7 @@ impl Args {
             token: self.token.clone(),
             rate: self.rate,
             burst: self.burst,
+            silent_limit: self.silent_limit,
             faults,
             fail_record: self.fail_record,
             max_page_size: self.max_page_size,

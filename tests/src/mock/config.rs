@@ -16,6 +16,14 @@ pub struct MockConfig {
     pub rate: f64,
     /// Token bucket capacity.
     pub burst: u32,
+    /// The limit is stated only by refusing, as an nginx `limit_req` in
+    /// front of an API states it: no `X-RateLimit-*` headers on any
+    /// answer, a 429 with `Retry-After` (whole seconds) and nothing else.
+    /// For proving that the fleet learns a limit nobody told it.
+    pub silent_limit: bool,
+    /// Every admitted request waits this long before it is answered: a
+    /// source that takes time to serve a page.
+    pub latency_ms: u64,
     /// Injected faults.
     pub faults: Faults,
     /// Any page whose records include this id answers 404 until cleared.
@@ -95,6 +103,8 @@ impl MockConfig {
             token: "test-token".to_string(),
             rate: 1000.0,
             burst: 100,
+            silent_limit: false,
+            latency_ms: 0,
             faults: Faults::default(),
             fail_record: None,
             max_page_size: 1000,

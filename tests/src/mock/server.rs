@@ -135,6 +135,11 @@ impl MockServer {
         self.shared.stats().snapshot()
     }
 
+    /// When each request arrived, µs since the server started, in order.
+    pub fn arrivals_us(&self) -> Vec<u64> {
+        self.shared.stats().arrivals_us().to_vec()
+    }
+
     /// What the data set really held, up to now: with [`MockConfig::drift`],
     /// the initial records never deleted, every id that ever existed and how
     /// many mutations there were; without it, all ids `1..=records` twice.
@@ -359,14 +364,21 @@ async fn serve_data(shared: Arc<Shared>, style: Style, uri: Uri, headers: Header
             retry_after_secs,
         } => {
             let n = shared.stats().bucket_429();
-            let as_date = faults::coin(config.seed, "bucket-429", n);
+            let as_date = !config.silent_limit && faults::coin(config.seed, "bucket-429", n);
             let mut resp = respond::too_many(retry_after_secs, as_date, SystemTime::now());
-            add_rate_headers(&mut resp, &info);
+            if !config.silent_limit {
+                add_rate_headers(&mut resp, &info);
+            }
             return resp;
         }
     };
+    if config.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(config.latency_ms)).await;
+    }
     let mut resp = answer(&shared, style, &uri, &headers).await;
-    add_rate_headers(&mut resp, &info);
+    if !config.silent_limit {
+        add_rate_headers(&mut resp, &info);
+    }
     resp
 }
 

@@ -52,7 +52,13 @@ pub(crate) struct Recorder {
     started: Instant,
     stats: MockStats,
     window: PeakWindow,
+    /// When each request arrived (µs since start), the first
+    /// [`MAX_ARRIVALS`]: what the gaps between a chain's pages are read from.
+    arrivals_us: Vec<u64>,
 }
+
+/// Arrivals kept for [`Recorder::arrivals_us`] (8 MB).
+const MAX_ARRIVALS: usize = 1_000_000;
 
 impl Recorder {
     pub(crate) fn new(started: Instant) -> Self {
@@ -64,6 +70,7 @@ impl Recorder {
             started,
             stats,
             window: PeakWindow::new(1_000_000),
+            arrivals_us: Vec::new(),
         }
     }
 
@@ -75,6 +82,14 @@ impl Recorder {
         self.stats.first_request_at_ms.get_or_insert(ms);
         self.stats.last_request_at_ms = Some(ms);
         self.stats.peak_requests_1s = self.window.arrive(us);
+        if self.arrivals_us.len() < MAX_ARRIVALS {
+            self.arrivals_us.push(us);
+        }
+    }
+
+    /// When the requests arrived, in µs since the server started.
+    pub(crate) fn arrivals_us(&self) -> &[u64] {
+        &self.arrivals_us
     }
 
     pub(crate) fn reset_peak(&mut self) {

@@ -1,0 +1,120 @@
+//! The throughput rows of `make bench`: an unthrottled export of many
+//! rows (1,000,000 by default; 10,000,000 with `BENCH_SCALE=10m`) from the
+//! mock, 1,000-row pages, end to end: rows a second from submit to the
+//! published file, the workers' peak memory, and where the time went (the
+//! export's time breakdown: fetching, waiting for a worker, finalizing).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use pagefleet_shared::model::ExportState;
+use pagefleet_shared::spec::ExportSpec;
+
+use crate::chaos::fleet::{default_tenant_dir, offset_spec};
+use crate::chaos::ProcessFleet;
+use crate::mock::{MockConfig, MockServer};
+
+#[derive(Debug, Clone)]
+pub struct ThroughputConfig {
+    pub rows: usize,
+    pub page_size: usize,
+    pub workers: usize,
+}
+
+impl Default for ThroughputConfig {
+    fn default() -> Self {
+        ThroughputConfig {
+            rows: 1_000_000,
+            page_size: 1_000,
+            workers: 4,
+        }
+    }
+}
+
+impl ThroughputConfig {
+    /// `BENCH_SCALE`: `1m` (the default) or `10m` rows.
+    pub fn at_scale(scale: &str) -> Option<ThroughputConfig> {
+        let rows = match scale {
+            "1m" => 1_000_000,
+            "10m" => 10_000_000,
+            _ => return None,
+        };
+        Some(ThroughputConfig {
+            rows,
+            ..ThroughputConfig::default()
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ThroughputResult {
+    pub rows: u64,
+    pub wall: Duration,
+    /// The workers' largest peak RSS.
+    pub worker_rss_kib: u64,
+    /// Summed over pages (they run side by side): seconds fetching and
+    /// parsing, waiting for a worker; and the finalize's wall time.
+    pub fetching_s: f64,
+    pub queued_s: f64,
+    pub finalizing_s: f64,
+}
+
+impl ThroughputResult {
+    pub fn rows_per_s(&self) -> f64 {
+        self.rows as f64 / self.wall.as_secs_f64().max(0.001)
+    }
+}
+
+pub async fn run_throughput(
+    config: &ThroughputConfig,
+    work_dir: &Path,
+) -> anyhow::Result<ThroughputResult> {
+    let token = format!("bench-{}", Uuid::now_v7().simple());
+    let mut mock_config = MockConfig::new(42, config.rows);
+    mock_config.rate = 1_000_000.0;
+    mock_config.burst = 10_000;
+    mock_config.token = token.clone();
+    mock_config.max_page_size = config.page_size;
+    let mock = MockServer::start(mock_config).await?;
+    let label = format!("throughput-{}", config.rows);
+    let mut fleet = ProcessFleet::start(&label, config.workers, work_dir, &token).await?;
+    let out = default_tenant_dir(work_dir, &format!("{label}-out"));
+    let retry = "max_attempts = 10\nmax_elapsed_ms = 600000\nbase_ms = 200\ncap_ms = 5000";
+    let toml = offset_spec(
+        "throughput",
+        config.page_size,
+        100_000.0,
+        1_000,
+        &mock.base_url(),
+        &out,
+        retry,
+    );
+    let spec = ExportSpec::from_toml(&toml)?;
+    let started = Instant::now();
+    let id = fleet.api.submit(&spec, None).await?.id;
+    let status = fleet.wait_ended(id, Duration::from_secs(7200)).await?;
+    let wall = started.elapsed();
+    let worker_rss_kib = (fleet.workers.iter())
+        .filter_map(|w| w.peak_rss_kib())
+        .max()
+        .unwrap_or(0);
+    fleet.stop().await;
+    mock.shutdown().await;
+    anyhow::ensure!(
+        status.state == ExportState::Completed,
+        "{label} ended {}",
+        status.state
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    let time = &status.progress.time;
+    Ok(ThroughputResult {
+        rows: status.csv_rows.unwrap_or(0).max(0) as u64,
+        wall,
+        worker_rss_kib,
+        fetching_s: time.fetching_s,
+        queued_s: time.waiting_for_a_worker_s,
+        finalizing_s: time.finalizing_s,
+    })
+}
