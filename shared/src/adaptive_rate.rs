@@ -25,11 +25,16 @@
 //!   rate follows a margin below it. A source whose limit rose is found
 //!   again; one whose limit did not refuses again, rarely.
 //! - **A source that states its policy** (`RateLimit-Policy: q=100;w=60`,
-//!   IETF) sets the rate to `q / w` on every answer; the `remaining` count
+//!   IETF; the strictest of several) sets the rate to `q / w` on every
+//!   answer, except for an operator's shared key (a policy describes one
+//!   credential's plan, and one tenant's answers must not set everyone's
+//!   rate); the `remaining` count
 //!   of `X-RateLimit-*` and `RateLimit` headers keeps the bucket from
 //!   believing in tokens the source says are gone.
 //! - The rate never exceeds the stated one (the spec's is a ceiling, not
 //!   a target to probe past), and never falls below [`FLOOR_SHARE`] of it.
+//!   A higher stated rate than the one the bucket learned under starts the
+//!   learning again: what was refused then says nothing now.
 //!
 //! Growth counts only while requests wait on the bucket: a fleet held back
 //! by something else (a slow source, few workers) does not inflate a rate

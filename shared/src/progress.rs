@@ -51,7 +51,10 @@ impl TimeBreakdown {
                 "waiting for rate-limit tokens" | "parked until the source has tokens",
                 Some(rate),
             ) => {
-                format!(": the source's rate ({rate}/s) bounds this export")
+                format!(
+                    ": the source's rate ({}) bounds this export",
+                    per_second(rate)
+                )
             }
             ("waiting to retry failed requests", _) => ": the source is failing requests".into(),
             ("waiting for a worker", _) => {
@@ -115,13 +118,7 @@ pub fn eta(pace: Pace) -> Option<Eta> {
 /// One line on the rate an export's source runs at: learned or stated,
 /// and the spec's rate beside a learned one.
 pub fn rate_line(source_rate: Option<f64>, stated_rate: Option<f64>, learned: bool) -> String {
-    let rate = |r: f64| {
-        if r >= 10.0 {
-            format!("{r:.0}/s")
-        } else {
-            format!("{r:.2}/s")
-        }
-    };
+    let rate = per_second;
     match (source_rate, stated_rate, learned) {
         (Some(r), Some(s), true) => format!(
             "{} learned from the source (the spec states {})",
@@ -134,6 +131,15 @@ pub fn rate_line(source_rate: Option<f64>, stated_rate: Option<f64>, learned: bo
         (_, Some(s), false) => format!("{} as the spec states (nothing learned yet)", rate(s)),
         _ => "not learned yet (the spec states none: the fleet starts low and finds the limit)"
             .to_string(),
+    }
+}
+
+/// A rate as people read it: `50/s`, `4.85/s`.
+fn per_second(rate: f64) -> String {
+    if rate >= 10.0 || rate.fract() == 0.0 {
+        format!("{rate:.0}/s")
+    } else {
+        format!("{rate:.2}/s")
     }
 }
 

@@ -121,7 +121,10 @@ pub fn bucket_for(
             .any(|o| origin_of(o).as_deref() == Some(&origin))
     });
     if let Some(s) = declared {
-        return Bucket::stated(format!("shared:{}", s.name), s.rate, s.burst);
+        return Bucket {
+            follows_policy: false,
+            ..Bucket::stated(format!("shared:{}", s.name), s.rate, s.burst)
+        };
     }
     let key = match (&spec.rate_limit.key, fingerprint) {
         (Some(key), _) => format!("tenant:{tenant}:{key}"),
@@ -205,7 +208,10 @@ dir = "out"
             let bucket = bucket_for(&spec(key, 0.001), tenant, Some("fp"), &shared, 100.0);
             assert_eq!(
                 bucket,
-                Bucket::stated("shared:example", 10.0, 20),
+                Bucket {
+                    follows_policy: false,
+                    ..Bucket::stated("shared:example", 10.0, 20)
+                },
                 "{key:?} {tenant}"
             );
         }

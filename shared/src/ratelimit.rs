@@ -51,19 +51,29 @@ local soon_us = tonumber(ARGV[13])
 local deep = tonumber(ARGV[14])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local f = redis.call('HMGET', key, 'tat', 'pause', 'rate', 'refused', 'grown_at', 'quiet_from')
+local f = redis.call('HMGET', key, 'tat', 'pause', 'rate', 'refused', 'grown_at', 'quiet_from',
+  'ceiling')
 local tat = tonumber(f[1]) or 0
 local pause = tonumber(f[2]) or 0
 local rate = math.max(floor_rate, math.min(ceiling, tonumber(f[3]) or start))
 local refused = tonumber(f[4])
 local grown_at = tonumber(f[5]) or now
 local quiet_from = tonumber(f[6])
+local known_ceiling = tonumber(f[7])
+if known_ceiling and ceiling > known_ceiling then
+  -- A higher rate is stated than the one this was learned under: what
+  -- was refused then says nothing now; start again.
+  refused = nil
+  quiet_from = nil
+  rate = math.max(floor_rate, math.min(ceiling, start))
+end
 local function save()
+  redis.call('HSET', key, 'tat', tat, 'pause', pause, 'rate', rate, 'grown_at', grown_at,
+    'ceiling', ceiling)
   if refused then
-    redis.call('HSET', key, 'tat', tat, 'pause', pause, 'rate', rate, 'grown_at', grown_at,
-      'refused', refused, 'quiet_from', quiet_from or 0)
+    redis.call('HSET', key, 'refused', refused, 'quiet_from', quiet_from or 0)
   else
-    redis.call('HSET', key, 'tat', tat, 'pause', pause, 'rate', rate, 'grown_at', grown_at)
+    redis.call('HDEL', key, 'refused', 'quiet_from')
   end
   redis.call('PEXPIRE', key, ttl_ms + math.ceil(math.max(0, pause - now) / 1000))
 end
@@ -117,10 +127,12 @@ end
 if op ~= 'reserve' then
   return redis.error_reply('unknown limiter operation ' .. tostring(op))
 end
--- Growth, only while the bucket is what holds requests back (its
--- theoretical arrival time runs ahead of the clock).
+-- Growth, only while the bucket is what holds requests back (this request
+-- would have to wait at the current rate).
 local dt = math.min(math.max(0, now - grown_at), 1000000) / 1000000
-if tat > now and dt > 0 then
+local T_now = 1000000 / rate
+local binding = math.max(tat, now) + T_now - T_now * burst > now
+if binding and dt > 0 then
   if not refused then
     rate = rate * (1 + growth) ^ dt
   elseif rate < refused * margin then
@@ -268,6 +280,11 @@ pub struct Bucket {
     pub bounds: RateBounds,
     pub burst: u32,
     pub adaptation: Adaptation,
+    /// Whether a policy the source states (`RateLimit-Policy`) sets the
+    /// rate. Not for a budget the operator declares for several tenants:
+    /// a policy describes one credential's plan, and one tenant's answers
+    /// must not set everyone's rate.
+    pub follows_policy: bool,
 }
 
 impl Bucket {
@@ -279,6 +296,7 @@ impl Bucket {
             bounds: RateBounds::stated(rate),
             burst,
             adaptation: Adaptation::DEFAULT,
+            follows_policy: true,
         }
     }
 
@@ -290,9 +308,14 @@ impl Bucket {
             bounds: RateBounds::unstated(ceiling),
             burst,
             adaptation: Adaptation::DEFAULT,
+            follows_policy: true,
         }
     }
 }
+
+/// The longest the local fallback spaces a worker's requests (a rate of
+/// 0.001/s split over a large fleet would be days).
+const FALLBACK_MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -323,8 +346,15 @@ impl LocalFallback {
     /// Reserves the next local slot and returns how long to wait for it.
     fn reserve(&self, bucket: &Bucket) -> Duration {
         let fleet = self.fleet_size.load(Ordering::Relaxed).max(1) as f64;
-        let rate = self.learned(&bucket.key).unwrap_or(bucket.bounds.start);
-        let interval = Duration::from_secs_f64(fleet / rate.max(f64::MIN_POSITIVE));
+        let bounds = &bucket.bounds;
+        // What another export of the key learned, within this bucket's
+        // own bounds.
+        let rate = (self.learned(&bucket.key).unwrap_or(bounds.start))
+            .clamp(bounds.floor, bounds.ceiling)
+            .max(f64::MIN_POSITIVE);
+        let interval = Duration::try_from_secs_f64(fleet / rate)
+            .unwrap_or(FALLBACK_MAX_INTERVAL)
+            .min(FALLBACK_MAX_INTERVAL);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let entry = buckets.entry(bucket.key.clone()).or_insert(LocalBucket {
@@ -418,8 +448,10 @@ impl RateLimiter {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
-        self.fallback
-            .learn(&bucket.key, rate_milli.max(0) as f64 / 1000.0);
+        // Thousandths round a rate under 0.001/s to nothing: keep the last.
+        if rate_milli > 0 {
+            self.fallback.learn(&bucket.key, rate_milli as f64 / 1000.0);
+        }
         Reply::parse(code, wait)
     }
 

@@ -78,11 +78,15 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<SourceBudget> {
     })
 }
 
-/// The rate of the first policy in a `RateLimit-Policy` value (or a
-/// `RateLimit-Limit` carrying one after its limit): `q` (or the leading
+/// The strictest rate of the policies in a `RateLimit-Policy` value (or a
+/// `RateLimit-Limit` carrying them after its limit): `q` (or the leading
 /// number) over `w` seconds. A policy without a window states no rate.
+/// The strictest, because the fleet must keep to all of them: 120 a
+/// minute and 1,000 a day is 1,000 a day at 0.0116/s.
 fn policy_rate(value: &str) -> Option<f64> {
-    value.split(',').find_map(one_policy_rate)
+    (value.split(','))
+        .filter_map(one_policy_rate)
+        .min_by(f64::total_cmp)
 }
 
 fn one_policy_rate(first: &str) -> Option<f64> {
@@ -218,7 +222,7 @@ mod tests {
                 "RateLimit-Policy",
                 "\"burst\";q=120;w=60, \"day\";q=1000;w=86400"
             )]),
-            Some(2.0)
+            Some(1000.0 / 86400.0)
         );
         assert_eq!(rate(&[("RateLimit-Limit", "100, 100;w=50")]), Some(2.0));
         // The limit alone names no window: no rate.

@@ -1,9 +1,12 @@
 //! `make bench`: how close the fleet runs to a source's rate limit R without
-//! crossing it, against a naive baseline, through an outage, and the limiter
-//! alone. Everything is measured as ratios in one run; absolute times on a
-//! shared machine are noisy. Speed is measured here, never asserted in tests.
+//! crossing it, against a naive baseline; the other walks; a chain against a
+//! slow source (`chain`); the learning of a limit nobody states
+//! (`adaptive`); an unthrottled export of many rows (`throughput`); an
+//! outage; and the limiter alone. Rate use is measured as ratios; absolute
+//! times on a shared machine are noisy. Speed is measured here, never
+//! asserted in tests. The report (`report`) is one summary table of every
+//! goal, then each part's own.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,11 +18,13 @@ use pagefleet_shared::spec::ExportSpec;
 
 pub mod adaptive;
 pub mod chain;
+mod report;
 pub mod throughput;
 
-use adaptive::{run_adaptive, AdaptiveConfig, AdaptiveResult};
-use chain::{run_chain, ChainConfig, ChainResult};
-use throughput::{run_throughput, ThroughputConfig, ThroughputResult};
+use adaptive::{adaptive_goals, render_adaptive, run_adaptive, AdaptiveConfig};
+use chain::{chain_goals, render_chain, run_chain, ChainConfig};
+use report::{Goal, Report, Table};
+use throughput::{render_throughput, run_throughput, throughput_goals, ThroughputConfig};
 
 use crate::chaos::fleet::offset_spec;
 use crate::chaos::ProcessFleet;
@@ -347,60 +352,6 @@ pub async fn run_limiter(duration: Duration) -> anyhow::Result<LimiterResult> {
     })
 }
 
-/// One line of the summary table: what was measured against its goal.
-#[derive(Debug, Clone)]
-pub struct Goal {
-    pub what: String,
-    pub measured: String,
-    pub goal: String,
-    /// `None` when the row has no pass mark (context for another row).
-    pub met: Option<bool>,
-}
-
-impl Goal {
-    fn new(
-        what: impl Into<String>,
-        measured: impl Into<String>,
-        goal: &str,
-        met: Option<bool>,
-    ) -> Goal {
-        Goal {
-            what: what.into(),
-            measured: measured.into(),
-            goal: goal.to_string(),
-            met,
-        }
-    }
-}
-
-/// The report: each part's own table, then one summary of every goal.
-#[derive(Debug, Default)]
-struct Report {
-    parts: Vec<String>,
-    goals: Vec<Goal>,
-}
-
-impl Report {
-    fn render(&self) -> String {
-        let mut t = String::new();
-        let _ = writeln!(t, "| measured | value | goal | met |");
-        let _ = writeln!(t, "|---|---:|---|---|");
-        for g in &self.goals {
-            let met = match g.met {
-                Some(true) => "yes",
-                Some(false) => "NO",
-                None => "",
-            };
-            let _ = writeln!(t, "| {} | {} | {} | {met} |", g.what, g.measured, g.goal);
-        }
-        for part in &self.parts {
-            let _ = writeln!(t);
-            t.push_str(part);
-        }
-        t
-    }
-}
-
 /// Runs the parts `config.only` names (all by default) and returns the
 /// printed report.
 pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::Result<String> {
@@ -597,222 +548,6 @@ fn walk_goals(walks: &[RunResult]) -> Vec<Goal> {
         .collect()
 }
 
-fn adaptive_goals(config: &AdaptiveConfig, results: &[AdaptiveResult]) -> Vec<Goal> {
-    let mut goals = Vec::new();
-    for r in results {
-        let spec = r
-            .stated
-            .map_or("no rate in the spec".to_string(), |s| format!("spec {s}/s"));
-        let after = &r.after_learning;
-        goals.push(Goal::new(
-            format!(
-                "adaptive, real limit {}/s, {spec}: 429 share after 30 s",
-                config.limit
-            ),
-            format!("{:.2} %", after.share_429() * 100.0),
-            "< 1 %",
-            Some(after.share_429() < 0.01),
-        ));
-        let used = after.share_of_limit(config.limit);
-        goals.push(Goal::new(
-            format!(
-                "adaptive, real limit {}/s, {spec}: share of the limit used after 30 s",
-                config.limit
-            ),
-            format!("{:.1} %", used * 100.0),
-            "≥ 95 %",
-            Some(used >= 0.95),
-        ));
-    }
-    goals
-}
-
-fn chain_goals(results: &[ChainResult]) -> Vec<Goal> {
-    results
-        .iter()
-        .filter(|r| r.followed)
-        .map(|r| {
-            let share = r.share_of_latency_bound();
-            Goal::new(
-                format!(
-                    "chain, source latency {} ms: pages/s (median answer → next request)",
-                    r.latency_ms
-                ),
-                format!(
-                    "{:.1} = {:.0} % of 1/latency ({:.1} ms)",
-                    r.pages_per_s,
-                    share * 100.0,
-                    r.median_between.as_secs_f64() * 1000.0
-                ),
-                "≥ 90 % of 1/latency",
-                Some(share >= 0.9),
-            )
-        })
-        .collect()
-}
-
-fn render_chain(config: &ChainConfig, results: &[ChainResult]) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "chain: Link rel=\"next\" only, {} pages of {} records, {} workers, source latency as shown",
-        config.pages, config.page_size, config.workers
-    );
-    let _ = writeln!(
-        t,
-        "| latency ms | next page fetched by | pages/s | of 1/latency | median answer → next request ms |"
-    );
-    let _ = writeln!(t, "|---:|---|---:|---:|---:|");
-    for r in results {
-        let _ = writeln!(
-            t,
-            "| {} | {} | {:.1} | {:.0} % | {:.1} |",
-            r.latency_ms,
-            if r.followed {
-                "the worker that landed the page"
-            } else {
-                "the queue (baseline)"
-            },
-            r.pages_per_s,
-            r.share_of_latency_bound() * 100.0,
-            r.median_between.as_secs_f64() * 1000.0
-        );
-    }
-    t
-}
-
-fn throughput_goals(r: &ThroughputResult) -> Vec<Goal> {
-    let mib = r.worker_rss_kib as f64 / 1024.0;
-    vec![
-        Goal::new(
-            format!("throughput: {} rows end to end, rows/s", r.rows),
-            format!("{:.0}", r.rows_per_s()),
-            "≥ 150,000",
-            Some(r.rows_per_s() >= 150_000.0),
-        ),
-        Goal::new(
-            format!("throughput: worker peak RSS over {} rows", r.rows),
-            format!("{mib:.0} MiB"),
-            "< 150 MB",
-            Some(mib * 1.048_576 < 150.0),
-        ),
-    ]
-}
-
-fn render_throughput(config: &ThroughputConfig, r: &ThroughputResult) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "throughput: {} rows from the mock, unthrottled, pages of {}, {} workers (page times summed over pages running side by side)",
-        config.rows, config.page_size, config.workers
-    );
-    let _ = writeln!(
-        t,
-        "| rows | wall s | rows/s | worker RSS MiB | fetching s | waiting for a worker s | finalizing s |"
-    );
-    let _ = writeln!(t, "|---:|---:|---:|---:|---:|---:|---:|");
-    let _ = writeln!(
-        t,
-        "| {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
-        r.rows,
-        r.wall.as_secs_f64(),
-        r.rows_per_s(),
-        r.worker_rss_kib as f64 / 1024.0,
-        r.fetching_s,
-        r.queued_s,
-        r.finalizing_s
-    );
-    t
-}
-
-fn render_rate(config: &BenchConfig, runs: &[RunResult]) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "pagefleet bench: {} pages of {} records, offset pagination (fan-out), burst {}",
-        config.pages, config.page_size, config.burst
-    );
-    let _ = writeln!(
-        t,
-        "| R/s | workers | limiter | wall s | source busy s | useful/(R*busy) | 429 share | peak 1 s (R+burst) | req/page | worker RSS MiB |"
-    );
-    let _ = writeln!(t, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in runs {
-        let _ = writeln!(
-            t,
-            "| {:.0} | {} | {} | {:.1} | {:.1} | {:.1} % | {:.2} % | {} ({}) | {:.3} | {:.1} |",
-            r.rate,
-            r.workers,
-            if r.shared { "shared" } else { "naive" },
-            r.wall.as_secs_f64(),
-            r.source_span.as_secs_f64(),
-            r.efficiency() * 100.0,
-            r.share_429() * 100.0,
-            r.peak_1s,
-            r.rate as u64 + config.burst as u64,
-            r.per_page(),
-            r.rss_kib as f64 / 1024.0
-        );
-    }
-    t
-}
-
-fn render_walks(runs: &[RunResult], walks: &[RunResult]) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "| pagination | R/s | workers | wall s | useful/(R*busy) | requests | 429 share |"
-    );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
-    let same_load = |r: &&RunResult| {
-        walks
-            .first()
-            .is_some_and(|w| r.shared && r.rate == w.rate && r.workers == w.workers)
-    };
-    for r in runs.iter().filter(same_load).chain(walks) {
-        let _ = writeln!(
-            t,
-            "| {} | {:.0} | {} | {:.1} | {:.1} % | {} | {:.2} % |",
-            r.walk.label(),
-            r.rate,
-            r.workers,
-            r.wall.as_secs_f64(),
-            r.efficiency() * 100.0,
-            r.requests,
-            r.share_429() * 100.0
-        );
-    }
-    t
-}
-
-fn render_adaptive(config: &AdaptiveConfig, results: &[AdaptiveResult]) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "adaptive rate: a source limited to {}/s (burst {}) that says so only by refusing (429, Retry-After, no rate-limit headers); {} pages, {} workers",
-        config.limit, config.source_burst, config.pages, config.workers
-    );
-    let _ = writeln!(
-        t,
-        "| spec rate | whole run s | 429 share (whole) | limit used (whole) | 429 share after 30 s | limit used after 30 s | learned rate |"
-    );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
-    for r in results {
-        let _ = writeln!(
-            t,
-            "| {} | {:.1} | {:.2} % | {:.1} % | {:.2} % | {:.1} % | {} |",
-            r.stated.map_or("none".to_string(), |s| format!("{s}/s")),
-            r.whole.seconds,
-            r.whole.share_429() * 100.0,
-            r.whole.share_of_limit(config.limit) * 100.0,
-            r.after_learning.share_429() * 100.0,
-            r.after_learning.share_of_limit(config.limit) * 100.0,
-            r.learned.map_or("-".to_string(), |l| format!("{l:.2}/s")),
-        );
-    }
-    t
-}
-
 fn render_outage(
     config: &BenchConfig,
     outage: &OutageResult,
@@ -839,4 +574,73 @@ fn render_limiter(limiter: &LimiterResult) -> String {
         limiter.p50.as_secs_f64() * 1000.0,
         limiter.p99.as_secs_f64() * 1000.0
     )
+}
+
+fn render_rate(config: &BenchConfig, runs: &[RunResult]) -> String {
+    let title = format!(
+        "pagefleet bench: {} pages of {} records, offset pagination (fan-out), burst {}",
+        config.pages, config.page_size, config.burst
+    );
+    let mut t = Table::new(
+        &title,
+        &[
+            "R/s",
+            "workers",
+            "<limiter",
+            "wall s",
+            "source busy s",
+            "useful/(R*busy)",
+            "429 share",
+            "peak 1 s (R+burst)",
+            "req/page",
+            "worker RSS MiB",
+        ],
+    );
+    for r in runs {
+        t.row(&[
+            format!("{:.0}", r.rate),
+            r.workers.to_string(),
+            (if r.shared { "shared" } else { "naive" }).to_string(),
+            format!("{:.1}", r.wall.as_secs_f64()),
+            format!("{:.1}", r.source_span.as_secs_f64()),
+            format!("{:.1} %", r.efficiency() * 100.0),
+            format!("{:.2} %", r.share_429() * 100.0),
+            format!("{} ({})", r.peak_1s, r.rate as u64 + config.burst as u64),
+            format!("{:.3}", r.per_page()),
+            format!("{:.1}", r.rss_kib as f64 / 1024.0),
+        ]);
+    }
+    t.finish()
+}
+
+fn render_walks(runs: &[RunResult], walks: &[RunResult]) -> String {
+    let mut t = Table::new(
+        "other walks, at the highest rate",
+        &[
+            "<pagination",
+            "R/s",
+            "workers",
+            "wall s",
+            "useful/(R*busy)",
+            "requests",
+            "429 share",
+        ],
+    );
+    let same_load = |r: &&RunResult| {
+        walks
+            .first()
+            .is_some_and(|w| r.shared && r.rate == w.rate && r.workers == w.workers)
+    };
+    for r in runs.iter().filter(same_load).chain(walks) {
+        t.row(&[
+            r.walk.label().to_string(),
+            format!("{:.0}", r.rate),
+            r.workers.to_string(),
+            format!("{:.1}", r.wall.as_secs_f64()),
+            format!("{:.1} %", r.efficiency() * 100.0),
+            r.requests.to_string(),
+            format!("{:.2} %", r.share_429() * 100.0),
+        ]);
+    }
+    t.finish()
 }

@@ -263,6 +263,29 @@ async fn after_a_429_the_rate_settles_a_margin_below_the_refused_one() {
 }
 
 #[tokio::test]
+async fn a_higher_stated_rate_forgets_what_was_refused_under_a_lower_one() {
+    let ns = unique("pft-limiter-");
+    let limiter = RateLimiter::new(REDIS, &ns).unwrap();
+    let slow = Bucket::stated("source", 50.0, 1);
+    limiter.acquire(&slow, Duration::ZERO).await.unwrap();
+    limiter
+        .pause(&slow, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert!(limiter.learned_rate(&slow).unwrap() < 50.0);
+    // A lower stated rate keeps what was learned...
+    let slower = Bucket::stated("source", 40.0, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    limiter.acquire(&slower, Duration::ZERO).await.unwrap();
+    assert!(limiter.learned_rate(&slower).unwrap() < 40.0);
+    // ...a higher one starts again from itself.
+    let fast = Bucket::stated("source", 100.0, 1);
+    limiter.acquire(&fast, Duration::ZERO).await.unwrap();
+    assert_eq!(limiter.learned_rate(&fast), Some(100.0));
+    limiter.clear().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_stated_policy_sets_the_rate_under_the_ceiling() {
     let ns = unique("pft-limiter-");
     let limiter = RateLimiter::new(REDIS, &ns).unwrap();

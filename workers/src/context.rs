@@ -38,6 +38,10 @@ pub struct WorkerContext {
     /// queue between a chain's pages. Off only for the baseline in `make
     /// bench`.
     pub follow_chains: bool,
+    /// One permit per task running, a followed chain included (it goes on
+    /// after its delivery is acked): the worker runs at most
+    /// `--concurrency` at once.
+    pub slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled when a drain runs out of time: page tasks still running
     /// release their claims and are handed back to the queue.
     pub hand_back: CancellationToken,
@@ -78,6 +82,9 @@ impl WorkerContext {
             park_after: options.park_after,
             shared_limiter: options.shared_limiter,
             follow_chains: options.follow_chains,
+            slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
+                options.concurrency.max(1),
+            ))),
             hand_back: CancellationToken::new(),
             draining: CancellationToken::new(),
             output_root: std::path::PathBuf::from("out"),

@@ -128,20 +128,14 @@ impl Follow {
     /// here, the reconciler re-queues the task.
     pub async fn give_back(self, ctx: &WorkerContext) {
         let (task_id, outbox_id) = (self.next.task_id, self.next.outbox_id);
-        if let Some(ClaimMade {
-            token,
-            claim: Ok(Claim::Claimed(_)),
-        }) = &self.claimed
+        let claim = self.claimed.as_ref().map(|made| made.token.as_str());
+        match ctx
+            .store
+            .give_back_followed(task_id, claim, outbox_id)
+            .await
         {
-            if let Err(e) = ctx.store.release_claim(task_id, token).await {
-                tracing::warn!(error = %e, %task_id, "claim not released; its lease will run out");
-            }
-        }
-        match ctx.store.resend_outbox(outbox_id).await {
             Ok(()) => ctx.publish_outbox(&[outbox_id]).await,
-            Err(e) => {
-                tracing::warn!(error = %e, outbox_id, "message not resent; the reconciler will")
-            }
+            Err(e) => tracing::warn!(error = %e, outbox_id, "not given back; the reconciler will"),
         }
     }
 
@@ -799,7 +793,9 @@ async fn follow_the_source(
     said: Option<ratelimit_headers::SourceBudget>,
 ) {
     let Some(said) = said else { return };
-    let synced = (ctx.limiter).sync_with_source(&request.bucket, said.remaining, said.policy_rate);
+    let bucket = &request.bucket;
+    let policy_rate = said.policy_rate.filter(|_| bucket.follows_policy);
+    let synced = (ctx.limiter).sync_with_source(bucket, said.remaining, policy_rate);
     if let Err(e) = synced.await {
         tracing::debug!(error = %e, "bucket not synced with the source's headers");
     }
@@ -1176,29 +1172,24 @@ async fn stage(
         Err((class, reason)) => return Ok(Staged::Unusable(class, reason)),
     };
     // A chain's next page is fetched while this one lands: the landing's
-    // round trips hide behind the source's latency.
-    // A chain's next page is fetched while this one lands, and claimed as
-    // soon as it exists: the landing's round trips hide behind the
-    // source's latency.
+    // round trips hide behind the source's latency. It is claimed once
+    // both are done (a claim made earlier would need a heartbeat while a
+    // slow source answers).
     let (landed, readied) = match (&landing.next, work.role) {
         (pagination::Next::Chain(next), Role::Chain) if ctx.follow_chains => {
-            let land_then_claim = async {
-                let landed = ctx.store.land_page(&landing).await;
-                let claimed = match &landed {
-                    Ok(Landed::Page {
-                        chain_next: Some(next),
-                        ..
-                    }) if !ctx.draining.is_cancelled() => {
-                        let token = claim_token(ctx);
-                        let claim = ctx.store.claim_followed(*next, LEASE, &token).await;
-                        Some(ClaimMade { token, claim })
-                    }
-                    _ => None,
-                };
-                (landed, claimed)
-            };
             let fetch_next = ahead::fetch(ctx, work, next);
-            let ((landed, claimed), ahead) = tokio::join!(land_then_claim, fetch_next);
+            let (landed, ahead) = tokio::join!(ctx.store.land_page(&landing), fetch_next);
+            let claimed = match &landed {
+                Ok(Landed::Page {
+                    chain_next: Some(next),
+                    ..
+                }) if !ctx.draining.is_cancelled() => {
+                    let token = claim_token(ctx);
+                    let claim = ctx.store.claim_followed(*next, LEASE, &token).await;
+                    Some(ClaimMade { token, claim })
+                }
+                _ => None,
+            };
             let ahead = ahead.map(Box::new);
             (landed, Readied { ahead, claimed })
         }

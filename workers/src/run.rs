@@ -215,8 +215,19 @@ async fn consume(
             next = finals.deliveries.next() => taken(next, &finals.channel, finals.name).await?,
         };
         if let Some(delivery) = delivery {
+            // A delivery waits for a slot: a chain its task leads to keeps
+            // its slot after the delivery is acked.
+            let slot = tokio::select! {
+                slot = ctx.slots.clone().acquire_owned() => slot,
+                // Unacked, it comes again once this channel closes.
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let Ok(slot) = slot else { return Ok(()) };
             let ctx = ctx.clone();
-            tracker.spawn(async move { process(&ctx, delivery).await });
+            tracker.spawn(async move {
+                process(&ctx, delivery).await;
+                drop(slot);
+            });
         }
     }
 }

@@ -28,13 +28,27 @@ pub enum OutboxFilter<'a> {
 }
 
 impl Store {
-    /// Marks a message unsent again: one taken by hand (a chain's next page
-    /// its worker meant to fetch itself) that the worker handed back
-    /// unfinished, so the relay or the caller publishes it after all.
-    pub async fn resend_outbox(&self, id: i64) -> Result<(), StoreError> {
+    /// Gives a chain's next page back to the queue (its worker meant to
+    /// run it itself, and drains, or handed it back unfinished): releases
+    /// the claim `claim` holds on task `task_id`, if it holds one, and
+    /// marks the message `outbox_id` unsent again, in one statement, for
+    /// the relay or the caller to publish after all.
+    pub async fn give_back_followed(
+        &self,
+        task_id: uuid::Uuid,
+        claim: Option<&str>,
+        outbox_id: i64,
+    ) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
-            .execute("UPDATE outbox SET sent_at = NULL WHERE id = $1", &[&id])
+            .execute(
+                "WITH released AS (
+                     UPDATE page_tasks SET state = 'queued', lease_until = NULL, claimed_by = NULL,
+                            updated_at = now()
+                      WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2)
+                 UPDATE outbox SET sent_at = NULL WHERE id = $3",
+                &[&task_id, &claim, &outbox_id],
+            )
             .await?;
         Ok(())
     }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 
+use super::report::{Goal, Table};
 use crate::chaos::fleet::{default_tenant_dir, offset_spec};
 use crate::chaos::ProcessFleet;
 use crate::mock::{MockConfig, MockServer, MockStats};
@@ -175,4 +176,63 @@ pub async fn run_adaptive(
         after_learning,
         learned: status.progress.source_rate,
     })
+}
+
+/// The summary's rows: 429s and the limit used after learning.
+pub fn adaptive_goals(config: &AdaptiveConfig, results: &[AdaptiveResult]) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    for r in results {
+        let spec = r
+            .stated
+            .map_or("no rate in the spec".to_string(), |s| format!("spec {s}/s"));
+        let after = &r.after_learning;
+        let what =
+            |measure: &str| format!("adaptive, real limit {}/s, {spec}: {measure}", config.limit);
+        goals.push(Goal::new(
+            what("429 share after 30 s"),
+            format!("{:.2} %", after.share_429() * 100.0),
+            "< 1 %",
+            Some(after.share_429() < 0.01),
+        ));
+        let used = after.share_of_limit(config.limit);
+        goals.push(Goal::new(
+            what("share of the limit used after 30 s"),
+            format!("{:.1} %", used * 100.0),
+            "≥ 95 %",
+            Some(used >= 0.95),
+        ));
+    }
+    goals
+}
+
+pub fn render_adaptive(config: &AdaptiveConfig, results: &[AdaptiveResult]) -> String {
+    let title = format!(
+        "adaptive rate: a source limited to {}/s (burst {}) that says so only by refusing (429, Retry-After, no rate-limit headers); {} pages, {} workers",
+        config.limit, config.source_burst, config.pages, config.workers
+    );
+    let mut t = Table::new(
+        &title,
+        &[
+            "<spec rate",
+            "whole run s",
+            "429 share (whole)",
+            "limit used (whole)",
+            "429 share after 30 s",
+            "limit used after 30 s",
+            "learned rate",
+        ],
+    );
+    let limit = config.limit;
+    for r in results {
+        t.row(&[
+            r.stated.map_or("none".to_string(), |s| format!("{s}/s")),
+            format!("{:.1}", r.whole.seconds),
+            format!("{:.2} %", r.whole.share_429() * 100.0),
+            format!("{:.1} %", r.whole.share_of_limit(limit) * 100.0),
+            format!("{:.2} %", r.after_learning.share_429() * 100.0),
+            format!("{:.1} %", r.after_learning.share_of_limit(limit) * 100.0),
+            r.learned.map_or("-".to_string(), |l| format!("{l:.2}/s")),
+        ]);
+    }
+    t.finish()
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 
+use super::report::{Goal, Table};
 use super::Walk;
 use crate::chaos::fleet::{default_tenant_dir, offset_spec};
 use crate::chaos::ProcessFleet;
@@ -125,4 +126,60 @@ pub async fn run_chain(
         pages_per_s: arrivals.len().saturating_sub(1) as f64 / (span_us.max(1) as f64 / 1e6),
         median_between: Duration::from_micros(median),
     })
+}
+
+/// The summary's rows: the followed chain against 1/latency.
+pub fn chain_goals(results: &[ChainResult]) -> Vec<Goal> {
+    results
+        .iter()
+        .filter(|r| r.followed)
+        .map(|r| {
+            let share = r.share_of_latency_bound();
+            Goal::new(
+                format!(
+                    "chain, source latency {} ms: pages/s (median answer → next request)",
+                    r.latency_ms
+                ),
+                format!(
+                    "{:.1} = {:.0} % of 1/latency ({:.1} ms)",
+                    r.pages_per_s,
+                    share * 100.0,
+                    r.median_between.as_secs_f64() * 1000.0
+                ),
+                "≥ 90 % of 1/latency",
+                Some(share >= 0.9),
+            )
+        })
+        .collect()
+}
+
+pub fn render_chain(config: &ChainConfig, results: &[ChainResult]) -> String {
+    let title = format!(
+        "chain: Link rel=\"next\" only, {} pages of {} records, {} workers, source latency as shown",
+        config.pages, config.page_size, config.workers
+    );
+    let mut t = Table::new(
+        &title,
+        &[
+            "latency ms",
+            "<next page fetched by",
+            "pages/s",
+            "of 1/latency",
+            "median answer → next request ms",
+        ],
+    );
+    for r in results {
+        let by = match r.followed {
+            true => "the worker that landed the page",
+            false => "the queue (baseline)",
+        };
+        t.row(&[
+            r.latency_ms.to_string(),
+            by.to_string(),
+            format!("{:.1}", r.pages_per_s),
+            format!("{:.0} %", r.share_of_latency_bound() * 100.0),
+            format!("{:.1}", r.median_between.as_secs_f64() * 1000.0),
+        ]);
+    }
+    t.finish()
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::spec::ExportSpec;
 
+use super::report::{Goal, Table};
 use crate::chaos::fleet::{default_tenant_dir, offset_spec};
 use crate::chaos::ProcessFleet;
 use crate::mock::{MockConfig, MockServer};
@@ -117,4 +118,52 @@ pub async fn run_throughput(
         queued_s: time.waiting_for_a_worker_s,
         finalizing_s: time.finalizing_s,
     })
+}
+
+/// The summary's rows: rows a second, and the workers' memory.
+pub fn throughput_goals(r: &ThroughputResult) -> Vec<Goal> {
+    let mib = r.worker_rss_kib as f64 / 1024.0;
+    vec![
+        Goal::new(
+            format!("throughput: {} rows end to end, rows/s", r.rows),
+            format!("{:.0}", r.rows_per_s()),
+            "≥ 150,000",
+            Some(r.rows_per_s() >= 150_000.0),
+        ),
+        Goal::new(
+            format!("throughput: worker peak RSS over {} rows", r.rows),
+            format!("{mib:.0} MiB"),
+            "< 150 MB",
+            Some(mib * 1.048_576 < 150.0),
+        ),
+    ]
+}
+
+pub fn render_throughput(config: &ThroughputConfig, r: &ThroughputResult) -> String {
+    let title = format!(
+        "throughput: {} rows from the mock, unthrottled, pages of {}, {} workers (page times summed over pages running side by side)",
+        config.rows, config.page_size, config.workers
+    );
+    let mut t = Table::new(
+        &title,
+        &[
+            "rows",
+            "wall s",
+            "rows/s",
+            "worker RSS MiB",
+            "fetching s",
+            "waiting for a worker s",
+            "finalizing s",
+        ],
+    );
+    t.row(&[
+        r.rows.to_string(),
+        format!("{:.1}", r.wall.as_secs_f64()),
+        format!("{:.0}", r.rows_per_s()),
+        format!("{:.0}", r.worker_rss_kib as f64 / 1024.0),
+        format!("{:.1}", r.fetching_s),
+        format!("{:.1}", r.queued_s),
+        format!("{:.1}", r.finalizing_s),
+    ]);
+    t.finish()
 }

@@ -12,10 +12,13 @@
 //! task fetches its page as usual. A wait for a token long enough to park
 //! sends nothing ahead.
 
+use std::time::Duration;
+
 use pagefleet_shared::pagination::Position;
+use pagefleet_shared::retry::Outcome;
 use pagefleet_shared::store::PageWork;
 
-use super::{admit, attempt, prepare_request, Attempted, Request, Tally};
+use super::{admit, attempt, pause_source, prepare_request, Attempted, Request, Tally};
 use crate::context::WorkerContext;
 
 /// The next page's request and what it came to, with what it counted.
@@ -45,6 +48,15 @@ pub(super) async fn fetch(ctx: &WorkerContext, work: &PageWork, next: &Position)
         return None;
     }
     let attempted = attempt(ctx, &next_work, &request, &mut tally).await;
+    // The fleet hears of a refusal now, whatever becomes of this answer.
+    if let Attempted::Failed {
+        outcome: Outcome::RateLimited { retry_after },
+        ..
+    } = &attempted
+    {
+        let base = Duration::from_millis(work.spec.retry.base_ms);
+        pause_source(ctx, &request.bucket, retry_after.unwrap_or(base)).await;
+    }
     Some(Ahead {
         url: request.url,
         attempted,
