@@ -204,6 +204,10 @@ pub struct TimeSpent {
     pub queued_us: u64,
     /// Parked until its source had tokens again.
     pub parked_us: u64,
+    /// Turning the answer into rows and storing them (the landing, up to
+    /// its last statement).
+    #[serde(default)]
+    pub landing_us: u64,
 }
 
 /// The queues, by role. Their names on the broker carry a namespace.

@@ -67,6 +67,58 @@ impl TimeBreakdown {
     }
 }
 
+/// Where an export's time went, by phase, with the rows each moved a
+/// second: what its manifest records. Page phases are summed over pages,
+/// which run side by side, so they can add up to more than the wall time;
+/// their rows a second are per page at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// From the export's start to the published file.
+    pub wall: Phase,
+    /// Sending requests and reading the answers.
+    pub fetching: Phase,
+    /// Turning answers into rows and storing them.
+    pub landing: Phase,
+    /// From the export turning `finalizing` to the published file.
+    pub finalizing: Phase,
+}
+
+/// One phase: how long it took and how many rows it moved a second.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub seconds: f64,
+    /// `None` when it took no measurable time.
+    pub rows_per_s: Option<f64>,
+}
+
+impl Phase {
+    fn of(rows: u64, seconds: f64) -> Phase {
+        let seconds = seconds.max(0.0);
+        Phase {
+            seconds,
+            rows_per_s: (seconds > 0.0).then(|| rows as f64 / seconds),
+        }
+    }
+}
+
+impl Phases {
+    /// The phases of an export of `rows` rows, from the seconds each took.
+    pub fn of(
+        rows: u64,
+        wall_s: f64,
+        fetching_s: f64,
+        landing_s: f64,
+        finalizing_s: f64,
+    ) -> Phases {
+        Phases {
+            wall: Phase::of(rows, wall_s),
+            fetching: Phase::of(rows, fetching_s),
+            landing: Phase::of(rows, landing_s),
+            finalizing: Phase::of(rows, finalizing_s),
+        }
+    }
+}
+
 /// What the ETA is worked out from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pace {
@@ -229,6 +281,18 @@ mod tests {
             "50/s as the spec states (nothing learned yet)"
         );
         assert!(rate_line(None, None, false).starts_with("not learned yet"));
+    }
+
+    #[test]
+    fn each_phase_says_its_time_and_the_rows_it_moved_a_second() {
+        let p = Phases::of(1_000_000, 10.0, 20.0, 5.0, 2.0);
+        assert_eq!(p.wall.rows_per_s, Some(100_000.0));
+        // Summed over pages side by side: more than the wall time.
+        assert_eq!(p.fetching.seconds, 20.0);
+        assert_eq!(p.landing.rows_per_s, Some(200_000.0));
+        assert_eq!(p.finalizing.rows_per_s, Some(500_000.0));
+        // No time measured: no rate, not infinity.
+        assert_eq!(Phases::of(5, 0.0, 0.0, -1.0, 0.0).landing.rows_per_s, None);
     }
 
     #[test]

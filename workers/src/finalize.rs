@@ -22,6 +22,7 @@ use pagefleet_shared::csv_check::CsvCheck;
 use pagefleet_shared::csv_out::{CsvSink, CsvSummary};
 use pagefleet_shared::flatten::Row;
 use pagefleet_shared::model::ExportState;
+use pagefleet_shared::progress::Phases;
 use pagefleet_shared::redact;
 use pagefleet_shared::spec::OnMismatch;
 use pagefleet_shared::store::{FinalizeWork, Published, StoreError};
@@ -114,6 +115,9 @@ pub struct Manifest {
     /// their rows (and, for a chain page, the rows of the pages after it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<pagefleet_shared::store::Gap>,
+    /// Where the time went: the wall time, fetching and landing (summed
+    /// over pages), finalizing, each with its rows a second.
+    pub phases: Phases,
 }
 
 /// `(from, to]` of an incremental run, in the cursor's own format.
@@ -735,7 +739,21 @@ fn manifest(
         window: ManifestWindow::of(spec),
         splits: Vec::new(),
         gaps: Vec::new(),
+        phases: phases(work, written.rows, finished_at),
     }
+}
+
+/// The export's phases, up to `finished_at`.
+fn phases(work: &FinalizeWork, rows: u64, finished_at: time::OffsetDateTime) -> Phases {
+    let since = |at: time::OffsetDateTime| (finished_at - at).as_seconds_f64();
+    let finalizing = work.finalizing_since.map_or(0.0, since);
+    Phases::of(
+        rows,
+        since(work.started_at),
+        work.fetching_s,
+        work.landing_s,
+        finalizing,
+    )
 }
 
 fn manifest_file_name(file_name: &str) -> String {
@@ -934,6 +952,11 @@ params = { region = "us", signature = "partition-s3cr3t" }
             duplicate_deliveries: 1,
             started_at: time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
             output_path: None,
+            fetching_s: 30.0,
+            landing_s: 5.9,
+            finalizing_since: Some(
+                time::OffsetDateTime::from_unix_timestamp(1_700_000_080).unwrap(),
+            ),
         }
     }
 
@@ -983,6 +1006,11 @@ params = { region = "us", signature = "partition-s3cr3t" }
         assert_eq!((m.rows_replaced, m.duplicate_deliveries), (4, 1));
         assert_eq!(m.started_at, "2023-11-14T22:13:20Z");
         assert_eq!(m.finished_at, "2023-11-14T22:14:50Z");
+        // 1180 rows: 90 s end to end, 10 s finalizing, 5.9 s landing.
+        assert_eq!(m.phases.wall.seconds, 90.0);
+        assert_eq!(m.phases.finalizing.rows_per_s, Some(118.0));
+        assert_eq!(m.phases.landing.rows_per_s, Some(200.0));
+        assert_eq!(m.phases.fetching.seconds, 30.0);
     }
 
     #[test]

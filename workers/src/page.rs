@@ -1167,10 +1167,12 @@ async fn stage(
     body: &Value,
     request: &Request,
 ) -> Result<Staged, PageError> {
-    let landing = match prepare(&ctx.limits, work, tally, response, body, request) {
+    let preparing = std::time::Instant::now();
+    let mut landing = match prepare(&ctx.limits, work, tally, response, body, request) {
         Ok(landing) => landing,
         Err((class, reason)) => return Ok(Staged::Unusable(class, reason)),
     };
+    landing.counts.time.landing_us += micros(preparing.elapsed());
     // A chain's next page is fetched while this one lands: the landing's
     // round trips hide behind the source's latency. It is claimed once
     // both are done (a claim made earlier would need a heartbeat while a

@@ -25,6 +25,11 @@ pub struct FinalizeWork {
     pub duplicate_deliveries: i64,
     pub started_at: time::OffsetDateTime,
     pub output_path: Option<String>,
+    /// Its pages' time fetching and landing, summed, in seconds.
+    pub fetching_s: f64,
+    pub landing_s: f64,
+    /// When it turned `finalizing` (this time).
+    pub finalizing_since: Option<time::OffsetDateTime>,
 }
 
 /// The published file, as recorded when the export completes.
@@ -72,7 +77,7 @@ impl Store {
                 "SELECT state, spec, spec_hash, pages_landed, requests, retries, rate_limited,
                         rows_replaced, duplicate_deliveries, COALESCE(started_at, created_at) AS started_at,
                         output_path,
-                        tenant_id
+                        tenant_id, time_fetching_us, time_landing_us, finalizing_since
                    FROM exports WHERE id = $1",
                 &[&export_id],
             )
@@ -93,6 +98,9 @@ impl Store {
             started_at: row.try_get("started_at")?,
             output_path: row.try_get("output_path")?,
             tenant_id: row.try_get("tenant_id")?,
+            fetching_s: row.try_get::<_, i64>("time_fetching_us")? as f64 / 1e6,
+            landing_s: row.try_get::<_, i64>("time_landing_us")? as f64 / 1e6,
+            finalizing_since: row.try_get("finalizing_since")?,
         }))
     }
 

@@ -391,6 +391,7 @@ impl Store {
     /// order), the export's column set, the partition row, the new task rows, and the export row last,
     /// so landings of one export run in parallel until their commit.
     pub async fn land_page(&self, landing: &Landing) -> Result<Landed, StoreError> {
+        let landing_started = std::time::Instant::now();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let Some(task) = read_task(&tx, landing.task_id).await? else {
@@ -448,7 +449,11 @@ impl Store {
         };
         let planned = outbox_ids.len() as i64;
         let landed = 1 + skipped;
-        let counted = bump_counters(&tx, &task, planned, landed, merged, landing.counts).await?;
+        // The landing's time so far goes in with its counters (its last
+        // statement and the commit are not in it).
+        let mut counts = landing.counts;
+        counts.time.landing_us += micros_since(landing_started);
+        let counted = bump_counters(&tx, &task, planned, landed, merged, counts).await?;
         // Counted after the export's row is locked (by `bump_counters`), so
         // the landings of one export count one after another and each sees
         // the columns of those that committed before it.
@@ -682,6 +687,11 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
 /// Microseconds as Postgres's bigint.
 fn micros(us: u64) -> i64 {
     i64::try_from(us).unwrap_or(i64::MAX)
+}
+
+/// Microseconds since `started`.
+fn micros_since(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Adds a task's time to its export's, in the transaction that counts its
@@ -1186,7 +1196,7 @@ pub(super) async fn bump_counters(
                     rate_limited = rate_limited + $7,
                     time_fetching_us = time_fetching_us + $9, time_tokens_us = time_tokens_us + $10,
                     time_retrying_us = time_retrying_us + $11, time_queued_us = time_queued_us + $12,
-                    time_parked_us = time_parked_us + $13,
+                    time_parked_us = time_parked_us + $13, time_landing_us = time_landing_us + $15,
                     learned_rate = COALESCE($14, learned_rate), updated_at = now()
               WHERE id = $1
           RETURNING pages_landed >= pages_planned AS all_landed, state",
@@ -1205,6 +1215,7 @@ pub(super) async fn bump_counters(
                 &micros(time.queued_us),
                 &micros(time.parked_us),
                 &counts.source_rate(),
+                &micros(time.landing_us),
             ],
         )
         .await?;

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (11, include_str!("../../migrations/0011_operations.sql")),
     (12, include_str!("../../migrations/0012_progress.sql")),
     (13, include_str!("../../migrations/0013_learned_rate.sql")),
+    (14, include_str!("../../migrations/0014_landing_time.sql")),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

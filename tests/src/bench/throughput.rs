@@ -2,7 +2,8 @@
 //! rows (1,000,000 by default; 10,000,000 with `BENCH_SCALE=10m`) from the
 //! mock, 1,000-row pages, end to end: rows a second from submit to the
 //! published file, the workers' peak memory, and where the time went (the
-//! export's time breakdown: fetching, waiting for a worker, finalizing).
+//! manifest's phases: fetching and landing summed over pages, finalizing,
+//! each with its rows a second).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use pagefleet_shared::model::ExportState;
+use pagefleet_shared::progress::{Phase, Phases};
 use pagefleet_shared::spec::ExportSpec;
 
 use super::report::{Goal, Table};
@@ -55,11 +57,8 @@ pub struct ThroughputResult {
     pub wall: Duration,
     /// The workers' largest peak RSS.
     pub worker_rss_kib: u64,
-    /// Summed over pages (they run side by side): seconds fetching and
-    /// parsing, waiting for a worker; and the finalize's wall time.
-    pub fetching_s: f64,
-    pub queued_s: f64,
-    pub finalizing_s: f64,
+    /// As the manifest records them.
+    pub phases: Phases,
 }
 
 impl ThroughputResult {
@@ -108,15 +107,15 @@ pub async fn run_throughput(
         "{label} ended {}",
         status.state
     );
+    let manifest = std::fs::read(out.join("throughput.csv.manifest.json"))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest)?;
+    let phases: Phases = serde_json::from_value(manifest["phases"].clone())?;
     let _ = std::fs::remove_dir_all(&out);
-    let time = &status.progress.time;
     Ok(ThroughputResult {
         rows: status.csv_rows.unwrap_or(0).max(0) as u64,
         wall,
         worker_rss_kib,
-        fetching_s: time.fetching_s,
-        queued_s: time.waiting_for_a_worker_s,
-        finalizing_s: time.finalizing_s,
+        phases,
     })
 }
 
@@ -151,19 +150,20 @@ pub fn render_throughput(config: &ThroughputConfig, r: &ThroughputResult) -> Str
             "wall s",
             "rows/s",
             "worker RSS MiB",
-            "fetching s",
-            "waiting for a worker s",
-            "finalizing s",
+            "fetching s (rows/s)",
+            "landing s (rows/s)",
+            "finalizing s (rows/s)",
         ],
     );
+    let phase = |p: &Phase| format!("{:.1} ({:.0})", p.seconds, p.rows_per_s.unwrap_or(0.0));
     t.row(&[
         r.rows.to_string(),
         format!("{:.1}", r.wall.as_secs_f64()),
         format!("{:.0}", r.rows_per_s()),
         format!("{:.0}", r.worker_rss_kib as f64 / 1024.0),
-        format!("{:.1}", r.fetching_s),
-        format!("{:.1}", r.queued_s),
-        format!("{:.1}", r.finalizing_s),
+        phase(&r.phases.fetching),
+        phase(&r.phases.landing),
+        phase(&r.phases.finalizing),
     ]);
     t.finish()
 }

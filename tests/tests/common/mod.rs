@@ -473,6 +473,17 @@ pub fn assert_manifest(csv_path: &Path, bytes: &[u8], rows: usize) -> serde_json
         Some(sha256_hex(bytes).as_str()),
         "manifest sha256"
     );
+    // Where the time went: every phase took some, and moved the file's rows.
+    let phases = &manifest["phases"];
+    for phase in ["wall", "fetching", "landing", "finalizing"] {
+        let seconds = phases[phase]["seconds"].as_f64().unwrap_or(-1.0);
+        assert!(seconds > 0.0, "manifest phases.{phase}: {phases}");
+        let rows_per_s = phases[phase]["rows_per_s"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (rows_per_s * seconds - rows as f64).abs() < 1.0 + rows as f64 * 1e-9,
+            "manifest phases.{phase}: {phases}"
+        );
+    }
     manifest
 }
 
