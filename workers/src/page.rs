@@ -103,7 +103,8 @@ pub struct Follow {
     pub next: ChainNext,
     pub landed_at: std::time::Instant,
     ahead: Option<Box<Ahead>>,
-    /// The claim on `next`, made as soon as the landing committed.
+    /// The claim on `next`, made once the landing committed and the
+    /// request sent ahead was answered.
     claimed: Option<ClaimMade>,
 }
 
@@ -115,7 +116,7 @@ struct ClaimMade {
 }
 
 /// What was done for a chain's next page while the page before it
-/// landed: its request, and its claim once the landing committed.
+/// landed: its request, and its claim once both were done.
 #[derive(Debug, Default)]
 struct Readied {
     ahead: Option<Box<Ahead>>,
