@@ -22,13 +22,18 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+mod cell_wire;
+
 /// One cell. Text came from a JSON string; Raw is everything else rendered as text
 /// (numbers with their exact source text, true/false, arrays and objects as compact JSON).
 /// Only Text is subject to the CSV formula guard: a number like -5 is not a formula.
 ///
 /// Serialized as `null` | `"text"` | `{"r":"123"}` so staged rows keep the
 /// difference between the string `"5"` and the number `5`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Read back by a visitor of its own (`cell_wire`): serde's untagged
+/// reading tries each variant in turn and formats an error for every miss,
+/// which made reading staged rows back the finalizer's largest cost.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(untagged)]
 pub enum Cell {
     Null,

@@ -34,9 +34,6 @@ use crate::clock;
 use crate::context::WorkerContext;
 use crate::file_check::{self, ExpectedFile, FileCheckReport, FileMismatch};
 
-/// Rows fetched from Postgres per batch.
-const BATCH: i64 = 5_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum FinalizeError {
     #[error("finalize export {export_id}: {source}")]
@@ -804,31 +801,21 @@ async fn write_rows(
     if work.spec.csv.header {
         sink.write_header(columns).map_err(io_err)?;
     }
-    let mut after: Option<String> = None;
-    loop {
-        let batch = ctx
-            .store
-            .staged_rows_after(export_id, after.as_deref(), BATCH)
-            .await
-            .map_err(|source| FinalizeError::Store { export_id, source })?;
-        let Some((last_key, _)) = batch.last() else {
-            break;
-        };
-        let last_key = last_key.clone();
-        // Writing a batch is a few MB of buffered writes: cheap enough to do
-        // inline rather than shipping rows to a blocking thread.
-        for (key, data) in &batch {
-            let row: Row = serde_json::from_str(data).map_err(|e| FinalizeError::BadRow {
-                export_id,
-                key: key.clone(),
-                message: e.to_string(),
-            })?;
-            sink.write_row(columns, &row).map_err(io_err)?;
-        }
-        after = Some(last_key);
-        if (batch.len() as i64) < BATCH {
-            break;
-        }
+    let mut rows = ctx
+        .store
+        .staged_rows(export_id)
+        .await
+        .map_err(|source| FinalizeError::Store { export_id, source })?;
+    // Writing a row is a buffered write: cheap enough to do inline rather
+    // than shipping rows to a blocking thread.
+    while let Some(staged) = rows.next().await {
+        let (key, data) = staged.map_err(|source| FinalizeError::Store { export_id, source })?;
+        let row: Row = serde_json::from_str(&data).map_err(|e| FinalizeError::BadRow {
+            export_id,
+            key,
+            message: e.to_string(),
+        })?;
+        sink.write_row(columns, &row).map_err(io_err)?;
     }
     Ok(())
 }
