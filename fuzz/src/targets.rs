@@ -14,7 +14,8 @@ use pagefleet_shared::csv_out::CsvSink;
 use pagefleet_shared::flatten::{flatten_record, key_value, row_key, Cell, Row, MAX_DEPTH};
 use pagefleet_shared::pagination::{
     self, chain_marks, next_link, totals, Counts, Cursor, LastRecord, LinkHeader, Next, NextUrl,
-    Offset, Page, PageNumber, PaginationSpec, Position, Role, MAX_PAGES_PER_PARTITION,
+    Offset, Page, PageBody, PageNumber, PaginationSpec, Position, Records, Role,
+    MAX_PAGES_PER_PARTITION,
 };
 use pagefleet_shared::ratelimit_headers;
 use pagefleet_shared::retry::{
@@ -533,7 +534,7 @@ fn page(input: &PageInput) {
     let page = Page {
         body: &input.body,
         headers: &headers,
-        records,
+        records: Records::of(records),
         url: &url,
         origin: &origin,
     };
@@ -630,11 +631,38 @@ fn body_paths((body, path): &(Value, String)) {
         Err(e) => drop(e.to_string()),
     }
     let _ = pagination::records(body, None).map_err(|e| e.to_string());
+    split_like_the_tree(body, Some(path));
+    split_like_the_tree(body, None);
     for counts in [Counts::Records, Counts::Pages] {
         if let Ok(Some(statement)) = totals::body_count(body, path, counts) {
             assert_eq!(statement.origin, format!("body {path}"));
         }
     }
+}
+
+/// The worker splits a body without building its records as a tree
+/// ([`PageBody`]): it must find the records the tree finds, and keep the
+/// rest of the body as it was.
+fn split_like_the_tree(body: &Value, path: Option<&str>) {
+    let Ok(bytes) = serde_json::to_vec(body) else {
+        return;
+    };
+    let split = PageBody::parse(bytes.into(), path).expect("a serialized body is JSON");
+    let found = (pagination::records(body, path), split.records());
+    match found {
+        (Ok(tree), Ok(texts)) => {
+            let texts: Vec<Value> = texts
+                .map(|t| serde_json::from_str(t).expect("a record's text is JSON"))
+                .collect();
+            assert_eq!(texts, tree, "records at {path:?}");
+        }
+        (Err(tree), Err(split)) => assert_eq!(tree, split, "at {path:?}"),
+        (tree, split) => panic!(
+            "at {path:?} the tree found {:?}, the split {:?}",
+            tree.map(<[Value]>::len),
+            split.map(|t| t.len())
+        ),
+    };
 }
 
 type TotalsInput = (Vec<(String, String)>, String, String, u64);
@@ -655,7 +683,7 @@ fn totals_target((headers, url, param, first_page): &TotalsInput) {
     let page = Page {
         body: &body,
         headers: &map,
-        records: &[],
+        records: Records::of(&[]),
         url: &url,
         origin: &url,
     };

@@ -340,7 +340,11 @@ impl SourceClient {
                     declared: Some(declared),
                 });
             }
-            let mut body = BytesMut::new();
+            // A declared length (within the cap, checked above) is reserved
+            // at once: growing by doubling would copy the body and, at the
+            // last doubling, hold it twice.
+            let declared = response.content_length().unwrap_or(0).min(max_body);
+            let mut body = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
             loop {
                 match response.chunk().await {
                     Ok(Some(chunk)) => {

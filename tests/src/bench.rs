@@ -1,7 +1,8 @@
 //! `make bench`: how close the fleet runs to a source's rate limit R without
 //! crossing it, against a naive baseline; the other walks; a chain against a
 //! slow source (`chain`); the learning of a limit nobody states
-//! (`adaptive`); an unthrottled export of many rows (`throughput`); an
+//! (`adaptive`); one huge page of small records (`memory`); an
+//! unthrottled export of many rows (`throughput`); an
 //! outage; and the limiter alone. Rate use is measured as ratios; absolute
 //! times on a shared machine are noisy. Speed is measured here, never
 //! asserted in tests. The report (`report`) is one summary table of every
@@ -18,11 +19,13 @@ use pagefleet_shared::spec::ExportSpec;
 
 pub mod adaptive;
 pub mod chain;
+pub mod memory;
 mod report;
 pub mod throughput;
 
 use adaptive::{adaptive_goals, render_adaptive, run_adaptive, AdaptiveConfig};
 use chain::{chain_goals, render_chain, run_chain, ChainConfig};
+use memory::{memory_goals, render_memory, run_memory, MemoryConfig};
 use report::{Goal, Report, Table};
 use throughput::{render_throughput, run_throughput, throughput_goals, ThroughputConfig};
 
@@ -43,6 +46,7 @@ pub struct BenchConfig {
     pub adaptive: AdaptiveConfig,
     pub chain: ChainConfig,
     pub throughput: ThroughputConfig,
+    pub memory: MemoryConfig,
 }
 
 impl BenchConfig {
@@ -53,11 +57,12 @@ impl BenchConfig {
 }
 
 /// The parts of the bench, in the order they run.
-pub const PARTS: [&str; 7] = [
+pub const PARTS: [&str; 8] = [
     "rate",
     "walks",
     "chain",
     "adaptive",
+    "memory",
     "throughput",
     "outage",
     "limiter",
@@ -76,6 +81,7 @@ impl Default for BenchConfig {
             adaptive: AdaptiveConfig::default(),
             chain: ChainConfig::default(),
             throughput: ThroughputConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -417,6 +423,21 @@ pub async fn run_all(config: &BenchConfig, progress: impl Fn(&str)) -> anyhow::R
         report
             .goals
             .extend(adaptive_goals(&config.adaptive, &results));
+    }
+    if config.runs("memory") {
+        let m = &config.memory;
+        progress(&format!(
+            "bench: one page of {} small records, one worker...",
+            m.records
+        ));
+        let r = run_memory(m, &work_dir).await?;
+        progress(&format!(
+            "  peak {:.0} MiB, {:.1}x the body over idle",
+            r.peak_kib as f64 / 1024.0,
+            r.times_body()
+        ));
+        report.parts.push(render_memory(&r));
+        report.goals.extend(memory_goals(&r));
     }
     if config.runs("throughput") {
         let t = &config.throughput;

@@ -17,7 +17,8 @@ use common::{connect, create_db, drop_db, store_spec};
 use pagefleet_shared::model::{DeadLetterClass, QueueRole, RequestCounts, TaskMessage};
 use pagefleet_shared::pagination::{Next, Position};
 use pagefleet_shared::store::{
-    ActionRequest, Actor, Claim, DeadLetterInput, DlqFilter, Landed, Landing, Store, StoreError,
+    ActionRequest, Actor, Claim, DeadLetterInput, DlqFilter, Landed, Landing, PageRows, Store,
+    StoreError,
 };
 
 /// Reads the outbox rows written since the last call, as (queue, message).
@@ -64,9 +65,11 @@ fn page(export_id: Uuid, task_id: Uuid) -> (QueueRole, TaskMessage) {
 }
 
 fn landing(task_id: Uuid, next: Next) -> Landing {
+    let mut rows = PageRows::default();
+    rows.push(&format!("k-{task_id}"), "{}").unwrap();
     Landing {
         task_id,
-        rows: vec![(format!("k-{task_id}"), "{}".to_string())],
+        rows,
         columns: BTreeSet::new(),
         next,
         counts: RequestCounts::default(),

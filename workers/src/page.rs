@@ -18,7 +18,9 @@ use pagefleet_shared::flatten::{flatten_record_within, row_key, FlattenError};
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::limits::{self, Breach, FleetLimits};
 use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
-use pagefleet_shared::pagination::{self, Counts, Page, PaginationError, Role, Statement};
+use pagefleet_shared::pagination::{
+    self, Counts, Page, PageBody, PaginationError, Records, Role, Statement,
+};
 use pagefleet_shared::rate_keys;
 use pagefleet_shared::ratelimit::{Bucket, Waited};
 use pagefleet_shared::ratelimit_headers;
@@ -27,7 +29,7 @@ use pagefleet_shared::retry::{Outcome, RetryBudget};
 use pagefleet_shared::source::{self, Credential, Fetched, SourceError};
 use pagefleet_shared::spec::{ExportSpec, Split};
 use pagefleet_shared::store::{
-    Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork, StoreError,
+    Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageRows, PageWork, StoreError,
 };
 use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy;
@@ -429,6 +431,8 @@ struct Request {
     credential: Option<Credential>,
     bucket: Bucket,
     timeout: Duration,
+    /// Where the answer's records are (`source.records_path`).
+    records_path: Option<String>,
 }
 
 impl Request {
@@ -473,7 +477,7 @@ impl Shown<'_> {
 #[derive(Debug)]
 enum Attempted {
     /// A 2xx with a JSON body.
-    Land { response: Fetched, body: Value },
+    Land { response: Fetched, body: PageBody },
     /// Anything else; `response` when there was an answer at all.
     Failed {
         outcome: Outcome,
@@ -642,6 +646,7 @@ async fn prepare_request(
         credential,
         bucket,
         timeout: Duration::from_millis(spec.source.timeout_ms),
+        records_path: spec.source.records_path.clone(),
     })
 }
 
@@ -821,7 +826,8 @@ async fn judge_response(
     let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok());
     let answer = Answer {
         status,
-        body: &response.body,
+        body: response.body.clone(),
+        records_path: request.records_path.as_deref(),
         retry_after: header("retry-after"),
         date: header("date"),
         shown_url: &shown_url,
@@ -903,7 +909,7 @@ fn prepare(
     work: &PageWork,
     tally: &Tally,
     response: &Fetched,
-    body: &Value,
+    body: &PageBody,
     request: &Request,
 ) -> Result<Landing, (DeadLetterClass, String)> {
     let spec = &work.spec;
@@ -915,17 +921,23 @@ fn prepare(
             decide::over_limit(work, &breach),
         )
     };
-    let records =
-        pagination::records(body, spec.source.records_path.as_deref()).map_err(|e| bad_page(&e))?;
+    let records = body.records().map_err(|e| bad_page(&e))?;
+    let count = records.len();
     // Before any row is built: the rows are what a page costs next.
-    limits.check_records(records.len()).map_err(over)?;
-    let mut rows = Vec::with_capacity(records.len());
+    limits.check_records(count).map_err(over)?;
+    // Rows are about as long as their records, keys and a little more
+    // included; reserved, not touched, so a guess over costs nothing.
+    let mut rows = PageRows::with_capacity(count, body.len().saturating_mul(2));
     let mut columns = BTreeSet::new();
     let mut max_cursor: Option<i64> = None;
-    for (i, record) in records.iter().enumerate() {
+    let mut last: Option<Value> = None;
+    for (i, text) in records.enumerate() {
         let bad = |e: &dyn std::fmt::Display| {
             (DeadLetterClass::BadPage, format!("record {i} on {at}: {e}"))
         };
+        // A record is a tree only while it is flattened: one at a time.
+        let owned: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+        let record = &owned;
         let key = row_key(record, &spec.primary_key).map_err(|e| bad(&e))?;
         if let Some(incremental) = &spec.incremental {
             // A record without a readable cursor cannot be placed in a
@@ -956,12 +968,13 @@ fn prepare(
         // that from needing an unwrap.
         let text = serde_json::to_string(&row).map_err(|e| bad(&e))?;
         limits.check_record(i, text.len()).map_err(over)?;
-        rows.push((key, text));
+        rows.push(&key, &text).map_err(|e| bad(&e))?;
+        last = Some(owned);
     }
     let page = Page {
-        body,
+        body: body.rest(),
         headers: &response.headers,
-        records,
+        records: Records::new(count, last.as_ref()),
         url: &request.url,
         origin: &request.origin,
     };
@@ -984,7 +997,7 @@ fn prepare(
         Err(e) => return Err(bad_page(&e)),
     };
     let marks = match work.role {
-        Role::Chain => pagination::chain_marks(&next, rows.iter().map(|(key, _)| key.as_str())),
+        Role::Chain => pagination::chain_marks(&next, rows.keys()),
         Role::Leaf | Role::Sentinel | Role::Backward => Vec::new(),
     };
     if let Some(split) = backfill_split(work, &stated) {
@@ -1012,7 +1025,7 @@ fn prepare(
 fn empty_landing(work: &PageWork, tally: &Tally, limits: &FleetLimits) -> Landing {
     Landing {
         task_id: work.task_id,
-        rows: Vec::new(),
+        rows: PageRows::default(),
         columns: BTreeSet::new(),
         next: pagination::Next::Done,
         counts: tally.counts,
@@ -1054,7 +1067,7 @@ async fn land(
     work: &PageWork,
     tally: &mut Tally,
     response: &Fetched,
-    body: &Value,
+    body: &PageBody,
     request: &Request,
 ) -> Result<PageResult, PageError> {
     let (landed, readied) = match stage(ctx, work, tally, response, body, request).await? {
@@ -1165,7 +1178,7 @@ async fn stage(
     work: &PageWork,
     tally: &Tally,
     response: &Fetched,
-    body: &Value,
+    body: &PageBody,
     request: &Request,
 ) -> Result<Staged, PageError> {
     let preparing = std::time::Instant::now();

@@ -53,7 +53,7 @@ mod tests {
         let page = Page {
             body: &body,
             headers: &headers,
-            records: &[],
+            records: crate::pagination::Records::of(&[]),
             url: &url,
             origin: &origin,
         };

@@ -14,7 +14,8 @@
 //! [`PaginationStyle`], and one line in the `styles!` list below.
 //!
 //! Helpers shared by several styles: `body` reads the records and typed
-//! fields of a response body, `fan_out` lists every remaining page under a
+//! fields of a response body, `page_body` splits a body into its records'
+//! texts and the rest, `fan_out` lists every remaining page under a
 //! limit, `follow` keeps source-given URLs on the source's origin.
 
 use reqwest::header::HeaderMap;
@@ -29,12 +30,14 @@ mod body;
 mod fan_out;
 mod follow;
 mod marks;
+mod page_body;
 #[cfg(test)]
 mod test_support;
 pub mod totals;
 
 pub use body::{lookup, records};
 pub use fan_out::MAX_PAGES_PER_PARTITION;
+pub use page_body::PageBody;
 
 /// The highest `first_page` a spec may name. Sources count from 0 or 1; the
 /// bound keeps every page number a spec can reach far from 2^64, though
@@ -149,7 +152,7 @@ pub enum Next {
     FanOut(Vec<Position>),
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum PaginationError {
     #[error("records not found at `{path}` in the response body")]
     NoRecords { path: String },
@@ -186,11 +189,43 @@ pub enum PaginationError {
 pub struct Page<'a> {
     pub body: &'a Value,
     pub headers: &'a HeaderMap,
-    pub records: &'a [Value],
+    pub records: Records<'a>,
     /// The URL that was requested (relative next URLs resolve against it).
     pub url: &'a Url,
     /// The origin every followed URL must share.
     pub origin: &'a Url,
+}
+
+/// What the styles know of a page's records: how many there are, and the
+/// last (a style may steer by its fields). The records themselves are
+/// flattened one at a time and never held together as trees.
+#[derive(Debug, Clone, Copy)]
+pub struct Records<'a> {
+    count: usize,
+    last: Option<&'a Value>,
+}
+
+impl<'a> Records<'a> {
+    pub fn new(count: usize, last: Option<&'a Value>) -> Records<'a> {
+        Records { count, last }
+    }
+
+    /// Every record at hand.
+    pub fn of(records: &'a [Value]) -> Records<'a> {
+        Records::new(records.len(), records.last())
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn last(&self) -> Option<&'a Value> {
+        self.last
+    }
 }
 
 /// One pagination style: its parameters (the struct) and its behaviour.

@@ -48,7 +48,7 @@ pub fn run(
         &Page {
             body: &body,
             headers: &map,
-            records: &recs,
+            records: super::Records::of(&recs),
             url: &url,
             origin: &url,
         },

@@ -226,7 +226,7 @@ mod tests {
         let page = Page {
             body: &body,
             headers: &h,
-            records: &[],
+            records: crate::pagination::Records::of(&[]),
             url: &url,
             origin: &url,
         };

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::exports::parse_spec;
 use super::ledger::{leave_marks, record_statements};
+use super::page_rows::PageRows;
 use super::{Store, StoreError};
 use crate::limits::Breach;
 use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts, TimeSpent};
@@ -90,7 +91,7 @@ pub enum Claim {
 pub struct Landing {
     pub task_id: Uuid,
     /// (row key, flattened row as JSON text), in page order.
-    pub rows: Vec<(String, String)>,
+    pub rows: PageRows,
     pub columns: BTreeSet<String>,
     pub next: Next,
     pub counts: RequestCounts,
@@ -432,7 +433,7 @@ impl Store {
         }
         let (export_id, partition_no) = (task.export_id, task.partition_no);
         record_statements(&tx, export_id, partition_no, task.page_no, &landing.stated).await?;
-        let merged = merge_rows(&tx, task.export_id, &last_row_per_key(&landing.rows)).await?;
+        let merged = merge_rows(&tx, task.export_id, &landing.rows).await?;
         record_columns(&tx, task.export_id, &landing.columns).await?;
         if plan.touches_partition {
             advance_checkpoint(&tx, &task, &plan).await?;
@@ -844,32 +845,6 @@ async fn count_duplicate(
     add_time(tx, export_id, &counts.time).await
 }
 
-/// A page's rows ready to merge: one per key, in key order.
-#[derive(Debug, PartialEq)]
-struct PageRows<'a> {
-    keys: Vec<&'a str>,
-    data: Vec<&'a str>,
-    /// Earlier occurrences of a key within the page, dropped (and counted
-    /// as replaced).
-    in_page_duplicates: u64,
-}
-
-/// ON CONFLICT cannot touch one key twice in a statement, so the last
-/// occurrence of a key within the page wins. Keys come out sorted, so two
-/// landings that overlap lock their rows in the same order and cannot
-/// deadlock.
-fn last_row_per_key(rows: &[(String, String)]) -> PageRows<'_> {
-    let mut by_key = BTreeMap::new();
-    for (key, row) in rows {
-        by_key.insert(key.as_str(), row.as_str());
-    }
-    PageRows {
-        in_page_duplicates: (rows.len() - by_key.len()) as u64,
-        keys: by_key.keys().copied().collect(),
-        data: by_key.values().copied().collect(),
-    }
-}
-
 /// What merging a page did to staging.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Merged {
@@ -877,32 +852,43 @@ pub(super) struct Merged {
     pub(super) replaced: u64,
 }
 
-/// Merges the rows into staging by key: a re-fetched row replaces the
-/// staged one and is counted as replaced.
+/// Rows merged a statement: a page of any size binds at most this many
+/// rows' text at once.
+const MERGE_CHUNK: usize = 5_000;
+
+/// Merges the rows into staging by key, one row per key (the page's last),
+/// in key order and in chunks: a re-fetched row replaces the staged one and
+/// is counted as replaced. Postgres counts what it inserted, so the answer
+/// is one row, not one a row.
 async fn merge_rows(
     tx: &Transaction<'_>,
     export_id: Uuid,
-    rows: &PageRows<'_>,
+    rows: &PageRows,
 ) -> Result<Merged, StoreError> {
-    let merged = tx
-        .query(
-            "INSERT INTO staged_rows (export_id, row_key, data)
-             SELECT $1, k, d FROM unnest($2::text[], $3::text[]) AS t(k, d)
-             ON CONFLICT (export_id, row_key) DO UPDATE SET data = EXCLUDED.data
-             RETURNING (xmax = 0) AS inserted",
-            &[&export_id, &rows.keys, &rows.data],
-        )
-        .await?;
-    let mut inserted = 0;
-    for row in &merged {
-        if row.try_get::<_, bool>("inserted")? {
-            inserted += 1;
-        }
+    let order = rows.merge_order();
+    let mut merged = Merged {
+        inserted: 0,
+        replaced: order.in_page_duplicates,
+    };
+    for (keys, data) in order.chunks(MERGE_CHUNK) {
+        let counted = tx
+            .query_one(
+                "WITH merged AS (
+                   INSERT INTO staged_rows (export_id, row_key, data)
+                   SELECT $1, k, d FROM unnest($2::text[], $3::text[]) AS t(k, d)
+                   ON CONFLICT (export_id, row_key) DO UPDATE SET data = EXCLUDED.data
+                   RETURNING (xmax = 0) AS inserted)
+                 SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS merged
+                   FROM merged",
+                &[&export_id, &keys, &data],
+            )
+            .await?;
+        let inserted = counted.try_get::<_, i64>("inserted")?.max(0) as u64;
+        let all = counted.try_get::<_, i64>("merged")?.max(0) as u64;
+        merged.inserted += inserted;
+        merged.replaced += all.saturating_sub(inserted);
     }
-    Ok(Merged {
-        inserted,
-        replaced: merged.len() as u64 - inserted + rows.in_page_duplicates,
-    })
+    Ok(merged)
 }
 
 /// The export's inferred columns against the fleet's ceiling.
@@ -1387,21 +1373,6 @@ mod tests {
         let plan = plan_next(&Next::Done, 5, true);
         assert!(plan.tasks.is_empty());
         assert!(!plan.touches_partition);
-    }
-
-    #[test]
-    fn the_last_occurrence_of_a_key_wins_and_keys_come_sorted() {
-        let row = |k: &str, d: &str| (k.to_string(), d.to_string());
-        let rows = [row("b", "1"), row("a", "2"), row("b", "3"), row("b", "4")];
-        assert_eq!(
-            last_row_per_key(&rows),
-            PageRows {
-                keys: vec!["a", "b"],
-                data: vec!["2", "4"],
-                in_page_duplicates: 2,
-            }
-        );
-        assert_eq!(last_row_per_key(&[]).in_page_duplicates, 0);
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod ledger;
 mod migrations;
 mod operations;
 mod outbox;
+mod page_rows;
 mod replay;
 mod schedules;
 mod snapshot;
@@ -39,6 +40,7 @@ pub use firing::Fired;
 pub use landing::{Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use operations::{ActionDone, ActionError};
 pub use outbox::{OutboxFilter, OutboxMessage};
+pub use page_rows::{PageRows, RowsTooLarge};
 pub use replay::{
     ActionOutcome, ActionRequest, PlannedPage, ReplayError, SkippedLetter, SourceCost,
 };

@@ -52,6 +52,8 @@ pub struct FleetEnv {
     pub logs: PathBuf,
     /// Extra arguments for every worker.
     pub worker_args: Vec<String>,
+    /// Extra environment for every worker (the fleet's ceilings, say).
+    pub worker_env: Vec<(String, String)>,
 }
 
 pub struct Process {
@@ -73,11 +75,20 @@ impl Process {
 
     /// Peak resident memory so far, from /proc (Linux), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Its resident memory now, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
     }
@@ -136,6 +147,7 @@ pub fn spawn_worker(env: &FleetEnv, name: &str) -> anyhow::Result<Process> {
     let child = command(env, "pagefleet-worker", name)?
         .args(["--name", name, "--concurrency", "4", "--drain-secs", "5"])
         .args(&env.worker_args)
+        .envs(env.worker_env.iter().map(|(k, v)| (k, v)))
         .spawn()?;
     Ok(Process {
         name: name.to_string(),
@@ -194,6 +206,18 @@ impl ProcessFleet {
         token: &str,
         worker_args: Vec<String>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(label, workers, work_dir, token, worker_args, Vec::new()).await
+    }
+
+    /// [`start_with`](Self::start_with), every worker also given `worker_env`.
+    pub async fn start_with_env(
+        label: &str,
+        workers: usize,
+        work_dir: &Path,
+        token: &str,
+        worker_args: Vec<String>,
+        worker_env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let suffix = Uuid::now_v7().simple().to_string();
         let namespace = format!("chaos-{label}-{}", &suffix[suffix.len() - 8..]);
         let db_name = namespace.replace('-', "_");
@@ -209,6 +233,7 @@ impl ProcessFleet {
             output_root: work_dir.to_path_buf(),
             logs,
             worker_args,
+            worker_env,
         };
         let listen = format!("127.0.0.1:{}", free_port()?);
         let scheduler = spawn_scheduler(&env, &listen)?;

@@ -8,12 +8,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
+use bytes::Bytes;
 
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::limits::{Breach, FleetLimits};
 use pagefleet_shared::model::DeadLetterClass;
-use pagefleet_shared::pagination::Role;
+use pagefleet_shared::pagination::{PageBody, Role};
 use pagefleet_shared::retry::{
     classify_status, parse_retry_after, Outcome, RetryBudget, StatusClass,
 };
@@ -24,10 +24,12 @@ use pagefleet_shared::store::PageWork;
 const MIN_GATE_WAIT: Duration = Duration::from_millis(10);
 
 /// The parts of an HTTP answer the decisions look at.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Answer<'a> {
     pub status: u16,
-    pub body: &'a [u8],
+    pub body: Bytes,
+    /// Where the spec says the records are.
+    pub records_path: Option<&'a str>,
     /// The `Retry-After` header, when present and text.
     pub retry_after: Option<&'a str>,
     /// The `Date` header, when present and text.
@@ -42,7 +44,7 @@ pub struct Answer<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// A 2xx with a JSON body: land it.
-    Land(Value),
+    Land(PageBody),
     /// Anything else, as the retry rules see it (never `Outcome::Success`).
     Failed(Outcome),
     /// A 2xx whose body is over a ceiling of the fleet: refused unparsed,
@@ -59,10 +61,10 @@ pub fn judge(answer: &Answer<'_>, now: SystemTime) -> Verdict {
     let url = answer.shown_url;
     match classify_status(status) {
         StatusClass::Success => {
-            if let Err(breach) = answer.limits.check_body(answer.body) {
+            if let Err(breach) = answer.limits.check_body(&answer.body) {
                 return Verdict::OverLimit(breach);
             }
-            match serde_json::from_slice::<Value>(answer.body) {
+            match PageBody::parse(answer.body.clone(), answer.records_path) {
                 Ok(body) => Verdict::Land(body),
                 Err(e) => Verdict::Failed(Outcome::Transient {
                     reason: format!("HTTP {status} from {url} with a body that is not JSON ({e})"),
@@ -253,7 +255,8 @@ mod tests {
     fn answer(status: u16, body: &'static str) -> Answer<'static> {
         Answer {
             status,
-            body: body.as_bytes(),
+            body: Bytes::from_static(body.as_bytes()),
+            records_path: None,
             retry_after: None,
             date: None,
             shown_url: URL,
@@ -336,16 +339,21 @@ mod tests {
 
     #[test]
     fn a_2xx_with_json_lands_with_its_body() {
-        let verdict = judge(&answer(200, r#"{"data":[{"id":1}]}"#), at(0));
-        assert_eq!(
-            verdict,
-            Verdict::Land(serde_json::json!({"data": [{"id": 1}]}))
-        );
+        let body = r#"{"data":[{"id":1}]}"#;
+        let with_path = Answer {
+            records_path: Some("data"),
+            ..answer(200, body)
+        };
+        let Verdict::Land(page) = judge(&with_path, at(0)) else {
+            panic!("a 2xx with JSON lands");
+        };
+        assert_eq!(page.records().unwrap().collect::<Vec<_>>(), [r#"{"id":1}"#]);
+        assert_eq!(page.rest(), &serde_json::json!({"data": []}));
         // Any 2xx, not only 200.
-        assert_eq!(
-            judge(&answer(203, "[]"), at(0)),
-            Verdict::Land(Value::Array(vec![]))
-        );
+        let Verdict::Land(page) = judge(&answer(203, "[]"), at(0)) else {
+            panic!("a 203 with JSON lands");
+        };
+        assert_eq!(page.records().unwrap().len(), 0);
     }
 
     #[test]
