@@ -26,6 +26,7 @@ use crate::broker_watch::run_broker_watch;
 use crate::firing::run_firing;
 use crate::fleet_gauges::run_fleet_gauges;
 use crate::relay::{run_reconciler, run_relay};
+use crate::retention::run_staging_retention;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -135,6 +136,14 @@ pub async fn run(
     loops.spawn(
         "reconciler",
         run_reconciler(store.clone(), broker.clone(), shutdown.clone()),
+    );
+    loops.spawn(
+        "staging retention",
+        run_staging_retention(
+            store.clone(),
+            std::time::Duration::from_secs(config.staging_retention_secs),
+            shutdown.clone(),
+        ),
     );
     let app = router(ApiState {
         store,

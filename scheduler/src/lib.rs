@@ -4,7 +4,8 @@
 //! who calls it and for which tenant, [`admin`] manages its tokens; the
 //! planner lives in the store's submission transaction (an export's
 //! partitions and first pages are written with it). [`relay`] publishes the
-//! outbox to RabbitMQ and re-queues tasks whose lease ran out. [`app`] wires
+//! outbox to RabbitMQ and re-queues tasks whose lease ran out;
+//! [`retention`] removes the staging of exports ended long enough. [`app`] wires
 //! them into one process. [`client`] is the HTTP client the CLI uses, and
 //! [`terminal`] makes the text it prints safe for a terminal.
 
@@ -22,6 +23,7 @@ pub mod firing;
 pub mod fleet_gauges;
 pub mod openapi;
 pub mod relay;
+pub mod retention;
 pub mod schedules;
 pub mod terminal;
 

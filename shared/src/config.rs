@@ -43,7 +43,15 @@ pub struct ServiceConfig {
     /// Rate-limit budgets several tenants share, declared here with their
     /// rate and burst (`[[shared_rate_keys]]`); see [`crate::rate_keys`].
     pub shared_rate_keys: Vec<SharedRateKey>,
+    /// How long an export's staged rows are kept after it ended published
+    /// or cancelled (`PAGEFLEET_STAGING_RETENTION_SECS`), in seconds; then
+    /// the scheduler removes them. A week by default; 0 removes them as
+    /// soon as it ends. A failed export's are kept, for `retry`.
+    pub staging_retention_secs: u64,
 }
+
+/// A week: time to look into a published export's rows before they go.
+pub const DEFAULT_STAGING_RETENTION_SECS: u64 = 7 * 24 * 3600;
 
 impl Default for ServiceConfig {
     fn default() -> Self {
@@ -58,6 +66,7 @@ impl Default for ServiceConfig {
             fingerprint_key: None,
             limits: FleetLimits::default(),
             shared_rate_keys: Vec::new(),
+            staging_retention_secs: DEFAULT_STAGING_RETENTION_SECS,
         }
     }
 }
@@ -86,6 +95,8 @@ pub enum ConfigError {
     Limits(#[from] LimitsError),
     #[error("config: {0}")]
     SharedRateKey(#[from] SharedKeyError),
+    #[error("config `staging_retention_secs` (PAGEFLEET_STAGING_RETENTION_SECS) {0:?} is not a whole number of seconds")]
+    StagingRetention(String),
 }
 
 impl ServiceConfig {
@@ -93,7 +104,8 @@ impl ServiceConfig {
     /// `PAGEFLEET_DATABASE_URL`, `PAGEFLEET_REDIS_URL`, `PAGEFLEET_AMQP_URL`,
     /// `PAGEFLEET_NAMESPACE`, `PAGEFLEET_OUTPUT_ROOT`, `PAGEFLEET_SECRETS_DIR`,
     /// `PAGEFLEET_FINGERPRINT_KEY`, `PAGEFLEET_OUTBOUND_ALLOW` (rules
-    /// separated by commas) and the ceilings' `PAGEFLEET_MAX_*` (see
+    /// separated by commas), `PAGEFLEET_STAGING_RETENTION_SECS` and the
+    /// ceilings' `PAGEFLEET_MAX_*` (see
     /// [`limits::ENV`]) on top.
     pub fn load() -> Result<Self, ConfigError> {
         let mut config = match std::env::var("PAGEFLEET_CONFIG") {
@@ -133,6 +145,12 @@ impl ServiceConfig {
         }
         if let Some(v) = env("PAGEFLEET_FINGERPRINT_KEY") {
             config.fingerprint_key = Some(FingerprintKey::from(v));
+        }
+        if let Some(v) = env("PAGEFLEET_STAGING_RETENTION_SECS") {
+            config.staging_retention_secs = v
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::StagingRetention(v))?;
         }
         config.output_root = absolute(&config.output_root)?;
         for (name, field) in limits::ENV {

@@ -13,7 +13,7 @@
 //!      └─► running             (dead letters: replay, or discard + accept gaps)
 //!
 //! cancel: planning, running, blocked or paused ─► cancelled (no CSV;
-//!         staging kept for inspection)
+//!         staging kept for inspection until the retention passes)
 //! ```
 //!
 //! - A dead-lettered page moves `running` to `blocked`; replaying every dead
@@ -23,8 +23,26 @@
 //!   `completed_with_gaps`, its manifest listing them.
 //! - `retry` sends a `failed` export (its CSV could not be written) back to
 //!   `finalizing`: every page is still staged.
+//! - Staging of a published or cancelled export is removed once the fleet's
+//!   `staging_retention_secs` have passed since it ended
+//!   ([`STAGING_REMOVABLE`]); a failed export's is kept for `retry`.
 
 use crate::model::ExportState;
+
+/// The ended states whose staged rows nothing reads again: the file is
+/// published (or held beside its place), or the export was cancelled. A
+/// `failed` export keeps its staging: `retry` writes the file from it.
+pub const STAGING_REMOVABLE: [ExportState; 4] = [
+    ExportState::Completed,
+    ExportState::CompletedWithGaps,
+    ExportState::Unverified,
+    ExportState::Cancelled,
+];
+
+/// [`STAGING_REMOVABLE`] as the text the database stores.
+pub fn staging_removable_texts() -> Vec<&'static str> {
+    STAGING_REMOVABLE.iter().map(|s| s.as_str()).collect()
+}
 
 /// What an operator can do to an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +129,27 @@ pub fn finished_state(gaps: bool, held: bool) -> ExportState {
 mod tests {
     use super::*;
     use ExportState::*;
+
+    #[test]
+    fn staging_goes_only_where_no_action_can_bring_the_export_back() {
+        for state in STAGING_REMOVABLE {
+            assert!(state.is_terminal(), "{state}");
+            for action in [
+                ExportAction::Cancel,
+                ExportAction::Pause,
+                ExportAction::Resume,
+                ExportAction::Retry,
+                ExportAction::AcceptGaps,
+            ] {
+                assert!(
+                    !action.applies_to(state),
+                    "{} applies to {state}",
+                    action.as_str()
+                );
+            }
+        }
+        assert!(!STAGING_REMOVABLE.contains(&ExportState::Failed));
+    }
 
     #[test]
     fn no_action_touches_an_ended_export_but_retry_of_a_failed_one() {

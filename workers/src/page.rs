@@ -541,7 +541,7 @@ async fn run_task(
         };
         let outcome = match attempted {
             Attempted::Land { response, body } => {
-                return land(ctx, work, &mut tally, &response, &body, &request).await;
+                return land(ctx, work, &mut tally, &response, body, &request).await;
             }
             // Nothing was fetched, so there is no answer to show either.
             Attempted::Refused { reason } => {
@@ -1067,7 +1067,7 @@ async fn land(
     work: &PageWork,
     tally: &mut Tally,
     response: &Fetched,
-    body: &PageBody,
+    body: PageBody,
     request: &Request,
 ) -> Result<PageResult, PageError> {
     let (landed, readied) = match stage(ctx, work, tally, response, body, request).await? {
@@ -1178,11 +1178,14 @@ async fn stage(
     work: &PageWork,
     tally: &Tally,
     response: &Fetched,
-    body: &PageBody,
+    body: PageBody,
     request: &Request,
 ) -> Result<Staged, PageError> {
     let preparing = std::time::Instant::now();
-    let mut landing = match prepare(&ctx.limits, work, tally, response, body, request) {
+    let prepared = prepare(&ctx.limits, work, tally, response, &body, request);
+    // The rows are built: where the records lay is not needed again.
+    drop(body);
+    let mut landing = match prepared {
         Ok(landing) => landing,
         Err((class, reason)) => return Ok(Staged::Unusable(class, reason)),
     };

@@ -629,6 +629,11 @@ fn print_status(s: &ExportStatus) {
     if let Some(v) = &s.verification {
         println!("verified  {}", verified_line(v));
     }
+    if let Some(at) = s.staging_removed_at {
+        let at = (at.format(&time::format_description::well_known::Rfc3339))
+            .unwrap_or_else(|_| at.to_string());
+        println!("staging   removed {at} (the retention had passed)");
+    }
 }
 
 /// The ETA, the parked pages, where the time goes and why it is slow.

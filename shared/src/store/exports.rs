@@ -72,6 +72,10 @@ pub struct ExportStatus {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// When its staged rows were removed, the fleet's staging retention
+    /// past (the published file is untouched).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub staging_removed_at: Option<OffsetDateTime>,
 }
 
 /// Which exports a listing shows. Empty fields match every export.
@@ -303,7 +307,7 @@ const STATUS_SELECT: &str = "
                AS elapsed_secs,
            (e.spec->'rate_limit'->>'rate')::float8 AS stated_rate, e.learned_rate,
            e.output_path, e.manifest_path, e.csv_rows, e.csv_bytes, e.csv_sha256, e.error, e.verification,
-           e.created_at, e.finished_at
+           e.created_at, e.finished_at, e.staging_removed_at
     FROM exports e";
 
 /// The ETA and the time breakdown of a row of `STATUS_SELECT`.
@@ -376,6 +380,7 @@ fn status_from_row(r: &tokio_postgres::Row) -> Result<ExportStatus, StoreError> 
         verification: verification(r)?,
         created_at: r.try_get("created_at")?,
         finished_at: r.try_get("finished_at")?,
+        staging_removed_at: r.try_get("staging_removed_at")?,
     })
 }
 

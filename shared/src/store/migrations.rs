@@ -22,6 +22,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (12, include_str!("../../migrations/0012_progress.sql")),
     (13, include_str!("../../migrations/0013_learned_rate.sql")),
     (14, include_str!("../../migrations/0014_landing_time.sql")),
+    (
+        15,
+        include_str!("../../migrations/0015_staging_retention.sql"),
+    ),
 ];
 
 /// An arbitrary constant that names "pagefleet migrations" among advisory locks.

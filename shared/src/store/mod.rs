@@ -27,6 +27,7 @@ mod operations;
 mod outbox;
 mod page_rows;
 mod replay;
+mod retention;
 mod schedules;
 mod snapshot;
 mod splits;
@@ -44,6 +45,7 @@ pub use page_rows::{PageRows, RowsTooLarge};
 pub use replay::{
     ActionOutcome, ActionRequest, PlannedPage, ReplayError, SkippedLetter, SourceCost,
 };
+pub use retention::Expired;
 pub use schedules::{CreateScheduleError, ScheduleRecord, ScheduleRun};
 pub use snapshot::{ActiveExport, FleetSnapshot};
 pub use splits::PartitionSplit;

@@ -83,8 +83,9 @@ impl PageRows {
     pub fn merge_order(&self) -> MergeOrder<'_> {
         let count = u32::try_from(self.len()).unwrap_or(u32::MAX);
         let mut order: Vec<u32> = (0..count).collect();
-        // Stable: rows of one key stay in page order, the last one last.
-        order.sort_by(|&a, &b| self.key(a).cmp(self.key(b)));
+        // Rows of one key stay in page order, the last one last; unstable
+        // with the row as the tie-break, so no scratch copy of the order.
+        order.sort_unstable_by(|&a, &b| self.key(a).cmp(self.key(b)).then(a.cmp(&b)));
         let all = order.len();
         // Of a run of one key, the kept slot takes the later row.
         order.dedup_by(|later, kept| {
