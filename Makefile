@@ -37,7 +37,7 @@ chaos: up build
 # Rate-limit use against the mock source (R = 50 and 200/s; 1, 4, 8 workers;
 # shared limiter vs a naive baseline), the other walks, a chain against a
 # slow source, the adaptive rate against a source that states its limit only
-# by refusing, an unthrottled export of 1,000,000 rows (BENCH_SCALE=10m for
+# by refusing, one page of 400,000 small records (memory), an unthrottled export of 1,000,000 rows (BENCH_SCALE=10m for
 # 10,000,000), an outage, and the limiter alone; BENCH_ONLY=chain,adaptive
 # runs only those parts. Measured on a release build: a debug build measures
 # the compiler, not us.

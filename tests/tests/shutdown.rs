@@ -19,7 +19,9 @@ use pagefleet_shared::spec::ExportSpec;
 use pagefleet_tests::chaos::fleet::{default_tenant_dir, offset_spec, ProcessFleet};
 use pagefleet_tests::mock::{MockConfig, MockServer};
 
-use common::{assert_csv_matches_source, assert_manifest, build_fleet_binaries, connect};
+use common::{
+    assert_csv_matches_source, assert_manifest, build_fleet_binaries, connect, wait_until,
+};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The drain bound every spawned worker gets (`--drain-secs`).
@@ -64,18 +66,6 @@ async fn in_flight(db: &tokio_postgres::Client) -> Vec<(Uuid, String)> {
     .iter()
     .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
     .collect()
-}
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
