@@ -261,6 +261,19 @@ pub struct Fetched {
     pub elapsed: Duration,
 }
 
+impl Fetched {
+    /// The answer with only the first `bytes` of its body, copied: what a
+    /// dead letter may still show once the body itself is no longer
+    /// needed (a slice would keep the whole body alive).
+    pub fn with_body_start(self, bytes: usize) -> Fetched {
+        let start = self.body.get(..bytes).unwrap_or(&self.body);
+        Fetched {
+            body: Bytes::copy_from_slice(start),
+            ..self
+        }
+    }
+}
+
 /// The shared HTTP client (connection pools, rustls, the outbound policy).
 #[derive(Clone)]
 pub struct SourceClient {
@@ -487,6 +500,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::spec::SecretRef;
+
+    #[test]
+    fn a_kept_body_start_is_a_copy_not_a_view_of_the_whole() {
+        let whole = Bytes::from(vec![b'x'; 10_000]);
+        let fetched = Fetched {
+            status: 200,
+            headers: HeaderMap::new(),
+            body: whole.clone(),
+            elapsed: Duration::ZERO,
+        };
+        let kept = fetched.with_body_start(100);
+        assert_eq!(kept.body.len(), 100);
+        assert_ne!(kept.body.as_ptr(), whole.as_ptr(), "its own allocation");
+        let short = Fetched {
+            body: Bytes::from_static(b"ab"),
+            ..kept
+        };
+        assert_eq!(short.with_body_start(100).body, &b"ab"[..]);
+    }
 
     #[test]
     fn a_secret_file_is_a_small_regular_file_never_a_symlink() {

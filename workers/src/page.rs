@@ -442,6 +442,13 @@ impl Request {
         failure::shown_request(&source::display_url(&self.url), header)
     }
 
+    /// How much of a body a dead letter of this request reads: the excerpt
+    /// and room for a credential across its cut (see `redact::excerpt`).
+    fn excerpt_window(&self) -> usize {
+        let longest = self.credential.as_ref().map_or(0, |c| c.known().longest());
+        BODY_EXCERPT_BYTES.saturating_add(longest)
+    }
+
     /// What a dead letter of this request shows: `response`, with this
     /// request's credential removed from it by value.
     fn shown<'a>(&'a self, response: Option<&'a Fetched>) -> Shown<'a> {
@@ -541,6 +548,9 @@ async fn run_task(
         };
         let outcome = match attempted {
             Attempted::Land { response, body } => {
+                // The page's split holds the body now; a dead letter
+                // would show only its start.
+                let response = response.with_body_start(request.excerpt_window());
                 return land(ctx, work, &mut tally, &response, body, &request).await;
             }
             // Nothing was fetched, so there is no answer to show either.

@@ -1,13 +1,16 @@
 //! A page's body read without building its records as one tree: the body
 //! around the records as a [`Value`] (what the styles steer by, with the
-//! records array left empty), and where each record's JSON text lies in
-//! the body's bytes.
+//! records array left empty), and where the records array lies in the
+//! body's bytes, with how many records it holds.
 //!
 //! A whole body parsed into a `Value` costs many times its size (a small
 //! record is a map, its keys and values, each allocated); kept as text, a
 //! record becomes a tree only while it is flattened, one at a time. The
 //! body is read in a few passes over its bytes, none of which allocates
-//! per record beyond a byte range.
+//! per record: the split checks the array and counts it, and
+//! [`PageBody::records`] delimits each record as it is asked for (a range
+//! kept a record would cost eight bytes each, more than a small record's
+//! row adds).
 //!
 //! The records are found where [`records`](super::records) finds them: at
 //! `records_path`, a dotted path through objects, or the body itself.
@@ -15,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use serde::de::{Deserializer as _, SeqAccess, Visitor};
+use serde::de::{Deserializer as _, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -27,9 +30,17 @@ use crate::flatten::kind;
 pub struct PageBody {
     bytes: Bytes,
     rest: Value,
-    /// The records' byte ranges (start, end) in `bytes`, in order; or why
-    /// the records are not where the spec says.
-    records: Result<Vec<(u32, u32)>, PaginationError>,
+    /// Where the records array lies in `bytes`, checked whole; or why the
+    /// records are not where the spec says.
+    records: Result<RecordsArray, PaginationError>,
+}
+
+/// The records array's text (`[` to `]`) in the body, and its length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RecordsArray {
+    start: u32,
+    end: u32,
+    count: usize,
 }
 
 impl PageBody {
@@ -71,16 +82,18 @@ impl PageBody {
     }
 
     /// Each record's JSON text, in order.
-    pub fn records(&self) -> Result<impl ExactSizeIterator<Item = &str> + '_, PaginationError> {
-        let ranges = self.records.as_ref().map_err(Clone::clone)?;
-        // Every range was taken from the text these bytes hold, at a
-        // value's bounds: the slice is whole UTF-8.
-        Ok(ranges.iter().map(|&(start, end)| {
-            self.bytes
-                .get(start as usize..end as usize)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or("null")
-        }))
+    pub fn records(&self) -> Result<RecordTexts<'_>, PaginationError> {
+        let array = self.records.as_ref().map_err(Clone::clone)?;
+        // The range was taken from the text these bytes hold, at a value's
+        // bounds: the slice is whole UTF-8.
+        let text = (self.bytes)
+            .get(array.start as usize..array.end as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("[]");
+        Ok(RecordTexts {
+            rest: text.strip_prefix('[').unwrap_or(text),
+            left: array.count,
+        })
     }
 
     /// The body's size in bytes.
@@ -93,9 +106,51 @@ impl PageBody {
     }
 }
 
+/// The records' texts, delimited one at a time from the array's text.
+#[derive(Debug, Clone)]
+pub struct RecordTexts<'b> {
+    /// The array's text after `[` or after the record given last.
+    rest: &'b str,
+    left: usize,
+}
+
+impl<'b> Iterator for RecordTexts<'b> {
+    type Item = &'b str;
+
+    fn next(&mut self) -> Option<&'b str> {
+        self.left = self.left.checked_sub(1)?;
+        let at = self.rest.trim_start();
+        let at = at.strip_prefix(',').unwrap_or(at);
+        let mut reader = serde_json::Deserializer::from_str(at);
+        // The array was read whole when the body was split, so every
+        // record it counted is there; were one not, it shows as `null`
+        // (a record without its key: the page is refused), never as a
+        // record silently missing.
+        let Ok(raw) = <&RawValue as serde::Deserialize>::deserialize(&mut reader) else {
+            self.rest = "";
+            return Some("null");
+        };
+        let text = raw.get();
+        let end = offset_in(at, text) + text.len();
+        self.rest = at.get(end..).unwrap_or("");
+        Some(text)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for RecordTexts<'_> {}
+
+/// Where a slice of `whole` starts in it.
+fn offset_in(whole: &str, part: &str) -> usize {
+    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
+}
+
 /// Where a slice of the body's text lies in it (the body is under 4 GiB).
 fn range_in(body: &str, part: &str) -> (u32, u32) {
-    let start = (part.as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    let start = offset_in(body, part);
     let end = start + part.len();
     (
         u32::try_from(start).unwrap_or(u32::MAX),
@@ -104,7 +159,7 @@ fn range_in(body: &str, part: &str) -> (u32, u32) {
 }
 
 enum Found {
-    Records(Vec<(u32, u32)>),
+    Records(RecordsArray),
     NotAnArray(&'static str),
     Nothing,
 }
@@ -114,24 +169,23 @@ struct Walked {
     found: Found,
 }
 
-/// The records array's elements, delimited: where each lies in `body`.
-struct Delimit<'b> {
-    body: &'b str,
-}
+/// The records array's elements, read through (so the array is JSON
+/// whole) and counted.
+struct CountRecords;
 
-impl<'de> Visitor<'de> for Delimit<'_> {
-    type Value = Vec<(u32, u32)>;
+impl<'de> Visitor<'de> for CountRecords {
+    type Value = usize;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of records")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut ranges = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            ranges.push(range_in(self.body, raw.get()));
+        let mut count = 0usize;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            count += 1;
         }
-        Ok(ranges)
+        Ok(count)
     }
 }
 
@@ -143,11 +197,12 @@ fn walk(body: &str, text: &str, segments: &[&str]) -> Result<Walked, serde_json:
     match (segments.split_first(), first) {
         (None, Some(b'[')) => {
             let mut reader = serde_json::Deserializer::from_str(text);
-            let ranges = reader.deserialize_seq(Delimit { body })?;
+            let count = reader.deserialize_seq(CountRecords)?;
             reader.end()?;
+            let (start, end) = range_in(body, text.trim());
             Ok(Walked {
                 value: Value::Array(Vec::new()),
-                found: Found::Records(ranges),
+                found: Found::Records(RecordsArray { start, end, count }),
             })
         }
         (None, _) => {
@@ -202,6 +257,7 @@ mod tests {
                 Some("data.items"),
             ),
             (r#"[{"id": 1}, {"id": 2}] "#, None),
+            ("[ {\"a\": \"x,]\"} ,\n 2 ,\t[3, [4]] , \"[\" ]", None),
             (r#" {"data": [], "next": null}"#, Some("data")),
             (
                 r#"{"data": [1, "two", [3], {"four": 4}, null]}"#,
@@ -216,6 +272,7 @@ mod tests {
                 .map(|t| serde_json::from_str(t).unwrap())
                 .collect();
             assert_eq!(each, whole, "{text}");
+            assert_eq!(body.records().unwrap().len(), whole.len(), "{text}");
         }
     }
 
