@@ -182,12 +182,17 @@ pub fn headers(headers: &HeaderMap, known: &Known) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+/// How much of a body [`excerpt`] reads to show `limit` bytes: a known
+/// value straddling `limit` must be seen whole to be removed.
+pub fn excerpt_window(limit: usize, known: &Known) -> usize {
+    limit.saturating_add(known.longest())
+}
+
 /// The start of a body as shown text: redacted as a whole window (a secret
 /// across the cut is still seen whole), then cut to `limit` bytes on a
 /// character boundary; no NUL (Postgres refuses it in text).
 pub fn excerpt(body: &[u8], limit: usize, known: &Known) -> String {
-    // A known value straddling `limit` must be seen whole to be removed.
-    let window = &body[..body.len().min(limit.saturating_add(known.longest()))];
+    let window = &body[..body.len().min(excerpt_window(limit, known))];
     let raw = String::from_utf8_lossy(window).replace('\0', "\u{fffd}");
     let mut shown = text(&raw, known);
     if shown.len() > limit {

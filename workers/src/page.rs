@@ -445,8 +445,9 @@ impl Request {
     /// How much of a body a dead letter of this request reads: the excerpt
     /// and room for a credential across its cut (see `redact::excerpt`).
     fn excerpt_window(&self) -> usize {
-        let longest = self.credential.as_ref().map_or(0, |c| c.known().longest());
-        BODY_EXCERPT_BYTES.saturating_add(longest)
+        let none = redact::Known::none();
+        let known = self.credential.as_ref().map_or(&none, Credential::known);
+        redact::excerpt_window(BODY_EXCERPT_BYTES, known)
     }
 
     /// What a dead letter of this request shows: `response`, with this
