@@ -4,9 +4,9 @@
 //! written in the transaction of the action it records, so an action that
 //! happened always has its row and a row never records what did not happen.
 
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{Store, StoreError};

@@ -1,8 +1,8 @@
 //! Submitting an export (and planning its first pages) and reading its status.
 
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{Store, StoreError};

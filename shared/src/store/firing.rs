@@ -9,8 +9,9 @@
 //! move `next_slot` past now. A scheduler that dies before the commit
 //! leaves nothing; after it, everything.
 
+use deadpool_postgres::Transaction;
 use time::OffsetDateTime;
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::exports::submit_in;

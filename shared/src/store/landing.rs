@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::exports::parse_spec;
@@ -196,7 +196,10 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_opt(CLAIM_PAGE, &[&task_id, &lease.as_secs_f64(), &worker])
+            .query_opt(
+                &client.prepare_cached(CLAIM_PAGE).await?,
+                &[&task_id, &lease.as_secs_f64(), &worker],
+            )
             .await?;
         match row {
             Some(row) => claimed_work(task_id, &row),
@@ -224,7 +227,9 @@ impl Store {
             &worker,
             &next.outbox_id,
         ];
-        let row = client.query_opt(CLAIM_FOLLOWED, &params).await?;
+        let row = client
+            .query_opt(&client.prepare_cached(CLAIM_FOLLOWED).await?, &params)
+            .await?;
         match row {
             Some(row) => claimed_work(next.task_id, &row),
             None => unclaimed(&client, next.task_id).await,
@@ -245,12 +250,16 @@ impl Store {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE page_tasks t SET lease_until = now() + make_interval(secs => $2)
+                &client
+                    .prepare_cached(
+                        "UPDATE page_tasks t SET lease_until = now() + make_interval(secs => $2)
                    FROM exports e
                   WHERE t.id = $1 AND t.state = 'in_flight' AND t.claimed_by = $3
                     AND e.id = t.export_id
                     AND e.state NOT IN ('paused', 'completed', 'completed_with_gaps',
                                         'unverified', 'failed', 'cancelled')",
+                    )
+                    .await?,
                 &[&task_id, &lease.as_secs_f64(), &worker],
             )
             .await?;
@@ -293,9 +302,9 @@ impl Store {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE page_tasks SET state = 'queued', lease_until = NULL, claimed_by = NULL,
+                &client.prepare_cached("UPDATE page_tasks SET state = 'queued', lease_until = NULL, claimed_by = NULL,
                         updated_at = now()
-                  WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2",
+                  WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2").await?,
                 &[&task_id, &worker],
             )
             .await?;
@@ -319,24 +328,27 @@ impl Store {
         let attempts = attempts_json(Uuid::nil(), attempts)?;
         let row = tx
             .query_opt(
-                "UPDATE page_tasks
+                &tx.prepare_cached("UPDATE page_tasks
                     SET state = 'queued', not_before = now() + make_interval(secs => $3),
                         lease_until = NULL, claimed_by = NULL, updated_at = now(),
                         failures = $4,
                         first_failure_at = CASE WHEN $4 > 0 THEN COALESCE(first_failure_at, now()) END,
                         attempt_log = pagefleet_append_attempts(attempt_log, $5)
                   WHERE id = $1 AND state = 'in_flight' AND claimed_by = $2
-              RETURNING export_id",
+              RETURNING export_id").await?,
                 &[&task_id, &worker, &wait.as_secs_f64(), &(failures as i32), &attempts],
             )
             .await?;
         let Some(row) = row else { return Ok(false) };
         let export_id: Uuid = row.try_get("export_id")?;
         tx.execute(
-            "UPDATE exports SET requests = requests + $2, retries = retries + $3,
+            &tx.prepare_cached(
+                "UPDATE exports SET requests = requests + $2, retries = retries + $3,
                     rate_limited = rate_limited + $4,
                     learned_rate = COALESCE($5, learned_rate), updated_at = now()
               WHERE id = $1",
+            )
+            .await?,
             &[
                 &export_id,
                 &(counts.requests as i64),
@@ -357,7 +369,9 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "WITH due AS (
+                &client
+                    .prepare_cached(
+                        "WITH due AS (
                      UPDATE page_tasks SET not_before = NULL, updated_at = now()
                       WHERE state = 'queued' AND not_before IS NOT NULL AND not_before <= now()
                       RETURNING id, export_id)
@@ -365,6 +379,8 @@ impl Store {
                  SELECT 'pages', pagefleet_page_message(export_id, id)
                    FROM due
                  RETURNING id",
+                    )
+                    .await?,
                 &[],
             )
             .await?;
@@ -376,8 +392,12 @@ impl Store {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT count(*) AS parked FROM page_tasks
+                &client
+                    .prepare_cached(
+                        "SELECT count(*) AS parked FROM page_tasks
                   WHERE state = 'queued' AND not_before IS NOT NULL",
+                    )
+                    .await?,
                 &[],
             )
             .await?;
@@ -484,7 +504,8 @@ impl Store {
         let tx = client.transaction().await?;
         let Some(task) = tx
             .query_opt(
-                "SELECT export_id, tenant_id FROM page_tasks WHERE id = $1",
+                &tx.prepare_cached("SELECT export_id, tenant_id FROM page_tasks WHERE id = $1")
+                    .await?,
                 &[&input.task_id],
             )
             .await?
@@ -497,11 +518,14 @@ impl Store {
         // the two cannot deadlock.
         let marked = tx
             .execute(
-                "UPDATE page_tasks SET state = 'dead', lease_until = NULL, last_error = $2,
+                &tx.prepare_cached(
+                    "UPDATE page_tasks SET state = 'dead', lease_until = NULL, last_error = $2,
                         updated_at = now()
                   WHERE id = $1 AND state IN ('queued', 'in_flight')
                     AND NOT EXISTS (SELECT 1 FROM exports e
                                      WHERE e.id = $3 AND e.state = 'cancelled')",
+                )
+                .await?,
                 &[&input.task_id, &input.reason, &export_id],
             )
             .await?;
@@ -511,12 +535,12 @@ impl Store {
         let id = new_id();
         let attempts = attempts_json(export_id, &input.attempts)?;
         tx.execute(
-            "INSERT INTO dead_letters (id, tenant_id, export_id, task_id, class, reason, last_status,
+            &tx.prepare_cached("INSERT INTO dead_letters (id, tenant_id, export_id, task_id, class, reason, last_status,
                                        body_excerpt, headers, attempts, request, source_key,
                                        fingerprint)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,
                     pagefleet_append_attempts(t.attempt_log, $10), $11, $12, $13
-               FROM page_tasks t WHERE t.id = $4",
+               FROM page_tasks t WHERE t.id = $4").await?,
             &[
                 &id,
                 &tenant_id,
@@ -535,12 +559,12 @@ impl Store {
         )
         .await?;
         tx.execute(
-            "UPDATE exports
+            &tx.prepare_cached("UPDATE exports
                 SET state = CASE WHEN state IN ('planning', 'running') THEN 'blocked' ELSE state END,
                     dead_letters = dead_letters + 1, requests = requests + $2,
                     retries = retries + $3, rate_limited = rate_limited + $4,
                     learned_rate = COALESCE($5, learned_rate), updated_at = now()
-              WHERE id = $1",
+              WHERE id = $1").await?,
             &[
                 &export_id,
                 &(input.counts.requests as i64),
@@ -553,9 +577,12 @@ impl Store {
         add_time(&tx, export_id, &input.counts.time).await?;
         let outbox: i64 = tx
             .query_one(
-                "INSERT INTO outbox (queue, body)
+                &tx.prepare_cached(
+                    "INSERT INTO outbox (queue, body)
                  VALUES ('dead', pagefleet_dead_letter_message($1, $2, $3))
                  RETURNING id",
+                )
+                .await?,
                 &[&export_id, &input.task_id, &id],
             )
             .await?
@@ -647,13 +674,13 @@ fn claimed_work(task_id: Uuid, row: &tokio_postgres::Row) -> Result<Claim, Store
 async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<Claim, StoreError> {
     let current = client
         .query_opt(
-            "SELECT t.state,
+            &client.prepare_cached("SELECT t.state,
                     GREATEST(0, EXTRACT(EPOCH FROM t.lease_until - now()))::float8
                         AS lease_remaining_secs,
                     e.state IN ('completed', 'completed_with_gaps', 'unverified', 'failed', 'cancelled')
                         AS export_finished
                FROM page_tasks t JOIN exports e ON e.id = t.export_id
-              WHERE t.id = $1",
+              WHERE t.id = $1").await?,
             &[&task_id],
         )
         .await?;
@@ -667,8 +694,12 @@ async fn unclaimed(client: &deadpool_postgres::Client, task_id: Uuid) -> Result<
             // A duplicate delivery of a landed page. Count it; fetch nothing.
             client
                 .execute(
-                    "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
+                    &client
+                        .prepare_cached(
+                            "UPDATE exports e SET duplicate_deliveries = duplicate_deliveries + 1
                        FROM page_tasks t WHERE t.id = $1 AND e.id = t.export_id",
+                        )
+                        .await?,
                     &[&task_id],
                 )
                 .await?;
@@ -708,10 +739,13 @@ pub(super) async fn add_time(
     }
 
     tx.execute(
-        "UPDATE exports SET time_fetching_us = time_fetching_us + $2,
+        &tx.prepare_cached(
+            "UPDATE exports SET time_fetching_us = time_fetching_us + $2,
                 time_tokens_us = time_tokens_us + $3, time_retrying_us = time_retrying_us + $4,
                 time_queued_us = time_queued_us + $5, time_parked_us = time_parked_us + $6
           WHERE id = $1",
+        )
+        .await?,
         &[
             &export_id,
             &micros(time.fetching_us),
@@ -754,10 +788,13 @@ pub(super) struct LandingTask {
 async fn read_task(tx: &Transaction<'_>, task_id: Uuid) -> Result<Option<LandingTask>, StoreError> {
     let Some(row) = tx
         .query_opt(
-            "SELECT t.export_id, t.tenant_id, t.partition_no, t.page_no, t.role, t.overrides,
+            &tx.prepare_cached(
+                "SELECT t.export_id, t.tenant_id, t.partition_no, t.page_no, t.role, t.overrides,
                     e.state AS export_state
                FROM page_tasks t JOIN exports e ON e.id = t.export_id
               WHERE t.id = $1",
+            )
+            .await?,
             &[&task_id],
         )
         .await?
@@ -788,9 +825,12 @@ async fn mark_done_if_not(
 ) -> Result<bool, StoreError> {
     let marked = tx
         .execute(
-            "UPDATE page_tasks SET state = 'done', lease_until = NULL, last_error = NULL,
+            &tx.prepare_cached(
+                "UPDATE page_tasks SET state = 'done', lease_until = NULL, last_error = NULL,
                     records = $2, max_cursor = $3, updated_at = now()
               WHERE id = $1 AND state IN ('queued', 'in_flight')",
+            )
+            .await?,
             &[&task_id, &records, &max_cursor],
         )
         .await?;
@@ -836,9 +876,12 @@ async fn count_duplicate(
     counts: RequestCounts,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE exports SET duplicate_deliveries = duplicate_deliveries + 1,
+        &tx.prepare_cached(
+            "UPDATE exports SET duplicate_deliveries = duplicate_deliveries + 1,
                 requests = requests + $2
           WHERE id = $1",
+        )
+        .await?,
         &[&export_id, &(counts.requests as i64)],
     )
     .await?;
@@ -873,13 +916,16 @@ async fn merge_rows(
     for (keys, data) in order.chunks(MERGE_CHUNK) {
         let counted = tx
             .query_one(
-                "WITH merged AS (
+                &tx.prepare_cached(
+                    "WITH merged AS (
                    INSERT INTO staged_rows (export_id, row_key, data)
                    SELECT $1, k, d FROM unnest($2::text[], $3::text[]) AS t(k, d)
                    ON CONFLICT (export_id, row_key) DO UPDATE SET data = EXCLUDED.data
                    RETURNING (xmax = 0) AS inserted)
                  SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS merged
                    FROM merged",
+                )
+                .await?,
                 &[&export_id, &keys, &data],
             )
             .await?;
@@ -899,7 +945,8 @@ async fn count_columns(
 ) -> Result<Result<(), Breach>, StoreError> {
     let row = tx
         .query_one(
-            "SELECT count(*) AS n FROM export_columns WHERE export_id = $1",
+            &tx.prepare_cached("SELECT count(*) AS n FROM export_columns WHERE export_id = $1")
+                .await?,
             &[&export_id],
         )
         .await?;
@@ -918,9 +965,12 @@ async fn record_columns(
     }
     let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
     tx.execute(
-        "INSERT INTO export_columns (export_id, name)
+        &tx.prepare_cached(
+            "INSERT INTO export_columns (export_id, name)
          SELECT $1, c FROM unnest($2::text[]) AS c
          ON CONFLICT DO NOTHING",
+        )
+        .await?,
         &[&export_id, &columns],
     )
     .await?;
@@ -1016,8 +1066,11 @@ async fn next_backward_position(
 ) -> Result<Option<Position>, StoreError> {
     let row = tx
         .query_opt(
-            "SELECT position FROM backward_passes
+            &tx.prepare_cached(
+                "SELECT position FROM backward_passes
               WHERE export_id = $1 AND partition_no = $2 AND page_no = $3",
+            )
+            .await?,
             &[&task.export_id, &task.partition_no, &(task.page_no + 1)],
         )
         .await?;
@@ -1051,12 +1104,15 @@ async fn advance_checkpoint(
         .map(|p| position_json(task.export_id, p))
         .transpose()?;
     tx.execute(
-        "UPDATE partitions
+        &tx.prepare_cached(
+            "UPDATE partitions
             SET pages_landed = pages_landed + 1,
                 planned_all = planned_all OR $3,
                 checkpoint_page = GREATEST(checkpoint_page, $4),
                 next_position = CASE WHEN $4 > checkpoint_page THEN $5 ELSE next_position END
           WHERE export_id = $1 AND partition_no = $2",
+        )
+        .await?,
         &[
             &task.export_id,
             &task.partition_no,
@@ -1089,7 +1145,8 @@ async fn insert_next_tasks(
     let roles: Vec<&str> = tasks.iter().map(|t| t.role.as_str()).collect();
     let rows = tx
         .query(
-            "WITH inserted AS (
+            &tx.prepare_cached(
+                "WITH inserted AS (
                  INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position,
                                          role, overrides)
                  SELECT i, $2, $1, $3, p, pos::jsonb, r, CASE WHEN r = 'chain' THEN $8::jsonb
@@ -1101,6 +1158,8 @@ async fn insert_next_tasks(
              SELECT 'pages', pagefleet_page_message($1, id)
                FROM inserted
              RETURNING id, (body->>'task_id')::uuid AS task_id",
+            )
+            .await?,
             &[
                 &task.export_id,
                 &task.tenant_id,
@@ -1133,7 +1192,8 @@ async fn insert_next_tasks(
 async fn skip_past_the_end(tx: &Transaction<'_>, task: &LandingTask) -> Result<i64, StoreError> {
     let skipped = tx
         .execute(
-            "WITH past AS (
+            &tx.prepare_cached(
+                "WITH past AS (
                  SELECT id FROM page_tasks
                   WHERE export_id = $1 AND partition_no = $2 AND page_no > $3
                     AND state = 'queued' AND role IN ('leaf', 'sentinel')
@@ -1142,6 +1202,8 @@ async fn skip_past_the_end(tx: &Transaction<'_>, task: &LandingTask) -> Result<i
              UPDATE page_tasks t SET state = 'done', records = 0, updated_at = now(),
                     last_error = 'not fetched: an earlier page of the fan-out was empty'
                FROM past WHERE t.id = past.id",
+            )
+            .await?,
             &[&task.export_id, &task.partition_no, &task.page_no],
         )
         .await?;
@@ -1175,7 +1237,7 @@ pub(super) async fn bump_counters(
     let time = &counts.time;
     let row = tx
         .query_one(
-            "UPDATE exports
+            &tx.prepare_cached("UPDATE exports
                 SET pages_landed = pages_landed + $8, pages_planned = pages_planned + $2,
                     rows_staged = rows_staged + $3, rows_replaced = rows_replaced + $4,
                     requests = requests + $5, retries = retries + $6,
@@ -1185,7 +1247,7 @@ pub(super) async fn bump_counters(
                     time_parked_us = time_parked_us + $13, time_landing_us = time_landing_us + $15,
                     learned_rate = COALESCE($14, learned_rate), updated_at = now()
               WHERE id = $1
-          RETURNING pages_landed >= pages_planned AS all_landed, state",
+          RETURNING pages_landed >= pages_planned AS all_landed, state").await?,
             &[
                 &task.export_id,
                 &planned,
@@ -1239,8 +1301,8 @@ async fn finalize_if_last(
 async fn all_partitions_planned(tx: &Transaction<'_>, export_id: Uuid) -> Result<bool, StoreError> {
     let row = tx
         .query_one(
-            "SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)
-                    AND pagefleet_gaps_settled($1) AS all_planned",
+            &tx.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM partitions WHERE export_id = $1 AND NOT planned_all)
+                    AND pagefleet_gaps_settled($1) AS all_planned").await?,
             &[&export_id],
         )
         .await?;
@@ -1249,7 +1311,8 @@ async fn all_partitions_planned(tx: &Transaction<'_>, export_id: Uuid) -> Result
 
 async fn mark_finalizing(tx: &Transaction<'_>, export_id: Uuid) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE exports SET state = 'finalizing' WHERE id = $1",
+        &tx.prepare_cached("UPDATE exports SET state = 'finalizing' WHERE id = $1")
+            .await?,
         &[&export_id],
     )
     .await?;
@@ -1259,9 +1322,12 @@ async fn mark_finalizing(tx: &Transaction<'_>, export_id: Uuid) -> Result<(), St
 async fn write_finalize_message(tx: &Transaction<'_>, export_id: Uuid) -> Result<i64, StoreError> {
     let row = tx
         .query_one(
-            "INSERT INTO outbox (queue, body)
+            &tx.prepare_cached(
+                "INSERT INTO outbox (queue, body)
              VALUES ('finalize', pagefleet_finalize_message($1))
              RETURNING id",
+            )
+            .await?,
             &[&export_id],
         )
         .await?;

@@ -5,7 +5,7 @@
 //! The records a page delivered are kept on its task row (`page_tasks.records`),
 //! so fanned-out leaves landing in parallel never share a row to lock.
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -40,9 +40,12 @@ pub(super) async fn record_statements(
         .map(|s| i64::try_from(s.value).unwrap_or(i64::MAX))
         .collect();
     tx.execute(
-        "INSERT INTO stated_counts (export_id, partition_no, page_no, counts, origin, value)
+        &tx.prepare_cached(
+            "INSERT INTO stated_counts (export_id, partition_no, page_no, counts, origin, value)
          SELECT $1, $2, $3, c, o, v FROM unnest($4::text[], $5::text[], $6::int8[]) AS t(c, o, v)
          ON CONFLICT DO NOTHING",
+        )
+        .await?,
         &[
             &export_id,
             &partition_no,
@@ -70,9 +73,12 @@ pub(super) async fn leave_marks(
     }
     let repeated = tx
         .query_opt(
-            "SELECT mark, page_no FROM chain_marks
+            &tx.prepare_cached(
+                "SELECT mark, page_no FROM chain_marks
               WHERE export_id = $1 AND partition_no = $2 AND mark = ANY($3) AND page_no <> $4
               ORDER BY page_no LIMIT 1",
+            )
+            .await?,
             &[&export_id, &partition_no, &marks, &page_no],
         )
         .await?;
@@ -83,9 +89,12 @@ pub(super) async fn leave_marks(
         }));
     }
     tx.execute(
-        "INSERT INTO chain_marks (export_id, partition_no, mark, page_no)
+        &tx.prepare_cached(
+            "INSERT INTO chain_marks (export_id, partition_no, mark, page_no)
          SELECT $1, $2, m, $3 FROM unnest($4::text[]) AS m
          ON CONFLICT DO NOTHING",
+        )
+        .await?,
         &[&export_id, &partition_no, &page_no, &marks],
     )
     .await?;
@@ -99,7 +108,9 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT p.partition_no, p.backward_pass,
+                &client
+                    .prepare_cached(
+                        "SELECT p.partition_no, p.backward_pass,
                         count(t.id) FILTER (WHERE t.role <> 'backward') AS pages_landed,
                         count(t.id) FILTER (WHERE t.records IS NULL) AS pages_unrecorded,
                         count(t.id) FILTER (WHERE t.role = 'sentinel') AS sentinel_pages,
@@ -115,6 +126,8 @@ impl Store {
                         AND t.partition_no = p.partition_no AND t.state = 'done'
                   WHERE p.export_id = $1 AND NOT p.split
                   GROUP BY p.partition_no, p.backward_pass ORDER BY p.partition_no",
+                    )
+                    .await?,
                 &[&export_id],
             )
             .await?;
@@ -153,7 +166,9 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT s.partition_no, s.counts, s.origin,
+                &client
+                    .prepare_cached(
+                        "SELECT s.partition_no, s.counts, s.origin,
                         (array_agg(s.value ORDER BY s.page_no))[1] AS first,
                         (array_agg(s.value ORDER BY s.page_no DESC))[1] AS last,
                         min(s.value) AS min, max(s.value) AS max
@@ -163,6 +178,8 @@ impl Store {
                   WHERE s.export_id = $1 AND (t.records > 0 OR s.page_no = 0)
                   GROUP BY s.partition_no, s.counts, s.origin
                   ORDER BY s.partition_no, s.counts DESC, min(s.page_no), s.origin",
+                    )
+                    .await?,
                 &[&export_id],
             )
             .await?;
@@ -200,8 +217,11 @@ impl Store {
         let tx = client.transaction().await?;
         let reopened = tx
             .execute(
-                "UPDATE exports SET state = 'running', updated_at = now()
+                &tx.prepare_cached(
+                    "UPDATE exports SET state = 'running', updated_at = now()
                   WHERE id = $1 AND state = 'finalizing'",
+                )
+                .await?,
                 &[&export_id],
             )
             .await?;
@@ -219,7 +239,10 @@ impl Store {
             return Ok(Vec::new());
         }
         tx.execute(
-            "UPDATE exports SET pages_planned = pages_planned + $2 WHERE id = $1",
+            &tx.prepare_cached(
+                "UPDATE exports SET pages_planned = pages_planned + $2 WHERE id = $1",
+            )
+            .await?,
             &[&export_id, &(outbox_ids.len() as i64)],
         )
         .await?;
@@ -238,7 +261,8 @@ async fn plan_partition_pass(
     // the order they run: the highest position first (page numbers rise
     // with positions in the forward pass).
     tx.execute(
-        "INSERT INTO backward_passes (export_id, partition_no, page_no, position)
+        &tx.prepare_cached(
+            "INSERT INTO backward_passes (export_id, partition_no, page_no, position)
          SELECT export_id, partition_no,
                 (SELECT max(page_no) FROM page_tasks
                   WHERE export_id = $1 AND partition_no = $2)
@@ -247,18 +271,24 @@ async fn plan_partition_pass(
            FROM page_tasks
           WHERE export_id = $1 AND partition_no = $2 AND state = 'done'
             AND role <> 'backward' AND records > 0",
+        )
+        .await?,
         &[&export_id, &partition_no],
     )
     .await?;
     tx.execute(
-        "UPDATE partitions SET planned_all = false, backward_pass = true
+        &tx.prepare_cached(
+            "UPDATE partitions SET planned_all = false, backward_pass = true
           WHERE export_id = $1 AND partition_no = $2",
+        )
+        .await?,
         &[&export_id, &partition_no],
     )
     .await?;
     let first = tx
         .query_opt(
-            "WITH first AS (
+            &tx.prepare_cached(
+                "WITH first AS (
                  INSERT INTO page_tasks (id, tenant_id, export_id, partition_no, page_no, position,
                                          role, overrides)
                  SELECT $3, e.tenant_id, b.export_id, b.partition_no, b.page_no, b.position,
@@ -275,6 +305,8 @@ async fn plan_partition_pass(
              INSERT INTO outbox (queue, body)
              SELECT 'pages', pagefleet_page_message($1, id) FROM first
              RETURNING id",
+            )
+            .await?,
             &[&export_id, &partition_no, &crate::model::new_id()],
         )
         .await?;
@@ -283,8 +315,11 @@ async fn plan_partition_pass(
         None => {
             // Nothing held records: nothing to re-read.
             tx.execute(
-                "UPDATE partitions SET planned_all = true
+                &tx.prepare_cached(
+                    "UPDATE partitions SET planned_all = true
                   WHERE export_id = $1 AND partition_no = $2",
+                )
+                .await?,
                 &[&export_id, &partition_no],
             )
             .await?;

@@ -15,7 +15,7 @@
 //! - accept gaps: the export may publish without the pages discarded from
 //!   it so far (a page discarded later needs its own acceptance).
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};

@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};

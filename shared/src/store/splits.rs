@@ -4,8 +4,8 @@
 //! the split is recorded. The split page stages nothing and states
 //! nothing, so the window's rows and counts come from its halves alone.
 
+use deadpool_postgres::Transaction;
 use serde_json::json;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::exports::{insert_first_task, insert_partition, write_page_message};
@@ -75,7 +75,8 @@ pub(super) async fn split_into(
 ) -> Result<Option<Vec<i64>>, StoreError> {
     let partitions: i32 = tx
         .query_one(
-            "SELECT partitions FROM exports WHERE id = $1",
+            &tx.prepare_cached("SELECT partitions FROM exports WHERE id = $1")
+                .await?,
             &[&export_id],
         )
         .await?
@@ -85,9 +86,12 @@ pub(super) async fn split_into(
     }
     let row = tx
         .query_one(
-            "UPDATE partitions SET split = true, planned_all = true
+            &tx.prepare_cached(
+                "UPDATE partitions SET split = true, planned_all = true
               WHERE export_id = $1 AND partition_no = $2
           RETURNING params",
+            )
+            .await?,
             &[&export_id, &partition_no],
         )
         .await?;
@@ -96,8 +100,11 @@ pub(super) async fn split_into(
     // locks the export's row, so two splits of one export number in turn.
     let row = tx
         .query_one(
-            "UPDATE exports SET partitions = partitions + 2 WHERE id = $1
+            &tx.prepare_cached(
+                "UPDATE exports SET partitions = partitions + 2 WHERE id = $1
           RETURNING partitions - 2 AS first_new",
+            )
+            .await?,
             &[&export_id],
         )
         .await?;
@@ -106,10 +113,13 @@ pub(super) async fn split_into(
     // (the task being split may be a later page of it).
     let task = tx
         .query_one(
-            "SELECT f.position, t.overrides FROM page_tasks t
+            &tx.prepare_cached(
+                "SELECT f.position, t.overrides FROM page_tasks t
                JOIN page_tasks f ON f.export_id = t.export_id AND f.partition_no = t.partition_no
                                 AND f.page_no = 0
               WHERE t.id = $1",
+            )
+            .await?,
             &[&task_id],
         )
         .await?;
@@ -123,7 +133,8 @@ pub(super) async fn split_into(
         let task = insert_first_task(tx, export_id, tenant_id, no, &first).await?;
         if overrides.is_some() {
             tx.execute(
-                "UPDATE page_tasks SET overrides = $2 WHERE id = $1",
+                &tx.prepare_cached("UPDATE page_tasks SET overrides = $2 WHERE id = $1")
+                    .await?,
                 &[&task, &overrides],
             )
             .await?;
@@ -132,8 +143,8 @@ pub(super) async fn split_into(
         into.push(no);
     }
     tx.execute(
-        "INSERT INTO partition_splits (export_id, partition_no, params, into_partitions, reason)
-         VALUES ($1, $2, $3, $4, $5)",
+        &tx.prepare_cached("INSERT INTO partition_splits (export_id, partition_no, params, into_partitions, reason)
+         VALUES ($1, $2, $3, $4, $5)").await?,
         &[&export_id, &partition_no, &params, &into, &split.reason],
     )
     .await?;
