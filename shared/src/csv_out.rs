@@ -24,7 +24,7 @@ use std::io::{self, BufWriter, Write};
 
 use sha2::{Digest, Sha256};
 
-use crate::flatten::{Cell, Row};
+use crate::flatten::{Cell, CellRef, Row};
 use crate::spec::{hex, CsvOptions};
 
 /// What a finished sink wrote: the writer handed back, the number of data
@@ -88,15 +88,23 @@ impl<W: Write> CsvSink<W> {
     /// Writes one data record with a field for each of `columns`, in order.
     /// A column the row lacks is written like null.
     pub fn write_row(&mut self, columns: &[String], row: &Row) -> io::Result<()> {
+        self.write_cells(columns.iter().map(|c| row.get(c).and_then(Cell::shown)))
+    }
+
+    /// Writes one data record of these fields, in order; `None` is null.
+    pub fn write_cells<'c>(
+        &mut self,
+        cells: impl IntoIterator<Item = Option<CellRef<'c>>>,
+    ) -> io::Result<()> {
         self.line.clear();
-        for (i, column) in columns.iter().enumerate() {
+        for (i, cell) in cells.into_iter().enumerate() {
             if i > 0 {
                 self.push_delimiter();
             }
-            match row.get(column) {
-                None | Some(Cell::Null) => {}
-                Some(Cell::Text(text)) => self.push_text(text),
-                Some(Cell::Raw { r }) => self.push_field(r),
+            match cell {
+                None => {}
+                Some(CellRef::Text(text)) => self.push_text(text),
+                Some(CellRef::Raw(r)) => self.push_field(r),
             }
         }
         self.emit_line()?;
@@ -154,9 +162,14 @@ impl<W: Write> CsvSink<W> {
     fn push_field(&mut self, value: &str) {
         let needs_quotes = value.is_empty()
             || value.starts_with('\u{feff}')
-            || value
-                .chars()
-                .any(|c| c == self.delimiter || c == '"' || c == '\r' || c == '\n');
+            || match u8::try_from(self.delimiter) {
+                // An ASCII delimiter is one byte: no need to decode characters.
+                Ok(d) if d.is_ascii() => {
+                    (value.bytes()).any(|b| b == d || b == b'"' || b == b'\r' || b == b'\n')
+                }
+                _ => (value.chars())
+                    .any(|c| c == self.delimiter || c == '"' || c == '\r' || c == '\n'),
+            };
         if !needs_quotes {
             self.line.extend_from_slice(value.as_bytes());
             return;

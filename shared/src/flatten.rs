@@ -23,6 +23,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 mod cell_wire;
+mod staged_row;
+
+pub use staged_row::StagedRow;
 
 /// One cell. Text came from a JSON string; Raw is everything else rendered as text
 /// (numbers with their exact source text, true/false, arrays and objects as compact JSON).
@@ -39,6 +42,25 @@ pub enum Cell {
     Null,
     Text(String),
     Raw { r: String },
+}
+
+/// A cell as the CSV writer takes it: null is no cell at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellRef<'a> {
+    /// Subject to the formula guard.
+    Text(&'a str),
+    Raw(&'a str),
+}
+
+impl Cell {
+    /// This cell as the CSV writer takes it; `None` for null.
+    pub fn shown(&self) -> Option<CellRef<'_>> {
+        match self {
+            Cell::Null => None,
+            Cell::Text(text) => Some(CellRef::Text(text)),
+            Cell::Raw { r } => Some(CellRef::Raw(r)),
+        }
+    }
 }
 
 /// A flattened record: column name → cell. Sorted, so the inferred column

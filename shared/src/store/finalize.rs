@@ -5,7 +5,7 @@
 use std::pin::Pin;
 
 use futures::StreamExt;
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -305,15 +305,25 @@ pub struct StagedRows {
 }
 
 impl StagedRows {
-    /// The next row's key and JSON text; `None` after the last.
-    pub async fn next(&mut self) -> Option<Result<(String, String), StoreError>> {
-        let row = match self.rows.next().await? {
-            Ok(row) => row,
-            Err(e) => return Some(Err(e.into())),
-        };
-        let key_and_data = row
-            .try_get::<String>(0)
-            .and_then(|key| Ok((key, row.try_get::<String>(1)?)));
-        Some(key_and_data.map_err(StoreError::from))
+    /// The next row; `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<StagedRecord, StoreError>> {
+        match self.rows.next().await? {
+            Ok(row) => Some(Ok(StagedRecord(row))),
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+}
+
+/// One staged row as `COPY` sent it: its key and its row JSON, read in
+/// place.
+pub struct StagedRecord(BinaryCopyOutRow);
+
+impl StagedRecord {
+    pub fn key(&self) -> Result<&str, StoreError> {
+        Ok(self.0.try_get::<&str>(0)?)
+    }
+
+    pub fn data(&self) -> Result<&str, StoreError> {
+        Ok(self.0.try_get::<&str>(1)?)
     }
 }

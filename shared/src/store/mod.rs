@@ -36,7 +36,7 @@ mod tokens;
 pub use audit::{Actor, AuditQuery, AuditRecord};
 pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, OverBound, MAX_FILTER_IDS};
 pub use exports::{ExportListFilter, ExportStatus, Progress, SubmitError, Submitted};
-pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published};
+pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published, StagedRecord};
 pub use firing::Fired;
 pub use landing::{Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use operations::{ActionDone, ActionError};
