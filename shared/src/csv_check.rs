@@ -275,8 +275,22 @@ impl Scanner {
         }
     }
 
-    fn scan(&mut self, bytes: &[u8]) -> Result<(), CsvCheckError> {
-        for &b in bytes {
+    fn scan(&mut self, mut bytes: &[u8]) -> Result<(), CsvCheckError> {
+        while let Some((&b, rest)) = bytes.split_first() {
+            // Bytes that cannot change the state are passed over at once, up
+            // to the record's limit: the byte past it takes the slow path,
+            // which reports it.
+            let allowance = self.max_record_bytes.saturating_sub(self.record_bytes);
+            let run = self
+                .plain_run(bytes)
+                .min(usize::try_from(allowance).unwrap_or(usize::MAX));
+            if run > 0 {
+                self.record_bytes += run as u64;
+                self.offset += run as u64;
+                bytes = bytes.get(run..).unwrap_or_default();
+                continue;
+            }
+            bytes = rest;
             self.record_bytes += 1;
             if self.record_bytes > self.max_record_bytes {
                 return Err(CsvCheckError::RecordTooLarge {
@@ -289,6 +303,23 @@ impl Scanner {
             self.offset += 1;
         }
         Ok(())
+    }
+
+    /// How many bytes at the start of `bytes` leave the state as it is:
+    /// in a quoted field any but `"`, in an unquoted one any but `"`, CR,
+    /// LF and the delimiter. None in the header, whose bytes are kept.
+    fn plain_run(&self, bytes: &[u8]) -> usize {
+        if self.reading_header() {
+            return 0;
+        }
+        let d = self.delimiter;
+        match self.state {
+            State::Quoted => memchr::memchr(b'"', bytes).unwrap_or(bytes.len()),
+            State::Unquoted => (bytes.iter())
+                .position(|&b| matches!(b, b'"' | b'\r' | b'\n') || b == d)
+                .unwrap_or(bytes.len()),
+            _ => 0,
+        }
     }
 
     fn step(&mut self, b: u8) -> Result<State, CsvCheckError> {
