@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use pagefleet_shared::csv_check::{check_csv, ExpectedCsv};
 use pagefleet_shared::csv_out::CsvSink;
-use pagefleet_shared::flatten::{flatten_record, key_value, row_key, Cell, Row, MAX_DEPTH};
+use pagefleet_shared::flatten::{
+    flatten_record, flatten_text, key_value, row_key, Cell, FlatRecord, Row, MAX_DEPTH,
+};
 use pagefleet_shared::pagination::{
     self, chain_marks, next_link, totals, Counts, Cursor, LastRecord, LinkHeader, Next, NextUrl,
     Offset, Page, PageBody, PageNumber, PaginationSpec, Position, Records, Role,
@@ -850,6 +852,15 @@ pub fn flatten((record, primary_key, options): &(Value, Vec<String>, CsvOptions)
         let _ = key_value(record, field);
     }
     let _ = row_key(record, primary_key).map_err(|e| e.to_string());
+    one_pass_agrees_with_the_tree(record, primary_key);
+    // Keyed by a field the record has, too: random paths seldom name one.
+    for field in record
+        .as_object()
+        .into_iter()
+        .flat_map(|map| map.keys().take(3))
+    {
+        one_pass_agrees_with_the_tree(record, std::slice::from_ref(field));
+    }
     let row = match flatten_record(record) {
         Ok(row) => row,
         Err(e) => {
@@ -875,6 +886,43 @@ pub fn flatten((record, primary_key, options): &(Value, Vec<String>, CsvOptions)
     }
     let columns: Vec<String> = row.keys().cloned().collect();
     write_and_read_back(options, &columns, &[row]);
+}
+
+/// The one-pass flattener, given the record's text (compact, pretty, and
+/// with its first key repeated before it), either leaves it to the tree
+/// path or gives exactly the tree path's row and key.
+fn one_pass_agrees_with_the_tree(record: &Value, primary_key: &[String]) {
+    let tree = match (row_key(record, primary_key), flatten_record(record)) {
+        (Ok(key), Ok(row)) => Some(FlatRecord::from_row(key, row)),
+        _ => None,
+    };
+    let compact = serde_json::to_string(record).unwrap_or_default();
+    let pretty = serde_json::to_string_pretty(record).unwrap_or_default();
+    let mut texts = vec![compact.clone(), pretty];
+    if let Some(first) = record.as_object().and_then(|map| map.keys().next()) {
+        // Read as a tree, the repeat loses to the field after it.
+        let first = serde_json::to_string(first).unwrap_or_default();
+        texts.push(format!(
+            "{{{first}:[0],{}",
+            compact.get(1..).unwrap_or_default()
+        ));
+    }
+    for text in &texts {
+        if let Some(fast) = flatten_text(text, primary_key, usize::MAX) {
+            assert_eq!(
+                Some(&fast),
+                tree.as_ref(),
+                "one pass and tree differ on {text}"
+            );
+            let row = flatten_record(record).unwrap_or_default();
+            let staged = serde_json::to_string(&row).unwrap_or_default();
+            assert_eq!(
+                fast.staged_json().ok(),
+                Some(staged),
+                "staged text of {text}"
+            );
+        }
+    }
 }
 
 fn has_dotted_key(value: &Value) -> bool {

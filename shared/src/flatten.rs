@@ -23,8 +23,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 mod cell_wire;
+mod from_text;
 mod staged_row;
 
+pub use from_text::{flatten_text, FlatRecord};
 pub use staged_row::StagedRow;
 
 /// One cell. Text came from a JSON string; Raw is everything else rendered as text
@@ -229,24 +231,41 @@ pub fn row_key(record: &Value, primary_key: &[String]) -> Result<String, Flatten
                     found: kind(value),
                 })
             }
-            Some(Value::String(s)) => {
-                key.push('s');
-                push_text_part(&mut key, s);
-            }
-            Some(Value::Bool(b)) => {
-                key.push('s');
-                key.push_str(if *b { "true" } else { "false" });
-            }
-            Some(Value::Number(n)) => {
-                let text = n.to_string();
-                if !push_integer_part(&mut key, &text) {
-                    key.push('s');
-                    push_text_part(&mut key, &text);
-                }
-            }
+            Some(Value::String(s)) => push_key_part(&mut key, KeyPart::Text(s)),
+            Some(Value::Bool(b)) => push_key_part(&mut key, KeyPart::Bool(*b)),
+            Some(Value::Number(n)) => push_key_part(&mut key, KeyPart::Number(&n.to_string())),
         }
     }
     Ok(key)
+}
+
+/// One scalar field of a key, as [`push_key_part`] writes it.
+#[derive(Debug, Clone, Copy)]
+enum KeyPart<'a> {
+    Text(&'a str),
+    Bool(bool),
+    /// A number's exact text.
+    Number(&'a str),
+}
+
+/// Appends one key field (see [`row_key`]).
+fn push_key_part(key: &mut String, part: KeyPart) {
+    match part {
+        KeyPart::Text(text) => {
+            key.push('s');
+            push_text_part(key, text);
+        }
+        KeyPart::Bool(b) => {
+            key.push('s');
+            key.push_str(if b { "true" } else { "false" });
+        }
+        KeyPart::Number(text) => {
+            if !push_integer_part(key, text) {
+                key.push('s');
+                push_text_part(key, text);
+            }
+        }
+    }
 }
 
 /// Appends the integer part of a key if `text` is a plain decimal integer

@@ -14,7 +14,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use pagefleet_shared::failure;
-use pagefleet_shared::flatten::{flatten_record_within, row_key, FlattenError};
+use pagefleet_shared::flatten::{
+    flatten_record_within, flatten_text, row_key, FlatRecord, FlattenError,
+};
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::limits::{self, Breach, FleetLimits};
 use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
@@ -912,6 +914,31 @@ async fn park(
     Ok(PageResult::Parked)
 }
 
+/// A record the one-pass flattener left to the tree path: parsed, keyed,
+/// placed by its cursor and flattened, in that order, so the first thing
+/// wrong with it is the reason given.
+fn by_tree(
+    text: &str,
+    spec: &ExportSpec,
+    max_name: usize,
+    max_cursor: &mut Option<i64>,
+) -> Result<FlatRecord, (DeadLetterClass, String)> {
+    let bad = |e: &dyn std::fmt::Display| (DeadLetterClass::BadPage, e.to_string());
+    let record: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+    let key = row_key(&record, &spec.primary_key).map_err(|e| bad(&e))?;
+    if let Some(incremental) = &spec.incremental {
+        // A record without a readable cursor cannot be placed in a
+        // window: the page is refused rather than a watermark guessed.
+        let cursor = incremental.cursor_of(&record).map_err(|e| bad(&e))?;
+        *max_cursor = (*max_cursor).max(Some(cursor));
+    }
+    let row = flatten_record_within(&record, max_name).map_err(|e| match e {
+        FlattenError::ColumnNameTooLong { .. } => (DeadLetterClass::OverLimit, e.to_string()),
+        other => bad(&other),
+    })?;
+    Ok(FlatRecord::from_row(key, row))
+}
+
 /// A page's rows and what follows it, or why the page cannot be used
 /// (the class and reason for the dead letter: no records, a record without
 /// its key, a broken pagination field, a ceiling of the fleet).
@@ -941,47 +968,48 @@ fn prepare(
     let mut rows = PageRows::with_capacity(count, body.len().saturating_mul(2));
     let mut columns = BTreeSet::new();
     let mut max_cursor: Option<i64> = None;
-    let mut last: Option<Value> = None;
+    let mut last_text: Option<&str> = None;
+    let max_name = usize::try_from(limits.max_column_name_bytes).unwrap_or(usize::MAX);
     for (i, text) in records.enumerate() {
         let bad = |e: &dyn std::fmt::Display| {
             (DeadLetterClass::BadPage, format!("record {i} on {at}: {e}"))
         };
-        // A record is a tree only while it is flattened: one at a time.
-        let owned: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
-        let record = &owned;
-        let key = row_key(record, &spec.primary_key).map_err(|e| bad(&e))?;
-        if let Some(incremental) = &spec.incremental {
-            // A record without a readable cursor cannot be placed in a
-            // window: the page is refused rather than a watermark guessed.
-            let cursor = incremental.cursor_of(record).map_err(|e| bad(&e))?;
-            max_cursor = max_cursor.max(Some(cursor));
-        }
-        let max_name = usize::try_from(limits.max_column_name_bytes).unwrap_or(usize::MAX);
-        let row = flatten_record_within(record, max_name).map_err(|e| match e {
-            FlattenError::ColumnNameTooLong { .. } => (
-                DeadLetterClass::OverLimit,
-                format!("record {i} on {at}: {e}"),
-            ),
-            other => bad(&other),
-        })?;
+        let record = match flatten_text(text, &spec.primary_key, max_name) {
+            Some(flat) => {
+                if let Some(incremental) = &spec.incremental {
+                    let tree: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+                    let cursor = incremental.cursor_of(&tree).map_err(|e| bad(&e))?;
+                    max_cursor = max_cursor.max(Some(cursor));
+                }
+                flat
+            }
+            None => by_tree(text, spec, max_name, &mut max_cursor)
+                .map_err(|(class, e)| (class, format!("record {i} on {at}: {e}")))?,
+        };
         if spec.columns.is_none() {
-            for name in row.keys() {
+            for name in record.columns() {
                 if !columns.contains(name) {
                     limits.check_column_name(name).map_err(over)?;
-                    columns.insert(name.clone());
+                    columns.insert(name.to_owned());
                 }
             }
             // The export's columns are counted where they are all known,
             // in the landing; a page alone over the ceiling stops here.
             limits.check_columns(columns.len() as u64).map_err(over)?;
         }
-        // A map with text keys always serializes; the error path only keeps
-        // that from needing an unwrap.
-        let text = serde_json::to_string(&row).map_err(|e| bad(&e))?;
-        limits.check_record(i, text.len()).map_err(over)?;
-        rows.push(&key, &text).map_err(|e| bad(&e))?;
-        last = Some(owned);
+        // Cells with text column names always serialize; the error path
+        // only keeps that from needing an unwrap.
+        let staged = record.staged_json().map_err(|e| bad(&e))?;
+        limits.check_record(i, staged.len()).map_err(over)?;
+        rows.push(record.key(), &staged).map_err(|e| bad(&e))?;
+        last_text = Some(text);
     }
+    // Only the last record is a tree beyond its row: the styles that page
+    // by it read its fields.
+    let last: Option<Value> = match last_text {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| bad_page(&e))?),
+        None => None,
+    };
     let page = Page {
         body: body.rest(),
         headers: &response.headers,
