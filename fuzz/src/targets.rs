@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use pagefleet_shared::csv_check::{check_csv, ExpectedCsv};
 use pagefleet_shared::csv_out::CsvSink;
 use pagefleet_shared::flatten::{
-    flatten_record, flatten_text, key_value, row_key, Cell, FlatRecord, Row, MAX_DEPTH,
+    flatten_record, key_value, row_key, Cell, FlatRecord, Row, MAX_DEPTH,
 };
 use pagefleet_shared::pagination::{
     self, chain_marks, next_link, totals, Counts, Cursor, LastRecord, LinkHeader, Next, NextUrl,
@@ -853,6 +853,7 @@ pub fn flatten((record, primary_key, options): &(Value, Vec<String>, CsvOptions)
     }
     let _ = row_key(record, primary_key).map_err(|e| e.to_string());
     one_pass_agrees_with_the_tree(record, primary_key);
+    the_body_scan_counts_what_a_parser_builds(record);
     // Keyed by a field the record has, too: random paths seldom name one.
     for field in record
         .as_object()
@@ -893,7 +894,7 @@ pub fn flatten((record, primary_key, options): &(Value, Vec<String>, CsvOptions)
 /// path or gives exactly the tree path's row and key.
 fn one_pass_agrees_with_the_tree(record: &Value, primary_key: &[String]) {
     let tree = match (row_key(record, primary_key), flatten_record(record)) {
-        (Ok(key), Ok(row)) => Some(FlatRecord::from_row(key, row)),
+        (Ok(key), Ok(row)) => serde_json::to_string(&row).ok().map(|staged| (key, staged)),
         _ => None,
     };
     let compact = serde_json::to_string(record).unwrap_or_default();
@@ -907,21 +908,46 @@ fn one_pass_agrees_with_the_tree(record: &Value, primary_key: &[String]) {
             compact.get(1..).unwrap_or_default()
         ));
     }
+    // One holder for all of them, as a page uses it.
+    let mut flat = FlatRecord::default();
     for text in &texts {
-        if let Some(fast) = flatten_text(text, primary_key, usize::MAX) {
+        if flat.flatten_text(text, primary_key, usize::MAX) {
+            let fast = (flat.key().to_owned(), flat.staged_json().to_owned());
             assert_eq!(
                 Some(&fast),
                 tree.as_ref(),
                 "one pass and tree differ on {text}"
             );
-            let row = flatten_record(record).unwrap_or_default();
-            let staged = serde_json::to_string(&row).unwrap_or_default();
-            assert_eq!(
-                fast.staged_json().ok(),
-                Some(staged),
-                "staged text of {text}"
-            );
         }
+    }
+}
+
+/// The pre-scan of a body's bytes (`limits::scan`, which skips strings a
+/// quote or backslash at a time) counts the record's values and nesting
+/// exactly, compact or pretty.
+fn the_body_scan_counts_what_a_parser_builds(record: &Value) {
+    fn values(v: &Value) -> u64 {
+        1 + match v {
+            Value::Array(items) => items.iter().map(values).sum(),
+            Value::Object(map) => map.values().map(values).sum(),
+            _ => 0,
+        }
+    }
+    fn depth(v: &Value) -> u32 {
+        match v {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let texts = [
+        serde_json::to_string(record),
+        serde_json::to_string_pretty(record),
+    ];
+    for text in texts.iter().flatten() {
+        let shape = pagefleet_shared::limits::scan(text.as_bytes(), u32::MAX);
+        assert_eq!(shape.values, values(record), "values counted in {text}");
+        assert_eq!(shape.depth, depth(record), "depth measured in {text}");
     }
 }
 

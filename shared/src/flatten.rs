@@ -26,7 +26,7 @@ mod cell_wire;
 mod from_text;
 mod staged_row;
 
-pub use from_text::{flatten_text, FlatRecord};
+pub use from_text::FlatRecord;
 pub use staged_row::StagedRow;
 
 /// One cell. Text came from a JSON string; Raw is everything else rendered as text

@@ -321,21 +321,12 @@ pub fn scan(body: &[u8], max_depth: u32) -> Shape {
     let mut values: u64 = 0;
     let mut depth: u32 = 0;
     let mut deepest: u32 = 0;
-    let mut in_string = false;
-    let mut escaped = false;
     // Just after `[` or `{`: the next token says whether it is empty.
     let mut opened = false;
     let mut any = false;
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut rest = body;
+    while let Some((&byte, after)) = rest.split_first() {
+        rest = after;
         if byte.is_ascii_whitespace() {
             continue;
         }
@@ -345,7 +336,7 @@ pub fn scan(body: &[u8], max_depth: u32) -> Shape {
         opened = false;
         any = true;
         match byte {
-            b'"' => in_string = true,
+            b'"' => rest = after_string(rest),
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -364,6 +355,22 @@ pub fn scan(body: &[u8], max_depth: u32) -> Shape {
         values: values + u64::from(any),
         depth: deepest,
     }
+}
+
+/// The bytes after the string whose opening quote is just before `rest`
+/// (none when it never closes). Nothing inside a string counts, so it is
+/// passed over a quote or backslash at a time, not a byte at a time; a
+/// backslash takes the byte after it along.
+fn after_string(mut rest: &[u8]) -> &[u8] {
+    while let Some(at) = memchr::memchr2(b'"', b'\\', rest) {
+        match rest.get(at..).unwrap_or_default().split_first() {
+            Some((b'"', after_quote)) => return after_quote,
+            // An escape: skip the backslash and the byte it escapes.
+            Some((_, escaped)) => rest = escaped.get(1..).unwrap_or_default(),
+            None => return &[],
+        }
+    }
+    &[]
 }
 
 #[cfg(test)]

@@ -14,9 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use pagefleet_shared::failure;
-use pagefleet_shared::flatten::{
-    flatten_record_within, flatten_text, row_key, FlatRecord, FlattenError,
-};
+use pagefleet_shared::flatten::{flatten_record_within, row_key, FlatRecord, FlattenError};
 use pagefleet_shared::guard::Gate;
 use pagefleet_shared::limits::{self, Breach, FleetLimits};
 use pagefleet_shared::model::{DeadLetterClass, RequestCounts};
@@ -922,7 +920,8 @@ fn by_tree(
     spec: &ExportSpec,
     max_name: usize,
     max_cursor: &mut Option<i64>,
-) -> Result<FlatRecord, (DeadLetterClass, String)> {
+    into: &mut FlatRecord,
+) -> Result<(), (DeadLetterClass, String)> {
     let bad = |e: &dyn std::fmt::Display| (DeadLetterClass::BadPage, e.to_string());
     let record: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
     let key = row_key(&record, &spec.primary_key).map_err(|e| bad(&e))?;
@@ -936,7 +935,7 @@ fn by_tree(
         FlattenError::ColumnNameTooLong { .. } => (DeadLetterClass::OverLimit, e.to_string()),
         other => bad(&other),
     })?;
-    Ok(FlatRecord::from_row(key, row))
+    into.load_row(&key, &row).map_err(|e| bad(&e))
 }
 
 /// A page's rows and what follows it, or why the page cannot be used
@@ -970,22 +969,22 @@ fn prepare(
     let mut max_cursor: Option<i64> = None;
     let mut last_text: Option<&str> = None;
     let max_name = usize::try_from(limits.max_column_name_bytes).unwrap_or(usize::MAX);
+    // One holder for every record of the page: its buffers are reused.
+    let mut record = FlatRecord::default();
     for (i, text) in records.enumerate() {
         let bad = |e: &dyn std::fmt::Display| {
             (DeadLetterClass::BadPage, format!("record {i} on {at}: {e}"))
         };
-        let record = match flatten_text(text, &spec.primary_key, max_name) {
-            Some(flat) => {
-                if let Some(incremental) = &spec.incremental {
-                    let tree: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
-                    let cursor = incremental.cursor_of(&tree).map_err(|e| bad(&e))?;
-                    max_cursor = max_cursor.max(Some(cursor));
-                }
-                flat
+        if record.flatten_text(text, &spec.primary_key, max_name) {
+            if let Some(incremental) = &spec.incremental {
+                let tree: Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+                let cursor = incremental.cursor_of(&tree).map_err(|e| bad(&e))?;
+                max_cursor = max_cursor.max(Some(cursor));
             }
-            None => by_tree(text, spec, max_name, &mut max_cursor)
-                .map_err(|(class, e)| (class, format!("record {i} on {at}: {e}")))?,
-        };
+        } else {
+            by_tree(text, spec, max_name, &mut max_cursor, &mut record)
+                .map_err(|(class, e)| (class, format!("record {i} on {at}: {e}")))?;
+        }
         if spec.columns.is_none() {
             for name in record.columns() {
                 if !columns.contains(name) {
@@ -997,11 +996,9 @@ fn prepare(
             // in the landing; a page alone over the ceiling stops here.
             limits.check_columns(columns.len() as u64).map_err(over)?;
         }
-        // Cells with text column names always serialize; the error path
-        // only keeps that from needing an unwrap.
-        let staged = record.staged_json().map_err(|e| bad(&e))?;
+        let staged = record.staged_json();
         limits.check_record(i, staged.len()).map_err(over)?;
-        rows.push(record.key(), &staged).map_err(|e| bad(&e))?;
+        rows.push(record.key(), staged).map_err(|e| bad(&e))?;
         last_text = Some(text);
     }
     // Only the last record is a tree beyond its row: the styles that page
