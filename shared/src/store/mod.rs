@@ -41,7 +41,7 @@ pub use firing::Fired;
 pub use landing::{Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use operations::{ActionDone, ActionError};
 pub use outbox::{OutboxFilter, OutboxMessage};
-pub use page_rows::{PageRows, RowsTooLarge};
+pub use page_rows::{CannotPack, PageRows};
 pub use replay::{
     ActionOutcome, ActionRequest, PlannedPage, ReplayError, SkippedLetter, SourceCost,
 };

@@ -1,7 +1,7 @@
 //! A page's rows as a landing carries them: each record's staging key and
 //! row JSON, packed into one buffer, and the order they merge in.
 //!
-//! Packed, a page of many small records costs its text and eight bytes a
+//! Packed, a page of many small records costs its text and five bytes a
 //! row rather than two allocations a row; merged, the rows go to Postgres
 //! as `text[]` parameters written straight from the buffer, a chunk of
 //! rows a statement, so no page is copied whole again into parameters.
@@ -15,16 +15,27 @@ use tokio_postgres::types::{to_sql_checked, IsNull, Kind, ToSql, Type};
 /// The rows of one page, in page order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PageRows {
+    /// Each row as its key, a NUL, and its JSON, one after another.
     text: String,
-    /// Where each row's key and then its JSON end in `text`.
-    ends: Vec<(u32, u32)>,
+    /// Where each row ends in `text`. A key holds no NUL (`row_key`
+    /// escapes it), so the first NUL of a row ends its key: four bytes a
+    /// row, where an end for the key as well cost eight.
+    ends: Vec<u32>,
 }
 
-/// A page whose rows' text is over 4 GiB: it cannot be packed (nor would
-/// it fit a landing).
+/// Why a row could not be packed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("the page's rows come to more than 4 GiB of text")]
-pub struct RowsTooLarge;
+pub enum CannotPack {
+    /// A page whose rows' text is over 4 GiB (nor would it fit a landing).
+    #[error("the page's rows come to more than 4 GiB of text")]
+    TooLarge,
+    /// Staging keys never hold one (see `flatten::row_key`).
+    #[error("a staging key holds a NUL character")]
+    NulInKey,
+}
+
+/// Ends a row's key in the buffer.
+const KEY_END: char = '\0';
 
 impl PageRows {
     /// Room for `rows` rows of about `bytes` bytes of text in all.
@@ -35,13 +46,24 @@ impl PageRows {
         }
     }
 
-    pub fn push(&mut self, key: &str, row: &str) -> Result<(), RowsTooLarge> {
+    pub fn push(&mut self, key: &str, row: &str) -> Result<(), CannotPack> {
+        if key.contains(KEY_END) {
+            return Err(CannotPack::NulInKey);
+        }
+        let start = self.text.len();
         self.text.push_str(key);
-        let key_end = u32::try_from(self.text.len()).map_err(|_| RowsTooLarge)?;
+        self.text.push(KEY_END);
         self.text.push_str(row);
-        let row_end = u32::try_from(self.text.len()).map_err(|_| RowsTooLarge)?;
-        self.ends.push((key_end, row_end));
-        Ok(())
+        match u32::try_from(self.text.len()) {
+            Ok(end) => {
+                self.ends.push(end);
+                Ok(())
+            }
+            Err(_) => {
+                self.text.truncate(start);
+                Err(CannotPack::TooLarge)
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -54,14 +76,14 @@ impl PageRows {
 
     /// The key and the row JSON of row `i`.
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
-        let (key_end, row_end) = *self.ends.get(i)?;
+        let end = *self.ends.get(i)?;
         let start = match i.checked_sub(1) {
-            Some(before) => self.ends.get(before).map_or(0, |e| e.1),
+            Some(before) => self.ends.get(before).copied().unwrap_or(0),
             None => 0,
         };
-        let key = self.text.get(start as usize..key_end as usize)?;
-        let row = self.text.get(key_end as usize..row_end as usize)?;
-        Some((key, row))
+        self.text
+            .get(start as usize..end as usize)?
+            .split_once(KEY_END)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
@@ -215,6 +237,15 @@ mod tests {
         assert_eq!(rows.iter().collect::<Vec<_>>(), pairs);
         assert_eq!(rows.get(3), None);
         assert!(PageRows::default().is_empty());
+    }
+
+    #[test]
+    fn a_key_never_holds_the_nul_that_ends_it_but_a_row_may() {
+        let mut rows = PageRows::default();
+        assert_eq!(rows.push("a\0b", "{}"), Err(CannotPack::NulInKey));
+        assert!(rows.is_empty());
+        rows.push("k", "x\0y").unwrap();
+        assert_eq!(rows.get(0), Some(("k", "x\0y")));
     }
 
     #[test]
