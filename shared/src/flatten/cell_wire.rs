@@ -101,19 +101,15 @@ impl<'de> Visitor<'de> for CellVisitor {
     }
 
     fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<StagedCell<'de>, E> {
-        TextVisitor
-            .visit_borrowed_str(text)
-            .map(|t| StagedCell::Text(t.0))
+        Ok(StagedCell::Text(Cow::Borrowed(text)))
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<StagedCell<'de>, E> {
-        TextVisitor.visit_str(text).map(|t| StagedCell::Text(t.0))
+        Ok(StagedCell::Text(Cow::Owned(text.to_owned())))
     }
 
     fn visit_string<E: de::Error>(self, text: String) -> Result<StagedCell<'de>, E> {
-        TextVisitor
-            .visit_string(text)
-            .map(|t| StagedCell::Text(t.0))
+        Ok(StagedCell::Text(Cow::Owned(text)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StagedCell<'de>, A::Error> {

@@ -34,6 +34,10 @@ use super::{cell_of, push_key_part, Cell, KeyPart, Row, KEY_SEPARATOR, MAX_DEPTH
 /// arrives as a one-entry map. A unit test fails if serde_json renames it.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
+/// How serde_json's own tokens start (a number's, a raw value's): an
+/// object whose first key is one of the others is left to the tree path.
+const SERDE_JSON_TOKENS: &str = "$serde_json::private::";
+
 /// One record as a staged row — its staging key, its columns and its
 /// row's JSON text — in buffers kept from one record to the next.
 #[derive(Debug, Default)]
@@ -337,7 +341,7 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
         match map.next_key::<Text<'de>>()? {
             None => Ok(()),
             // A number, not an object.
-            Some(Text(first)) if first.starts_with("$serde_json::private::") => {
+            Some(Text(first)) if first.starts_with(SERDE_JSON_TOKENS) => {
                 Err(de::Error::custom(Unsure))
             }
             Some(first) => self.0.fields(first, 1, &mut map),
@@ -416,7 +420,7 @@ impl<'de> Visitor<'de> for FieldVisitor<'_, '_> {
                 let number: serde_json::Number = text.0.parse().map_err(de::Error::custom)?;
                 walk.put_shown(Kind::Raw, number);
             }
-            Some(Text(first)) if first.starts_with("$serde_json::private::") => {
+            Some(Text(first)) if first.starts_with(SERDE_JSON_TOKENS) => {
                 return Err(de::Error::custom(Unsure));
             }
             Some(first) => {
