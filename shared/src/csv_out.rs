@@ -39,12 +39,20 @@ pub struct CsvSummary<W> {
     pub sha256: String,
 }
 
+/// How a record is formatted: the delimiter and the formula guard. Apart
+/// from the sink, so records can be formatted on other threads and the
+/// sink only writes them ([`CsvSink::write_records`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordFormat {
+    delimiter: char,
+    formula_guard: bool,
+}
+
 /// Streams CSV records into a writer. Rows are formatted one at a time, so
 /// memory does not grow with the export.
 pub struct CsvSink<W: Write> {
     out: BufWriter<Tally<W>>,
-    delimiter: char,
-    formula_guard: bool,
+    format: RecordFormat,
     rows: u64,
     /// Bytes handed to `out`, including any still in its buffer.
     bytes: u64,
@@ -63,8 +71,7 @@ impl<W: Write> CsvSink<W> {
                 bytes: 0,
                 hasher: Sha256::new(),
             }),
-            delimiter: options.delimiter,
-            formula_guard: options.formula_guard,
+            format: RecordFormat::new(options),
             rows: 0,
             bytes: 0,
             line: Vec::new(),
@@ -76,12 +83,7 @@ impl<W: Write> CsvSink<W> {
     /// so they are quoted and guarded like text cells.
     pub fn write_header(&mut self, columns: &[String]) -> io::Result<()> {
         self.line.clear();
-        for (i, column) in columns.iter().enumerate() {
-            if i > 0 {
-                self.push_delimiter();
-            }
-            self.push_text(column);
-        }
+        self.format.push_header(&mut self.line, columns);
         self.emit_line()
     }
 
@@ -97,18 +99,22 @@ impl<W: Write> CsvSink<W> {
         cells: impl IntoIterator<Item = Option<CellRef<'c>>>,
     ) -> io::Result<()> {
         self.line.clear();
-        for (i, cell) in cells.into_iter().enumerate() {
-            if i > 0 {
-                self.push_delimiter();
-            }
-            match cell {
-                None => {}
-                Some(CellRef::Text(text)) => self.push_text(text),
-                Some(CellRef::Raw(r)) => self.push_field(r),
-            }
-        }
+        self.format.push_record(&mut self.line, cells);
         self.emit_line()?;
         self.rows += 1;
+        Ok(())
+    }
+
+    /// Writes `rows` data records formatted already, one after another, by
+    /// [`RecordFormat::push_record`] (each ends in CRLF).
+    pub fn write_records(&mut self, records: &[u8], rows: u64) -> io::Result<()> {
+        self.check_not_failed()?;
+        if let Err(e) = self.out.write_all(records) {
+            self.failed = true;
+            return Err(e);
+        }
+        self.bytes += records.len() as u64;
+        self.rows += rows;
         Ok(())
     }
 
@@ -143,56 +149,10 @@ impl<W: Write> CsvSink<W> {
         })
     }
 
-    fn push_delimiter(&mut self) {
-        let mut buf = [0u8; 4];
-        self.line
-            .extend_from_slice(self.delimiter.encode_utf8(&mut buf).as_bytes());
-    }
-
-    /// A text cell: guarded, and quoted when empty so it is not read as null.
-    fn push_text(&mut self, text: &str) {
-        let shown = guarded_text(text, self.formula_guard);
-        self.push_field(&shown);
-    }
-
-    /// Any non-null field: quoted when it must be, or when it is empty (an
-    /// unquoted empty field means null), or when it starts with U+FEFF: at
-    /// the start of the file that is the UTF-8 byte-order mark, which
-    /// readers drop, and inside quotes it is the field's own character.
-    fn push_field(&mut self, value: &str) {
-        let needs_quotes = value.is_empty()
-            || value.starts_with('\u{feff}')
-            || match u8::try_from(self.delimiter) {
-                // An ASCII delimiter is one byte: no need to decode characters.
-                Ok(d) if d.is_ascii() => {
-                    (value.bytes()).any(|b| b == d || b == b'"' || b == b'\r' || b == b'\n')
-                }
-                _ => (value.chars())
-                    .any(|c| c == self.delimiter || c == '"' || c == '\r' || c == '\n'),
-            };
-        if !needs_quotes {
-            self.line.extend_from_slice(value.as_bytes());
-            return;
-        }
-        self.line.push(b'"');
-        for b in value.bytes() {
-            if b == b'"' {
-                self.line.push(b'"');
-            }
-            self.line.push(b);
-        }
-        self.line.push(b'"');
-    }
-
     /// Ends the record in `line` and writes it in one piece, so a failure
     /// never leaves the counters describing a row that was not written.
     fn emit_line(&mut self) -> io::Result<()> {
         self.check_not_failed()?;
-        if self.line.is_empty() {
-            // A blank line would be skipped by readers; see the module doc.
-            self.line.extend_from_slice(b"\"\"");
-        }
-        self.line.extend_from_slice(b"\r\n");
         if let Err(e) = self.out.write_all(&self.line) {
             self.failed = true;
             return Err(e);
@@ -209,6 +169,97 @@ impl<W: Write> CsvSink<W> {
         }
         Ok(())
     }
+}
+
+impl RecordFormat {
+    pub fn new(options: &CsvOptions) -> RecordFormat {
+        RecordFormat {
+            delimiter: options.delimiter,
+            formula_guard: options.formula_guard,
+        }
+    }
+
+    /// Appends the header record. Column names come from the API or the
+    /// user, so they are quoted and guarded like text cells.
+    pub fn push_header(&self, line: &mut Vec<u8>, columns: &[String]) {
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                self.push_delimiter(line);
+            }
+            self.push_text(line, column);
+        }
+        end_record(line, 0);
+    }
+
+    /// Appends one data record of these fields, in order, ending in CRLF;
+    /// `None` is null.
+    pub fn push_record<'c>(
+        &self,
+        line: &mut Vec<u8>,
+        cells: impl IntoIterator<Item = Option<CellRef<'c>>>,
+    ) {
+        let start = line.len();
+        for (i, cell) in cells.into_iter().enumerate() {
+            if i > 0 {
+                self.push_delimiter(line);
+            }
+            match cell {
+                None => {}
+                Some(CellRef::Text(text)) => self.push_text(line, text),
+                Some(CellRef::Raw(r)) => self.push_field(line, r),
+            }
+        }
+        end_record(line, start);
+    }
+
+    fn push_delimiter(&self, line: &mut Vec<u8>) {
+        let mut buf = [0u8; 4];
+        line.extend_from_slice(self.delimiter.encode_utf8(&mut buf).as_bytes());
+    }
+
+    /// A text cell: guarded, and quoted when empty so it is not read as null.
+    fn push_text(&self, line: &mut Vec<u8>, text: &str) {
+        let shown = guarded_text(text, self.formula_guard);
+        self.push_field(line, &shown);
+    }
+
+    /// Any non-null field: quoted when it must be, or when it is empty (an
+    /// unquoted empty field means null), or when it starts with U+FEFF: at
+    /// the start of the file that is the UTF-8 byte-order mark, which
+    /// readers drop, and inside quotes it is the field's own character.
+    fn push_field(&self, line: &mut Vec<u8>, value: &str) {
+        let needs_quotes = value.is_empty()
+            || value.starts_with('\u{feff}')
+            || match u8::try_from(self.delimiter) {
+                // An ASCII delimiter is one byte: no need to decode characters.
+                Ok(d) if d.is_ascii() => {
+                    (value.bytes()).any(|b| b == d || b == b'"' || b == b'\r' || b == b'\n')
+                }
+                _ => (value.chars())
+                    .any(|c| c == self.delimiter || c == '"' || c == '\r' || c == '\n'),
+            };
+        if !needs_quotes {
+            line.extend_from_slice(value.as_bytes());
+            return;
+        }
+        line.push(b'"');
+        for b in value.bytes() {
+            if b == b'"' {
+                line.push(b'"');
+            }
+            line.push(b);
+        }
+        line.push(b'"');
+    }
+}
+
+/// Ends the record that starts at `start` with CRLF.
+fn end_record(line: &mut Vec<u8>, start: usize) {
+    if line.len() == start {
+        // A blank line would be skipped by readers; see the module doc.
+        line.extend_from_slice(b"\"\"");
+    }
+    line.extend_from_slice(b"\r\n");
 }
 
 /// A text cell (or header cell) as the file holds it once unquoted: with a
@@ -300,7 +351,34 @@ mod tests {
         assert_eq!(summary.bytes, summary.inner.len() as u64);
         assert_eq!(summary.bytes, expected_bytes);
         assert_eq!(summary.sha256, independent_sha256(&summary.inner));
+        let batched = write_in_batches(options, columns, rows);
+        assert_eq!(
+            (batched.rows, &batched.sha256, &batched.inner),
+            (summary.rows, &summary.sha256, &summary.inner),
+            "records formatted apart and written in batches are the same file"
+        );
         summary.inner
+    }
+
+    /// The same file, its records formatted by `RecordFormat` two at a time
+    /// and handed to the sink with `write_records`.
+    fn write_in_batches(
+        options: &CsvOptions,
+        columns: &[String],
+        rows: &[Row],
+    ) -> CsvSummary<Vec<u8>> {
+        let format = RecordFormat::new(options);
+        let mut sink = CsvSink::new(Vec::new(), options);
+        sink.write_header(columns).unwrap();
+        for batch in rows.chunks(2) {
+            let mut records = Vec::new();
+            for r in batch {
+                let cells = columns.iter().map(|c| r.get(c).and_then(Cell::shown));
+                format.push_record(&mut records, cells);
+            }
+            sink.write_records(&records, batch.len() as u64).unwrap();
+        }
+        sink.finish().unwrap()
     }
 
     fn independent_sha256(bytes: &[u8]) -> String {

@@ -19,8 +19,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use pagefleet_shared::csv_check::CsvCheck;
-use pagefleet_shared::csv_out::{CsvSink, CsvSummary};
-use pagefleet_shared::flatten::StagedRow;
+use pagefleet_shared::csv_out::{CsvSink, CsvSummary, RecordFormat};
 use pagefleet_shared::model::ExportState;
 use pagefleet_shared::progress::Phases;
 use pagefleet_shared::redact;
@@ -33,6 +32,7 @@ use pagefleet_shared::verification::{reconcile, to_reread, PartitionLedger, Veri
 use crate::clock;
 use crate::context::WorkerContext;
 use crate::file_check::{self, ExpectedFile, FileCheckReport, FileMismatch};
+use crate::staged_csv::{self, RowsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FinalizeError {
@@ -296,11 +296,24 @@ async fn publish(
             .map_err(store_err)?,
     };
     let writing = std::time::Instant::now();
-    let summary = write_csv(ctx, work, &columns, &out, &temp_path).await?;
+    // Staging is counted while the file is written (no page lands while the
+    // export is finalizing, so both see the same rows), on a connection of
+    // its own.
+    let (summary, staged) = tokio::join!(
+        write_csv(ctx, work, &columns, &out, &temp_path),
+        ctx.store.staged_count(export_id)
+    );
+    let summary = summary?;
     let written_in = writing.elapsed();
+    let staged = match staged {
+        Ok(staged) => staged,
+        Err(source) => {
+            discard_temp(&temp_path);
+            return Err(store_err(source));
+        }
+    };
     // Checked before the rename: a file short of rows never takes the
     // final path.
-    let staged = ctx.store.staged_count(export_id).await.map_err(store_err)?;
     if let Err(e) = check_count(export_id, summary.rows, staged) {
         discard_temp(&temp_path);
         return Err(e);
@@ -813,28 +826,23 @@ async fn write_rows(
     if work.spec.csv.header {
         sink.write_header(columns).map_err(io_err)?;
     }
-    let mut rows = ctx
+    let rows = ctx
         .store
         .staged_rows(export_id)
         .await
         .map_err(|source| FinalizeError::Store { export_id, source })?;
-    // Writing a row is a buffered write: cheap enough to do inline rather
-    // than shipping rows to a blocking thread.
-    let store_err = |source| FinalizeError::Store { export_id, source };
-    while let Some(staged) = rows.next().await {
-        let staged = staged.map_err(store_err)?;
-        let data = staged.data().map_err(store_err)?;
-        let row = StagedRow::parse(data).map_err(|e| FinalizeError::BadRow {
+    let format = RecordFormat::new(&work.spec.csv);
+    let written = staged_csv::write_staged(export_id, rows, format, columns.into(), sink).await;
+    written.map_err(|e| match e {
+        RowsError::Store(source) => FinalizeError::Store { export_id, source },
+        RowsError::BadRow { key, message } => FinalizeError::BadRow {
             export_id,
-            key: staged
-                .key()
-                .map_or_else(|e| format!("(unreadable: {e})"), str::to_owned),
-            message: e.to_string(),
-        })?;
-        sink.write_cells(columns.iter().map(|c| row.cell(c)))
-            .map_err(io_err)?;
-    }
-    Ok(())
+            key,
+            message,
+        },
+        RowsError::Io(source) => io_err(source),
+        RowsError::Formatter(message) => io_err(std::io::Error::other(message)),
+    })
 }
 
 /// A path for an error message: as is without isolation, else relative to

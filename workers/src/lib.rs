@@ -14,5 +14,6 @@ pub mod finalize;
 mod follow;
 pub mod page;
 pub mod run;
+mod staged_csv;
 
 pub use run::{run, WorkerOptions};

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use super::exports::parse_spec;
 use super::ledger::{leave_marks, record_statements};
-use super::page_rows::PageRows;
+use super::page_copy::{copy_chunks, COPY_STAGED_ROWS};
+use super::page_rows::{MergeOrder, PageRows};
 use super::{Store, StoreError};
 use crate::limits::Breach;
 use crate::model::{new_id, DeadLetterClass, ExportState, RequestCounts, TimeSpent};
@@ -903,12 +904,81 @@ const MERGE_CHUNK: usize = 5_000;
 /// in key order and in chunks: a re-fetched row replaces the staged one and
 /// is counted as replaced. Postgres counts what it inserted, so the answer
 /// is one row, not one a row.
+///
+/// A page none of whose keys is staged yet (every page of a first pass) is
+/// copied in instead (`page_copy`), under a savepoint: a key already staged
+/// fails the copy at that row, the savepoint undoes it, and the page merges.
 async fn merge_rows(
     tx: &Transaction<'_>,
     export_id: Uuid,
     rows: &PageRows,
 ) -> Result<Merged, StoreError> {
     let order = rows.merge_order();
+    if order.is_empty() {
+        return Ok(Merged::default());
+    }
+    tx.batch_execute("SAVEPOINT copy_rows").await?;
+    match copy_rows(tx, export_id, &order).await {
+        Ok(copied) => {
+            tx.batch_execute("RELEASE SAVEPOINT copy_rows").await?;
+            return Ok(Merged {
+                inserted: copied,
+                replaced: order.in_page_duplicates,
+            });
+        }
+        Err(CopyFailed::KeyStaged) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT copy_rows").await?;
+        }
+        Err(CopyFailed::Other(error)) => return Err(error),
+    }
+    merge_on_conflict(tx, export_id, &order).await
+}
+
+/// Why a page's rows could not be copied in.
+enum CopyFailed {
+    /// One of its keys is staged already (or being staged by a landing
+    /// that committed first).
+    KeyStaged,
+    Other(StoreError),
+}
+
+impl From<tokio_postgres::Error> for CopyFailed {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.code() {
+            Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => CopyFailed::KeyStaged,
+            _ => CopyFailed::Other(error.into()),
+        }
+    }
+}
+
+/// Copies the rows into staging; fails with `KeyStaged` at the first row
+/// whose key is there.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    order: &MergeOrder<'_>,
+) -> Result<u64, CopyFailed> {
+    use futures::SinkExt;
+    let sink = tx.copy_in(COPY_STAGED_ROWS).await?;
+    futures::pin_mut!(sink);
+    for chunk in copy_chunks(export_id, order) {
+        let chunk = chunk.map_err(|too_long| {
+            CopyFailed::Other(StoreError::Rows {
+                export_id,
+                message: too_long.to_string(),
+            })
+        })?;
+        sink.feed(chunk).await?;
+    }
+    Ok(sink.as_mut().finish().await?)
+}
+
+/// Merges the rows with `INSERT … ON CONFLICT`, counting the replaced.
+async fn merge_on_conflict(
+    tx: &Transaction<'_>,
+    export_id: Uuid,
+    order: &MergeOrder<'_>,
+) -> Result<Merged, StoreError> {
     let mut merged = Merged {
         inserted: 0,
         replaced: order.in_page_duplicates,

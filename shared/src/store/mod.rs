@@ -25,6 +25,7 @@ mod ledger;
 mod migrations;
 mod operations;
 mod outbox;
+mod page_copy;
 mod page_rows;
 mod replay;
 mod retention;
@@ -36,7 +37,7 @@ mod tokens;
 pub use audit::{Actor, AuditQuery, AuditRecord};
 pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, OverBound, MAX_FILTER_IDS};
 pub use exports::{ExportListFilter, ExportStatus, Progress, SubmitError, Submitted};
-pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published, StagedRecord};
+pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published, StagedRecord, StagedRows};
 pub use firing::Fired;
 pub use landing::{Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork};
 pub use operations::{ActionDone, ActionError};
@@ -84,6 +85,11 @@ pub enum StoreError {
     },
     #[error("{0}")]
     State(#[from] crate::model::UnknownState),
+    #[error("a page's rows for export {export_id} cannot be staged: {message}")]
+    Rows {
+        export_id: uuid::Uuid,
+        message: String,
+    },
 }
 
 impl StoreError {

@@ -144,6 +144,12 @@ impl<'a> MergeOrder<'a> {
         self.order.is_empty()
     }
 
+    /// Each row's key and JSON, in merge order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        let rows = self.rows;
+        (self.order.iter()).filter_map(move |&i| rows.get(i as usize))
+    }
+
     /// The rows in chunks of at most `size`, each as its keys and its row
     /// JSON, ready to bind as `text[]` parameters.
     pub fn chunks(&self, size: usize) -> impl Iterator<Item = (TextArray<'_>, TextArray<'_>)> {
