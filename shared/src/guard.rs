@@ -15,10 +15,10 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use redis::Script;
 
-use crate::ratelimit::{redis_pool, RateLimitError};
+use crate::ratelimit::RateLimitError;
+use crate::redis_conn::SharedRedis;
 
 /// Consecutive failures that open the breaker.
 pub const THRESHOLD: u32 = 5;
@@ -112,16 +112,15 @@ pub enum Gate {
 
 #[derive(Clone)]
 pub struct SourceGuard {
-    pool: Pool,
+    redis: SharedRedis,
     prefix: String,
     script: Script,
 }
 
 impl SourceGuard {
     pub fn new(redis_url: &str, namespace: &str) -> Result<SourceGuard, RateLimitError> {
-        let pool = redis_pool(redis_url)?;
         Ok(SourceGuard {
-            pool,
+            redis: SharedRedis::new(redis_url)?,
             prefix: format!("{namespace}:guard:"),
             script: Script::new(GUARD),
         })
@@ -134,11 +133,7 @@ impl SourceGuard {
         probe: Duration,
         ratio: f64,
     ) -> Result<(i64, i64), RateLimitError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| RateLimitError::Redis(e.to_string()))?;
+        let mut conn = self.redis.connection().await?;
         self.script
             .key(format!("{}cb:{key}", self.prefix))
             .key(format!("{}rb:{key}", self.prefix))
@@ -152,7 +147,10 @@ impl SourceGuard {
             .arg(WINDOW_SECS)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| RateLimitError::Redis(e.to_string()))
+            .map_err(|e| {
+                self.redis.forget();
+                RateLimitError::Redis(e.to_string())
+            })
     }
 
     /// Asks before a request. `retry` is true when the request repeats one

@@ -33,6 +33,7 @@ pub mod rate_keys;
 pub mod ratelimit;
 pub mod ratelimit_headers;
 pub mod redact;
+pub mod redis_conn;
 pub mod replay_edit;
 pub mod retry;
 pub mod schedule;

@@ -16,11 +16,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::{Config, Pool, Runtime};
 use redis::Script;
 
 use crate::adaptive_rate::{Adaptation, RateBounds, LEARNED_TTL_MS};
-use crate::config::redact_url;
+use crate::redis_conn::SharedRedis;
 
 /// One decision on one bucket, and the learning of its rate (see
 /// [`crate::adaptive_rate`]). `ARGV[3]` names the operation and `ARGV[4]`
@@ -253,16 +252,6 @@ pub enum Permit {
     Paused(Duration),
 }
 
-/// A pool of Redis connections (shared by the limiter and the guard).
-pub fn redis_pool(redis_url: &str) -> Result<Pool, RateLimitError> {
-    Config::from_url(redis_url)
-        .create_pool(Some(Runtime::Tokio1))
-        .map_err(|e| RateLimitError::Config {
-            url: redact_url(redis_url),
-            message: e.to_string(),
-        })
-}
-
 /// The outcome of [`RateLimiter::permit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waited {
@@ -319,7 +308,7 @@ const FALLBACK_MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Clone)]
 pub struct RateLimiter {
-    pool: Pool,
+    redis: SharedRedis,
     prefix: String,
     script: Script,
     fallback: Arc<LocalFallback>,
@@ -393,9 +382,8 @@ impl LocalFallback {
 
 impl RateLimiter {
     pub fn new(redis_url: &str, namespace: &str) -> Result<RateLimiter, RateLimitError> {
-        let pool = redis_pool(redis_url)?;
         Ok(RateLimiter {
-            pool,
+            redis: SharedRedis::new(redis_url)?,
             prefix: format!("{namespace}:rl:"),
             script: Script::new(GCRA),
             fallback: Arc::new(LocalFallback {
@@ -420,11 +408,7 @@ impl RateLimiter {
     }
 
     async fn run(&self, bucket: &Bucket, op: Op) -> Result<Reply, RateLimitError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| RateLimitError::Redis(e.to_string()))?;
+        let mut conn = self.redis.connection().await?;
         let (name, value) = op.args();
         let (bounds, learning) = (&bucket.bounds, &bucket.adaptation);
         // invoke_async reloads the script after a Redis restart (NOSCRIPT).
@@ -447,7 +431,10 @@ impl RateLimiter {
             .arg(learning.deep)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| RateLimitError::Redis(e.to_string()))?;
+            .map_err(|e| {
+                self.redis.forget();
+                RateLimitError::Redis(e.to_string())
+            })?;
         // Thousandths round a rate under 0.001/s to nothing: keep the last.
         if rate_milli > 0 {
             self.fallback.learn(&bucket.key, rate_milli as f64 / 1000.0);
@@ -560,11 +547,7 @@ impl RateLimiter {
 
     /// Deletes every bucket of this namespace (tests).
     pub async fn clear(&self) -> Result<(), RateLimitError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| RateLimitError::Redis(e.to_string()))?;
+        let mut conn = self.redis.connection().await?;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", self.prefix))
             .query_async(&mut conn)

@@ -171,3 +171,58 @@ async fn a_worker_killed_while_following_a_chain_loses_nothing() {
     source.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_made_while_a_slow_answer_is_out_is_kept_past_its_lease() {
+    build_fleet_binaries();
+    let token = format!("chains-{}", Uuid::now_v7().simple());
+    let pages = 3;
+    // Longer than a worker's 10 s lease: the next page's task is claimed
+    // as soon as the page before lands, while its answer is still out.
+    let source = mock(&token, pages, 12_000).await;
+    let dir = work_dir();
+    let mut fleet = ProcessFleet::start("chainslow", 2, &dir, &token)
+        .await
+        .unwrap();
+    let db = connect(&fleet.env.database_url).await;
+    let offset = offset_spec(
+        "slow",
+        PAGE_SIZE,
+        500.0,
+        10,
+        &source.base_url(),
+        &default_tenant_dir(&dir, "out"),
+        "",
+    );
+    let toml = Walk::LinkChain
+        .adapt(offset)
+        .replace("timeout_ms = 1500", "timeout_ms = 20000");
+    let spec = ExportSpec::from_toml(&toml).unwrap();
+    assert_eq!(spec.source.timeout_ms, 20_000);
+    let id = (fleet.api).submit(&spec, None).await.unwrap().id;
+    let status = fleet
+        .wait_ended(id, Duration::from_secs(180))
+        .await
+        .unwrap();
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    // The lease was kept fresh: no claim was taken over, and one worker
+    // followed the chain to its end.
+    let lost: i64 = db
+        .query_one(
+            "SELECT COALESCE(sum(lost_claims), 0)::int8 FROM page_tasks WHERE export_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lost, 0);
+    let workers: BTreeSet<String> = claimed_by(&db, id).await.into_iter().collect();
+    assert_eq!(workers.len(), 1, "pages claimed by {workers:?}");
+    // Nothing was fetched twice: no takeover sent a page's request again.
+    let stats = source.stats();
+    assert_eq!(stats.requests, stats.ok, "{stats:?}");
+    assert!(stats.ok <= pages as u64 + 1, "{stats:?}");
+    fleet.stop().await;
+    source.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,7 +29,8 @@ use pagefleet_shared::retry::{Outcome, RetryBudget};
 use pagefleet_shared::source::{self, Credential, Fetched, SourceError};
 use pagefleet_shared::spec::{ExportSpec, Split};
 use pagefleet_shared::store::{
-    Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageRows, PageWork, StoreError,
+    Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, Lease, PageRows, PageWork,
+    StoreError,
 };
 use pagefleet_shared::telemetry::metrics;
 use pagefleet_shared::tenancy;
@@ -301,14 +302,17 @@ async fn settle_followed(
 
 /// Keeps the lease fresh while the task waits for tokens and retries;
 /// returns once another worker took the task over (it decided this one was
-/// dead). A failed extension is only logged: the next one may succeed
-/// within the lease.
+/// dead), or the claim was given back. A task that has landed needs no
+/// lease, and its worker may still be busy with it (a chain's next page's
+/// answer is out): the heartbeat stops then, and returns nothing. A failed
+/// extension is only logged: the next one may succeed within the lease.
 async fn heartbeat(ctx: &WorkerContext, task_id: Uuid, claim: &str) -> PageResult {
     loop {
         tokio::time::sleep(LEASE / 4).await;
         match ctx.store.extend_lease(task_id, LEASE, claim).await {
-            Ok(true) => {}
-            Ok(false) => return PageResult::Skipped,
+            Ok(Lease::Extended) => {}
+            Ok(Lease::TaskDone) => return std::future::pending().await,
+            Ok(Lease::Lost) => return PageResult::Skipped,
             Err(e) => tracing::debug!(error = %e, %task_id, "lease not extended"),
         }
     }
@@ -513,7 +517,12 @@ async fn run_task(
 ) -> Result<PageResult, PageError> {
     let mut tally = Tally::default();
     tally.counts.time.queued_us = micros(work.queued_for);
-    let request = match prepare_request(ctx, work).await {
+    // A chain page fetched ahead was sent with this task's credential.
+    let prepared = match ahead.as_ref() {
+        Some(ahead) => request_with(ctx, work, ahead.credential()),
+        None => prepare_request(ctx, work).await,
+    };
+    let request = match prepared {
         Ok(request) => request,
         Err((class, reason)) => {
             return dead_letter(ctx, work, &mut tally, class, reason, Shown::nothing()).await;
@@ -623,23 +632,38 @@ async fn prepare_request(
     ctx: &WorkerContext,
     work: &PageWork,
 ) -> Result<Request, (DeadLetterClass, String)> {
-    let spec = &work.spec;
+    let credential = resolve_credential(ctx, work).await?;
+    request_with(ctx, work, credential)
+}
+
+/// The credential the task's spec names, read from its tenant's secrets.
+async fn resolve_credential(
+    ctx: &WorkerContext,
+    work: &PageWork,
+) -> Result<Option<Credential>, (DeadLetterClass, String)> {
     let permanent = |e: &dyn std::fmt::Display| (DeadLetterClass::Permanent, e.to_string());
+    let Some(auth) = &work.spec.source.auth else {
+        return Ok(None);
+    };
     // Checked here as well as at submit: the worker is what holds the
     // secrets, and a spec may predate the fleet's isolation.
-    let credential = match &spec.source.auth {
-        Some(auth) => {
-            let from =
-                tenancy::secret_source(ctx.secrets_dir.as_deref(), &work.tenant_id, auth.secret())
-                    .map_err(|e| permanent(&e))?;
-            let key = ctx.fingerprint_key.clone();
-            let credential = Credential::resolve_off_runtime(auth.clone(), from, key)
-                .await
-                .map_err(|e| permanent(&e))?;
-            Some(credential)
-        }
-        None => None,
-    };
+    let from = tenancy::secret_source(ctx.secrets_dir.as_deref(), &work.tenant_id, auth.secret())
+        .map_err(|e| permanent(&e))?;
+    let key = ctx.fingerprint_key.clone();
+    let credential = Credential::resolve_off_runtime(auth.clone(), from, key)
+        .await
+        .map_err(|e| permanent(&e))?;
+    Ok(Some(credential))
+}
+
+/// The task's request, with the credential resolved for it (or for the
+/// chain page before it: one export, one spec, one tenant).
+fn request_with(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    credential: Option<Credential>,
+) -> Result<Request, (DeadLetterClass, String)> {
+    let spec = &work.spec;
     check_listed_columns(&ctx.limits, work)?;
     let (url, origin) = page_url(work)?;
     // Refused before it takes a token; a name is judged again on fetch.
@@ -703,12 +727,7 @@ async fn admit(
     loop {
         let ratio = work.spec.retry.budget_ratio;
         let gate = ctx.guard.admit(key, retrying, request.timeout, ratio).await;
-        let gauge = metrics().breaker_state.with_label_values(&[key]);
-        gauge.set(decide::breaker_gauge(&gate));
-        if matches!(gate, Gate::NoBudget(_)) {
-            metrics().retry_budget_denied.inc();
-        }
-        match decide::admission(&gate, ctx.park_after) {
+        match judge_gate(&gate, key, ctx.park_after) {
             Admission::Go => break,
             Admission::Park(wait) => return Some(wait),
             Admission::Wait(wait) => tokio::time::sleep(wait).await,
@@ -729,6 +748,16 @@ async fn admit(
         }
         Waited::Park(wait) => Some(wait),
     }
+}
+
+/// What the guard's answer means for the request, shown in the metrics.
+fn judge_gate(gate: &Gate, key: &str, park_after: Duration) -> Admission {
+    let gauge = metrics().breaker_state.with_label_values(&[key]);
+    gauge.set(decide::breaker_gauge(gate));
+    if matches!(gate, Gate::NoBudget(_)) {
+        metrics().retry_budget_denied.inc();
+    }
+    decide::admission(gate, park_after)
 }
 
 /// Sends one request, tells the breaker, and judges what came back.
@@ -1208,6 +1237,55 @@ enum Staged {
     Unusable(DeadLetterClass, String),
 }
 
+/// Lands a chain's page while its next page's request is out, and claims
+/// the next page's task as soon as the landing has written it. From that
+/// claim until the answer is in, the claim's lease is kept fresh (a slow
+/// source may take longer than a lease); a claim taken over meanwhile drops
+/// the answer, which its new holder fetches again.
+async fn land_and_fetch_next(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    landing: &Landing,
+    next: &pagination::Position,
+    request: &Request,
+) -> (Result<Landed, StoreError>, Readied) {
+    let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel::<(Uuid, String)>();
+    let land_then_claim = async {
+        let landed = ctx.store.land_page(landing).await;
+        let claimed = match &landed {
+            Ok(Landed::Page {
+                chain_next: Some(next),
+                ..
+            }) if !ctx.draining.is_cancelled() => {
+                let token = claim_token(ctx);
+                let claim = ctx.store.claim_followed(*next, LEASE, &token).await;
+                if matches!(claim, Ok(Claim::Claimed(_))) {
+                    let _ = claimed_tx.send((next.task_id, token.clone()));
+                }
+                Some(ClaimMade { token, claim })
+            }
+            _ => None,
+        };
+        (landed, claimed)
+    };
+    let fetch_while_claimed = async {
+        let keep_claim = async {
+            match claimed_rx.await {
+                Ok((task_id, token)) => heartbeat(ctx, task_id, &token).await,
+                // Nothing was claimed: nothing to keep.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ahead = ahead::fetch(ctx, work, next, request) => ahead,
+            _taken_over = keep_claim => None,
+        }
+    };
+    let ((landed, claimed), ahead) = tokio::join!(land_then_claim, fetch_while_claimed);
+    let ahead = ahead.map(Box::new);
+    (landed, Readied { ahead, claimed })
+}
+
 /// Stores the page in Postgres.
 async fn stage(
     ctx: &WorkerContext,
@@ -1227,26 +1305,11 @@ async fn stage(
     };
     landing.counts.time.landing_us += micros(preparing.elapsed());
     // A chain's next page is fetched while this one lands: the landing's
-    // round trips hide behind the source's latency. It is claimed once
-    // both are done (a claim made earlier would need a heartbeat while a
-    // slow source answers).
+    // round trips, and the next page's claim, hide behind the source's
+    // latency.
     let (landed, readied) = match (&landing.next, work.role) {
         (pagination::Next::Chain(next), Role::Chain) if ctx.follow_chains => {
-            let fetch_next = ahead::fetch(ctx, work, next);
-            let (landed, ahead) = tokio::join!(ctx.store.land_page(&landing), fetch_next);
-            let claimed = match &landed {
-                Ok(Landed::Page {
-                    chain_next: Some(next),
-                    ..
-                }) if !ctx.draining.is_cancelled() => {
-                    let token = claim_token(ctx);
-                    let claim = ctx.store.claim_followed(*next, LEASE, &token).await;
-                    Some(ClaimMade { token, claim })
-                }
-                _ => None,
-            };
-            let ahead = ahead.map(Box::new);
-            (landed, Readied { ahead, claimed })
+            land_and_fetch_next(ctx, work, &landing, next, request).await
         }
         _ => (ctx.store.land_page(&landing).await, Readied::default()),
     };

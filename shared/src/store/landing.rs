@@ -73,6 +73,16 @@ fn task_spec(
     Ok(overrides.apply(spec))
 }
 
+/// What extending a claim's lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    Extended,
+    /// The task has landed: there is no lease left to keep.
+    TaskDone,
+    /// Taken over, given back, or its export paused or ended.
+    Lost,
+}
+
 /// The answer to a claim.
 #[derive(Debug)]
 pub enum Claim {
@@ -237,17 +247,17 @@ impl Store {
         }
     }
 
-    /// Extends the lease of a task this worker still holds. False when the
-    /// task is no longer in flight under this worker (taken over or done),
-    /// or its export was paused or has ended: the claim is given back then
-    /// (queued, for a resume to publish again), so a page retrying when an
-    /// operator pauses or cancels stops within one heartbeat.
+    /// Extends the lease of a task this worker still holds. When the task
+    /// is no longer in flight under this worker (taken over, or landed), or
+    /// its export was paused or has ended, the claim is given back (queued,
+    /// for a resume to publish again), so a page retrying when an operator
+    /// pauses or cancels stops within one heartbeat.
     pub async fn extend_lease(
         &self,
         task_id: Uuid,
         lease: Duration,
         worker: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Lease, StoreError> {
         let client = self.client().await?;
         let n = client
             .execute(
@@ -265,10 +275,19 @@ impl Store {
             )
             .await?;
         if n == 1 {
-            return Ok(true);
+            return Ok(Lease::Extended);
         }
         self.release_claim(task_id, worker).await?;
-        Ok(false)
+        let done = client
+            .query_opt(
+                "SELECT 1 FROM page_tasks WHERE id = $1 AND state = 'done'",
+                &[&task_id],
+            )
+            .await?;
+        Ok(match done {
+            Some(_) => Lease::TaskDone,
+            None => Lease::Lost,
+        })
     }
 
     /// Appends attempts to the history of a task this worker holds, as

@@ -39,7 +39,7 @@ pub use dead_letters::{DeadLetter, DlqFilter, DlqPage, OverBound, MAX_FILTER_IDS
 pub use exports::{ExportListFilter, ExportStatus, Progress, SubmitError, Submitted};
 pub use finalize::{FinalizeLock, FinalizeWork, Gap, Published, StagedRecord, StagedRows};
 pub use firing::Fired;
-pub use landing::{Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, PageWork};
+pub use landing::{Attempt, ChainNext, Claim, DeadLetterInput, Landed, Landing, Lease, PageWork};
 pub use operations::{ActionDone, ActionError};
 pub use outbox::{OutboxFilter, OutboxMessage};
 pub use page_rows::{CannotPack, PageRows};

@@ -18,20 +18,29 @@ use pagefleet_shared::pagination::Position;
 use pagefleet_shared::retry::Outcome;
 use pagefleet_shared::store::PageWork;
 
-use super::{admit, attempt, pause_source, prepare_request, Attempted, Request, Tally};
+use pagefleet_shared::source::Credential;
+
+use super::{admit, attempt, pause_source, request_with, Attempted, Request, Tally};
 use crate::context::WorkerContext;
 
 /// The next page's request and what it came to, with what it counted.
 #[derive(Debug)]
 pub(super) struct Ahead {
     url: url::Url,
+    credential: Option<Credential>,
     attempted: Attempted,
     tally: Tally,
 }
 
-/// Sends the request of the chain page after `work`'s, at `next`; `None`
-/// when nothing was sent.
-pub(super) async fn fetch(ctx: &WorkerContext, work: &PageWork, next: &Position) -> Option<Ahead> {
+/// Sends the request of the chain page after `work`'s, at `next`, with the
+/// credential `sent` (`work`'s own request) was sent with: one export, one
+/// spec, one tenant. `None` when nothing was sent.
+pub(super) async fn fetch(
+    ctx: &WorkerContext,
+    work: &PageWork,
+    next: &Position,
+    sent: &Request,
+) -> Option<Ahead> {
     if ctx.draining.is_cancelled() {
         return None;
     }
@@ -39,7 +48,7 @@ pub(super) async fn fetch(ctx: &WorkerContext, work: &PageWork, next: &Position)
     next_work.position = next.clone();
     next_work.page_no += 1;
     next_work.failures = 0;
-    let request = prepare_request(ctx, &next_work).await.ok()?;
+    let request = request_with(ctx, &next_work, sent.credential.clone()).ok()?;
     let mut tally = Tally::default();
     if admit(ctx, &next_work, &request, false, &mut tally)
         .await
@@ -59,9 +68,18 @@ pub(super) async fn fetch(ctx: &WorkerContext, work: &PageWork, next: &Position)
     }
     Some(Ahead {
         url: request.url,
+        credential: request.credential,
         attempted,
         tally,
     })
+}
+
+impl Ahead {
+    /// The credential the request was sent with, for the claimed task's
+    /// own request.
+    pub(super) fn credential(&self) -> Option<Credential> {
+        self.credential.clone()
+    }
 }
 
 /// The answer fetched ahead, for the claimed task whose request is
