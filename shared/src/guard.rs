@@ -133,7 +133,7 @@ impl SourceGuard {
         probe: Duration,
         ratio: f64,
     ) -> Result<(i64, i64), RateLimitError> {
-        let mut conn = self.redis.connection().await?;
+        let mut held = self.redis.connection().await?;
         self.script
             .key(format!("{}cb:{key}", self.prefix))
             .key(format!("{}rb:{key}", self.prefix))
@@ -145,10 +145,10 @@ impl SourceGuard {
             .arg(ratio)
             .arg(MIN_RETRIES)
             .arg(WINDOW_SECS)
-            .invoke_async(&mut conn)
+            .invoke_async(&mut held.conn)
             .await
             .map_err(|e| {
-                self.redis.forget();
+                self.redis.forget(&held);
                 RateLimitError::Redis(e.to_string())
             })
     }

@@ -408,7 +408,7 @@ impl RateLimiter {
     }
 
     async fn run(&self, bucket: &Bucket, op: Op) -> Result<Reply, RateLimitError> {
-        let mut conn = self.redis.connection().await?;
+        let mut held = self.redis.connection().await?;
         let (name, value) = op.args();
         let (bounds, learning) = (&bucket.bounds, &bucket.adaptation);
         // invoke_async reloads the script after a Redis restart (NOSCRIPT).
@@ -429,10 +429,10 @@ impl RateLimiter {
             .arg(LEARNED_TTL_MS)
             .arg(learning.soon.as_micros() as u64)
             .arg(learning.deep)
-            .invoke_async(&mut conn)
+            .invoke_async(&mut held.conn)
             .await
             .map_err(|e| {
-                self.redis.forget();
+                self.redis.forget(&held);
                 RateLimitError::Redis(e.to_string())
             })?;
         // Thousandths round a rate under 0.001/s to nothing: keep the last.
@@ -547,16 +547,16 @@ impl RateLimiter {
 
     /// Deletes every bucket of this namespace (tests).
     pub async fn clear(&self) -> Result<(), RateLimitError> {
-        let mut conn = self.redis.connection().await?;
+        let mut held = self.redis.connection().await?;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", self.prefix))
-            .query_async(&mut conn)
+            .query_async(&mut held.conn)
             .await
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
         if !keys.is_empty() {
             let _: () = redis::cmd("DEL")
                 .arg(keys)
-                .query_async(&mut conn)
+                .query_async(&mut held.conn)
                 .await
                 .map_err(|e| RateLimitError::Redis(e.to_string()))?;
         }

@@ -1,15 +1,18 @@
-//! One Redis connection a process shares: the limiter's and the guard's
-//! calls go over a single multiplexed connection, taken once from a pool
-//! that opens it lazily and replaced after an error.
+//! The Redis connection a component shares across a process: the limiter's
+//! calls (and, apart, the guard's) go over one multiplexed connection,
+//! taken once from a pool that opens it lazily, and replaced after an
+//! error.
 //!
 //! A pooled connection is checked with a round trip (`UNWATCH`, `PING`)
-//! every time it is taken; the limiter and the guard take one three times
+//! every time it is taken; the limiter and the guard took one three times
 //! a page, which on a chain was a third of the gap between a page's answer
 //! and the next request. A multiplexed connection serves any number of
 //! callers at once, so it is taken once and cloned; a call that fails
-//! drops it (`forget`), and the next takes a fresh one, checked.
+//! forgets it, and the next call opens another. Each connection has a
+//! generation, so a caller that failed on an old one never drops the one
+//! that replaced it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use deadpool_redis::{Config, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
@@ -20,7 +23,19 @@ use crate::ratelimit::RateLimitError;
 #[derive(Clone)]
 pub struct SharedRedis {
     pool: Pool,
-    current: Arc<Mutex<Option<MultiplexedConnection>>>,
+    current: Arc<Mutex<Current>>,
+}
+
+#[derive(Default)]
+struct Current {
+    conn: Option<MultiplexedConnection>,
+    generation: u64,
+}
+
+/// The shared connection as one caller holds it.
+pub struct Held {
+    pub conn: MultiplexedConnection,
+    generation: u64,
 }
 
 impl SharedRedis {
@@ -34,29 +49,51 @@ impl SharedRedis {
             })?;
         Ok(SharedRedis {
             pool,
-            current: Arc::new(Mutex::new(None)),
+            current: Arc::new(Mutex::new(Current::default())),
         })
     }
 
-    /// The shared connection, connecting (and checking) when there is none.
-    pub async fn connection(&self) -> Result<MultiplexedConnection, RateLimitError> {
-        if let Some(conn) = self.slot().clone() {
-            return Ok(conn);
+    /// The shared connection, connecting when there is none.
+    pub async fn connection(&self) -> Result<Held, RateLimitError> {
+        {
+            let current = self.current();
+            if let Some(conn) = &current.conn {
+                return Ok(Held {
+                    conn: conn.clone(),
+                    generation: current.generation,
+                });
+            }
         }
         let pooled = (self.pool.get().await).map_err(|e| RateLimitError::Redis(e.to_string()))?;
         // Out of the pool: it is this process's to share now.
         let conn = deadpool_redis::Connection::take(pooled);
-        *self.slot() = Some(conn.clone());
-        Ok(conn)
+        let mut current = self.current();
+        if let Some(shared) = &current.conn {
+            // Another caller connected meanwhile: share theirs.
+            return Ok(Held {
+                conn: shared.clone(),
+                generation: current.generation,
+            });
+        }
+        current.generation += 1;
+        current.conn = Some(conn.clone());
+        Ok(Held {
+            conn,
+            generation: current.generation,
+        })
     }
 
-    /// Drops the shared connection after a failed call: the next call
-    /// opens another rather than trusting one that may be broken.
-    pub fn forget(&self) {
-        *self.slot() = None;
+    /// Forgets the connection `held` came from after a call on it failed,
+    /// unless it was replaced already: the next call opens another rather
+    /// than trusting one that may be broken.
+    pub fn forget(&self, held: &Held) {
+        let mut current = self.current();
+        if current.generation == held.generation {
+            current.conn = None;
+        }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    fn current(&self) -> MutexGuard<'_, Current> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

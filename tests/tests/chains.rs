@@ -31,6 +31,10 @@ async fn mock(token: &str, pages: usize, latency_ms: u64) -> MockServer {
 }
 
 fn chain_spec(name: &str, mock: &MockServer, dir: &std::path::Path) -> ExportSpec {
+    ExportSpec::from_toml(&chain_toml(name, mock, dir)).unwrap()
+}
+
+fn chain_toml(name: &str, mock: &MockServer, dir: &std::path::Path) -> String {
     let offset = offset_spec(
         name,
         PAGE_SIZE,
@@ -40,7 +44,7 @@ fn chain_spec(name: &str, mock: &MockServer, dir: &std::path::Path) -> ExportSpe
         &default_tenant_dir(dir, "out"),
         "",
     );
-    ExportSpec::from_toml(&Walk::LinkChain.adapt(offset)).unwrap()
+    Walk::LinkChain.adapt(offset)
 }
 
 fn work_dir() -> std::path::PathBuf {
@@ -185,18 +189,7 @@ async fn a_claim_made_while_a_slow_answer_is_out_is_kept_past_its_lease() {
         .await
         .unwrap();
     let db = connect(&fleet.env.database_url).await;
-    let offset = offset_spec(
-        "slow",
-        PAGE_SIZE,
-        500.0,
-        10,
-        &source.base_url(),
-        &default_tenant_dir(&dir, "out"),
-        "",
-    );
-    let toml = Walk::LinkChain
-        .adapt(offset)
-        .replace("timeout_ms = 1500", "timeout_ms = 20000");
+    let toml = chain_toml("slow", &source, &dir).replace("timeout_ms = 1500", "timeout_ms = 20000");
     let spec = ExportSpec::from_toml(&toml).unwrap();
     assert_eq!(spec.source.timeout_ms, 20_000);
     let id = (fleet.api).submit(&spec, None).await.unwrap().id;

@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use common::{connect, create_db, drop_db, store_spec};
+use common::{connect, create_db, drop_db, landing_of, store_spec};
 use pagefleet_shared::model::{DeadLetterClass, QueueRole, RequestCounts, TaskMessage};
 use pagefleet_shared::pagination::{Next, Position};
 use pagefleet_shared::store::{
@@ -67,19 +66,7 @@ fn page(export_id: Uuid, task_id: Uuid) -> (QueueRole, TaskMessage) {
 fn landing(task_id: Uuid, next: Next) -> Landing {
     let mut rows = PageRows::default();
     rows.push(&format!("k-{task_id}"), "{}").unwrap();
-    Landing {
-        task_id,
-        rows,
-        columns: BTreeSet::new(),
-        next,
-        counts: RequestCounts::default(),
-        stated: Vec::new(),
-        marks: Vec::new(),
-        max_pages: 1_000_000,
-        max_columns: 2_000,
-        max_cursor: None,
-        split: None,
-    }
+    landing_of(task_id, rows, next)
 }
 
 async fn claim(store: &Store, task: Uuid, lease: Duration) {

@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use common::{connect, create_db, drop_db, store_spec};
-use pagefleet_shared::model::RequestCounts;
+use common::{connect, create_db, drop_db, landing_of, store_spec};
 use pagefleet_shared::pagination::{Next, Position};
 use pagefleet_shared::store::{Claim, Landed, Landing, PageRows, Store};
 
@@ -21,19 +20,7 @@ fn landing(task_id: Uuid, rows: &[(&str, &str)], next: Next) -> Landing {
     for (key, row) in rows {
         packed.push(key, row).unwrap();
     }
-    Landing {
-        task_id,
-        rows: packed,
-        columns: BTreeSet::new(),
-        next,
-        counts: RequestCounts::default(),
-        stated: Vec::new(),
-        marks: Vec::new(),
-        max_pages: 1_000_000,
-        max_columns: 2_000,
-        max_cursor: None,
-        split: None,
-    }
+    landing_of(task_id, packed, next)
 }
 
 /// Claims page `page_no` of the export and lands `rows` on it, leading on

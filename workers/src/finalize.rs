@@ -50,6 +50,8 @@ pub enum FinalizeError {
         key: String,
         message: String,
     },
+    #[error("finalize export {export_id}: formatting the rows failed: {message}")]
+    Formatter { export_id: Uuid, message: String },
     #[error("finalize export {export_id}: {source}")]
     Isolation {
         export_id: Uuid,
@@ -296,9 +298,10 @@ async fn publish(
             .map_err(store_err)?,
     };
     let writing = std::time::Instant::now();
-    // Staging is counted while the file is written (no page lands while the
-    // export is finalizing, so both see the same rows), on a connection of
-    // its own.
+    // Staging is counted while the file is written, on a connection of its
+    // own: every page landed before the export turned finalizing, and a
+    // late delivery of one commits nothing (its task is done), so both see
+    // the same rows.
     let (summary, staged) = tokio::join!(
         write_csv(ctx, work, &columns, &out, &temp_path),
         ctx.store.staged_count(export_id)
@@ -841,7 +844,7 @@ async fn write_rows(
             message,
         },
         RowsError::Io(source) => io_err(source),
-        RowsError::Formatter(message) => io_err(std::io::Error::other(message)),
+        RowsError::Formatter(message) => FinalizeError::Formatter { export_id, message },
     })
 }
 

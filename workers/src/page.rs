@@ -106,8 +106,8 @@ pub struct Follow {
     pub next: ChainNext,
     pub landed_at: std::time::Instant,
     ahead: Option<Box<Ahead>>,
-    /// The claim on `next`, made once the landing committed and the
-    /// request sent ahead was answered.
+    /// The claim on `next`, made once the landing committed (while the
+    /// request sent ahead was out).
     claimed: Option<ClaimMade>,
 }
 
@@ -119,7 +119,7 @@ struct ClaimMade {
 }
 
 /// What was done for a chain's next page while the page before it
-/// landed: its request, and its claim once both were done.
+/// landed: its request, and its claim, made once the landing committed.
 #[derive(Debug, Default)]
 struct Readied {
     ahead: Option<Box<Ahead>>,
@@ -302,10 +302,11 @@ async fn settle_followed(
 
 /// Keeps the lease fresh while the task waits for tokens and retries;
 /// returns once another worker took the task over (it decided this one was
-/// dead), or the claim was given back. A task that has landed needs no
+/// dead), or the claim was given back. A task this claim landed needs no
 /// lease, and its worker may still be busy with it (a chain's next page's
-/// answer is out): the heartbeat stops then, and returns nothing. A failed
-/// extension is only logged: the next one may succeed within the lease.
+/// answer is out): the heartbeat stops extending then and never returns.
+/// A failed extension is only logged: the next one may succeed within the
+/// lease.
 async fn heartbeat(ctx: &WorkerContext, task_id: Uuid, claim: &str) -> PageResult {
     loop {
         tokio::time::sleep(LEASE / 4).await;
@@ -517,9 +518,10 @@ async fn run_task(
 ) -> Result<PageResult, PageError> {
     let mut tally = Tally::default();
     tally.counts.time.queued_us = micros(work.queued_for);
-    // A chain page fetched ahead was sent with this task's credential.
-    let prepared = match ahead.as_ref() {
-        Some(ahead) => request_with(ctx, work, ahead.credential()),
+    // A chain page fetched ahead was sent with this task's credential,
+    // read just before.
+    let prepared = match ahead.as_ref().and_then(|a| a.credential_for(work)) {
+        Some(credential) => request_with(ctx, work, credential),
         None => prepare_request(ctx, work).await,
     };
     let request = match prepared {
@@ -1240,18 +1242,20 @@ enum Staged {
 /// Lands a chain's page while its next page's request is out, and claims
 /// the next page's task as soon as the landing has written it. From that
 /// claim until the answer is in, the claim's lease is kept fresh (a slow
-/// source may take longer than a lease); a claim taken over meanwhile drops
-/// the answer, which its new holder fetches again.
+/// source may take longer than a lease); a claim lost meanwhile (taken
+/// over, or given back as the export paused) drops the answer and leaves
+/// the page to whoever holds it now. Dropped before it returns (a drain
+/// that ran out of time), it gives the claim back (`PendingClaim`).
 async fn land_and_fetch_next(
     ctx: &WorkerContext,
     work: &PageWork,
     landing: &Landing,
     next: &pagination::Position,
-    request: &Request,
 ) -> (Result<Landed, StoreError>, Readied) {
     let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel::<(Uuid, String)>();
     let land_then_claim = async {
         let landed = ctx.store.land_page(landing).await;
+        let mut pending = None;
         let claimed = match &landed {
             Ok(Landed::Page {
                 chain_next: Some(next),
@@ -1260,13 +1264,14 @@ async fn land_and_fetch_next(
                 let token = claim_token(ctx);
                 let claim = ctx.store.claim_followed(*next, LEASE, &token).await;
                 if matches!(claim, Ok(Claim::Claimed(_))) {
+                    pending = Some(PendingClaim::new(ctx, *next, &token));
                     let _ = claimed_tx.send((next.task_id, token.clone()));
                 }
                 Some(ClaimMade { token, claim })
             }
             _ => None,
         };
-        (landed, claimed)
+        (landed, claimed, pending)
     };
     let fetch_while_claimed = async {
         let keep_claim = async {
@@ -1277,13 +1282,70 @@ async fn land_and_fetch_next(
             }
         };
         tokio::select! {
-            ahead = ahead::fetch(ctx, work, next, request) => ahead,
-            _taken_over = keep_claim => None,
+            ahead = ahead::fetch(ctx, work, next) => Ok(ahead),
+            _lost = keep_claim => Err(ClaimLost),
         }
     };
-    let ((landed, claimed), ahead) = tokio::join!(land_then_claim, fetch_while_claimed);
-    let ahead = ahead.map(Box::new);
+    let ((landed, mut claimed, pending), ahead) =
+        tokio::join!(land_then_claim, fetch_while_claimed);
+    if let Some(pending) = pending {
+        pending.settled();
+    }
+    let ahead = match ahead {
+        Ok(ahead) => ahead.map(Box::new),
+        Err(ClaimLost) => {
+            if let Some(made) = claimed.as_mut() {
+                made.claim = Ok(Claim::Gone);
+            }
+            None
+        }
+    };
     (landed, Readied { ahead, claimed })
+}
+
+/// The claim on a chain's next page was lost while its answer was out.
+struct ClaimLost;
+
+/// A claim made on a chain's next page that nothing holds yet: dropped
+/// unsettled, it is given back (released, its message unsent for the
+/// relay), so a drain cut short does not leave the page to a lease's end.
+struct PendingClaim {
+    store: Option<pagefleet_shared::store::Store>,
+    next: ChainNext,
+    token: String,
+}
+
+impl PendingClaim {
+    fn new(ctx: &WorkerContext, next: ChainNext, token: &str) -> PendingClaim {
+        PendingClaim {
+            store: Some(ctx.store.clone()),
+            next,
+            token: token.to_string(),
+        }
+    }
+
+    /// Held by the caller now: nothing to give back.
+    fn settled(mut self) {
+        self.store = None;
+    }
+}
+
+impl Drop for PendingClaim {
+    fn drop(&mut self) {
+        let (Some(store), Ok(runtime)) = (self.store.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (next, token) = (self.next, std::mem::take(&mut self.token));
+        // Best effort: without it, the reconciler re-queues the task when
+        // its lease runs out.
+        runtime.spawn(async move {
+            let given = store.give_back_followed(next.task_id, Some(&token), next.outbox_id);
+            if let Err(e) = given.await {
+                tracing::debug!(error = %e, task = %next.task_id, "followed claim not given back");
+            }
+        });
+    }
 }
 
 /// Stores the page in Postgres.
@@ -1309,7 +1371,7 @@ async fn stage(
     // latency.
     let (landed, readied) = match (&landing.next, work.role) {
         (pagination::Next::Chain(next), Role::Chain) if ctx.follow_chains => {
-            land_and_fetch_next(ctx, work, &landing, next, request).await
+            land_and_fetch_next(ctx, work, &landing, next).await
         }
         _ => (ctx.store.land_page(&landing).await, Readied::default()),
     };

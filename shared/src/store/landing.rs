@@ -77,7 +77,7 @@ fn task_spec(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
     Extended,
-    /// The task has landed: there is no lease left to keep.
+    /// This claim landed the task: there is no lease left to keep.
     TaskDone,
     /// Taken over, given back, or its export paused or ended.
     Lost,
@@ -247,11 +247,12 @@ impl Store {
         }
     }
 
-    /// Extends the lease of a task this worker still holds. When the task
-    /// is no longer in flight under this worker (taken over, or landed), or
-    /// its export was paused or has ended, the claim is given back (queued,
-    /// for a resume to publish again), so a page retrying when an operator
-    /// pauses or cancels stops within one heartbeat.
+    /// Extends the lease of a task this worker still holds. A task no
+    /// longer in flight under this claim is `TaskDone` when this claim
+    /// landed it, else `Lost` (taken over); a task whose export was paused
+    /// or has ended is `Lost` and its claim given back (queued, for a resume
+    /// to publish again), so a page retrying when an operator pauses or
+    /// cancels stops within one heartbeat.
     pub async fn extend_lease(
         &self,
         task_id: Uuid,
@@ -280,8 +281,8 @@ impl Store {
         self.release_claim(task_id, worker).await?;
         let done = client
             .query_opt(
-                "SELECT 1 FROM page_tasks WHERE id = $1 AND state = 'done'",
-                &[&task_id],
+                "SELECT 1 FROM page_tasks WHERE id = $1 AND state = 'done' AND claimed_by = $2",
+                &[&task_id, &worker],
             )
             .await?;
         Ok(match done {
@@ -473,7 +474,9 @@ impl Store {
         }
         let (export_id, partition_no) = (task.export_id, task.partition_no);
         record_statements(&tx, export_id, partition_no, task.page_no, &landing.stated).await?;
-        let merged = merge_rows(&tx, task.export_id, &landing.rows).await?;
+        // A backward pass reads pages whose rows are staged already.
+        let first_pass = task.role != Role::Backward;
+        let merged = merge_rows(&tx, task.export_id, &landing.rows, first_pass).await?;
         record_columns(&tx, task.export_id, &landing.columns).await?;
         if plan.touches_partition {
             advance_checkpoint(&tx, &task, &plan).await?;
@@ -924,17 +927,21 @@ const MERGE_CHUNK: usize = 5_000;
 /// is counted as replaced. Postgres counts what it inserted, so the answer
 /// is one row, not one a row.
 ///
-/// A page none of whose keys is staged yet (every page of a first pass) is
-/// copied in instead (`page_copy`), under a savepoint: a key already staged
-/// fails the copy at that row, the savepoint undoes it, and the page merges.
+/// On a first pass, where a page's keys are new, the page is copied in
+/// instead (`page_copy`), under a savepoint: a key already staged fails
+/// the copy at that row, the savepoint undoes it, and the page merges.
 async fn merge_rows(
     tx: &Transaction<'_>,
     export_id: Uuid,
     rows: &PageRows,
+    first_pass: bool,
 ) -> Result<Merged, StoreError> {
     let order = rows.merge_order();
     if order.is_empty() {
         return Ok(Merged::default());
+    }
+    if !first_pass {
+        return merge_on_conflict(tx, export_id, &order).await;
     }
     tx.batch_execute("SAVEPOINT copy_rows").await?;
     match copy_rows(tx, export_id, &order).await {
@@ -946,7 +953,8 @@ async fn merge_rows(
             });
         }
         Err(CopyFailed::KeyStaged) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT copy_rows").await?;
+            tx.batch_execute("ROLLBACK TO SAVEPOINT copy_rows; RELEASE SAVEPOINT copy_rows")
+                .await?;
         }
         Err(CopyFailed::Other(error)) => return Err(error),
     }
@@ -978,7 +986,9 @@ async fn copy_rows(
     order: &MergeOrder<'_>,
 ) -> Result<u64, CopyFailed> {
     use futures::SinkExt;
-    let sink = tx.copy_in(COPY_STAGED_ROWS).await?;
+    let sink = tx
+        .copy_in(&tx.prepare_cached(COPY_STAGED_ROWS).await?)
+        .await?;
     futures::pin_mut!(sink);
     for chunk in copy_chunks(export_id, order) {
         let chunk = chunk.map_err(|too_long| {

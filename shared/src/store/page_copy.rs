@@ -85,15 +85,7 @@ fn put_field(out: &mut BytesMut, value: &[u8], field: &'static str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::page_rows::PageRows;
-
-    fn rows(pairs: &[(&str, &str)]) -> PageRows {
-        let mut rows = PageRows::default();
-        for (key, row) in pairs {
-            rows.push(key, row).unwrap();
-        }
-        rows
-    }
+    use crate::store::page_rows::{rows, PageRows};
 
     fn all(chunks: impl Iterator<Item = Result<Bytes, FieldTooLong>>) -> Vec<Bytes> {
         chunks.collect::<Result<_, _>>().unwrap()

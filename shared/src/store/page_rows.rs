@@ -223,17 +223,19 @@ impl ToSql for TextArray<'_> {
     to_sql_checked!();
 }
 
+/// Rows from (key, row JSON) pairs (tests).
+#[cfg(test)]
+pub(crate) fn rows(pairs: &[(&str, &str)]) -> PageRows {
+    let mut rows = PageRows::default();
+    for (key, row) in pairs {
+        rows.push(key, row).unwrap();
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rows(pairs: &[(&str, &str)]) -> PageRows {
-        let mut rows = PageRows::default();
-        for (key, row) in pairs {
-            rows.push(key, row).unwrap();
-        }
-        rows
-    }
 
     #[test]
     fn rows_read_back_as_pushed() {

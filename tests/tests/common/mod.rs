@@ -287,6 +287,28 @@ dir = "out"
     ExportSpec::from_toml(&toml).expect("the store tests' spec")
 }
 
+/// A landing of `rows` on task `task_id`, leading to `next`, under the
+/// fleet's default ceilings (the store tests').
+pub fn landing_of(
+    task_id: Uuid,
+    rows: pagefleet_shared::store::PageRows,
+    next: pagefleet_shared::pagination::Next,
+) -> pagefleet_shared::store::Landing {
+    pagefleet_shared::store::Landing {
+        task_id,
+        rows,
+        columns: std::collections::BTreeSet::new(),
+        next,
+        counts: pagefleet_shared::model::RequestCounts::default(),
+        stated: Vec::new(),
+        marks: Vec::new(),
+        max_pages: 1_000_000,
+        max_columns: 2_000,
+        max_cursor: None,
+        split: None,
+    }
+}
+
 /// Sets a new secret variable of `tenant`'s to `value` and returns its
 /// name, for a spec to name (a spec reads only
 /// `PAGEFLEET_SECRET_<tenant>__*`).
