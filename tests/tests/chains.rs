@@ -219,3 +219,63 @@ async fn a_claim_made_while_a_slow_answer_is_out_is_kept_past_its_lease() {
     source.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_paused_while_its_answer_is_out_does_not_land_until_resumed() {
+    build_fleet_binaries();
+    let token = format!("chains-{}", Uuid::now_v7().simple());
+    let pages = 3;
+    let source = mock(&token, pages, 6_000).await;
+    let dir = work_dir();
+    let mut fleet = ProcessFleet::start("chainpause", 2, &dir, &token)
+        .await
+        .unwrap();
+    let db = connect(&fleet.env.database_url).await;
+    let toml =
+        chain_toml("paused", &source, &dir).replace("timeout_ms = 1500", "timeout_ms = 20000");
+    let id = (fleet.api)
+        .submit(&ExportSpec::from_toml(&toml).unwrap(), None)
+        .await
+        .unwrap()
+        .id;
+    let state_of = |page: i64| {
+        let db = &db;
+        async move {
+            let row = db
+                .query_opt(
+                    "SELECT state FROM page_tasks WHERE export_id = $1 AND page_no = $2",
+                    &[&id, &page],
+                )
+                .await
+                .unwrap();
+            row.map(|r| r.get::<_, String>(0))
+        }
+    };
+    // Page 0 lands after 6 s; page 1's request went out before that.
+    let started = Instant::now();
+    while state_of(0).await.as_deref() != Some("done") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "page 0 never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.api.export_action(id, "pause").await.unwrap();
+    // Page 1's answer comes while the export is paused: it must not land.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_ne!(
+        state_of(1).await.as_deref(),
+        Some("done"),
+        "page 1 landed while paused"
+    );
+    fleet.api.export_action(id, "resume").await.unwrap();
+    let status = fleet
+        .wait_ended(id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(status.state, ExportState::Completed, "{status:?}");
+    assert_eq!(status.csv_rows, Some((pages * PAGE_SIZE) as i64));
+    fleet.stop().await;
+    source.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
