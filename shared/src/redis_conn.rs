@@ -32,6 +32,16 @@ struct Current {
     generation: u64,
 }
 
+impl Current {
+    fn held(&self) -> Option<Held> {
+        let conn = self.conn.clone()?;
+        Some(Held {
+            conn,
+            generation: self.generation,
+        })
+    }
+}
+
 /// The shared connection as one caller holds it.
 pub struct Held {
     pub conn: MultiplexedConnection,
@@ -55,32 +65,21 @@ impl SharedRedis {
 
     /// The shared connection, connecting when there is none.
     pub async fn connection(&self) -> Result<Held, RateLimitError> {
-        {
-            let current = self.current();
-            if let Some(conn) = &current.conn {
-                return Ok(Held {
-                    conn: conn.clone(),
-                    generation: current.generation,
-                });
-            }
+        if let Some(held) = self.current().held() {
+            return Ok(held);
         }
         let pooled = (self.pool.get().await).map_err(|e| RateLimitError::Redis(e.to_string()))?;
         // Out of the pool: it is this process's to share now.
         let conn = deadpool_redis::Connection::take(pooled);
         let mut current = self.current();
-        if let Some(shared) = &current.conn {
-            // Another caller connected meanwhile: share theirs.
-            return Ok(Held {
-                conn: shared.clone(),
-                generation: current.generation,
-            });
+        // Another caller may have connected meanwhile: then share theirs.
+        if current.conn.is_none() {
+            current.generation += 1;
+            current.conn = Some(conn);
         }
-        current.generation += 1;
-        current.conn = Some(conn.clone());
-        Ok(Held {
-            conn,
-            generation: current.generation,
-        })
+        current
+            .held()
+            .ok_or_else(|| RateLimitError::Redis("no shared Redis connection".into()))
     }
 
     /// Forgets the connection `held` came from after a call on it failed,

@@ -658,8 +658,8 @@ async fn resolve_credential(
     Ok(Some(credential))
 }
 
-/// The task's request, with the credential resolved for it (or for the
-/// chain page before it: one export, one spec, one tenant).
+/// The task's request, with the credential resolved for it (or for its
+/// request sent ahead, moments before: see `Ahead::credential_for`).
 fn request_with(
     ctx: &WorkerContext,
     work: &PageWork,

@@ -63,7 +63,9 @@ pub async fn write_staged<W: Write>(
                 format_batch(&format, &columns, &batch)
             }));
         }
-        while in_flight.len() >= FORMATTERS || (last && !in_flight.is_empty()) {
+        // Up to FORMATTERS batches in flight; after the last, none.
+        let keep = if last { 0 } else { FORMATTERS - 1 };
+        while in_flight.len() > keep {
             let Some(next) = in_flight.pop_front() else {
                 break;
             };
